@@ -1,0 +1,82 @@
+"""The append-only, hash-chained audit log.
+
+`audit_record` must be called inside the transaction of the change it records, so the
+change and its audit row commit or roll back together.
+"""
+
+import hashlib
+import json
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import AuditChainHead, AuditEvent
+
+GENESIS_HASH = "0" * 64
+
+
+def _actor_fields(actor) -> tuple[str, int | None, str]:
+    from collaborations.models import Node
+
+    if actor is None:
+        return AuditEvent.ActorType.SYSTEM, None, "system"
+    if isinstance(actor, Node):
+        return AuditEvent.ActorType.NODE, actor.pk, f"node:{actor.name}"
+    container_run = getattr(actor, "container_run", None)
+    if container_run is not None:
+        return AuditEvent.ActorType.CONTAINER, container_run.pk, f"container:run#{container_run.pk}"
+    return AuditEvent.ActorType.USER, actor.pk, actor.get_username()
+
+
+def _event_hash(prev_hash: str, fields: dict) -> str:
+    payload = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
+
+
+def _hashed_fields(event: AuditEvent) -> dict:
+    return {
+        "created_at": event.created_at.isoformat(),
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "actor_label": event.actor_label,
+        "verb": event.verb,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "target_label": event.target_label,
+        "details": event.details,
+    }
+
+
+def audit_record(*, actor, verb: str, target=None, details: dict | None = None) -> AuditEvent:
+    """Append one event to the chain, in the caller's transaction."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("audit_record must run inside the transaction of the change it records")
+    actor_type, actor_id, actor_label = _actor_fields(actor)
+    event = AuditEvent(
+        created_at=timezone.now(),
+        actor_type=actor_type,
+        actor_id=actor_id,
+        actor_label=actor_label[:200],
+        verb=verb,
+        target_type=target._meta.model_name if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_label=str(target)[:200] if target is not None else "",
+        details=details or {},
+    )
+    # The head row lock serialises appenders, so each event links to exactly one predecessor.
+    head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1, defaults={"last_hash": GENESIS_HASH})
+    event.prev_hash = head.last_hash
+    event.hash = _event_hash(head.last_hash, _hashed_fields(event))
+    event.save()
+    AuditChainHead.objects.filter(pk=1).update(last_hash=event.hash)
+    return event
+
+
+def verify_chain() -> int | None:
+    """Id of the first event whose hash does not match the chain, or None when intact."""
+    prev = GENESIS_HASH
+    for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
+        if event.prev_hash != prev or event.hash != _event_hash(prev, _hashed_fields(event)):
+            return event.pk
+        prev = event.hash
+    return None

@@ -1,0 +1,64 @@
+"""JWT authentication for users and node agents on one header.
+
+Both carry `Authorization: Bearer <jwt>` signed with the server key. A node token holds
+`node_id` and the key prefix it was issued for, so rotating a node's key revokes every
+token issued under the old one.
+"""
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import AccessToken
+
+from collaborations.models import Node
+
+NODE_CLAIM = "node_id"
+NODE_KEY_CLAIM = "node_key"
+
+
+def node_access_token(node: Node) -> AccessToken:
+    token = AccessToken()
+    token.set_exp(lifetime=settings.VANTAGE_NODE_TOKEN_LIFETIME)
+    token[NODE_CLAIM] = node.pk
+    token[NODE_KEY_CLAIM] = node.api_key_prefix
+    return token
+
+
+class NodeOrUserJWTAuthentication(BaseAuthentication):
+    keyword = b"bearer"
+
+    def authenticate(self, request):
+        header = get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword:
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
+        try:
+            token = AccessToken(header[1].decode())
+        except (TokenError, UnicodeDecodeError):
+            raise exceptions.AuthenticationFailed("Token is invalid or expired.", code="token_not_valid")
+        if NODE_CLAIM in token:
+            return self._node(token), token
+        return self._user(token), token
+
+    def _node(self, token) -> Node:
+        node = (
+            Node.objects.select_related("organization", "collaboration")
+            .filter(pk=token[NODE_CLAIM], api_key_prefix=token.get(NODE_KEY_CLAIM))
+            .first()
+        )
+        if node is None:
+            raise exceptions.AuthenticationFailed("Node token is no longer valid.", code="token_not_valid")
+        return node
+
+    def _user(self, token):
+        user_id = token.get(settings.SIMPLE_JWT.get("USER_ID_CLAIM", "user_id"))
+        user = get_user_model().objects.select_related("organization").filter(pk=user_id).first()
+        if user is None or not user.is_active:
+            raise exceptions.AuthenticationFailed("User is inactive or unknown.", code="user_inactive")
+        return user
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="api"'

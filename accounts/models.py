@@ -1,0 +1,113 @@
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class Resource(models.TextChoices):
+    ORGANIZATION = "organization"
+    COLLABORATION = "collaboration"
+    STUDY = "study"
+    NODE = "node"
+    USER = "user"
+    ROLE = "role"
+    ALGORITHM = "algorithm"
+    TASK = "task"
+    RUN = "run"
+    AUDIT = "audit"
+
+
+class Action(models.TextChoices):
+    VIEW = "view"
+    CREATE = "create"
+    EDIT = "edit"
+    DELETE = "delete"
+
+
+class Scope(models.IntegerChoices):
+    """Ordered: a wider scope includes every narrower one."""
+
+    OWN = 1, "own"
+    ORGANIZATION = 2, "organization"
+    COLLABORATION = 3, "collaboration"
+    GLOBAL = 4, "global"
+
+
+class Rule(models.Model):
+    resource = models.CharField(max_length=32, choices=Resource.choices)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    scope = models.PositiveSmallIntegerField(choices=Scope.choices)
+
+    class Meta:
+        ordering = ["resource", "action", "scope"]
+        constraints = [
+            models.UniqueConstraint(fields=["resource", "action", "scope"], name="rule_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.resource}:{self.action}:{self.get_scope_display()}"
+
+
+class Role(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+    description = models.TextField(blank=True)
+    rules = models.ManyToManyField(Rule, related_name="roles", blank=True)
+    is_builtin = models.BooleanField(default=False, help_text="Created by Vantage; its name is fixed.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class User(AbstractUser):
+    organization = models.ForeignKey(
+        "collaborations.Organization", on_delete=models.PROTECT, related_name="users", null=True, blank=True
+    )
+    roles = models.ManyToManyField(Role, related_name="users", blank=True)
+
+    is_node = False
+
+    class Meta:
+        ordering = ["username"]
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class AuditEvent(models.Model):
+    """Append-only, hash-chained record of who did what to what.
+
+    Each row's hash covers its content and the previous row's hash, so deleting or
+    editing any past row breaks every hash after it (see accounts.audit.verify_chain).
+    """
+
+    class ActorType(models.TextChoices):
+        USER = "user"
+        NODE = "node"
+        CONTAINER = "container"
+        SYSTEM = "system"
+
+    created_at = models.DateTimeField(db_index=True)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor_id = models.BigIntegerField(null=True, blank=True)
+    actor_label = models.CharField(max_length=200, blank=True)
+    verb = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=200, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.verb} {self.target_label}"
+
+
+class AuditChainHead(models.Model):
+    """Single row holding the newest hash; locking it serialises appends to the chain."""
+
+    last_hash = models.CharField(max_length=64)

@@ -1,0 +1,41 @@
+"""Reads for users, roles, rules and the audit log, scoped to the caller."""
+
+from django.db.models import Q, QuerySet
+
+from accounts.models import Action, AuditEvent, Resource, Role, Rule, Scope, User
+from accounts.permissions import user_scope
+from collaborations.selectors import partner_organization_ids
+
+
+def user_list(*, user, action: str = Action.VIEW) -> QuerySet[User]:
+    scope = user_scope(user, Resource.USER, action)
+    qs = User.objects.select_related("organization").prefetch_related("roles")
+    if scope is None:
+        return qs.none()
+    if scope == Scope.GLOBAL:
+        return qs
+    if scope == Scope.COLLABORATION:
+        return qs.filter(
+            Q(pk=user.pk) | Q(organization_id__in=partner_organization_ids(user.organization_id))
+        )
+    if scope == Scope.ORGANIZATION:
+        return qs.filter(Q(pk=user.pk) | Q(organization_id=user.organization_id))
+    return qs.filter(pk=user.pk)
+
+
+def role_list(*, user) -> QuerySet[Role]:
+    if user_scope(user, Resource.ROLE, Action.VIEW) is None:
+        return Role.objects.none()
+    return Role.objects.prefetch_related("rules")
+
+
+def rule_list(*, user) -> QuerySet[Rule]:
+    if user_scope(user, Resource.ROLE, Action.VIEW) is None:
+        return Rule.objects.none()
+    return Rule.objects.all()
+
+
+def audit_list(*, user) -> QuerySet[AuditEvent]:
+    if user_scope(user, Resource.AUDIT, Action.VIEW) != Scope.GLOBAL:
+        return AuditEvent.objects.none()
+    return AuditEvent.objects.all()

@@ -1,0 +1,82 @@
+"""Reads for organisations, collaborations, studies and nodes, scoped to the caller.
+
+Each `<entity>_list` returns only what the user's roles let them see for the given
+action; anything else is absent, so views answer 404 for it.
+"""
+
+from django.db.models import Q, QuerySet
+
+from accounts.models import Action, Resource, Scope
+from accounts.permissions import user_scope
+from collaborations.models import Collaboration, Node, Organization, Study
+
+Membership = Collaboration.organizations.through
+
+
+def member_collaboration_ids(organization_id: int | None):
+    """Subquery: the collaborations an organisation belongs to."""
+    return Membership.objects.filter(organization_id=organization_id).values("collaboration_id")
+
+
+def partner_organization_ids(organization_id: int | None):
+    """Subquery: every organisation sharing a collaboration with this one (itself included)."""
+    return Membership.objects.filter(
+        collaboration_id__in=member_collaboration_ids(organization_id)
+    ).values("organization_id")
+
+
+def organization_list(*, user, action: str = Action.VIEW) -> QuerySet[Organization]:
+    scope = user_scope(user, Resource.ORGANIZATION, action)
+    qs = Organization.objects.all()
+    if scope is None:
+        return qs.none()
+    if scope == Scope.GLOBAL:
+        return qs
+    if scope == Scope.COLLABORATION:
+        return qs.filter(Q(pk=user.organization_id) | Q(pk__in=partner_organization_ids(user.organization_id)))
+    return qs.filter(pk=user.organization_id)
+
+
+def collaboration_list(*, user, action: str = Action.VIEW) -> QuerySet[Collaboration]:
+    scope = user_scope(user, Resource.COLLABORATION, action)
+    qs = Collaboration.objects.all()
+    if scope is None:
+        return qs.none()
+    if scope == Scope.GLOBAL:
+        return qs
+    return qs.filter(pk__in=member_collaboration_ids(user.organization_id))
+
+
+def study_list(*, user, action: str = Action.VIEW) -> QuerySet[Study]:
+    scope = user_scope(user, Resource.STUDY, action)
+    qs = Study.objects.select_related("collaboration")
+    if scope is None:
+        return qs.none()
+    if scope == Scope.GLOBAL:
+        return qs
+    if scope == Scope.COLLABORATION:
+        return qs.filter(collaboration_id__in=member_collaboration_ids(user.organization_id))
+    return qs.filter(organizations=user.organization_id)
+
+
+def node_list(*, user, action: str = Action.VIEW) -> QuerySet[Node]:
+    scope = user_scope(user, Resource.NODE, action)
+    qs = Node.objects.select_related("organization", "collaboration")
+    if scope is None:
+        return qs.none()
+    if scope == Scope.GLOBAL:
+        return qs
+    if scope == Scope.COLLABORATION:
+        return qs.filter(collaboration_id__in=member_collaboration_ids(user.organization_id))
+    return qs.filter(organization_id=user.organization_id)
+
+
+def collaboration_non_members(*, collaboration: Collaboration, organization_ids) -> set[int]:
+    """The given organisation ids that are NOT members of the collaboration."""
+    wanted = set(organization_ids)
+    members = set(
+        Membership.objects.filter(collaboration=collaboration, organization_id__in=wanted).values_list(
+            "organization_id", flat=True
+        )
+    )
+    return wanted - members

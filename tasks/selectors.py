@@ -1,0 +1,83 @@
+"""Reads for algorithms, tasks and runs, scoped to the caller (user or node)."""
+
+from django.db.models import Case, CharField, Count, F, Q, QuerySet, Value, When
+
+from accounts.models import Action, Resource, Scope
+from accounts.permissions import is_node, user_scope
+from collaborations.selectors import member_collaboration_ids
+from tasks.models import Algorithm, Run, Task
+
+S = Run.Status
+FAILED_STATUSES = (S.FAILED, S.CRASHED, S.REJECTED, S.TIMED_OUT)
+
+
+def with_status(qs: QuerySet[Task]) -> QuerySet[Task]:
+    """Annotate each task with `status`, derived from its runs by the database.
+
+    pending: every run still pending; active: some run open (pending, claimed,
+    running) and some not pending; then, once all runs are final: failed if any run
+    failed, crashed, was rejected or timed out; killed if any was killed; else completed.
+    """
+    qs = qs.annotate(
+        n_runs=Count("runs"),
+        n_pending=Count("runs", filter=Q(runs__status=S.PENDING)),
+        n_open=Count("runs", filter=Q(runs__status__in=Run.ACTIVE_STATUSES)),
+        n_failed=Count("runs", filter=Q(runs__status__in=FAILED_STATUSES)),
+        n_killed=Count("runs", filter=Q(runs__status=S.KILLED)),
+    )
+    return qs.annotate(
+        status=Case(
+            When(n_runs=0, then=Value(Task.Status.PENDING)),
+            When(n_pending=F("n_runs"), then=Value(Task.Status.PENDING)),
+            When(n_open__gt=0, then=Value(Task.Status.ACTIVE)),
+            When(n_failed__gt=0, then=Value(Task.Status.FAILED)),
+            When(n_killed__gt=0, then=Value(Task.Status.KILLED)),
+            default=Value(Task.Status.COMPLETED),
+            output_field=CharField(),
+        )
+    )
+
+
+def _task_scope_q(user, scope: int, prefix: str = "") -> Q:
+    if scope == Scope.GLOBAL:
+        return Q()
+    if scope == Scope.COLLABORATION:
+        return Q(**{f"{prefix}collaboration_id__in": member_collaboration_ids(user.organization_id)})
+    if scope == Scope.ORGANIZATION:
+        return Q(**{f"{prefix}init_organization_id": user.organization_id})
+    return Q(**{f"{prefix}created_by_id": user.pk})
+
+
+def task_list(*, user, action: str = Action.VIEW) -> QuerySet[Task]:
+    """Tasks the user may see (or act on, for another action), with derived status."""
+    scope = user_scope(user, Resource.TASK, action)
+    qs = Task.objects.select_related("collaboration", "init_organization", "created_by")
+    if scope is None:
+        return qs.none()
+    return with_status(qs.filter(_task_scope_q(user, scope)))
+
+
+def run_list(*, principal, action: str = Action.VIEW) -> QuerySet[Run]:
+    """Runs a user may see, or the runs addressed to a node's organisation in its collaboration."""
+    qs = Run.objects.select_related("task", "organization")
+    if is_node(principal):
+        return qs.filter(organization_id=principal.organization_id, task__collaboration_id=principal.collaboration_id)
+    scope = user_scope(principal, Resource.RUN, action)
+    if scope is None:
+        return qs.none()
+    if scope == Scope.ORGANIZATION:
+        return qs.filter(
+            Q(organization_id=principal.organization_id) | Q(task__init_organization_id=principal.organization_id)
+        )
+    return qs.filter(_task_scope_q(principal, scope, prefix="task__"))
+
+
+def algorithm_list(*, user) -> QuerySet[Algorithm]:
+    """The catalogue; users without global algorithm rights see approved entries and their own submissions."""
+    scope = user_scope(user, Resource.ALGORITHM, Action.VIEW)
+    qs = Algorithm.objects.select_related("submitted_by", "reviewer")
+    if scope is None:
+        return qs.none()
+    if user_scope(user, Resource.ALGORITHM, Action.EDIT) == Scope.GLOBAL:
+        return qs
+    return qs.filter(Q(status=Algorithm.Status.APPROVED) | Q(submitted_by=user))

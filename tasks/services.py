@@ -1,0 +1,373 @@
+"""Writes for algorithms, tasks and runs: the run state machine lives here.
+
+Run transitions (each a compare-and-swap on the current status, so two nodes or a node
+and a researcher can never both win):
+
+    pending --claim--> claimed --start--> running --finish--> completed | failed | crashed | ...
+    pending/claimed --finish(rejected|failed)--> final   (refused by policy, image missing)
+    pending --kill--> killed;  claimed/running --kill--> kill requested, the node finishes it as killed
+"""
+
+import hashlib
+import json
+import re
+
+from django.conf import settings
+from django.core.files.base import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.audit import audit_record
+from accounts.models import Action, Resource, Scope
+from accounts.permissions import user_scope
+from collaborations.models import Collaboration, Node, Study
+from collaborations.selectors import collaboration_non_members, member_collaboration_ids
+from tasks.models import Algorithm, DatabaseType, Run, Task
+from vantage.errors import Conflict, DomainError, NotAllowed, NotFound, TooLarge
+
+LABEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+S = Run.Status
+
+
+def _image_digest(image: str) -> str:
+    """The digest pinned in an image reference (`name@sha256:...`), or ''."""
+    if "@" not in image:
+        return ""
+    digest = image.rsplit("@", 1)[1]
+    if not DIGEST_RE.match(digest):
+        raise DomainError("The image digest must read sha256:<64 hex digits>.", field="image")
+    return digest
+
+
+def _validate_databases(databases) -> list[dict]:
+    if not isinstance(databases, list):
+        raise DomainError("Expected a list of {label, type}.", field="databases")
+    cleaned, seen = [], set()
+    for i, entry in enumerate(databases):
+        if not isinstance(entry, dict) or set(entry) - {"label", "type"} or "label" not in entry:
+            raise DomainError(f"Entry {i}: expected an object with 'label' and optional 'type'.", field="databases")
+        label = entry["label"]
+        if not isinstance(label, str) or not LABEL_RE.match(label):
+            raise DomainError(
+                f"Entry {i}: label {label!r} must be lowercase letters, digits and _ (start with a letter, max 64).",
+                field="databases",
+            )
+        if label in seen:
+            raise DomainError(f"Entry {i}: label {label!r} appears twice.", field="databases")
+        seen.add(label)
+        item = {"label": label}
+        if "type" in entry:
+            if entry["type"] not in DatabaseType.values:
+                raise DomainError(
+                    f"Entry {i}: type {entry['type']!r} is not one of {', '.join(DatabaseType.values)}.",
+                    field="databases",
+                )
+            item["type"] = entry["type"]
+        cleaned.append(item)
+    return cleaned
+
+
+def _validate_inputs(collaboration: Collaboration, organization_inputs: dict[int, bytes]) -> None:
+    if not organization_inputs:
+        raise DomainError("Name at least one organisation.", field="organizations")
+    for org_id, payload in organization_inputs.items():
+        if not isinstance(payload, bytes):
+            raise DomainError(f"Input for organisation {org_id} must be bytes.", field="organizations")
+        if len(payload) > settings.VANTAGE_MAX_INPUT_BYTES:
+            raise TooLarge(
+                f"Input for organisation {org_id} is {len(payload)} bytes; the limit is "
+                f"{settings.VANTAGE_MAX_INPUT_BYTES}."
+            )
+        if collaboration.encrypted:
+            if not payload:
+                raise DomainError(f"Input for organisation {org_id} is empty.", field="organizations")
+            continue
+        # Unencrypted collaborations carry the container contract's JSON input in the clear:
+        # reject what no algorithm could read, here rather than on every node.
+        try:
+            decoded = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise DomainError(f"Input for organisation {org_id} is not valid JSON.", field="organizations")
+        if not isinstance(decoded, dict):
+            raise DomainError(f"Input for organisation {org_id} must be a JSON object.", field="organizations")
+
+
+def _check_task_create_allowed(actor, collaboration: Collaboration) -> None:
+    scope = user_scope(actor, Resource.TASK, Action.CREATE)
+    if scope is None:
+        raise NotAllowed("Your roles do not allow creating tasks.")
+    if actor.organization_id is None:
+        raise DomainError("Your account belongs to no organisation, so it cannot start tasks.")
+    if scope != Scope.GLOBAL and not member_collaboration_ids(actor.organization_id).filter(
+        collaboration_id=collaboration.pk
+    ).exists():
+        raise NotAllowed("You can only create tasks in collaborations your organisation belongs to.")
+
+
+@transaction.atomic
+def task_create(
+    *, actor, collaboration: Collaboration, name: str, image: str, method: str,
+    organization_inputs: dict[int, bytes], databases: list | None = None, description: str = "",
+    study: Study | None = None, algorithm: Algorithm | None = None,
+) -> Task:
+    """Create a task and one pending run per target organisation."""
+    _check_task_create_allowed(actor, collaboration)
+    if collaboration.status != Collaboration.Status.ACTIVE:
+        raise DomainError("The collaboration is archived and accepts no new tasks.", field="collaboration")
+    if study is not None and study.collaboration_id != collaboration.pk:
+        raise DomainError("The study belongs to another collaboration.", field="study")
+    if not method or not isinstance(method, str):
+        raise DomainError("Name the method to run.", field="method")
+    if algorithm is not None:
+        if algorithm.status != Algorithm.Status.APPROVED:
+            raise DomainError(f"Algorithm {algorithm.pk} is {algorithm.status}, not approved.", field="algorithm")
+        image, digest = algorithm.image, algorithm.digest
+    else:
+        if not image or not isinstance(image, str):
+            raise DomainError("Name the image to run.", field="image")
+        digest = _image_digest(image)
+    cleaned_databases = _validate_databases(databases or [])
+    _validate_inputs(collaboration, organization_inputs)
+    outsiders = collaboration_non_members(collaboration=collaboration, organization_ids=organization_inputs)
+    if outsiders:
+        raise DomainError(
+            f"Organisations {sorted(outsiders)} are not members of collaboration {collaboration.pk}.",
+            field="organizations",
+        )
+    if study is not None:
+        study_orgs = set(study.organizations.values_list("pk", flat=True))
+        outside_study = set(organization_inputs) - study_orgs
+        if outside_study:
+            raise DomainError(
+                f"Organisations {sorted(outside_study)} are not in study {study.pk}.", field="organizations"
+            )
+
+    task = Task(
+        collaboration=collaboration, study=study, algorithm=algorithm, name=name, description=description,
+        image=image, digest=digest, method=method, databases=cleaned_databases,
+        init_organization_id=actor.organization_id, created_by=actor,
+    )
+    task.full_clean(exclude=["job"])
+    task.save()
+    Task.objects.filter(pk=task.pk).update(job=task)
+    task.job = task
+    Run.objects.bulk_create(
+        Run(task=task, organization_id=org_id, input=payload) for org_id, payload in organization_inputs.items()
+    )
+    audit_record(actor=actor, verb="task.created", target=task,
+                 details={"organizations": sorted(organization_inputs), "image": image, "method": method})
+    return task
+
+
+@transaction.atomic
+def task_kill(*, actor, task: Task) -> int:
+    """Stop a task: pending runs end as killed now, claimed/running ones are asked to stop.
+
+    Returns the number of runs affected. Killing a finished task changes nothing.
+    """
+    now = timezone.now()
+    open_runs = Run.objects.filter(task__job_id=task.job_id or task.pk)
+    killed = open_runs.filter(status=S.PENDING).update(
+        status=S.KILLED, error_kind=Run.ErrorKind.KILLED, finished_at=now
+    )
+    asked = open_runs.filter(status__in=(S.CLAIMED, S.RUNNING), kill_requested_at__isnull=True).update(
+        kill_requested_at=now
+    )
+    if killed or asked:
+        audit_record(actor=actor, verb="task.killed", target=task, details={"killed": killed, "asked_to_stop": asked})
+    return killed + asked
+
+
+@transaction.atomic
+def task_delete(*, actor, task: Task) -> None:
+    """Delete a finished task with its runs and result files."""
+    if Run.objects.filter(task__job_id=task.job_id or task.pk, status__in=Run.ACTIVE_STATUSES).exists():
+        raise Conflict("The task still has open runs: kill it first.")
+    files = [name for name in Run.objects.filter(task__job_id=task.job_id or task.pk)
+             .exclude(result="").values_list("result", flat=True)]
+    audit_record(actor=actor, verb="task.deleted", target=task)
+    task.delete()
+    transaction.on_commit(lambda: [default_storage.delete(name) for name in files])
+
+
+def _lock_node_run(run_id: int, node: Node) -> Run:
+    run = (
+        Run.objects.select_for_update()
+        .filter(pk=run_id, organization_id=node.organization_id, task__collaboration_id=node.collaboration_id)
+        .first()
+    )
+    if run is None:
+        raise NotFound("No such run for this node.")
+    return run
+
+
+@transaction.atomic
+def run_claim(*, run_id: int, node: Node) -> Run | None:
+    """Move a pending run to claimed for this node; None if another node won."""
+    won = Run.objects.filter(
+        pk=run_id, status=S.PENDING, organization_id=node.organization_id,
+        task__collaboration_id=node.collaboration_id,
+    ).update(status=S.CLAIMED, node=node, claimed_at=timezone.now())
+    if won != 1:
+        return None
+    run = Run.objects.select_related("task").get(pk=run_id)
+    audit_record(actor=node, verb="run.claimed", target=run)
+    return run
+
+
+@transaction.atomic
+def run_start(*, run_id: int, node: Node) -> Run:
+    """Mark a claimed run as running (its container has started)."""
+    won = Run.objects.filter(pk=run_id, status=S.CLAIMED, node=node).update(
+        status=S.RUNNING, started_at=timezone.now()
+    )
+    if won != 1:
+        raise Conflict("Only a run this node has claimed can start.")
+    run = Run.objects.select_related("task").get(pk=run_id)
+    audit_record(actor=node, verb="run.started", target=run)
+    return run
+
+
+@transaction.atomic
+def run_append_log(*, run_id: int, node: Node, text: str) -> Run:
+    """Append to a run's log, keeping only its newest VANTAGE_RUN_LOG_MAX_CHARS characters."""
+    run = _lock_node_run(run_id, node)
+    if run.node_id != node.pk:
+        raise Conflict("Only the node that claimed the run may write its log.")
+    limit = settings.VANTAGE_RUN_LOG_MAX_CHARS
+    log = run.log + text
+    if len(log) > limit:
+        log = log[-limit:]
+        run.log_truncated = True
+    run.log = log
+    run.save(update_fields=["log", "log_truncated"])
+    return run
+
+
+class _HashingFile(File):
+    """Streams a file to storage while hashing and counting it, chunk by chunk."""
+
+    def __init__(self, file):
+        super().__init__(file, name=getattr(file, "name", None))
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+
+    def chunks(self, chunk_size=None):
+        for chunk in super().chunks(chunk_size):
+            self.sha256.update(chunk)
+            self.bytes_read += len(chunk)
+            if self.bytes_read > settings.VANTAGE_MAX_RESULT_BYTES:
+                raise TooLarge(f"The result exceeds the limit of {settings.VANTAGE_MAX_RESULT_BYTES} bytes.")
+            yield chunk
+
+
+def run_finish(
+    *, run_id: int, node: Node, status: str, exit_code: int | None = None,
+    error_kind: str = "", result=None, log: str = "",
+) -> Run:
+    """Record a run's final state, with its result file streamed into storage.
+
+    The file is written before the transaction and deleted again if the transaction
+    fails, so neither a result without a final state nor an orphan file remains.
+    """
+    if status not in Run.FINAL_STATUSES:
+        raise DomainError(f"{status!r} is not a final state ({', '.join(Run.FINAL_STATUSES)}).", field="status")
+    if error_kind not in Run.ErrorKind.values:
+        raise DomainError(f"Unknown error kind {error_kind!r}.", field="error_kind")
+    stored_name = None
+    hashed = None
+    if result is not None:
+        hashed = _HashingFile(result)
+        stored_name = default_storage.save(f"results/run-{run_id}", hashed)
+    try:
+        return _run_finish_commit(
+            run_id=run_id, node=node, status=status, exit_code=exit_code, error_kind=error_kind,
+            stored_name=stored_name, hashed=hashed, log=log,
+        )
+    except BaseException:
+        if stored_name:
+            default_storage.delete(stored_name)
+        raise
+
+
+@transaction.atomic
+def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored_name, hashed, log) -> Run:
+    run = _lock_node_run(run_id, node)
+    if run.is_final:
+        raise Conflict(f"The run is already {run.status}.")
+    if run.status == S.PENDING and status not in (S.REJECTED, S.FAILED):
+        raise Conflict("A pending run must be claimed before it can finish.")
+    if run.status != S.PENDING and run.node_id != node.pk:
+        raise Conflict("Only the node that claimed the run may finish it.")
+    run.status = status
+    run.exit_code = exit_code
+    run.error_kind = error_kind
+    run.finished_at = timezone.now()
+    if run.node_id is None:
+        run.node = node
+    if stored_name:
+        run.result.name = stored_name
+        run.result_size = hashed.bytes_read
+        run.result_sha256 = hashed.sha256.hexdigest()
+    if log:
+        limit = settings.VANTAGE_RUN_LOG_MAX_CHARS
+        combined = run.log + log
+        run.log_truncated = run.log_truncated or len(combined) > limit
+        run.log = combined[-limit:]
+    run.save()
+    audit_record(actor=node, verb=f"run.{status}", target=run,
+                 details={"exit_code": exit_code, "error_kind": error_kind, "result_size": run.result_size})
+    return run
+
+
+@transaction.atomic
+def algorithm_submit(
+    *, actor, name: str, image: str, digest: str, description: str = "", functions: list | None = None
+) -> Algorithm:
+    """Add an algorithm to the catalogue, awaiting review."""
+    if actor is not None and user_scope(actor, Resource.ALGORITHM, Action.CREATE) is None:
+        raise NotAllowed("Your roles do not allow submitting algorithms.")
+    if not DIGEST_RE.match(digest or ""):
+        raise DomainError("The digest must read sha256:<64 hex digits>.", field="digest")
+    _validate_functions(functions or [])
+    algorithm = Algorithm(
+        name=name, image=image, digest=digest, description=description,
+        functions=functions or [], submitted_by=actor,
+    )
+    algorithm.full_clean()
+    algorithm.save()
+    audit_record(actor=actor, verb="algorithm.submitted", target=algorithm)
+    return algorithm
+
+
+def _validate_functions(functions) -> None:
+    if not isinstance(functions, list):
+        raise DomainError("Expected a list of functions.", field="functions")
+    for i, fn in enumerate(functions):
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise DomainError(f"Function {i}: needs a 'name'.", field="functions")
+        if fn.get("kind", "partial") not in ("central", "partial"):
+            raise DomainError(f"Function {i}: kind must be 'central' or 'partial'.", field="functions")
+        if not isinstance(fn.get("arguments", {}), dict):
+            raise DomainError(f"Function {i}: 'arguments' must be a JSON schema object.", field="functions")
+
+
+@transaction.atomic
+def algorithm_review(*, actor, algorithm: Algorithm, status: str, note: str = "") -> Algorithm:
+    """Approve, reject or retire a catalogue entry."""
+    if actor is not None and user_scope(actor, Resource.ALGORITHM, Action.EDIT) != Scope.GLOBAL:
+        raise NotAllowed("Only reviewers with global algorithm rights can review algorithms.")
+    allowed = {Algorithm.Status.APPROVED, Algorithm.Status.REJECTED, Algorithm.Status.RETIRED}
+    if status not in allowed:
+        raise DomainError(f"Review outcome must be one of {', '.join(sorted(allowed))}.", field="status")
+    if Algorithm.objects.filter(pk=algorithm.pk, status=status).exists():
+        return algorithm
+    algorithm.status = status
+    algorithm.reviewer = actor
+    algorithm.reviewed_at = timezone.now()
+    algorithm.review_note = note
+    algorithm.save(update_fields=["status", "reviewer", "reviewed_at", "review_note"])
+    audit_record(actor=actor, verb=f"algorithm.{status}", target=algorithm, details={"note": note})
+    return algorithm
