@@ -51,14 +51,15 @@ def _validate_password(password: str, user: User) -> None:
 def user_create(
     *, actor, username: str, password: str, organization, email: str = "",
     first_name: str = "", last_name: str = "", roles: list | None = None, is_staff: bool = False,
+    is_superuser: bool = False,
 ) -> User:
     """Create a user of an organisation with the given roles (names or Role objects)."""
     _require_user_scope(actor, Action.CREATE, organization.pk if organization else None)
-    if is_staff and actor is not None and not actor.is_superuser:
-        raise NotAllowed("Only a superuser can create staff users.")
+    if (is_staff or is_superuser) and actor is not None and not actor.is_superuser:
+        raise NotAllowed("Only a superuser can create staff users or superusers.")
     user = User(
         username=username, email=email, first_name=first_name, last_name=last_name,
-        organization=organization, is_staff=is_staff,
+        organization=organization, is_staff=is_staff, is_superuser=is_superuser,
     )
     _validate_password(password, user)
     user.set_password(password)
@@ -66,18 +67,22 @@ def user_create(
     user.save()
     resolved = _resolve_roles(actor, roles or [])
     user.roles.set(resolved)
-    audit_record(actor=actor, verb="user.created", target=user, details={"roles": [r.name for r in resolved]})
+    audit_record(actor=actor, verb="user.created", target=user, details={
+        "roles": [r.name for r in resolved], "is_staff": is_staff, "is_superuser": is_superuser,
+    })
     return user
 
 
 @transaction.atomic
 def user_update(*, actor, user: User, **changes) -> User:
-    """Change a user's profile, password, active flag or roles."""
+    """Change a user's profile, password, active, staff or superuser flag, or roles."""
     _require_user_scope(actor, Action.EDIT, user.organization_id)
-    allowed = {"email", "first_name", "last_name", "password", "is_active", "roles"}
+    allowed = {"email", "first_name", "last_name", "password", "is_active", "is_staff", "is_superuser", "roles"}
     unknown = set(changes) - allowed
     if unknown:
         raise DomainError(f"Cannot change {', '.join(sorted(unknown))}.")
+    if {"is_staff", "is_superuser"} & set(changes) and actor is not None and not actor.is_superuser:
+        raise NotAllowed("Only a superuser can change staff or superuser rights.")
     roles = changes.pop("roles", None)
     password = changes.pop("password", None)
     for field, value in changes.items():
