@@ -15,6 +15,7 @@ from accounts.permissions import user_scope
 from collaborations import node_keys
 from collaborations.models import Collaboration, Node, Organization, Study
 from collaborations.selectors import collaboration_non_members, member_collaboration_ids
+from vantage import events
 from vantage.errors import DomainError, NotAllowed
 
 
@@ -249,3 +250,33 @@ def node_report(*, node: Node, config: dict) -> Node:
     if changed:
         audit_record(actor=node, verb="node.config_reported", target=node, details={"config": config})
     return node
+
+
+def node_heartbeat(*, node_id: int) -> None:
+    """Record that a node is alive; announce it when it comes back online."""
+    now = timezone.now()
+    with transaction.atomic():
+        came_online = Node.objects.filter(pk=node_id).exclude(status=Node.Status.ONLINE).update(
+            status=Node.Status.ONLINE, last_seen_at=now
+        )
+        if not came_online:
+            Node.objects.filter(pk=node_id).update(last_seen_at=now)
+            return
+        node = Node.objects.get(pk=node_id)
+        audit_record(actor=node, verb="node.online", target=node)
+        publish_node_status(node)
+
+
+def publish_node_status(node: Node) -> None:
+    events.publish_to_users_on_commit(
+        node.collaboration_id,
+        {
+            "type": f"node.{node.status}",
+            "node": {"id": node.pk, "name": node.name, "organization": node.organization_id,
+                     "collaboration": node.collaboration_id, "status": node.status,
+                     "last_seen_at": node.last_seen_at.isoformat() if node.last_seen_at else None},
+            "visibility": events.visibility(
+                "node", collaboration=node.collaboration_id, organizations=[node.organization_id]
+            ),
+        },
+    )

@@ -23,6 +23,7 @@ from accounts.models import Action, Resource, Scope
 from accounts.permissions import user_scope
 from collaborations.models import Collaboration, Node, Study
 from collaborations.selectors import collaboration_non_members, member_collaboration_ids
+from tasks import events as task_events
 from tasks.models import Algorithm, DatabaseType, Run, Task
 from vantage.errors import Conflict, DomainError, NotAllowed, NotFound, TooLarge
 
@@ -153,11 +154,12 @@ def task_create(
     task.save()
     Task.objects.filter(pk=task.pk).update(job=task)
     task.job = task
-    Run.objects.bulk_create(
-        Run(task=task, organization_id=org_id, input=payload) for org_id, payload in organization_inputs.items()
+    runs = Run.objects.bulk_create(
+        [Run(task=task, organization_id=org_id, input=payload) for org_id, payload in organization_inputs.items()]
     )
     audit_record(actor=actor, verb="task.created", target=task,
                  details={"organizations": sorted(organization_inputs), "image": image, "method": method})
+    task_events.task_created(task, runs)
     return task
 
 
@@ -168,16 +170,25 @@ def task_kill(*, actor, task: Task) -> int:
     Returns the number of runs affected. Killing a finished task changes nothing.
     """
     now = timezone.now()
-    open_runs = Run.objects.filter(task__job_id=task.job_id or task.pk)
-    killed = open_runs.filter(status=S.PENDING).update(
+    runs = list(
+        Run.objects.select_for_update(of=("self",)).select_related("task")
+        .filter(task__job_id=task.job_id or task.pk, status__in=Run.ACTIVE_STATUSES, kill_requested_at__isnull=True)
+    )
+    pending = [r for r in runs if r.status == S.PENDING]
+    held = [r for r in runs if r.status != S.PENDING]
+    Run.objects.filter(pk__in=[r.pk for r in pending]).update(
         status=S.KILLED, error_kind=Run.ErrorKind.KILLED, finished_at=now
     )
-    asked = open_runs.filter(status__in=(S.CLAIMED, S.RUNNING), kill_requested_at__isnull=True).update(
-        kill_requested_at=now
-    )
-    if killed or asked:
-        audit_record(actor=actor, verb="task.killed", target=task, details={"killed": killed, "asked_to_stop": asked})
-    return killed + asked
+    Run.objects.filter(pk__in=[r.pk for r in held]).update(kill_requested_at=now)
+    for run in pending:
+        run.status, run.error_kind, run.finished_at = S.KILLED, Run.ErrorKind.KILLED, now
+        task_events.run_updated(run, run.task)
+    for run in held:
+        task_events.run_kill_requested(run)
+    if runs:
+        audit_record(actor=actor, verb="task.killed", target=task,
+                     details={"killed": len(pending), "asked_to_stop": len(held)})
+    return len(runs)
 
 
 @transaction.atomic
@@ -194,7 +205,7 @@ def task_delete(*, actor, task: Task) -> None:
 
 def _lock_node_run(run_id: int, node: Node) -> Run:
     run = (
-        Run.objects.select_for_update()
+        Run.objects.select_for_update(of=("self",)).select_related("task")
         .filter(pk=run_id, organization_id=node.organization_id, task__collaboration_id=node.collaboration_id)
         .first()
     )
@@ -214,6 +225,7 @@ def run_claim(*, run_id: int, node: Node) -> Run | None:
         return None
     run = Run.objects.select_related("task").get(pk=run_id)
     audit_record(actor=node, verb="run.claimed", target=run)
+    task_events.run_updated(run, run.task)
     return run
 
 
@@ -227,6 +239,7 @@ def run_start(*, run_id: int, node: Node) -> Run:
         raise Conflict("Only a run this node has claimed can start.")
     run = Run.objects.select_related("task").get(pk=run_id)
     audit_record(actor=node, verb="run.started", target=run)
+    task_events.run_updated(run, run.task)
     return run
 
 
@@ -243,6 +256,7 @@ def run_append_log(*, run_id: int, node: Node, text: str) -> Run:
         run.log_truncated = True
     run.log = log
     run.save(update_fields=["log", "log_truncated"])
+    task_events.run_log(run, run.task, text)
     return run
 
 
@@ -319,6 +333,7 @@ def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored_na
     run.save()
     audit_record(actor=node, verb=f"run.{status}", target=run,
                  details={"exit_code": exit_code, "error_kind": error_kind, "result_size": run.result_size})
+    task_events.run_updated(run, run.task)
     return run
 
 

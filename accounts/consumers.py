@@ -1,0 +1,73 @@
+"""`/ws/events/`: live events for researchers and the portal.
+
+Thin by design: authenticate (middleware), read the user's scopes and collaborations
+once on connect, join groups, forward what this user may see. Never writes.
+"""
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from accounts.models import Action, Resource, Scope
+from accounts.permissions import is_node, user_scope
+from vantage import events
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+WATCHED = (Resource.TASK, Resource.RUN, Resource.NODE)
+
+
+class EventsConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        principal = self.scope.get("principal")
+        await self.accept()
+        if principal is None:
+            await self.close(code=CLOSE_UNAUTHENTICATED, reason=self.scope.get("auth_error") or "unauthenticated")
+            return
+        if is_node(principal):
+            await self.close(code=CLOSE_FORBIDDEN, reason="nodes connect to /ws/node/")
+            return
+        self.user = principal
+        self.scopes, self.collaborations = await self._load_visibility()
+        if Scope.GLOBAL in self.scopes.values():
+            self.groups_joined = [events.GLOBAL_GROUP]
+        else:
+            self.groups_joined = [events.collaboration_group(c) for c in self.collaborations]
+        self.groups_joined.append(events.user_group(self.user.pk))
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.send_json({"type": "hello", "user": self.user.pk, "collaborations": sorted(self.collaborations)})
+
+    @database_sync_to_async
+    def _load_visibility(self):
+        from collaborations.selectors import member_collaboration_ids
+
+        scopes = {r: user_scope(self.user, r, Action.VIEW) for r in WATCHED}
+        collaborations = set(
+            member_collaboration_ids(self.user.organization_id).values_list("collaboration_id", flat=True)
+        )
+        return scopes, collaborations
+
+    async def disconnect(self, code):
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+
+    async def event_forward(self, message):
+        event = message["event"]
+        if self.may_see(event.get("visibility") or {}):
+            await self.send_json(event)
+
+    def may_see(self, vis: dict) -> bool:
+        scope = self.scopes.get(vis.get("resource"))
+        if scope is None:
+            return False
+        if scope == Scope.GLOBAL:
+            return True
+        if scope == Scope.COLLABORATION:
+            return vis.get("collaboration") in self.collaborations
+        if scope == Scope.ORGANIZATION:
+            return self.user.organization_id in (vis.get("organizations") or [])
+        return vis.get("owner") == self.user.pk

@@ -1,0 +1,91 @@
+"""Websocket authentication and origin checks, before any consumer runs.
+
+- Node agents and API clients send `Authorization: Bearer <jwt>` on the handshake
+  (user or node token, the same tokens as the REST API).
+- The browser portal has no way to set headers on a websocket: it uses its session
+  cookie, and then the Origin header must name one of ALLOWED_HOSTS, so another site
+  cannot ride on the cookie.
+
+The outcome goes into scope["principal"] (None when refused) and scope["auth_error"];
+the consumer accepts and closes with code 4401 and that reason, so clients can tell a
+bad token from a network failure and stop retrying.
+"""
+
+from urllib.parse import urlparse
+
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.conf import settings
+from django.http.request import validate_host
+from rest_framework.exceptions import AuthenticationFailed
+
+from accounts.authentication import NodeOrUserJWTAuthentication
+
+
+class _HandshakeRequest:
+    """The little of a DRF request that the JWT authenticator reads."""
+
+    def __init__(self, authorization: bytes):
+        self.META = {"HTTP_AUTHORIZATION": authorization.decode("latin1")}
+
+
+def _header(scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value
+    return None
+
+
+def _origin_allowed(origin: bytes | None) -> bool:
+    if origin is None:
+        return False
+    host = urlparse(origin.decode("latin1")).hostname
+    return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)
+
+
+@database_sync_to_async
+def _principal_from_token(authorization: bytes):
+    result = NodeOrUserJWTAuthentication().authenticate(_HandshakeRequest(authorization))
+    if result is None:
+        raise AuthenticationFailed("Expected 'Authorization: Bearer <token>'.")
+    return result[0]
+
+
+@database_sync_to_async
+def _user_from_session(scope):
+    from django.contrib.auth import get_user
+
+    class _SessionRequest:
+        session = scope["session"]
+
+    user = get_user(_SessionRequest())
+    if not user.is_authenticated:
+        return None
+    return type(user).objects.select_related("organization").get(pk=user.pk)
+
+
+class _PrincipalMiddleware(BaseMiddleware):
+    async def __call__(self, scope, receive, send):
+        scope = dict(scope)
+        scope["principal"], scope["auth_error"] = None, ""
+        authorization = _header(scope, b"authorization")
+        origin = _header(scope, b"origin")
+        if origin is not None and not _origin_allowed(origin):
+            scope["auth_error"] = "origin not allowed"
+        elif authorization:
+            try:
+                scope["principal"] = await _principal_from_token(authorization)
+            except AuthenticationFailed as exc:
+                scope["auth_error"] = str(exc.detail)
+        elif origin is not None:
+            scope["principal"] = await _user_from_session(scope)
+            if scope["principal"] is None:
+                scope["auth_error"] = "not logged in"
+        else:
+            scope["auth_error"] = "authentication required"
+        return await super().__call__(scope, receive, send)
+
+
+def WebsocketAuthMiddleware(inner):
+    return CookieMiddleware(SessionMiddleware(_PrincipalMiddleware(inner)))
