@@ -35,8 +35,12 @@ class NodeOrUserJWTAuthentication(BaseAuthentication):
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
+        return self.authenticate_token(header[1])
+
+    def authenticate_token(self, raw: bytes):
+        """(principal, token) for a raw JWT; used by the REST API and the websocket handshake."""
         try:
-            token = AccessToken(header[1].decode())
+            token = AccessToken(raw.decode())
         except (TokenError, UnicodeDecodeError):
             raise exceptions.AuthenticationFailed("Token is invalid or expired.", code="token_not_valid")
         if NODE_CLAIM in token:

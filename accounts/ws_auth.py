@@ -23,13 +23,6 @@ from rest_framework.exceptions import AuthenticationFailed
 from accounts.authentication import NodeOrUserJWTAuthentication
 
 
-class _HandshakeRequest:
-    """The little of a DRF request that the JWT authenticator reads."""
-
-    def __init__(self, authorization: bytes):
-        self.META = {"HTTP_AUTHORIZATION": authorization.decode("latin1")}
-
-
 def _header(scope, name: bytes) -> bytes | None:
     for key, value in scope.get("headers", []):
         if key == name:
@@ -46,10 +39,10 @@ def _origin_allowed(origin: bytes | None) -> bool:
 
 @database_sync_to_async
 def _principal_from_token(authorization: bytes):
-    result = NodeOrUserJWTAuthentication().authenticate(_HandshakeRequest(authorization))
-    if result is None:
+    parts = authorization.split()
+    if len(parts) != 2 or parts[0].lower() != b"bearer":
         raise AuthenticationFailed("Expected 'Authorization: Bearer <token>'.")
-    return result[0]
+    return NodeOrUserJWTAuthentication().authenticate_token(parts[1])[0]
 
 
 @database_sync_to_async
