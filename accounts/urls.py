@@ -1,5 +1,16 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-router = SimpleRouter()
+from accounts import api
 
-urlpatterns = [*router.urls]
+router = SimpleRouter()
+router.register("users", api.UserViewSet, basename="user")
+router.register("roles", api.RoleViewSet, basename="role")
+router.register("rules", api.RuleViewSet, basename="rule")
+router.register("audit", api.AuditEventViewSet, basename="audit")
+
+urlpatterns = [
+    path("token/", api.LoginView.as_view(), name="token"),
+    path("token/refresh/", api.RefreshView.as_view(), name="token-refresh"),
+    *router.urls,
+]

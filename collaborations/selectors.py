@@ -4,7 +4,7 @@ Each `<entity>_list` returns only what the user's roles let them see for the giv
 action; anything else is absent, so views answer 404 for it.
 """
 
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import user_scope
@@ -69,6 +69,20 @@ def node_list(*, user, action: str = Action.VIEW) -> QuerySet[Node]:
     if scope == Scope.COLLABORATION:
         return qs.filter(collaboration_id__in=member_collaboration_ids(user.organization_id))
     return qs.filter(organization_id=user.organization_id)
+
+
+def _member_ids_prefetch() -> Prefetch:
+    return Prefetch("organizations", queryset=Organization.objects.only("pk").order_by("pk"))
+
+
+def collaboration_list_with_members(*, user, action: str = Action.VIEW) -> QuerySet[Collaboration]:
+    """collaboration_list with member organisation ids prefetched (one query per page), for rendering."""
+    return collaboration_list(user=user, action=action).prefetch_related(_member_ids_prefetch())
+
+
+def study_list_with_members(*, user, action: str = Action.VIEW) -> QuerySet[Study]:
+    """study_list with the study's organisation ids prefetched (one query per page), for rendering."""
+    return study_list(user=user, action=action).prefetch_related(_member_ids_prefetch())
 
 
 def collaboration_non_members(*, collaboration: Collaboration, organization_ids) -> set[int]:

@@ -1,0 +1,140 @@
+"""REST views for user tokens, users, roles, rules and the audit log.
+
+Authorised twice: HasRule refuses a user whose roles lack the action at any scope (403,
+and every node), and each queryset comes from a selector scoped to the caller, so an
+object outside their scope is absent (404). Whether the caller's scope covers a write
+on a visible object is the service's decision (403).
+"""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.response import Response
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from accounts import selectors, services
+from accounts.filters import AuditEventFilter, UserFilter
+from accounts.models import Action, Resource
+from accounts.permissions import HasRule
+from accounts.serializers import (
+    AuditEventSerializer,
+    LoginSerializer,
+    RefreshSerializer,
+    RoleCreateSerializer,
+    RoleSerializer,
+    RuleSerializer,
+    UserCreateSerializer,
+    UserSerializer,
+    UserUpdateSerializer,
+)
+
+
+class NodeOrUserJWTScheme(OpenApiAuthenticationExtension):
+    """Documents the one bearer scheme that users and node agents share."""
+
+    target_class = "accounts.authentication.NodeOrUserJWTAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "A user token from /api/token/ or a node token from /api/node/token/.",
+        }
+
+
+def rules_for(resource: str, **actions: str) -> dict[str, tuple[str, str]]:
+    """HasRule's map for a view: `rules_for(Resource.X, list=Action.VIEW, ...)`."""
+    return {name: (resource, needed) for name, needed in actions.items()}
+
+
+class GuardedViewSet(viewsets.GenericViewSet):
+    """A viewset behind HasRule whose writes parse their input with `_input`."""
+
+    permission_classes = [HasRule]
+
+    def initial(self, request, *args, **kwargs):
+        # HasRule refuses actions missing from `rules`; an unsupported method should
+        # still read as 405 (PUT where only PATCH exists), not as a missing role.
+        if not hasattr(self, request.method.lower()):
+            raise exceptions.MethodNotAllowed(request.method)
+        super().initial(request, *args, **kwargs)
+
+    def _input(self, serializer_class, *, partial: bool = False) -> dict:
+        serializer = serializer_class(data=self.request.data, partial=partial, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSet):
+    """List and retrieve through the caller's scoped selector (`get_queryset`)."""
+
+
+class LoginView(TokenObtainPairView):
+    """Exchange a username and password for an access and a refresh token."""
+
+    serializer_class = LoginSerializer
+
+
+class RefreshView(TokenRefreshView):
+    """Exchange a refresh token for a new access token."""
+
+    serializer_class = RefreshSerializer
+
+
+class UserViewSet(ScopedViewSet):
+    serializer_class = UserSerializer
+    filterset_class = UserFilter
+    rules = rules_for(Resource.USER, list=Action.VIEW, retrieve=Action.VIEW, create=Action.CREATE,
+                      partial_update=Action.EDIT, destroy=Action.DELETE)
+
+    def get_queryset(self):
+        return selectors.user_list(user=self.request.user)
+
+    @extend_schema(request=UserCreateSerializer, responses={201: UserSerializer})
+    def create(self, request):
+        user = services.user_create(actor=request.user, **self._input(UserCreateSerializer))
+        return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=UserUpdateSerializer, responses=UserSerializer)
+    def partial_update(self, request, pk=None):
+        user = self.get_object()
+        user = services.user_update(actor=request.user, user=user, **self._input(UserUpdateSerializer))
+        return Response(UserSerializer(user).data)
+
+    def destroy(self, request, pk=None):
+        services.user_delete(actor=request.user, user=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RoleViewSet(ScopedViewSet):
+    serializer_class = RoleSerializer
+    rules = rules_for(Resource.ROLE, list=Action.VIEW, retrieve=Action.VIEW, create=Action.CREATE)
+
+    def get_queryset(self):
+        return selectors.role_list(user=self.request.user)
+
+    @extend_schema(request=RoleCreateSerializer, responses={201: RoleSerializer})
+    def create(self, request):
+        role = services.role_create(actor=request.user, **self._input(RoleCreateSerializer))
+        return Response(RoleSerializer(role).data, status=status.HTTP_201_CREATED)
+
+
+class RuleViewSet(ScopedViewSet):
+    serializer_class = RuleSerializer
+    rules = rules_for(Resource.ROLE, list=Action.VIEW, retrieve=Action.VIEW)
+
+    def get_queryset(self):
+        return selectors.rule_list(user=self.request.user)
+
+
+class AuditEventViewSet(mixins.ListModelMixin, GuardedViewSet):
+    """The audit log, newest first. Only callers with global audit rights see events."""
+
+    serializer_class = AuditEventSerializer
+    filterset_class = AuditEventFilter
+    rules = rules_for(Resource.AUDIT, list=Action.VIEW)
+
+    def get_queryset(self):
+        return selectors.audit_list(user=self.request.user)

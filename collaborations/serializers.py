@@ -1,0 +1,161 @@
+"""Input and output shapes for organisations, collaborations, studies and nodes.
+
+Input serializers only parse and resolve ids; every rule about what may change lives in
+collaborations.services. Related objects are given and shown as ids.
+"""
+
+import json
+
+from rest_framework import serializers
+
+from collaborations.models import Collaboration, Node, Organization, Study
+from collaborations.selectors import collaboration_list, organization_list
+
+MAX_REPORTED_CONFIG_BYTES = 64 * 1024
+
+
+def _caller(field: serializers.Field):
+    return field.context["request"].user
+
+
+class ScopedIdField(serializers.IntegerField):
+    """An id resolved against what the caller may see; anything else reads as unknown.
+
+    `selector(user=...)` gives the caller's queryset, so an id outside their scope gets
+    the same answer as an id that does not exist.
+    """
+
+    default_error_messages = {"does_not_exist": "No object with id {pk} (or not visible to you)."}
+
+    def __init__(self, *, selector, **kwargs):
+        self.selector = selector
+        kwargs.setdefault("min_value", 1)
+        super().__init__(**kwargs)
+
+    def run_validation(self, data=serializers.empty):
+        pk = super().run_validation(data)
+        found = self.selector(user=_caller(self)).filter(pk=pk).first()
+        if found is None:
+            self.fail("does_not_exist", pk=pk)
+        return found
+
+
+class ScopedIdsField(serializers.ListField):
+    """A list of ids resolved in one query against what the caller may see."""
+
+    default_error_messages = {"does_not_exist": "No objects with ids {pks} (or not visible to you)."}
+
+    def __init__(self, *, selector, **kwargs):
+        self.selector = selector
+        kwargs["child"] = serializers.IntegerField(min_value=1)
+        super().__init__(**kwargs)
+
+    def run_validation(self, data=serializers.empty):
+        pks = list(dict.fromkeys(super().run_validation(data)))
+        found = {obj.pk: obj for obj in self.selector(user=_caller(self)).filter(pk__in=pks)}
+        missing = [pk for pk in pks if pk not in found]
+        if missing:
+            self.fail("does_not_exist", pks=missing)
+        return [found[pk] for pk in pks]
+
+
+class OrganizationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Organization
+        fields = ["id", "name", "country", "domain", "public_key", "created_at"]
+        read_only_fields = fields
+
+
+class OrganizationInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    country = serializers.CharField(max_length=2, allow_blank=True, required=False)
+    domain = serializers.CharField(max_length=253, allow_blank=True, required=False)
+    public_key = serializers.CharField(allow_blank=True, required=False, trim_whitespace=False)
+
+
+class CollaborationSerializer(serializers.ModelSerializer):
+    organizations = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+
+    class Meta:
+        model = Collaboration
+        fields = ["id", "name", "organizations", "encrypted", "status", "created_at"]
+        read_only_fields = fields
+
+
+class CollaborationInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    organizations = ScopedIdsField(selector=organization_list, allow_empty=True)
+    encrypted = serializers.BooleanField(required=False)
+
+
+class StudySerializer(serializers.ModelSerializer):
+    organizations = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+
+    class Meta:
+        model = Study
+        fields = ["id", "name", "collaboration", "organizations", "created_at"]
+        read_only_fields = fields
+
+
+class StudyCreateSerializer(serializers.Serializer):
+    collaboration = ScopedIdField(selector=collaboration_list)
+    name = serializers.CharField(max_length=200)
+    organizations = ScopedIdsField(selector=organization_list, allow_empty=True)
+
+
+class StudyUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    organizations = ScopedIdsField(selector=organization_list, allow_empty=True, required=False)
+
+
+class NodeSerializer(serializers.ModelSerializer):
+    """A node as users and the node itself see it: never its key, hash or key prefix."""
+
+    class Meta:
+        model = Node
+        fields = [
+            "id", "name", "organization", "collaboration", "status", "last_seen_at",
+            "reported_config", "key_created_at", "created_at",
+        ]
+        read_only_fields = fields
+
+
+class NodeWithKeySerializer(NodeSerializer):
+    """The answer to creating a node or rotating its key: the only time the key is shown.
+
+    The key comes in through the context (`api_key`): it exists nowhere else.
+    """
+
+    api_key = serializers.SerializerMethodField(help_text="Shown this once; store it in the node's config.")
+
+    class Meta(NodeSerializer.Meta):
+        fields = [*NodeSerializer.Meta.fields, "api_key"]
+        read_only_fields = fields
+
+    def get_api_key(self, node: Node) -> str:
+        return self.context["api_key"]
+
+
+class NodeCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    organization = ScopedIdField(selector=organization_list)
+    collaboration = ScopedIdField(selector=collaboration_list)
+
+
+class NodeTokenRequestSerializer(serializers.Serializer):
+    api_key = serializers.CharField(max_length=200, trim_whitespace=True)
+
+
+class NodeTokenSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    expires_in = serializers.IntegerField(help_text="Seconds until the access token expires.")
+
+
+class NodeReportSerializer(serializers.Serializer):
+    config = serializers.DictField(help_text="What the node reports about itself: database labels, policy, version.")
+
+    def validate_config(self, value: dict) -> dict:
+        # The config is stored on the node and copied into the audit log on each change.
+        if len(json.dumps(value, separators=(",", ":"))) > MAX_REPORTED_CONFIG_BYTES:
+            raise serializers.ValidationError(f"At most {MAX_REPORTED_CONFIG_BYTES // 1024} KiB of JSON.")
+        return value

@@ -1,0 +1,55 @@
+"""Unauthenticated service endpoints: liveness with a database check, and versions."""
+
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+logger = logging.getLogger(__name__)
+
+# Bumped when a change to /api/ breaks existing clients; the server version changes every release.
+API_VERSION = "1"
+
+
+class HealthView(APIView):
+    """Answers 200 when the server can reach its database, 503 when it cannot."""
+
+    # No authentication: a load balancer probes this, and a stale token must not fail it.
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        auth=[],
+        responses={
+            200: inline_serializer("Health", {"status": serializers.CharField(), "database": serializers.CharField()}),
+            503: inline_serializer("HealthFailure", {"status": serializers.CharField(), "database": serializers.CharField()}),
+        },
+    )
+    def get(self, request):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        except DatabaseError:
+            logger.exception("health check: database query failed")
+            return Response({"status": "error", "database": "unavailable"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"status": "ok", "database": "ok"})
+
+
+class VersionView(APIView):
+    """The server release and the API version."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        auth=[],
+        responses=inline_serializer("Version", {"version": serializers.CharField(), "api_version": serializers.CharField()}),
+    )
+    def get(self, request):
+        return Response({"version": settings.SPECTACULAR_SETTINGS["VERSION"], "api_version": API_VERSION})
