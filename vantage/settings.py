@@ -142,6 +142,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `status` field with different choices; name each enum.
+    "ENUM_NAME_OVERRIDES": {
+        "CollaborationStatusEnum": "collaborations.models.Collaboration.Status",
+        "NodeStatusEnum": "collaborations.models.Node.Status",
+    },
 }
 
 REDIS_URL = env_str("REDIS_URL")
