@@ -24,6 +24,9 @@ class Collaboration(models.Model):
     organizations = models.ManyToManyField(Organization, related_name="collaborations", blank=True)
     encrypted = models.BooleanField(default=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    result_retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Delete result files this many days after a run finishes; empty keeps them."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -6,6 +6,9 @@ records an audit event in that same transaction. `actor=None` is the system itse
 because object permissions do not run on create.
 """
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -280,3 +283,25 @@ def publish_node_status(node: Node) -> None:
             ),
         },
     )
+
+
+def nodes_mark_offline(*, now=None) -> int:
+    """Mark nodes offline whose last heartbeat is older than VANTAGE_NODE_OFFLINE_AFTER_SECONDS."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.VANTAGE_NODE_OFFLINE_AFTER_SECONDS)
+    stale = list(
+        Node.objects.filter(status=Node.Status.ONLINE, last_seen_at__lt=cutoff).values_list("pk", flat=True)
+    )
+    marked = 0
+    for node_id in stale:
+        with transaction.atomic():
+            # Compare-and-swap: a heartbeat arriving meanwhile keeps the node online.
+            if not Node.objects.filter(pk=node_id, status=Node.Status.ONLINE, last_seen_at__lt=cutoff).update(
+                status=Node.Status.OFFLINE
+            ):
+                continue
+            node = Node.objects.get(pk=node_id)
+            audit_record(actor=None, verb="node.offline", target=node)
+            publish_node_status(node)
+            marked += 1
+    return marked

@@ -143,6 +143,12 @@ class Run(models.Model):
         help_text="The node that claimed this run.",
     )
     kill_requested_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set at claim; past it the server times the run out."
+    )
+    result_purged_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the result file was removed under the retention period."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -154,6 +160,7 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["organization", "status"], name="run_org_status_idx"),
             models.Index(fields=["status"], name="run_status_idx"),
+            models.Index(fields=["status", "deadline_at"], name="run_status_deadline_idx"),
         ]
 
     def __str__(self) -> str:

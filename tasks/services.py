@@ -11,6 +11,7 @@ and a researcher can never both win):
 import hashlib
 import json
 import re
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.base import File
@@ -217,10 +218,14 @@ def _lock_node_run(run_id: int, node: Node) -> Run:
 @transaction.atomic
 def run_claim(*, run_id: int, node: Node) -> Run | None:
     """Move a pending run to claimed for this node; None if another node won."""
+    now = timezone.now()
     won = Run.objects.filter(
         pk=run_id, status=S.PENDING, organization_id=node.organization_id,
         task__collaboration_id=node.collaboration_id,
-    ).update(status=S.CLAIMED, node=node, claimed_at=timezone.now())
+    ).update(
+        status=S.CLAIMED, node=node, claimed_at=now,
+        deadline_at=now + timedelta(seconds=settings.VANTAGE_RUN_DEADLINE_SECONDS),
+    )
     if won != 1:
         return None
     run = Run.objects.select_related("task").get(pk=run_id)
@@ -386,3 +391,59 @@ def algorithm_review(*, actor, algorithm: Algorithm, status: str, note: str = ""
     algorithm.save(update_fields=["status", "reviewer", "reviewed_at", "review_note"])
     audit_record(actor=actor, verb=f"algorithm.{status}", target=algorithm, details={"note": note})
     return algorithm
+
+
+def runs_time_out_overdue(*, now=None) -> int:
+    """End claimed or running runs past their deadline as timed out (their node went silent).
+
+    Each run is its own compare-and-swap, so a node finishing a run at the same moment
+    either wins (its result stands) or finds the run already final (409).
+    """
+    now = now or timezone.now()
+    overdue = list(
+        Run.objects.filter(status__in=(S.CLAIMED, S.RUNNING), deadline_at__lt=now).values_list("pk", flat=True)
+    )
+    timed_out = 0
+    for run_id in overdue:
+        with transaction.atomic():
+            won = Run.objects.filter(pk=run_id, status__in=(S.CLAIMED, S.RUNNING), deadline_at__lt=now).update(
+                status=S.TIMED_OUT, error_kind=Run.ErrorKind.TIMEOUT, finished_at=now
+            )
+            if not won:
+                continue
+            run = Run.objects.select_related("task").get(pk=run_id)
+            audit_record(actor=None, verb="run.timed_out", target=run, details={"deadline_at": str(run.deadline_at)})
+            task_events.run_kill_requested(run)
+            task_events.run_updated(run, run.task)
+            timed_out += 1
+    return timed_out
+
+
+def results_purge_expired(*, now=None) -> int:
+    """Delete result files older than their collaboration's retention period.
+
+    The run keeps its size, hash and audit trail; only the file goes. The database row
+    is updated first, the file deleted after commit: a crash in between leaves an
+    unreferenced file (harmless, found by size), never a row pointing at nothing.
+    """
+    now = now or timezone.now()
+    candidates = (
+        Run.objects.filter(task__collaboration__result_retention_days__isnull=False, result_purged_at__isnull=True)
+        .exclude(result="")
+        .select_related("task__collaboration")
+        .only("pk", "result", "finished_at", "task__collaboration__result_retention_days")
+    )
+    purged = 0
+    for run in candidates.iterator(chunk_size=500):
+        retention = timedelta(days=run.task.collaboration.result_retention_days)
+        if run.finished_at is None or run.finished_at + retention > now:
+            continue
+        name = run.result.name
+        with transaction.atomic():
+            if not Run.objects.filter(pk=run.pk, result=name).update(result="", result_purged_at=now):
+                continue
+            audit_record(actor=None, verb="run.result_purged", target=run,
+                         details={"retention_days": run.task.collaboration.result_retention_days})
+            transaction.on_commit(lambda name=name: default_storage.delete(name))
+        purged += 1
+    return purged

@@ -101,3 +101,9 @@ def api_for():
 @pytest.fixture
 def anon():
     return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    """Result files of each test go to its own temporary folder."""
+    settings.MEDIA_ROOT = tmp_path / "media"

@@ -154,8 +154,41 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
     }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
+    # Embedded default: one server process, so in-process layer and cache are enough.
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Celery: a Redis broker with separate worker and beat processes in production; without
+# REDIS_URL every job runs eagerly inside the process that enqueued it.
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE = {
+    "mark-offline-nodes": {"task": "collaborations.jobs.mark_offline_nodes", "schedule": 30.0},
+    "time-out-overdue-runs": {"task": "tasks.jobs.time_out_overdue_runs", "schedule": 60.0},
+    "purge-expired-results": {"task": "tasks.jobs.purge_expired_results", "schedule": 3600.0},
+}
+VANTAGE_NODE_OFFLINE_AFTER_SECONDS = env_int("VANTAGE_NODE_OFFLINE_AFTER_SECONDS", 90, minimum=10)
+VANTAGE_RUN_DEADLINE_SECONDS = env_int("VANTAGE_RUN_DEADLINE_SECONDS", 24 * 3600, minimum=10)
+
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "vantage@localhost")
 
 LOGGING = {
     "version": 1,
