@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "accounts",
     "collaborations",
     "tasks",
+    "nodeagent",
 ]
 
 MIDDLEWARE = [

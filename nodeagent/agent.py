@@ -1,0 +1,194 @@
+"""The node agent's loop: connect, reconcile, then claim and hand out runs.
+
+The loop itself does little: it asks the server for pending runs when it has a free
+slot, claims them one by one (the server's compare-and-swap decides between nodes),
+and gives each claimed run to a RunJob thread. Jobs tell the loop when they free a
+slot, so the next run is claimed at once rather than at the next poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from nodeagent import VERSION
+from nodeagent.client import ServerClient, ServerRefused, ServerUnavailable
+from nodeagent.config import NodeConfig
+from nodeagent.executor import LABEL_RUN, Executor
+from nodeagent.job import AgentContext, RunJob, backoff
+from nodeagent.workspace import TaskFolder
+
+log = logging.getLogger(__name__)
+
+REPORT_INTERVAL = 60.0
+STOP_JOIN_SECONDS = 10.0
+
+
+class FatalError(Exception):
+    """The agent cannot go on (refused API key, task folder in use)."""
+
+
+class NodeAgent:
+    def __init__(self, config: NodeConfig, stop: threading.Event, *, client: ServerClient | None = None,
+                 executor: Executor | None = None):
+        self.config = config
+        self.stop = stop
+        self.client = client or ServerClient(config.server.url, config.server.api_key)
+        self.executor = executor or Executor(
+            limits=config.limits, registries=config.registries,
+            pool_size=4 * config.limits.max_concurrent_runs + 8,
+        )
+        self.task_folder = TaskFolder(config.task_folder)
+        self.jobs: dict[int, RunJob] = {}
+        self._jobs_lock = threading.Lock()
+        self._wake = threading.Event()
+        self.ctx: AgentContext | None = None
+        self._next_report = 0.0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def run(self) -> None:
+        try:
+            self.task_folder.open()
+        except RuntimeError as exc:
+            raise FatalError(str(exc))
+        try:
+            node = self._connect()
+            if node is None:
+                return
+            self.ctx = AgentContext(config=self.config, client=self.client, executor=self.executor,
+                                    node_id=node["id"], stop=self.stop)
+            log.info("node %s (organisation %s, collaboration %s) connected to %s",
+                     node["id"], node.get("organization"), node.get("collaboration"), self.config.server.url)
+            self._reconcile()
+            self._loop()
+        finally:
+            self._wind_down()
+            self.task_folder.close()
+
+    def _connect(self) -> dict | None:
+        """Authenticate and read our node record, waiting out an unreachable server."""
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                self.client.authenticate()
+                node = self.client.me()
+                self._report()
+                return node
+            except ServerUnavailable as exc:
+                attempt += 1
+                delay = backoff(attempt)
+                log.warning("server unreachable (%s); retrying in %.1f s", exc, delay)
+                self.stop.wait(delay)
+            except ServerRefused as exc:
+                raise FatalError(f"the server refused this node: {exc}")
+        return None
+
+    def _report(self) -> None:
+        self.client.report({**self.config.summary(), "version": VERSION})
+        self._next_report = time.monotonic() + REPORT_INTERVAL
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            self._wake.clear()
+            try:
+                if time.monotonic() >= self._next_report:
+                    self._report()
+                self._claim_what_fits()
+                failures = 0
+                wait = self.config.server.poll_interval
+            except ServerUnavailable as exc:
+                failures += 1
+                wait = backoff(failures)
+                log.warning("server unreachable (%s); next try in %.1f s", exc, wait)
+            except ServerRefused as exc:
+                failures += 1
+                wait = backoff(failures)
+                log.error("the server refused a request: %s", exc)
+            self._wake.wait(wait)
+
+    def _free_slots(self) -> int:
+        with self._jobs_lock:
+            busy = sum(1 for job in self.jobs.values() if job.holds_slot)
+        return self.config.limits.max_concurrent_runs - busy
+
+    def _claim_what_fits(self) -> None:
+        if self._free_slots() <= 0:
+            return
+        for run in self.client.pending_runs(limit=100):
+            if self.stop.is_set() or self._free_slots() <= 0:
+                return
+            if run["id"] in self.jobs:
+                continue
+            claimed = self.client.claim(run["id"])
+            if claimed is None:
+                continue  # another node of this organisation won it
+            log.info("run %s: claimed", run["id"])
+            job = RunJob.claimed(self.ctx, self.task_folder.run(run["id"]), claimed)
+            self._start(job)
+
+    def _start(self, job: RunJob) -> None:
+        with self._jobs_lock:
+            self.jobs[job.run_id] = job
+        job.start_thread(self._job_done)
+
+    def _job_done(self, job: RunJob) -> None:
+        with self._jobs_lock:
+            self.jobs.pop(job.run_id, None)
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _wind_down(self) -> None:
+        """Let job threads notice the stop flag: they leave containers running and keep
+        their state files, for the next agent to pick up."""
+        self._wake.set()
+        deadline = time.monotonic() + STOP_JOIN_SECONDS
+        for job in list(self.jobs.values()):
+            if job.thread is not None:
+                job.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    # ---------------------------------------------------------------- reconcile
+
+    def _reconcile(self) -> None:
+        """Continue what an earlier agent left: containers by label, folders by state file.
+
+        A run whose container exists is never started again; a run with a decided
+        outcome is only uploaded; a run that never got a container starts now.
+        """
+        node_id = self.ctx.node_id
+        containers = {c.labels.get(LABEL_RUN): c for c in self.executor.node_containers(node_id)}
+        for folder in self.task_folder.known_runs():
+            containers.pop(str(folder.run_id), None)
+            try:
+                state = folder.load()
+            except (OSError, ValueError, TypeError) as exc:
+                log.error("run %s: unreadable state file (%s); its folder stays for inspection", folder.run_id, exc)
+                continue
+            log.info("run %s: resuming (phase %s)", folder.run_id, state.phase)
+            self._start(RunJob(self.ctx, folder, state))
+        for run_id, container in containers.items():
+            # A container of ours without a folder: its files are gone, it cannot report.
+            log.error("container %s has no run folder; stopping and removing it", container.name)
+            self.executor.remove(container)
+            if run_id and run_id.isdigit():
+                self._fail_orphan(int(run_id), "the node lost this run's folder; its container was removed")
+        self._fail_lost_runs()
+
+    def _fail_lost_runs(self) -> None:
+        """Runs the server says this node holds, of which nothing is left here."""
+        for status in ("claimed", "running"):
+            try:
+                runs = self.client.list_runs(status=status)
+            except (ServerUnavailable, ServerRefused) as exc:
+                log.warning("could not list %s runs to reconcile: %s", status, exc)
+                return
+            for run in runs:
+                if run.get("node") == self.ctx.node_id and run["id"] not in self.jobs:
+                    self._fail_orphan(run["id"], "the node agent stopped before this run's container was created")
+
+    def _fail_orphan(self, run_id: int, reason: str) -> None:
+        self._start(RunJob.failed(self.ctx, self.task_folder.run(run_id), run_id, reason))

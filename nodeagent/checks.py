@@ -1,0 +1,162 @@
+"""`run_node --check`: is this node ready? One line per thing checked."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker.errors
+
+from nodeagent.client import ServerClient, ServerRefused, ServerUnavailable
+from nodeagent.config import Database, NodeConfig
+from nodeagent.executor import Executor, ImageError
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str
+    topic: str
+    message: str
+
+
+def run_checks(config: NodeConfig, *, client: ServerClient | None = None,
+               executor_factory=Executor) -> list[Finding]:
+    findings = [Finding(OK, "config", f"{config.source} is valid")]
+    findings += _check_server(config, client or ServerClient(config.server.url, config.server.api_key))
+    findings += _check_docker(config, executor_factory)
+    findings += _check_task_folder(config)
+    for database in config.databases.values():
+        findings.append(_check_database(database, config.limits.user))
+    if not config.databases:
+        findings.append(Finding(WARN, "databases", "no databases configured: algorithms get no data"))
+    findings += _check_policy(config)
+    return findings
+
+
+def _check_server(config: NodeConfig, client: ServerClient) -> list[Finding]:
+    try:
+        client.authenticate()
+        node = client.me()
+    except ServerUnavailable as exc:
+        return [Finding(FAIL, "server", f"{config.server.url} cannot be reached: {exc}")]
+    except ServerRefused as exc:
+        return [Finding(FAIL, "server", f"{config.server.url} refused the API key: {exc}")]
+    return [Finding(OK, "server", (
+        f"{config.server.url} accepted the API key: node {node.get('id')} \"{node.get('name', '')}\", "
+        f"organisation {_show_id(node.get('organization'))}, collaboration {_show_id(node.get('collaboration'))}"
+    ))]
+
+
+def _show_id(value) -> str:
+    if isinstance(value, dict):
+        return f"{value.get('id')} \"{value.get('name', '')}\""
+    return str(value)
+
+
+def _check_docker(config: NodeConfig, executor_factory) -> list[Finding]:
+    try:
+        executor = executor_factory(limits=config.limits, registries=config.registries)
+        version = executor.ping()
+    except docker.errors.DockerException as exc:
+        findings = [Finding(FAIL, "docker", f"no Docker engine answers: {exc}")]
+        findings += [Finding(FAIL, "registry", f"{host}: not checked without a Docker engine")
+                     for host in config.registries]
+        return findings
+    findings = [Finding(OK, "docker", f"Docker engine {version} answers")]
+    for creds in config.registries.values():
+        try:
+            executor.login(creds)
+            findings.append(Finding(OK, "registry", f"{creds.host} accepted the credentials of {creds.username}"))
+        except ImageError as exc:
+            findings.append(Finding(FAIL, "registry", str(exc)))
+    return findings
+
+
+def _check_task_folder(config: NodeConfig) -> list[Finding]:
+    folder = config.task_folder
+    probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("/"))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return [Finding(FAIL, "task_folder", f"{folder}: not writable by this user")]
+    return [Finding(OK, "task_folder", f"{folder} is usable")]
+
+
+def _readable_by(path: Path, user: str) -> bool:
+    """Whether the container's uid:gid may read the file, from its mode bits."""
+    uid, _, gid = user.partition(":")
+    info = path.stat()
+    if info.st_uid == int(uid):
+        return bool(info.st_mode & stat.S_IRUSR)
+    if gid and info.st_gid == int(gid):
+        return bool(info.st_mode & stat.S_IRGRP)
+    return bool(info.st_mode & stat.S_IROTH)
+
+
+def _check_database(database: Database, container_user: str) -> Finding:
+    topic = f"database {database.label}"
+    path = database.path or database.sqlite_path
+    if path is not None:
+        if not path.exists():
+            return Finding(FAIL, topic, f"{database.type} file {path} does not exist")
+        if not path.is_file():
+            return Finding(FAIL, topic, f"{path} is not a file")
+        if not os.access(path, os.R_OK):
+            return Finding(FAIL, topic, f"{path} is not readable by the node agent")
+        if not _readable_by(path, container_user):
+            return Finding(FAIL, topic, (
+                f"{path} is not readable by the algorithm's user {container_user} (limits.user): "
+                "make it group- or world-readable"
+            ))
+        if database.type != "sql":
+            return Finding(OK, topic, f"{database.type} file {path} ({path.stat().st_size} bytes) is readable")
+    return _check_sql(database, topic)
+
+
+def _check_sql(database: Database, topic: str) -> Finding:
+    try:
+        import sqlalchemy
+    except ImportError:
+        return Finding(FAIL, topic, "SQL databases need SQLAlchemy: pip install SQLAlchemy")
+    try:
+        engine = sqlalchemy.create_engine(database.uri)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:  # SQLAlchemy and its drivers raise many kinds; all mean "cannot connect"
+        return Finding(FAIL, topic, f"cannot connect to {_safe_uri(database.uri)}: {type(exc).__name__}: {exc}"[:400])
+    return Finding(OK, topic, f"connected to {_safe_uri(database.uri)}")
+
+
+def _safe_uri(uri: str) -> str:
+    """The URI without its password."""
+    scheme, sep, rest = uri.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        rest = f"{user}:***@{rest.split('@', 1)[1]}"
+    return f"{scheme}{sep}{rest}"
+
+
+def _check_policy(config: NodeConfig) -> list[Finding]:
+    policy = config.policy
+    findings = []
+    if policy.allowed_images is None:
+        findings.append(Finding(WARN, "policy", "allowed_images is not set: this node runs any image"))
+    else:
+        findings.append(Finding(OK, "policy", f"{len(policy.allowed_images)} allowed image pattern(s)"))
+    if not policy.require_digest:
+        findings.append(Finding(WARN, "policy", "require_digest is off: tasks may name images by tag"))
+    return findings
+
+
+def render(findings: list[Finding]) -> str:
+    width = max(len(f.topic) for f in findings)
+    lines = [f"  {f.level:<4}  {f.topic:<{width}}  {f.message}" for f in findings]
+    failed = sum(1 for f in findings if f.level == FAIL)
+    warned = sum(1 for f in findings if f.level == WARN)
+    lines.append(f"{failed} problem(s), {warned} warning(s)" if failed or warned else "all checks passed")
+    return "\n".join(lines)

@@ -1,0 +1,245 @@
+"""The node's REST client: node token, re-authentication, streamed uploads.
+
+Failures are classified for the caller: ServerUnavailable (network, timeouts, 5xx —
+worth retrying later), Conflict (409: another node won, or the run is already final),
+ServerRefused (any other 4xx: retrying the same request will not help).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+from nodeagent import VERSION
+
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 30
+UPLOAD_READ_TIMEOUT = 300
+CHUNK = 256 * 1024
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """The useful end of requests' long exception texts ("[Errno 111] Connection refused")."""
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    found = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(exc))
+    return found.group(0) if found else f"{type(exc).__name__}: {exc}"
+
+
+class ClientError(Exception):
+    pass
+
+
+class ServerUnavailable(ClientError):
+    """The server could not be reached or failed (5xx): try again later."""
+
+
+class ServerRefused(ClientError):
+    def __init__(self, status: int, body: str, what: str):
+        self.status, self.body = status, body
+        super().__init__(f"{what}: the server answered {status}: {body[:300]}")
+
+
+class Conflict(ServerRefused):
+    pass
+
+
+class NotFound(ServerRefused):
+    pass
+
+
+class MultipartStream:
+    """A multipart/form-data body that reads its file part from disk chunk by chunk.
+
+    requests would read a `files=` upload into memory whole; this object has a length
+    (so requests sends Content-Length, not chunked encoding) and yields the file in
+    CHUNK-sized pieces, so uploading a 2 GB result costs the node no more memory than
+    uploading a small one.
+    """
+
+    def __init__(self, fields: dict[str, str], file_field: str | None = None, file_path: Path | None = None):
+        self.boundary = f"vantage-{uuid.uuid4().hex}"
+        self.fields = fields
+        self.file_field, self.file_path = file_field, file_path
+        self._head = b"".join(
+            self._part_header(name) + value.encode("utf-8") + b"\r\n" for name, value in fields.items()
+        )
+        self._file_head = b""
+        if file_path is not None:
+            self._file_head = self._part_header(file_field, filename=file_path.name, content_type="application/json")
+        self._tail = (b"\r\n" if file_path is not None else b"") + f"--{self.boundary}--\r\n".encode()
+        self._file_size = file_path.stat().st_size if file_path is not None else 0
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def _part_header(self, name: str, filename: str | None = None, content_type: str | None = None) -> bytes:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        header = f"--{self.boundary}\r\nContent-Disposition: {disposition}\r\n"
+        if content_type:
+            header += f"Content-Type: {content_type}\r\n"
+        return (header + "\r\n").encode("utf-8")
+
+    def __len__(self) -> int:
+        return len(self._head) + len(self._file_head) + self._file_size + len(self._tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._head
+        if self.file_path is not None:
+            yield self._file_head
+            with open(self.file_path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    yield chunk
+        yield self._tail
+
+
+class ServerClient:
+    """Thread-safe: each thread has its own HTTP session; the token is shared."""
+
+    def __init__(self, url: str, api_key: str):
+        self.url = url.rstrip("/")
+        self._api_key = api_key
+        self._token: str | None = None
+        self._token_renew_at = 0.0
+        self._token_lock = threading.Lock()
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = f"vantage-node/{VERSION}"
+            self._local.session = session
+        return session
+
+    # ---------------------------------------------------------------- auth
+
+    def authenticate(self) -> None:
+        """Exchange the API key for a node token (raises ServerRefused on a bad key)."""
+        with self._token_lock:
+            self._authenticate_locked()
+
+    def _authenticate_locked(self) -> None:
+        response = self._send("POST", "/api/node/token/", json={"api_key": self._api_key})
+        if response.status_code != 200:
+            raise self._refused(response, "authentication with the API key")
+        body = response.json()
+        lifetime = float(body.get("expires_in") or 300)
+        self._token = body["access"]
+        # Renew well before expiry so a long request never starts with a dying token.
+        self._token_renew_at = time.monotonic() + lifetime * 0.8
+
+    def _bearer(self) -> str:
+        with self._token_lock:
+            if self._token is None or time.monotonic() >= self._token_renew_at:
+                self._authenticate_locked()
+            return self._token
+
+    def _invalidate(self, token: str) -> None:
+        with self._token_lock:
+            if self._token == token:
+                self._token = None
+
+    # ---------------------------------------------------------------- transport
+
+    def _send(self, method: str, path: str, *, token: str | None = None, timeout=None, **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            response = self._session().request(
+                method, f"{self.url}{path}", headers=headers,
+                timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs,
+            )
+        except requests.RequestException as exc:
+            raise ServerUnavailable(f"{method} {path}: {_reason(exc)}") from exc
+        if response.status_code >= 500:
+            raise ServerUnavailable(f"{method} {path}: the server answered {response.status_code}")
+        return response
+
+    def _call(self, method: str, path: str, what: str, ok=(200,), body_factory=None, **kwargs) -> requests.Response:
+        """One authenticated call; on 401 authenticate again and retry once."""
+        for attempt in (1, 2):
+            if body_factory is not None:
+                body = body_factory()
+                kwargs["data"] = body
+                kwargs["headers"] = {"Content-Type": body.content_type}
+            token = self._bearer()
+            response = self._send(method, path, token=token, **kwargs)
+            if response.status_code == 401 and attempt == 1:
+                self._invalidate(token)
+                continue
+            if response.status_code in ok:
+                return response
+            raise self._refused(response, what)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _refused(response: requests.Response, what: str) -> ServerRefused:
+        kind = {409: Conflict, 404: NotFound}.get(response.status_code, ServerRefused)
+        return kind(response.status_code, response.text, what)
+
+    # ---------------------------------------------------------------- API
+
+    def me(self) -> dict:
+        return self._call("GET", "/api/node/me/", "reading this node's record").json()
+
+    def report(self, config: dict) -> None:
+        self._call("POST", "/api/node/me/report/", "reporting the node's configuration", ok=(200, 201, 204),
+                   json={"config": config})
+
+    def pending_runs(self, limit: int) -> list[dict]:
+        """Up to `limit` pending runs addressed to this node, oldest first."""
+        return self.list_runs(status="pending", limit=limit)
+
+    def list_runs(self, *, status: str, limit: int | None = None) -> list[dict]:
+        runs: list[dict] = []
+        path = f"/api/runs/?status={status}&page_size=100"
+        while path:
+            body = self._call("GET", path, f"listing {status} runs").json()
+            runs.extend(body.get("results", []))
+            if limit is not None and len(runs) >= limit:
+                return runs[:limit]
+            path = self._relative(body.get("next"))
+        return runs
+
+    def _relative(self, next_url: str | None) -> str | None:
+        if not next_url:
+            return None
+        return next_url[len(self.url):] if next_url.startswith(self.url) else "/" + next_url.split("/", 3)[-1]
+
+    def claim(self, run_id: int) -> dict | None:
+        """The claimed run with its input and task, or None when another node won."""
+        try:
+            return self._call("POST", f"/api/runs/{run_id}/claim/", f"claiming run {run_id}").json()
+        except Conflict:
+            return None
+
+    def get_run(self, run_id: int) -> dict:
+        return self._call("GET", f"/api/runs/{run_id}/", f"reading run {run_id}").json()
+
+    def start(self, run_id: int) -> None:
+        self._call("POST", f"/api/runs/{run_id}/start/", f"marking run {run_id} as running")
+
+    def append_log(self, run_id: int, text: str) -> None:
+        self._call("POST", f"/api/runs/{run_id}/log/", f"sending the log of run {run_id}", ok=(200, 201, 204),
+                   json={"text": text})
+
+    def finish(self, run_id: int, *, status: str, exit_code: int | None, error_kind: str, log: str,
+               result: Path | None) -> None:
+        fields = {"status": status, "error_kind": error_kind, "log": log}
+        if exit_code is not None:
+            fields["exit_code"] = str(exit_code)
+        self._call(
+            "POST", f"/api/runs/{run_id}/finish/", f"finishing run {run_id}",
+            body_factory=lambda: MultipartStream(fields, "result" if result else None, result),
+            timeout=(CONNECT_TIMEOUT, UPLOAD_READ_TIMEOUT),
+        )
+

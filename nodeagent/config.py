@@ -1,0 +1,395 @@
+"""node.toml, validated into frozen dataclasses.
+
+Every problem becomes a ConfigError naming the file, the dotted key and what is wrong,
+so an operator reads one line such as
+`node.toml: limits.memory: expected a size like "2g", got "lots"` and knows what to fix.
+Unknown keys are errors too: a typo must not silently drop a policy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DATABASE_TYPES = ("csv", "parquet", "sql", "excel")
+FILE_DATABASE_TYPES = ("csv", "parquet", "excel")
+# The server accepts the same labels (tasks.services.LABEL_RE); they become env var names.
+LABEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+USER_RE = re.compile(r"^\d+(:\d+)?$")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+# Names the node sets itself; algorithm_env must not shadow the container contract.
+RESERVED_ENV = {
+    "INPUT_FILE", "OUTPUT_FILE", "TOKEN_FILE", "TEMPORARY_FOLDER", "HOST", "PORT", "API_PATH",
+    "USER_REQUESTED_DATABASE_LABELS", "DB_LABELS",
+}
+
+
+class ConfigError(Exception):
+    """One readable line: `<file>: <key>: <problem>`."""
+
+    def __init__(self, source: str, key: str, problem: str):
+        self.source, self.key, self.problem = source, key, problem
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+
+
+@dataclass(frozen=True)
+class Database:
+    label: str
+    type: str
+    path: Path | None = None  # file databases (csv, parquet, excel)
+    uri: str | None = None  # sql: an SQLAlchemy URL
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The file behind a `sqlite:///` URL, which the node can mount read-only."""
+        if self.type != "sql" or not self.uri or not self.uri.startswith("sqlite"):
+            return None
+        rest = self.uri.split(":///", 1)
+        if len(rest) != 2 or not rest[1] or rest[1].startswith(":memory:"):
+            return None
+        return Path("/" + rest[1].lstrip("/")) if rest[1].startswith("/") else Path(rest[1])
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    host: str
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Policy:
+    allowed_images: tuple[str, ...] | None = None  # None: any image
+    allowed_organizations: tuple[int, ...] | None = None
+    allowed_users: tuple[int | str, ...] | None = None
+    require_digest: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpus: float = 1.0
+    memory: int = 1024**3
+    pids: int = 256
+    deadline: int = 3600
+    max_concurrent_runs: int = 2
+    tmpfs: int = 64 * 1024**2
+    max_output: int = 256 * 1024**2
+    user: str = "65534:65534"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    url: str
+    api_key: str = field(repr=False)
+    poll_interval: float = 5.0
+    kill_poll_interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    source: str
+    server: ServerSettings
+    task_folder: Path
+    databases: dict[str, Database]
+    registries: dict[str, RegistryCredentials]
+    policy: Policy
+    limits: Limits
+    algorithm_env: dict[str, str]
+    proxy_port: int = 7601
+
+    def summary(self) -> dict:
+        """What the node reports to the server: labels and policy, never secrets or paths."""
+        return {
+            "databases": [{"label": d.label, "type": d.type} for d in self.databases.values()],
+            "policy": {
+                "allowed_images": list(self.policy.allowed_images) if self.policy.allowed_images is not None else None,
+                "allowed_organizations": (
+                    list(self.policy.allowed_organizations)
+                    if self.policy.allowed_organizations is not None else None
+                ),
+                "allowed_users": list(self.policy.allowed_users) if self.policy.allowed_users is not None else None,
+                "require_digest": self.policy.require_digest,
+            },
+            "limits": {
+                "cpus": self.limits.cpus, "memory": self.limits.memory, "pids": self.limits.pids,
+                "deadline": self.limits.deadline, "max_concurrent_runs": self.limits.max_concurrent_runs,
+            },
+            "algorithm_env": sorted(self.algorithm_env),
+        }
+
+
+def parse_size(text: str) -> int | None:
+    """'2g' → 2147483648 (Docker's binary units); None when it is not a size."""
+    match = SIZE_RE.match(text)
+    if not match:
+        return None
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+class _Reader:
+    """Walks one TOML table, checking types and remembering which keys were used."""
+
+    def __init__(self, source: str, table: dict, prefix: str):
+        self.source, self.table, self.prefix = source, table, prefix
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name), problem)
+
+    def get(self, name: str, kinds: tuple[type, ...], what: str, default: Any = None, required: bool = False):
+        self.used.add(name)
+        if name not in self.table:
+            if required:
+                raise self.error(name, "is required")
+            return default
+        value = self.table[name]
+        # bool is an int in Python: never accept true where a number is meant.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise self.error(name, f"expected {what}, got {_show(value)}")
+        return value
+
+    def table_of(self, name: str) -> _Reader:
+        value = self.get(name, (dict,), "a table", default={})
+        return _Reader(self.source, value, f"{self.key(name)}.")
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def load(path: str | os.PathLike, environ: dict | None = None) -> NodeConfig:
+    """Read and validate node.toml; raise ConfigError on the first problem."""
+    path = Path(path)
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found")
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror}")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}")
+    return parse(raw, source=source, base_dir=path.resolve().parent, environ=environ)
+
+
+def parse(raw: dict, *, source: str, base_dir: Path, environ: dict | None = None) -> NodeConfig:
+    environ = os.environ if environ is None else environ
+    root = _Reader(source, raw, "")
+    server = _server(root.table_of("server"), base_dir, environ)
+    task_folder = _path(root, "task_folder", base_dir, required=True)
+    databases = _databases(root.table_of("databases"), base_dir)
+    registries = _registries(root.table_of("registries"), base_dir)
+    policy = _policy(root.table_of("policy"))
+    limits = _limits(root.table_of("limits"))
+    algorithm_env = _algorithm_env(root.table_of("algorithm_env"))
+    proxy_port = root.get("proxy_port", (int,), "a port number", default=7601)
+    if not 1 <= proxy_port <= 65535:
+        raise root.error("proxy_port", f"expected a port number 1-65535, got {proxy_port}")
+    root.finish()
+    return NodeConfig(
+        source=source, server=server, task_folder=task_folder, databases=databases, registries=registries,
+        policy=policy, limits=limits, algorithm_env=algorithm_env, proxy_port=proxy_port,
+    )
+
+
+def _path(reader: _Reader, name: str, base_dir: Path, required: bool = False) -> Path | None:
+    value = reader.get(name, (str,), "a path", required=required)
+    if value is None:
+        return None
+    if not value.strip():
+        raise reader.error(name, "is empty")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def _server(reader: _Reader, base_dir: Path, environ) -> ServerSettings:
+    if not reader.table:
+        raise ConfigError(reader.source, "server", "is required (a [server] table with url and api_key)")
+    url = reader.get("url", (str,), "a URL", required=True).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise reader.error("url", f'expected an http(s) URL like "https://vantage.example.org", got "{url}"')
+    sources = [name for name in ("api_key", "api_key_file", "api_key_env") if name in reader.table]
+    if len(sources) != 1:
+        problem = "set exactly one of api_key, api_key_file, api_key_env"
+        raise ConfigError(reader.source, "server.api_key", problem + (f" (found {', '.join(sources)})" if sources else ""))
+    name = sources[0]
+    if name == "api_key":
+        key = reader.get(name, (str,), "a string")
+    elif name == "api_key_file":
+        key_path = _path(reader, name, base_dir)
+        try:
+            key = key_path.read_text().strip()
+        except OSError as exc:
+            raise reader.error(name, f"cannot read {key_path}: {exc.strerror}")
+    else:
+        var = reader.get(name, (str,), "an environment variable name")
+        key = (environ.get(var) or "").strip()
+        if not key:
+            raise reader.error(name, f"environment variable {var} is not set")
+    if not key.strip():
+        raise reader.error(name, "the API key is empty")
+    poll = reader.get("poll_interval", (int, float), "a number of seconds", default=5.0)
+    kill_poll = reader.get("kill_poll_interval", (int, float), "a number of seconds", default=2.0)
+    for label, value in (("poll_interval", poll), ("kill_poll_interval", kill_poll)):
+        if not 0.1 <= value <= 600:
+            raise reader.error(label, f"expected 0.1 to 600 seconds, got {value}")
+    reader.finish()
+    return ServerSettings(url=url, api_key=key.strip(), poll_interval=float(poll), kill_poll_interval=float(kill_poll))
+
+
+def _databases(reader: _Reader, base_dir: Path) -> dict[str, Database]:
+    databases = {}
+    for label in list(reader.table):
+        if not LABEL_RE.match(label):
+            raise reader.error(label, "a database label is lowercase letters, digits and _, starting with a letter")
+        entry = reader.table_of(label)
+        db_type = entry.get("type", (str,), "a database type", required=True)
+        if db_type not in DATABASE_TYPES:
+            raise entry.error("type", f"expected one of {', '.join(DATABASE_TYPES)}, got \"{db_type}\"")
+        if db_type == "sql":
+            uri = entry.get("uri", (str,), "an SQLAlchemy URL", required=True)
+            if "://" not in uri:
+                raise entry.error("uri", f'expected an SQLAlchemy URL like "postgresql://host/db", got "{uri}"')
+            database = Database(label=label, type=db_type, uri=uri)
+            if database.sqlite_path is not None and not database.sqlite_path.is_absolute():
+                database = Database(label=label, type=db_type, uri=f"sqlite:///{base_dir / database.sqlite_path}")
+        else:
+            if "uri" in entry.table:
+                entry.used.add("uri")
+                raise entry.error("uri", f"a {db_type} database is a file: use path")
+            database = Database(label=label, type=db_type, path=_path(entry, "path", base_dir, required=True))
+        entry.finish()
+        databases[label] = database
+    return databases
+
+
+def _registries(reader: _Reader, base_dir: Path) -> dict[str, RegistryCredentials]:
+    registries = {}
+    for host in list(reader.table):
+        entry = reader.table_of(host)
+        username = entry.get("username", (str,), "a string", required=True)
+        has_password, has_file = "password" in entry.table, "password_file" in entry.table
+        if has_password == has_file:
+            raise entry.error("password", "set exactly one of password, password_file")
+        if has_password:
+            password = entry.get("password", (str,), "a string")
+        else:
+            password_path = _path(entry, "password_file", base_dir)
+            try:
+                password = password_path.read_text().strip()
+            except OSError as exc:
+                raise entry.error("password_file", f"cannot read {password_path}: {exc.strerror}")
+        entry.finish()
+        registries[host] = RegistryCredentials(host=host, username=username, password=password)
+    return registries
+
+
+def _string_list(reader: _Reader, name: str) -> tuple[str, ...] | None:
+    values = reader.get(name, (list,), "a list of strings")
+    if values is None:
+        return None
+    for value in values:
+        if not isinstance(value, str) or not value.strip():
+            raise reader.error(name, f"expected a list of non-empty strings, found {_show(value)}")
+    return tuple(values)
+
+
+def _policy(reader: _Reader) -> Policy:
+    images = _string_list(reader, "allowed_images")
+    organizations = reader.get("allowed_organizations", (list,), "a list of organisation ids")
+    if organizations is not None:
+        for value in organizations:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise reader.error("allowed_organizations", f"expected organisation ids (numbers), found {_show(value)}")
+        organizations = tuple(organizations)
+    users = reader.get("allowed_users", (list,), "a list of user ids or usernames")
+    if users is not None:
+        for value in users:
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise reader.error("allowed_users", f"expected user ids or usernames, found {_show(value)}")
+        users = tuple(users)
+    require_digest = reader.get("require_digest", (bool,), "true or false", default=False)
+    reader.finish()
+    return Policy(
+        allowed_images=images, allowed_organizations=organizations, allowed_users=users,
+        require_digest=require_digest,
+    )
+
+
+def _size(reader: _Reader, name: str, default: int, minimum: int) -> int:
+    value = reader.get(name, (str, int), 'a size like "2g"', default=None)
+    if value is None:
+        return default
+    size = value if isinstance(value, int) else parse_size(value)
+    if size is None:
+        raise reader.error(name, f'expected a size like "2g", got {_show(value)}')
+    if size < minimum:
+        raise reader.error(name, f"must be at least {minimum // 1024**2}m, got {_show(value)}")
+    return size
+
+
+def _limits(reader: _Reader) -> Limits:
+    defaults = Limits()
+    cpus = reader.get("cpus", (int, float), "a number of CPUs", default=defaults.cpus)
+    available = os.cpu_count() or 1
+    if not 0.01 <= cpus <= available:
+        raise reader.error("cpus", f"expected 0.01 to {available} (the CPUs of this machine), got {cpus}")
+    memory = _size(reader, "memory", defaults.memory, minimum=6 * 1024**2)
+    tmpfs = _size(reader, "tmpfs", defaults.tmpfs, minimum=1024**2)
+    max_output = _size(reader, "max_output", defaults.max_output, minimum=1024**2)
+    pids = reader.get("pids", (int,), "a whole number", default=defaults.pids)
+    if pids < 8:
+        raise reader.error("pids", f"must be at least 8, got {pids}")
+    deadline = reader.get("deadline", (int,), "a whole number of seconds", default=defaults.deadline)
+    if deadline < 1:
+        raise reader.error("deadline", f"must be at least 1 second, got {deadline}")
+    concurrent = reader.get("max_concurrent_runs", (int,), "a whole number", default=defaults.max_concurrent_runs)
+    if concurrent < 1:
+        raise reader.error("max_concurrent_runs", f"must be at least 1, got {concurrent}")
+    user = reader.get("user", (str,), 'a "uid:gid"', default=defaults.user)
+    if not USER_RE.match(user):
+        raise reader.error("user", f'expected a numeric "uid:gid" like "65534:65534", got {_show(user)}')
+    if user.split(":")[0] == "0":
+        raise reader.error("user", "algorithms must not run as root (uid 0)")
+    reader.finish()
+    return Limits(
+        cpus=float(cpus), memory=memory, pids=pids, deadline=deadline, max_concurrent_runs=concurrent,
+        tmpfs=tmpfs, max_output=max_output, user=user,
+    )
+
+
+def _algorithm_env(reader: _Reader) -> dict[str, str]:
+    env = {}
+    for name in list(reader.table):
+        if not ENV_NAME_RE.match(name):
+            raise reader.error(name, "not a valid environment variable name")
+        if name in RESERVED_ENV or name.endswith(("_DATABASE_URI", "_DATABASE_TYPE")):
+            raise reader.error(name, "is set by the node itself (container contract)")
+        env[name] = reader.get(name, (str,), "a string")
+    reader.finish()
+    return env

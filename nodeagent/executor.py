@@ -1,0 +1,215 @@
+"""Docker: pull by digest with the site's credentials, run isolated containers.
+
+Every algorithm container gets: network `none`; a read-only root filesystem with a
+small noexec tmpfs on /tmp; no capabilities; no-new-privileges; memory (no swap on
+top), CPU and pids limits; an unprivileged user; database files mounted read-only;
+and only its own input/output/token files and temp folder. Containers carry the
+labels `vantage.node_id` and `vantage.run_id`, so an agent that restarts finds them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import docker
+import docker.errors
+import requests
+from docker.models.containers import Container
+from docker.types import LogConfig, Mount
+
+from nodeagent.config import Limits, RegistryCredentials
+from nodeagent.images import ImageRef
+
+log = logging.getLogger(__name__)
+
+LABEL_NODE = "vantage.node_id"
+LABEL_RUN = "vantage.run_id"
+LABEL_TASK = "vantage.task_id"
+
+
+class ImageError(Exception):
+    """The image could not be had: not found, credentials refused, registry down."""
+
+
+class StartupError(Exception):
+    """The container could not be created or started."""
+
+
+@dataclass
+class ContainerSpec:
+    name: str
+    image: str  # an image id: what runs is exactly what was checked and pulled
+    environment: dict[str, str]
+    labels: dict[str, str]
+    mounts: list[Mount] = field(default_factory=list)
+    # A later proxy design shares a helper container's network namespace
+    # ("container:<id>") instead of "none"; nothing else changes.
+    network_mode: str = "none"
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    exit_code: int
+    oom_killed: bool
+    error: str  # the engine's own error for a container that failed to run
+
+
+def bind(source: str, target: str, *, read_only: bool) -> Mount:
+    return Mount(target=target, source=source, type="bind", read_only=read_only)
+
+
+class Executor:
+    def __init__(self, *, limits: Limits, registries: dict[str, RegistryCredentials], client=None,
+                 pool_size: int = 16):
+        self.limits = limits
+        self.registries = registries
+        self.docker = client or docker.from_env(max_pool_size=pool_size, timeout=120)
+
+    def ping(self) -> str:
+        """The engine's version; raises docker.errors.DockerException when it is not there."""
+        return self.docker.version().get("Version", "?")
+
+    # ---------------------------------------------------------------- images
+
+    def auth_for(self, ref: ImageRef) -> dict | None:
+        creds = self.registries.get(ref.registry)
+        if creds is None:
+            return None
+        return {"username": creds.username, "password": creds.password}
+
+    def login(self, creds: RegistryCredentials) -> None:
+        """Check credentials against the registry (raises ImageError when refused)."""
+        try:
+            self.docker.login(username=creds.username, password=creds.password, registry=creds.host, reauth=True)
+        except docker.errors.APIError as exc:
+            raise ImageError(f"registry {creds.host} refused the credentials of {creds.username}: {_explain(exc)}")
+
+    def local_image(self, ref: ImageRef) -> str | None:
+        """The id of a local image with exactly this digest; a digest names content, so
+        a local copy is the same image and needs no second pull."""
+        if not ref.digest:
+            return None
+        try:
+            return self.docker.images.get(ref.pull_reference).id
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise ImageError(f"the Docker engine could not look up {ref}: {_explain(exc)}")
+
+    def ensure_image(self, ref: ImageRef) -> str:
+        """Pull (by digest when pinned) and return the local image id."""
+        local = self.local_image(ref)
+        if local:
+            return local
+        tag = ref.digest or ref.tag or "latest"
+        try:
+            stream = self.docker.api.pull(ref.repository, tag=tag, stream=True, decode=True,
+                                          auth_config=self.auth_for(ref))
+            for event in stream:
+                if "error" in event:
+                    raise ImageError(f"pulling {ref.pull_reference} failed: {event['error']}")
+        except docker.errors.APIError as exc:
+            raise ImageError(f"pulling {ref.pull_reference} failed: {_explain(exc)}")
+        except requests.RequestException as exc:
+            raise ImageError(f"pulling {ref.pull_reference} failed: the Docker engine did not answer ({exc})")
+        try:
+            image = self.docker.images.get(ref.pull_reference)
+        except docker.errors.ImageNotFound:
+            raise ImageError(f"pulling {ref.pull_reference} reported success but the image is not there")
+        return image.id
+
+    # ---------------------------------------------------------------- containers
+
+    def create(self, spec: ContainerSpec) -> Container:
+        limits = self.limits
+        try:
+            return self.docker.containers.create(
+                spec.image,
+                name=spec.name,
+                environment=spec.environment,
+                labels=spec.labels,
+                mounts=spec.mounts,
+                network_mode=spec.network_mode,
+                read_only=True,
+                tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs}"},
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                user=limits.user,
+                mem_limit=limits.memory,
+                memswap_limit=limits.memory,
+                nano_cpus=int(limits.cpus * 1e9),
+                pids_limit=limits.pids,
+                ipc_mode="private",
+                log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "20m", "max-file": "2"}),
+                detach=True,
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise StartupError(f"the image is gone from the Docker engine: {_explain(exc)}")
+        except docker.errors.APIError as exc:
+            raise StartupError(f"the container could not be created: {_explain(exc)}")
+
+    def start(self, container: Container) -> None:
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            raise StartupError(f"the container could not start: {_explain(exc)}")
+
+    def find(self, name: str) -> Container | None:
+        try:
+            return self.docker.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+
+    def node_containers(self, node_id: int) -> list[Container]:
+        return self.docker.containers.list(all=True, filters={"label": f"{LABEL_NODE}={node_id}"})
+
+    def wait(self, container: Container, timeout: float) -> ExitInfo | None:
+        """The exit of the container, or None if it still runs after `timeout` seconds."""
+        try:
+            container.wait(timeout=timeout)
+        except (requests.ConnectionError, requests.ReadTimeout):
+            return None
+        return self.exit_info(container)
+
+    def exit_info(self, container: Container) -> ExitInfo | None:
+        container.reload()
+        state = container.attrs.get("State", {})
+        if state.get("Running") or state.get("Status") in ("created", "restarting"):
+            return None
+        return ExitInfo(exit_code=int(state.get("ExitCode", -1)), oom_killed=bool(state.get("OOMKilled")),
+                        error=state.get("Error") or "")
+
+    def is_running(self, container: Container) -> bool:
+        container.reload()
+        return container.status == "running"
+
+    def kill(self, container: Container) -> None:
+        try:
+            container.kill()
+        except docker.errors.APIError as exc:
+            # Already stopped between our check and the kill: nothing left to do.
+            log.debug("kill %s: %s", container.name, _explain(exc))
+
+    def remove(self, container: Container) -> None:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            log.warning("could not remove container %s: %s", container.name, _explain(exc))
+
+    def logs(self, container: Container, since: float | None) -> Iterator[bytes]:
+        """stdout and stderr as they come, until the container stops."""
+        kwargs = {"stream": True, "follow": True, "stdout": True, "stderr": True}
+        if since:
+            kwargs["since"] = since
+        return container.logs(**kwargs)
+
+
+def _explain(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None)
+    if explanation:
+        return explanation.decode() if isinstance(explanation, bytes) else str(explanation)
+    return str(exc)

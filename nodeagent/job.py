@@ -1,0 +1,446 @@
+"""One run's life on the node, in its own thread.
+
+    claimed → policy → image → files → container → supervise → outcome → upload → clean up
+
+Each step that must survive a restart is written to the run's state file first
+(workspace.RunState), so a restarted agent continues where this one stopped and a
+container is created at most once per run: `resume()` picks the step from the state
+file and from the container found under the run's fixed name.
+
+The agent stopping (SIGTERM) does not stop algorithms: the thread leaves the container
+running and the state file in place, and the next agent re-attaches.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from docker.models.containers import Container
+
+from nodeagent import contract
+from nodeagent.client import Conflict, NotFound, ServerClient, ServerRefused, ServerUnavailable
+from nodeagent.config import NodeConfig
+from nodeagent.executor import LABEL_NODE, LABEL_RUN, LABEL_TASK, ContainerSpec, Executor, ExitInfo, ImageError, StartupError, bind
+from nodeagent.images import BadReference, ImageRef
+from nodeagent.logbuffer import LogBuffer
+from nodeagent.policy import refusal
+from nodeagent.workspace import Outcome, Phase, RunFolder, RunState
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0  # seconds between looks at a running container
+LOG_BATCH_CHARS = 64 * 1024  # one POST /log/ at most
+FINAL_LOG_CHARS = 128 * 1024  # log text carried by the finish request itself
+RETRY_BASE, RETRY_MAX = 1.0, 30.0
+FINAL_STATUSES = {"completed", "failed", "crashed", "killed", "rejected", "timed_out"}
+
+
+@dataclass
+class AgentContext:
+    """What every job shares with the agent."""
+
+    config: NodeConfig
+    client: ServerClient
+    executor: Executor
+    node_id: int
+    stop: threading.Event
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with jitter: spreads the retries of many runs (and nodes)
+    over time instead of all hitting a server that just came back at once."""
+    ceiling = min(RETRY_MAX, RETRY_BASE * 2 ** min(attempt, 10))
+    return ceiling * (0.5 + random.random() / 2)
+
+
+def container_name(node_id: int, run_id: int) -> str:
+    return f"vantage-node{node_id}-run{run_id}"
+
+
+class RunJob:
+    def __init__(self, ctx: AgentContext, folder: RunFolder, state: RunState, *, input_bytes: bytes | None = None):
+        self.ctx = ctx
+        self.folder = folder
+        self.state = state
+        self.input_bytes = input_bytes
+        self.logs = LogBuffer()
+        self.uploading = False
+        self.thread: threading.Thread | None = None
+        self._kill_reason: str | None = None
+        self._start_reported = state.phase != Phase.PREPARED
+        self._next_kill_poll = 0.0
+        self._next_log_flush_try = 0.0
+        self._log_failures = 0
+
+    @property
+    def run_id(self) -> int:
+        return self.state.run_id
+
+    @property
+    def holds_slot(self) -> bool:
+        """A job waiting only to upload does not count against max_concurrent_runs."""
+        return not self.uploading
+
+    # ---------------------------------------------------------------- entry points
+
+    @classmethod
+    def claimed(cls, ctx: AgentContext, folder: RunFolder, run: dict) -> RunJob:
+        """A run this agent just claimed: decode its input, keep the rest in the state file."""
+        encoded = run.get("input") or ""
+        info = {k: v for k, v in run.items() if k != "input"}
+        state = RunState(run_id=run["id"], container_name=container_name(ctx.node_id, run["id"]), run=info)
+        try:
+            input_bytes = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            input_bytes = None
+        return cls(ctx, folder, state, input_bytes=input_bytes)
+
+    @classmethod
+    def failed(cls, ctx: AgentContext, folder: RunFolder, run_id: int, reason: str) -> RunJob:
+        """A run this node cannot carry out any more; the job only reports that."""
+        job = cls(ctx, folder, RunState(run_id=run_id, container_name=container_name(ctx.node_id, run_id)))
+        job._decide(Outcome("failed", None, "internal", reason))
+        return job
+
+    def start_thread(self, on_done) -> None:
+        def body():
+            try:
+                self.execute()
+            except Exception:
+                log.exception("run %s: unexpected error in the node agent", self.run_id)
+            finally:
+                on_done(self)
+
+        self.thread = threading.Thread(target=body, name=f"run-{self.run_id}", daemon=True)
+        self.thread.start()
+
+    def execute(self) -> None:
+        """Carry the run from wherever its state file says it is to the end."""
+        try:
+            if self.state.phase != Phase.FINISHED:
+                self._to_outcome()
+        except Exception as exc:  # the node's own fault: report it rather than leave the run hanging
+            log.exception("run %s: internal error", self.run_id)
+            self._decide(Outcome("failed", None, "internal", f"node internal error: {type(exc).__name__}: {exc}"))
+        if self.state.phase == Phase.FINISHED and not self.ctx.stop.is_set():
+            self.uploading = True
+            self._upload()
+
+    # ---------------------------------------------------------------- steps
+
+    def _to_outcome(self) -> None:
+        container = self.ctx.executor.find(self.state.container_name)
+        if container is None:
+            if self.state.phase == Phase.STARTED:
+                self._decide(Outcome("failed", None, "internal",
+                                     "the container of this run disappeared while the node agent was away"))
+                return
+            container = self._launch()
+            if container is None:
+                return
+        elif self.state.phase == Phase.PREPARED:
+            self._adopt(container)
+            if self.state.phase != Phase.STARTED:
+                return
+        self._supervise(container)
+
+    def _launch(self) -> Container | None:
+        """Policy, image, files, container: every failure here is a final outcome."""
+        run, task = self.state.run, self._task()
+        if self.input_bytes is None and not self.folder.input.exists():
+            self._decide(Outcome("failed", None, "internal", "the run's input is not valid base64"))
+            return None
+        try:
+            image = ImageRef.parse(task.get("image") or "", digest=task.get("digest") or "")
+        except BadReference as exc:
+            self._decide(Outcome("failed", None, "image", f"the task's image cannot be used: {exc}"))
+            return None
+        created_by = task.get("created_by")
+        why = refusal(
+            self.ctx.config.policy, image=image, init_organization=_id(task.get("init_organization")),
+            created_by=_id(created_by), created_by_username=_username(task, created_by),
+        )
+        if why:
+            self._decide(Outcome("rejected", None, "policy", f"refused by this node's policy: {why}"))
+            return None
+        labels = [entry.get("label") for entry in task.get("databases") or [] if isinstance(entry, dict)]
+        missing = [label for label in labels if label not in self.ctx.config.databases]
+        if missing:
+            have = ", ".join(self.ctx.config.databases) or "none"
+            self._decide(Outcome("rejected", None, "policy",
+                                 f"database {', '.join(missing)} is not configured on this node (it has: {have})"))
+            return None
+        if self.input_bytes is not None:
+            self.folder.prepare(input_bytes=self.input_bytes, token="")
+            self.input_bytes = None
+            self.folder.save(self.state)
+        try:
+            image_id = self.ctx.executor.ensure_image(image)
+        except ImageError as exc:
+            self._decide(Outcome("failed", None, "image", str(exc)))
+            return None
+        if self.ctx.stop.is_set():
+            return None  # the next agent starts from the state file
+        spec = self._spec(image_id, labels)
+        try:
+            container = self.ctx.executor.create(spec)
+        except StartupError as exc:
+            self._decide(Outcome("failed", None, "startup", str(exc)))
+            return None
+        return self._start(container)
+
+    def _adopt(self, container: Container) -> None:
+        """A container of ours from before a restart, in state file phase PREPARED."""
+        if self.ctx.executor.is_running(container) or self.ctx.executor.exit_info(container) is not None:
+            started = _docker_time(container.attrs.get("State", {}).get("StartedAt"))
+            self._mark_started(started or time.time())
+        else:
+            self._start(container)
+
+    def _start(self, container: Container) -> Container | None:
+        try:
+            self.ctx.executor.start(container)
+        except StartupError as exc:
+            self.ctx.executor.remove(container)
+            self._decide(Outcome("failed", None, "startup", str(exc)))
+            return None
+        self._mark_started(time.time())
+        return container
+
+    def _mark_started(self, started_at: float) -> None:
+        self.state.phase = Phase.STARTED
+        self.state.started_at = started_at
+        self.state.deadline_at = started_at + self.ctx.config.limits.deadline
+        self.folder.save(self.state)
+        self._report_start()
+
+    def _report_start(self) -> None:
+        try:
+            self.ctx.client.start(self.run_id)
+            self._start_reported = True
+        except ServerUnavailable as exc:
+            log.warning("run %s: could not tell the server it started (will retry): %s", self.run_id, exc)
+        except ServerRefused as exc:
+            # Already running (a restart) or killed meanwhile: the kill poll sees the latter.
+            self._start_reported = True
+            log.info("run %s: start not recorded: %s", self.run_id, exc)
+
+    def _spec(self, image_id: str, labels: list[str]) -> ContainerSpec:
+        config = self.ctx.config
+        mounts = [
+            bind(str(self.folder.input), contract.INPUT_PATH, read_only=True),
+            bind(str(self.folder.output), contract.OUTPUT_PATH, read_only=False),
+            bind(str(self.folder.token), contract.TOKEN_PATH, read_only=True),
+            bind(str(self.folder.tmp), contract.TEMP_PATH, read_only=False),
+        ]
+        data_mounts = {}
+        for label in labels:
+            data_mount = contract.database_mount(config.databases[label])
+            data_mounts[label] = data_mount
+            if data_mount is not None:
+                mounts.append(bind(data_mount.host_path, data_mount.container_path, read_only=True))
+        return ContainerSpec(
+            name=self.state.container_name,
+            image=image_id,
+            environment=contract.container_environment(config, labels, data_mounts),
+            labels={LABEL_NODE: str(self.ctx.node_id), LABEL_RUN: str(self.run_id),
+                    LABEL_TASK: str(_id(self.state.run.get("task")) or "")},
+            mounts=mounts,
+        )
+
+    # ---------------------------------------------------------------- supervision
+
+    def _supervise(self, container: Container) -> None:
+        executor = self.ctx.executor
+        reader = threading.Thread(target=self._read_logs, args=(container,), name=f"logs-{self.run_id}", daemon=True)
+        reader.start()
+        exit_info = None
+        while exit_info is None:
+            if self.ctx.stop.is_set():
+                self._flush_logs()
+                return  # leave the container running; the next agent re-attaches
+            exit_info = executor.wait(container, TICK)
+            if exit_info is not None:
+                break
+            now = time.time()
+            if not self._start_reported:
+                self._report_start()
+            if self._kill_reason is None and self.state.deadline_at and now >= self.state.deadline_at:
+                self._kill(container, "deadline",
+                           f"the run passed its deadline of {self.ctx.config.limits.deadline} s; container killed")
+            if self._kill_reason is None and now >= self._next_kill_poll:
+                self._poll_kill(container)
+            self._flush_logs()
+        reader.join(timeout=5)
+        self._next_log_flush_try = 0.0
+        self._flush_logs()
+        self._decide(self._outcome(exit_info))
+        executor.remove(container)
+
+    def _read_logs(self, container: Container) -> None:
+        try:
+            for chunk in self.ctx.executor.logs(container, since=self.state.log_sent_until):
+                self.logs.feed(chunk)
+        except Exception as exc:  # the engine closing the stream must not kill the run
+            log.debug("run %s: log stream ended: %s", self.run_id, exc)
+
+    def _poll_kill(self, container: Container) -> None:
+        self._next_kill_poll = time.time() + self.ctx.config.server.kill_poll_interval
+        try:
+            run = self.ctx.client.get_run(self.run_id)
+        except ServerUnavailable:
+            return
+        except NotFound:
+            self._kill(container, "kill", "the run no longer exists on the server; container killed")
+            return
+        if run.get("kill_requested") or run.get("kill_requested_at") or run.get("status") in FINAL_STATUSES:
+            self._kill(container, "kill", "kill requested; container killed")
+
+    def _kill(self, container: Container, reason: str, line: str) -> None:
+        self._kill_reason = reason
+        self.logs.write(f"[node] {line}")
+        self.ctx.executor.kill(container)
+
+    def _flush_logs(self) -> None:
+        """Send what the container printed, in bounded batches; keep it if the server is away."""
+        if time.monotonic() < self._next_log_flush_try:
+            return
+        fed_until = self.logs.last_fed_at
+        while len(self.logs):
+            text = self.logs.take(LOG_BATCH_CHARS)
+            try:
+                self.ctx.client.append_log(self.run_id, text)
+            except ServerUnavailable:
+                self.logs.give_back(text)
+                self._log_failures += 1
+                self._next_log_flush_try = time.monotonic() + backoff(self._log_failures)
+                return
+            except ServerRefused as exc:
+                log.warning("run %s: log batch refused: %s", self.run_id, exc)
+            self._log_failures = 0
+        if fed_until and fed_until != self.state.log_sent_until:
+            self.state.log_sent_until = fed_until
+            self.folder.save(self.state)
+
+    def _outcome(self, exit_info: ExitInfo) -> Outcome:
+        code = exit_info.exit_code
+        if self._kill_reason == "deadline":
+            return Outcome("timed_out", code, "timeout", "")
+        if self._kill_reason == "kill":
+            return Outcome("killed", code, "killed", "")
+        if code != 0:
+            lines = [f"[node] the algorithm exited with code {code}"]
+            if exit_info.oom_killed:
+                lines.append(f"[node] it ran out of memory (limit {self.ctx.config.limits.memory} bytes)")
+            if exit_info.error:
+                lines.append(f"[node] Docker: {exit_info.error}")
+            return Outcome("crashed", code, "algorithm", "\n".join(lines))
+        problem = self._check_output()
+        if problem:
+            return Outcome("failed", code, "output", f"[node] {problem}")
+        return Outcome("completed", code, "", "", has_result=True)
+
+    def _check_output(self) -> str | None:
+        path = self.folder.output
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return "the output file is missing"
+        limit = self.ctx.config.limits.max_output
+        if size > limit:
+            return f"the output is {size} bytes, more than this node's limit of {limit} (limits.max_output)"
+        if size == 0:
+            return "the algorithm wrote no output (the output file is empty)"
+        try:
+            with open(path, "rb") as fh:
+                json.load(fh)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return f"the output is not valid JSON: {exc}"
+        return None
+
+    def _decide(self, outcome: Outcome) -> None:
+        """Fix the outcome on disk before anything else, with every log line not yet sent."""
+        remaining = self.logs.take(FINAL_LOG_CHARS)
+        lines = [remaining.rstrip("\n")] if remaining else []
+        if outcome.log:
+            lines.append(outcome.log if outcome.log.startswith("[node]") else f"[node] {outcome.log}")
+        outcome.log = "\n".join(lines) + ("\n" if lines else "")
+        self.state.outcome = outcome
+        self.state.phase = Phase.FINISHED
+        if not self.folder.path.exists():
+            self.folder.path.mkdir(mode=0o700, parents=True)
+        self.folder.save(self.state)
+        log.info("run %s: %s%s", self.run_id, outcome.status, f" ({outcome.error_kind})" if outcome.error_kind else "")
+
+    # ---------------------------------------------------------------- upload
+
+    def _upload(self) -> None:
+        """Send the outcome until the server has it; the folder goes only after that."""
+        outcome = self.state.outcome
+        attempt = 0
+        while not self.ctx.stop.is_set():
+            result = self.folder.output if outcome.has_result else None
+            try:
+                self.ctx.client.finish(self.run_id, status=outcome.status, exit_code=outcome.exit_code,
+                                       error_kind=outcome.error_kind, log=outcome.log, result=result)
+                break
+            except ServerUnavailable as exc:
+                attempt += 1
+                delay = backoff(attempt)
+                log.warning("run %s: upload failed (%s); retrying in %.1f s", self.run_id, exc, delay)
+                self.ctx.stop.wait(delay)
+            except (Conflict, NotFound) as exc:
+                # Already final (an earlier attempt got through before its answer was lost,
+                # or the run was killed meanwhile) or deleted: nothing left to send.
+                log.info("run %s: the server already has its end: %s", self.run_id, exc)
+                break
+            except ServerRefused as exc:
+                if exc.status == 413 and outcome.has_result:
+                    outcome = Outcome("failed", outcome.exit_code, "output",
+                                      outcome.log + "[node] the server refused the output as too large\n")
+                    self.state.outcome = outcome
+                    self.folder.save(self.state)
+                    continue
+                log.error("run %s: the server refused the outcome, giving up: %s", self.run_id, exc)
+                break
+        else:
+            return  # stopping: the state file keeps the outcome for the next agent
+        self.folder.remove()
+
+    def _task(self) -> dict:
+        task = self.state.run.get("task")
+        return task if isinstance(task, dict) else self.state.run
+
+
+def _id(value) -> int | None:
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _username(task: dict, created_by) -> str | None:
+    if isinstance(created_by, dict) and isinstance(created_by.get("username"), str):
+        return created_by["username"]
+    name = task.get("created_by_username")
+    return name if isinstance(name, str) else None
+
+
+def _docker_time(text: str | None) -> float | None:
+    """Docker's RFC 3339 timestamps carry nanoseconds, which fromisoformat refuses."""
+    if not text or text.startswith("0001-"):
+        return None
+    main, _, rest = text.partition(".")
+    fraction = "".join(ch for ch in rest if ch.isdigit())[:6]
+    try:
+        moment = datetime.fromisoformat(f"{main}.{fraction or '0'}+00:00")
+    except ValueError:
+        return None
+    return moment.timestamp()

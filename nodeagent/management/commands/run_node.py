@@ -1,0 +1,58 @@
+"""`python manage.py run_node --config node.toml [--check]`: the node agent.
+
+Only parses arguments, installs signal handlers and runs the loop object. It never
+touches the server's database (no system checks, no model imports), so a hospital
+runs it with no DATABASE_URL and no migrations.
+"""
+
+import logging
+import signal
+import sys
+import threading
+
+from django.core.management.base import BaseCommand
+
+from nodeagent import checks, config
+from nodeagent.agent import FatalError, NodeAgent
+
+EXIT_CONFIG = 2
+
+
+class Command(BaseCommand):
+    help = "Run the node agent next to this site's data (see docs/node.md)."
+    requires_system_checks = []
+    requires_migrations_checks = False
+
+    def add_arguments(self, parser):
+        parser.add_argument("--config", required=True, help="path of node.toml")
+        parser.add_argument("--check", action="store_true",
+                            help="check config, API key, Docker, registries and databases, then exit (0 = ready)")
+
+    def handle(self, *args, **options):
+        try:
+            node_config = config.load(options["config"])
+        except config.ConfigError as exc:
+            self.stderr.write(str(exc))
+            sys.exit(EXIT_CONFIG)
+
+        if options["check"]:
+            findings = checks.run_checks(node_config)
+            self.stdout.write(f"vantage node check: {node_config.source}")
+            self.stdout.write(checks.render(findings))
+            sys.exit(1 if any(f.level == checks.FAIL for f in findings) else 0)
+
+        stop = threading.Event()
+        agent = NodeAgent(node_config, stop)
+
+        def request_stop(signum, frame):
+            logging.getLogger("nodeagent").info("signal %s: stopping (running algorithms keep running)", signum)
+            stop.set()
+            agent.wake()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        try:
+            agent.run()
+        except FatalError as exc:
+            self.stderr.write(f"run_node: {exc}")
+            sys.exit(1)

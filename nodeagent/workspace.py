@@ -1,0 +1,145 @@
+"""Each run's own folder under the task folder, and the state file that survives restarts.
+
+    <task_folder>/runs/run-<id>/       0700, only the agent's user can enter
+        state.json                     phase, container name, deadline, outcome
+        input   output   token         mounted one by one into the container
+        tmp/                           the container's TEMPORARY_FOLDER
+
+The container never sees this folder itself: it gets bind mounts of its own three
+files and its tmp folder, so one run cannot read another run's files. Because the
+folder is 0700, the files inside can be open to the container's unprivileged user
+(input and token readable, output and tmp writable) without being open to the host.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STATE_FILE = "state.json"
+
+
+class Phase:
+    PREPARED = "prepared"  # folder written; the container may or may not exist yet
+    STARTED = "started"  # the container was started
+    FINISHED = "finished"  # outcome decided; only the upload is left
+
+
+@dataclass
+class Outcome:
+    status: str
+    exit_code: int | None
+    error_kind: str
+    log: str
+    has_result: bool = False
+
+
+@dataclass
+class RunState:
+    run_id: int
+    container_name: str
+    run: dict = field(default_factory=dict)  # the claimed run as the server sent it, minus its input
+    phase: str = Phase.PREPARED
+    started_at: float | None = None
+    deadline_at: float | None = None
+    log_sent_until: float | None = None
+    outcome: Outcome | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunState:
+        outcome = data.pop("outcome", None)
+        return cls(**data, outcome=Outcome(**outcome) if outcome else None)
+
+
+class RunFolder:
+    def __init__(self, root: Path, run_id: int):
+        self.run_id = run_id
+        self.path = root / f"run-{run_id}"
+
+    @property
+    def input(self) -> Path:
+        return self.path / "input"
+
+    @property
+    def output(self) -> Path:
+        return self.path / "output"
+
+    @property
+    def token(self) -> Path:
+        return self.path / "token"
+
+    @property
+    def tmp(self) -> Path:
+        return self.path / "tmp"
+
+    def exists(self) -> bool:
+        return (self.path / STATE_FILE).exists()
+
+    def prepare(self, *, input_bytes: bytes, token: str) -> None:
+        """Write the run's files fresh (a half-prepared folder from a crash is replaced)."""
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(mode=0o700, parents=True)
+        self.input.write_bytes(input_bytes)
+        self.input.chmod(0o644)
+        self.token.write_text(token)
+        self.token.chmod(0o644)
+        self.output.write_bytes(b"")
+        self.output.chmod(0o666)
+        self.tmp.mkdir()
+        self.tmp.chmod(0o1777)
+
+    def save(self, state: RunState) -> None:
+        """Replace state.json atomically, so a kill at any instant leaves old or new, never half."""
+        tmp = self.path / f".{STATE_FILE}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(asdict(state), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path / STATE_FILE)
+
+    def load(self) -> RunState:
+        return RunState.from_dict(json.loads((self.path / STATE_FILE).read_text()))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class TaskFolder:
+    """The node's working folder; one agent at a time may use it (an flock says so)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.runs = path / "runs"
+        self._lock_fh = None
+
+    def open(self) -> None:
+        self.runs.mkdir(parents=True, exist_ok=True)
+        self.path.chmod(0o700)
+        self._lock_fh = open(self.path / "agent.lock", "w")
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_fh.close()
+            self._lock_fh = None
+            raise RuntimeError(f"another node agent is using the task folder {self.path}")
+
+    def close(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def run(self, run_id: int) -> RunFolder:
+        return RunFolder(self.runs, run_id)
+
+    def known_runs(self) -> list[RunFolder]:
+        found = []
+        for entry in sorted(self.runs.glob("run-*")):
+            suffix = entry.name[4:]
+            if suffix.isdigit():
+                found.append(RunFolder(self.runs, int(suffix)))
+        return found
