@@ -1,11 +1,13 @@
 """Reads for algorithms, tasks and runs, scoped to the caller (user or node)."""
 
-from django.db.models import Case, CharField, Count, F, Q, QuerySet, Value, When
+from django.core.files.base import File
+from django.db.models import Case, CharField, Count, F, Prefetch, Q, QuerySet, Value, When
 
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import is_node, user_scope
 from collaborations.selectors import member_collaboration_ids
 from tasks.models import Algorithm, Run, Task
+from vantage.errors import NotFound
 
 S = Run.Status
 FAILED_STATUSES = (S.FAILED, S.CRASHED, S.REJECTED, S.TIMED_OUT)
@@ -48,18 +50,43 @@ def _task_scope_q(user, scope: int, prefix: str = "") -> Q:
     return Q(**{f"{prefix}created_by_id": user.pk})
 
 
+def _run_summaries() -> Prefetch:
+    # Only what a task listing shows of its runs: never the inputs or logs.
+    return Prefetch("runs", queryset=Run.objects.only("id", "task_id", "organization_id", "status"))
+
+
 def task_list(*, user, action: str = Action.VIEW) -> QuerySet[Task]:
-    """Tasks the user may see (or act on, for another action), with derived status."""
+    """Tasks the user may see (or act on, for another action), with derived status and run summaries."""
     scope = user_scope(user, Resource.TASK, action)
     qs = Task.objects.select_related("collaboration", "init_organization", "created_by")
     if scope is None:
         return qs.none()
-    return with_status(qs.filter(_task_scope_q(user, scope)))
+    return with_status(qs.filter(_task_scope_q(user, scope))).prefetch_related(_run_summaries())
 
 
-def run_list(*, principal, action: str = Action.VIEW) -> QuerySet[Run]:
-    """Runs a user may see, or the runs addressed to a node's organisation in its collaboration."""
+def task_detail(*, task_id: int) -> Task:
+    """One task with derived status and run summaries, unscoped: for answering its author right after a write."""
+    return with_status(Task.objects.filter(pk=task_id)).prefetch_related(_run_summaries()).get()
+
+
+def task_allows(*, user, task: Task, action: str) -> bool:
+    """Whether the user's scope for `action` on tasks covers this task."""
+    scope = user_scope(user, Resource.TASK, action)
+    if scope is None:
+        return False
+    if scope == Scope.GLOBAL:
+        return True
+    return Task.objects.filter(_task_scope_q(user, scope), pk=task.pk).exists()
+
+
+def run_list(*, principal, action: str = Action.VIEW, defer_payload: bool = False) -> QuerySet[Run]:
+    """Runs a user may see, or the runs addressed to a node's organisation in its collaboration.
+
+    `defer_payload` leaves the input and log columns unloaded, for listings that show neither.
+    """
     qs = Run.objects.select_related("task", "organization")
+    if defer_payload:
+        qs = qs.defer("input", "log")
     if is_node(principal):
         return qs.filter(organization_id=principal.organization_id, task__collaboration_id=principal.collaboration_id)
     scope = user_scope(principal, Resource.RUN, action)
@@ -70,6 +97,16 @@ def run_list(*, principal, action: str = Action.VIEW) -> QuerySet[Run]:
             Q(organization_id=principal.organization_id) | Q(task__init_organization_id=principal.organization_id)
         )
     return qs.filter(_task_scope_q(principal, scope, prefix="task__"))
+
+
+def run_result_file(*, run: Run) -> File:
+    """The stored result of a run, opened for reading; NotFound when it has none."""
+    if not run.result:
+        raise NotFound("This run has no result.")
+    try:
+        return run.result.storage.open(run.result.name, "rb")
+    except FileNotFoundError:
+        raise NotFound("This run's result file is missing from storage.")
 
 
 def algorithm_list(*, user) -> QuerySet[Algorithm]:

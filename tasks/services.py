@@ -21,11 +21,13 @@ from django.utils import timezone
 
 from accounts.audit import audit_record
 from accounts.models import Action, Resource, Scope
-from accounts.permissions import user_scope
+from accounts.permissions import is_node, user_scope
 from collaborations.models import Collaboration, Node, Study
 from collaborations.selectors import collaboration_non_members, member_collaboration_ids
 from tasks import events as task_events
 from tasks.models import Algorithm, DatabaseType, Run, Task
+from tasks.selectors import task_allows
+from tasks.uploads import ReceivedResult
 from vantage.errors import Conflict, DomainError, NotAllowed, NotFound, TooLarge
 
 LABEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -164,12 +166,20 @@ def task_create(
     return task
 
 
+def _require_task_action(actor, task: Task, action: str) -> None:
+    if actor is None or is_node(actor):
+        return
+    if not task_allows(user=actor, task=task, action=action):
+        raise NotAllowed(f"Your roles do not allow {action} on this task.")
+
+
 @transaction.atomic
 def task_kill(*, actor, task: Task) -> int:
     """Stop a task: pending runs end as killed now, claimed/running ones are asked to stop.
 
     Returns the number of runs affected. Killing a finished task changes nothing.
     """
+    _require_task_action(actor, task, Action.EDIT)
     now = timezone.now()
     runs = list(
         Run.objects.select_for_update(of=("self",)).select_related("task")
@@ -194,7 +204,10 @@ def task_kill(*, actor, task: Task) -> int:
 
 @transaction.atomic
 def task_delete(*, actor, task: Task) -> None:
-    """Delete a finished task with its runs and result files."""
+    """Delete a finished job (a root task with its subtasks), with its runs and result files."""
+    _require_task_action(actor, task, Action.DELETE)
+    if task.job_id not in (None, task.pk):
+        raise Conflict(f"Task {task.pk} is a subtask: delete its job, task {task.job_id}.")
     if Run.objects.filter(task__job_id=task.job_id or task.pk, status__in=Run.ACTIVE_STATUSES).exists():
         raise Conflict("The task still has open runs: kill it first.")
     files = [name for name in Run.objects.filter(task__job_id=task.job_id or task.pk)
@@ -295,24 +308,31 @@ def run_finish(
         raise DomainError(f"{status!r} is not a final state ({', '.join(Run.FINAL_STATUSES)}).", field="status")
     if error_kind not in Run.ErrorKind.values:
         raise DomainError(f"Unknown error kind {error_kind!r}.", field="error_kind")
-    stored_name = None
-    hashed = None
-    if result is not None:
-        hashed = _HashingFile(result)
-        stored_name = default_storage.save(f"results/run-{run_id}", hashed)
+    stored = _store_result(run_id, result) if result is not None else None
     try:
         return _run_finish_commit(
             run_id=run_id, node=node, status=status, exit_code=exit_code, error_kind=error_kind,
-            stored_name=stored_name, hashed=hashed, log=log,
+            stored=stored, log=log,
         )
     except BaseException:
-        if stored_name:
-            default_storage.delete(stored_name)
+        if stored:
+            default_storage.delete(stored[0])
         raise
 
 
+def _store_result(run_id: int, result) -> tuple[str, int, str]:
+    """Save a result file to storage; returns its stored name, size and SHA-256."""
+    name = f"results/run-{run_id}"
+    if isinstance(result, ReceivedResult):
+        # Counted, limited and hashed while it arrived (tasks.uploads); a filesystem
+        # storage then moves the temporary file instead of copying it.
+        return default_storage.save(name, result), result.size, result.sha256
+    hashed = _HashingFile(result)
+    return default_storage.save(name, hashed), hashed.bytes_read, hashed.sha256.hexdigest()
+
+
 @transaction.atomic
-def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored_name, hashed, log) -> Run:
+def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, log) -> Run:
     run = _lock_node_run(run_id, node)
     if run.is_final:
         raise Conflict(f"The run is already {run.status}.")
@@ -326,10 +346,8 @@ def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored_na
     run.finished_at = timezone.now()
     if run.node_id is None:
         run.node = node
-    if stored_name:
-        run.result.name = stored_name
-        run.result_size = hashed.bytes_read
-        run.result_sha256 = hashed.sha256.hexdigest()
+    if stored:
+        run.result.name, run.result_size, run.result_sha256 = stored
     if log:
         limit = settings.VANTAGE_RUN_LOG_MAX_CHARS
         combined = run.log + log
