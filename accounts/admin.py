@@ -1,0 +1,406 @@
+"""Admin for users, roles, rules and the audit log, and the base every Vantage admin uses.
+
+Every write made in the admin goes through a service with the logged-in administrator
+as actor, so it is checked and audited exactly like the same write through the API.
+Where no service exists for a write (editing a role, deleting an organisation), the
+admin does not offer it.
+"""
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.auth import update_session_auth_hash
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import SetPasswordMixin, UserChangeForm, UserCreationForm
+from django.contrib.auth.models import Group
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Count, QuerySet
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
+
+from accounts.audit import verify_chain
+from accounts.models import AuditEvent, Role, Rule, User
+from accounts.services import role_create, user_create, user_delete, user_update
+from vantage.errors import DomainError
+
+SERVICE_ERRORS = (DomainError, ValidationError)
+
+
+# --- Shared by every Vantage admin -------------------------------------------------
+
+
+def service_error_messages(exc) -> dict[str | None, list[str]]:
+    """A service's DomainError or ValidationError as {field name or None: [messages]}."""
+    if isinstance(exc, DomainError):
+        return {exc.field: [exc.message]}
+    if hasattr(exc, "error_dict"):
+        return {
+            (None if field == NON_FIELD_ERRORS else field): [m for error in errors for m in error.messages]
+            for field, errors in exc.error_dict.items()
+        }
+    return {None: exc.messages}
+
+
+def service_error_text(exc) -> str:
+    return " ".join(
+        f"{field}: {message}" if field else message
+        for field, found in service_error_messages(exc).items()
+        for message in found
+    )
+
+
+def add_service_errors(form, exc) -> None:
+    """Put a service error on the form: on its field when the form has it, else on top."""
+    for field, found in service_error_messages(exc).items():
+        if field is not None and field not in form.fields:
+            found, field = [f"{field}: {message}" for message in found], None
+        form.add_error(field, found)
+
+
+class ServiceFormMixin:
+    """Makes a ModelForm write through a service at the end of its validation.
+
+    The admin validates a form inside its own transaction, then calls save_model. Calling
+    the service from save_model would turn a DomainError into a 500; calling it at the
+    end of full_clean instead puts the error on the form, which the admin shows again
+    with the input. The service's writes and audit event stay in the admin's
+    transaction. `write_through_service` is set per request by ServiceAdminMixin.
+    """
+
+    def full_clean(self):
+        super().full_clean()
+        if not self.is_bound or self._errors:
+            return
+        if not self.instance._state.adding and not self.has_changed():
+            return
+        try:
+            self.instance = self.write_through_service()
+        except SERVICE_ERRORS as exc:
+            add_service_errors(self, exc)
+
+    def save(self, commit=True):
+        return self.instance
+
+
+class ServiceAdminMixin:
+    """ModelAdmin whose add/change forms call `create_object`/`update_object` (services).
+
+    An admin allowing add defines `create_object(request, form)`, one allowing change
+    defines `update_object(request, obj, form)`, one allowing delete overrides
+    `delete_model` with its service; each returns what the service returns.
+    """
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form_class = super().get_form(request, obj, change=change, **kwargs)
+
+        def write_through_service(form):
+            if change:
+                return self.update_object(request, form.instance, form)
+            return self.create_object(request, form)
+
+        return type(
+            form_class.__name__, (ServiceFormMixin, form_class), {"write_through_service": write_through_service}
+        )
+
+    def save_model(self, request, obj, form, change):
+        """Nothing to do: the form's service call has saved and audited obj."""
+
+    def save_related(self, request, form, formsets, change):
+        """Nothing to do: the service has set the many-to-many fields too; there are no editable inlines."""
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        # Bulk delete would bypass the per-object service checks and cannot report a
+        # refusal per object; objects are deleted one at a time from their own page.
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except SERVICE_ERRORS as exc:
+            self.message_user(request, service_error_text(exc), messages.ERROR)
+            opts = self.opts
+            return HttpResponseRedirect(
+                reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[object_id])
+            )
+
+    def run_service_per_object(self, request, queryset, service, done_message: str) -> int:
+        """Call service(obj) for each object, reporting refusals per object; returns the successes."""
+        done = 0
+        for obj in queryset:
+            try:
+                service(obj)
+            except SERVICE_ERRORS as exc:
+                self.message_user(request, f"{obj}: {service_error_text(exc)}", messages.ERROR)
+            else:
+                done += 1
+        if done:
+            self.message_user(request, done_message.format(count=done), messages.SUCCESS)
+        return done
+
+
+class ServiceAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    pass
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For records that only the system writes: shown, never added, changed or deleted here."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def changed_values(form, names) -> dict:
+    """The form's changed values among `names`, as keyword arguments for an update service."""
+    values = {name: form.cleaned_data[name] for name in form.changed_data if name in names}
+    return {name: list(value) if isinstance(value, QuerySet) else value for name, value in values.items()}
+
+
+def pretty_json(value) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True))
+
+
+# --- Users ---------------------------------------------------------------------------
+
+# Vantage grants rights through roles. Django's groups and per-user permissions would be a
+# second, unaudited way to hand out admin rights, so they are neither shown on users nor
+# editable: the admin is for superusers only.
+admin.site.unregister(Group)
+
+USER_EDITABLE_FIELDS = ("email", "first_name", "last_name", "is_active", "is_staff", "is_superuser", "roles")
+
+
+class UserAddForm(UserCreationForm):
+    class Meta:
+        model = User
+        fields = ("username", "email", "first_name", "last_name", "organization", "roles", "is_staff", "is_superuser")
+
+
+class UserEditForm(UserChangeForm):
+    class Meta:
+        model = User
+        fields = "__all__"
+
+
+class PasswordSetForm(SetPasswordMixin, forms.Form):
+    """The admin's two-field password form; the new password is set through user_update."""
+
+    password1, password2 = SetPasswordMixin.create_password_fields()
+
+    def __init__(self, user, *args, actor, **kwargs):
+        self.user = user
+        self.actor = actor
+        super().__init__(*args, **kwargs)
+
+    def clean(self):
+        self.validate_passwords()
+        self.validate_password_for_user(self.user)
+        return super().clean()
+
+    def full_clean(self):
+        super().full_clean()
+        if not self.is_bound or self._errors:
+            return
+        try:
+            self.user = user_update(actor=self.actor, user=self.user, password=self.cleaned_data["password1"])
+        except SERVICE_ERRORS as exc:
+            add_service_errors(self, exc)
+
+
+@admin.register(User)
+class UserAdmin(ServiceAdminMixin, DjangoUserAdmin):
+    add_form = UserAddForm
+    form = UserEditForm
+    add_form_template = None
+    add_fieldsets = (
+        (None, {"classes": ("wide",), "fields": ("username", "password1", "password2")}),
+        ("Organisation and rights", {"fields": ("organization", "roles", "is_staff", "is_superuser")}),
+        ("Personal info", {"fields": ("first_name", "last_name", "email")}),
+    )
+    fieldsets = (
+        (None, {"fields": ("username", "password", "organization")}),
+        ("Personal info", {"fields": ("first_name", "last_name", "email")}),
+        ("Rights", {"fields": ("is_active", "is_staff", "is_superuser", "roles")}),
+        ("Important dates", {"fields": ("last_login", "date_joined")}),
+    )
+    list_display = ("username", "organization", "email", "role_names", "is_active", "is_staff", "is_superuser")
+    list_select_related = ("organization",)
+    list_filter = ("is_active", "is_staff", "is_superuser", "roles", "organization")
+    search_fields = ("username", "first_name", "last_name", "email", "organization__name")
+    autocomplete_fields = ("organization",)
+    filter_horizontal = ("roles",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("roles")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        # user_update cannot move a user to another organisation or rename them.
+        return ("username", "organization", "last_login", "date_joined")
+
+    @admin.display(description="roles")
+    def role_names(self, user):
+        return ", ".join(role.name for role in user.roles.all())
+
+    def create_object(self, request, form):
+        data = form.cleaned_data
+        return user_create(
+            actor=request.user, username=data["username"], password=data["password1"],
+            organization=data["organization"], email=data["email"], first_name=data["first_name"],
+            last_name=data["last_name"], roles=list(data["roles"]), is_staff=data["is_staff"],
+            is_superuser=data["is_superuser"],
+        )
+
+    def update_object(self, request, user, form):
+        return user_update(actor=request.user, user=user, **changed_values(form, USER_EDITABLE_FIELDS))
+
+    def delete_model(self, request, obj):
+        user_delete(actor=request.user, user=obj)
+
+    @method_decorator(sensitive_post_parameters())
+    def user_change_password(self, request, id, form_url=""):
+        user = self.get_object(request, unquote(id))
+        if user is None:
+            raise Http404("No such user.")
+        if not self.has_change_permission(request, user):
+            raise PermissionDenied
+        form = PasswordSetForm(user, request.POST if request.method == "POST" else None, actor=request.user)
+        if form.is_bound:
+            with transaction.atomic():
+                changed = form.is_valid()
+                if changed:
+                    self.log_change(request, form.user, "Changed password.")
+            if changed:
+                self.message_user(request, "Password changed.", messages.SUCCESS)
+                update_session_auth_hash(request, form.user)
+                return HttpResponseRedirect(reverse(f"{self.admin_site.name}:accounts_user_change", args=[user.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Change password: {user.get_username()}",
+            "form": form,
+            "form_url": form_url,
+            "opts": self.opts,
+            "original": user,
+        }
+        return TemplateResponse(request, "admin/accounts/user/change_password.html", context)
+
+
+# --- Roles and rules -------------------------------------------------------------------
+
+
+@admin.register(Role)
+class RoleAdmin(ServiceAdmin):
+    list_display = ("name", "is_builtin", "rule_count", "user_count", "description")
+    list_filter = ("is_builtin",)
+    search_fields = ("name", "description")
+    filter_horizontal = ("rules",)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("name", "description", "rules")
+        return ("name", "description", "is_builtin", "rules")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            rule_count=Count("rules", distinct=True), user_count=Count("users", distinct=True)
+        )
+
+    @admin.display(description="rules", ordering="rule_count")
+    def rule_count(self, role):
+        return role.rule_count
+
+    @admin.display(description="users", ordering="user_count")
+    def user_count(self, role):
+        return role.user_count
+
+    # Roles are fixed once created: there is no audited service to edit or delete them.
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def create_object(self, request, form):
+        data = form.cleaned_data
+        return role_create(
+            actor=request.user, name=data["name"], description=data["description"], rules=list(data["rules"])
+        )
+
+
+@admin.register(Rule)
+class RuleAdmin(ReadOnlyAdmin):
+    """The rule catalogue (resource × action × scope); roles are built from these."""
+
+    list_display = ("__str__", "resource", "action", "scope")
+    list_filter = ("resource", "action", "scope")
+    search_fields = ("resource", "action")
+
+
+# --- Audit log -------------------------------------------------------------------------
+
+# AuditChainHead is not registered: it is the one-row lock that serialises appends to
+# the chain, holding a copy of the newest event's hash. Nothing in it is for reading,
+# and any edit to it would break the next append's link; "Verify chain" checks the log.
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "actor_type", "actor_label", "verb", "target_type", "target_id", "target_label",
+                    "short_hash")
+    list_filter = ("actor_type", "verb", "target_type")
+    search_fields = ("verb", "actor_label", "target_label", "=target_id", "=hash")
+    date_hierarchy = "created_at"
+    # The log only grows: one COUNT(*) per page is enough (no second, unfiltered one).
+    show_full_result_count = False
+    fields = ("created_at", "actor_type", "actor_id", "actor_label", "verb", "target_type", "target_id",
+              "target_label", "details_display", "prev_hash", "hash")
+    readonly_fields = fields
+    change_list_template = "admin/accounts/auditevent/change_list.html"
+
+    @admin.display(description="hash")
+    def short_hash(self, event):
+        return event.hash[:12]
+
+    @admin.display(description="details")
+    def details_display(self, event):
+        return pretty_json(event.details)
+
+    def get_urls(self):
+        return [
+            path("verify/", self.admin_site.admin_view(self.verify_view), name="accounts_auditevent_verify"),
+            *super().get_urls(),
+        ]
+
+    def verify_view(self, request):
+        """Recompute the whole hash chain (POST only: it reads every event)."""
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse(f"{self.admin_site.name}:accounts_auditevent_changelist"))
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        broken_at = verify_chain()
+        if broken_at is None:
+            self.message_user(
+                request, f"Audit chain intact: all {AuditEvent.objects.count()} events verified.", messages.SUCCESS
+            )
+        else:
+            self.message_user(
+                request,
+                f"Audit chain broken at event #{broken_at}: it or an event before it was changed or removed.",
+                messages.ERROR,
+            )
+        return HttpResponseRedirect(reverse(f"{self.admin_site.name}:accounts_auditevent_changelist"))
