@@ -23,6 +23,23 @@ def _require_user_scope(actor, action: str, organization_id: int | None) -> None
     raise NotAllowed(f"Your roles allow {action} on users only in your own organisation.")
 
 
+def _require_may_manage(actor, user: User, changes: set[str]) -> None:
+    """Refuse what would let the actor act as a stronger user.
+
+    Only superusers touch superusers. Setting the password or email (the way in, and the
+    way to reset the password) of a user holding rights the actor lacks would hand the
+    actor those rights, as granting the user's roles would (see _resolve_roles).
+    """
+    if actor is None or actor.is_superuser or actor.pk == user.pk:
+        return
+    if user.is_superuser:
+        raise NotAllowed("Only a superuser can change or delete a superuser.")
+    if changes & {"password", "email"}:
+        held = rule_scopes(actor)
+        if any(held.get(key, 0) < scope for key, scope in rule_scopes(user).items()):
+            raise NotAllowed("You cannot set the password or email of a user who holds rights you do not hold.")
+
+
 def _resolve_roles(actor, roles: list) -> list[Role]:
     names = [r for r in roles if isinstance(r, str)]
     found = {role.name: role for role in Role.objects.filter(name__in=names)}
@@ -77,6 +94,7 @@ def user_create(
 def user_update(*, actor, user: User, **changes) -> User:
     """Change a user's profile, password, active, staff or superuser flag, or roles."""
     _require_user_scope(actor, Action.EDIT, user.organization_id)
+    _require_may_manage(actor, user, set(changes))
     allowed = {"email", "first_name", "last_name", "password", "is_active", "is_staff", "is_superuser", "roles"}
     unknown = set(changes) - allowed
     if unknown:
@@ -106,6 +124,7 @@ def user_update(*, actor, user: User, **changes) -> User:
 def user_delete(*, actor, user: User) -> None:
     """Delete a user; tasks they created keep existing without a creator."""
     _require_user_scope(actor, Action.DELETE, user.organization_id)
+    _require_may_manage(actor, user, set())
     if actor is not None and actor.pk == user.pk:
         raise DomainError("You cannot delete yourself.")
     audit_record(actor=actor, verb="user.deleted", target=user)
