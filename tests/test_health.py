@@ -1,0 +1,36 @@
+"""Health and version endpoints: open to anyone, no token needed."""
+
+from django.db import OperationalError
+from rest_framework.test import APIClient
+
+
+def test_health_is_ok_when_the_database_answers(db):
+    response = APIClient().get("/api/health/")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok"}
+
+
+def test_health_ignores_a_stale_token(db):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer garbage")
+    assert client.get("/api/health/").status_code == 200
+
+
+class _BrokenConnection:
+    def cursor(self):
+        raise OperationalError("connection refused")
+
+
+def test_health_is_503_when_the_database_fails(db, monkeypatch):
+    # Stopping the test database server is not possible from inside the test run, so the
+    # connection the view uses is replaced by one that fails the way a dead server does.
+    monkeypatch.setattr("vantage.views.connection", _BrokenConnection())
+    response = APIClient().get("/api/health/")
+    assert response.status_code == 503
+    assert response.json() == {"status": "error", "database": "unavailable"}
+
+
+def test_version_reports_server_and_api_versions(settings):
+    response = APIClient().get("/api/version/")
+    assert response.status_code == 200
+    assert response.json() == {"version": settings.SPECTACULAR_SETTINGS["VERSION"], "api_version": "1"}
