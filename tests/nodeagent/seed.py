@@ -1,0 +1,43 @@
+"""Server-side set-up for the live tests, run inside the live server's own database.
+
+The live server (daphne) is a separate process with its own database, so tests cannot
+use pytest-django's test database to seed it. They run this module instead:
+`python -m tests.nodeagent.seed <op> '<json kwargs>'`, with the live server's
+DATABASE_URL, and read one JSON object from stdout. It goes through the services, as
+an administrator would.
+"""
+
+import json
+import sys
+
+
+def world(n_orgs: int = 2, prefix: str = "") -> dict:
+    """Organisations, one collaboration, a researcher in the first organisation, a node each."""
+    from tests import factories
+
+    orgs = [factories.make_organization(f"{prefix}Hospital {i}") for i in range(n_orgs)]
+    collab = factories.make_collaboration(orgs, name=f"{prefix}Study")
+    user = factories.make_user(orgs[0], username=f"{prefix}researcher")
+    nodes = []
+    for org in orgs:
+        node, key = factories.make_node(org, collab, name=f"{prefix}node-{org.pk}")
+        nodes.append({"id": node.pk, "organization": org.pk, "api_key": key})
+    return {
+        "organizations": [o.pk for o in orgs], "collaboration": collab.pk, "nodes": nodes,
+        "user": {"id": user.pk, "username": user.username, "password": factories.PASSWORD},
+    }
+
+
+OPS = {"world": world}
+
+
+def main() -> None:
+    import django
+
+    django.setup()
+    op, kwargs = sys.argv[1], json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
+    print(json.dumps(OPS[op](**kwargs)))
+
+
+if __name__ == "__main__":
+    main()

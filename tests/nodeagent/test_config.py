@@ -1,0 +1,145 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nodeagent import config
+from nodeagent.config import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """
+task_folder = "tasks"
+
+[server]
+url = "https://vantage.example.org/"
+api_key = "vnk_abc_def"
+
+[databases.default]
+type = "csv"
+path = "data/patients.csv"
+
+[databases.registry]
+type = "sql"
+uri = "sqlite:///registry.sqlite3"
+
+[registries."127.0.0.1:5000"]
+username = "vantage"
+password_file = "registry-password"
+
+[policy]
+allowed_images = ["127.0.0.1:5000/vantage/*", "sha256:%s"]
+allowed_organizations = [1, 2]
+allowed_users = [7, "alice"]
+require_digest = true
+
+[limits]
+cpus = 1
+memory = "2g"
+pids = 128
+deadline = 600
+max_concurrent_runs = 3
+
+[algorithm_env]
+ALGO_MIN_ROWS = "10"
+""" % ("a" * 64)
+
+
+def write(tmp_path, text, name="node.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    (tmp_path / "registry-password").write_text("s3cret\n")
+    return path
+
+
+def error_of(tmp_path, text, environ=None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        config.load(write(tmp_path, text), environ=environ or {})
+    return str(caught.value)
+
+
+def test_a_complete_config_loads_into_typed_values(tmp_path):
+    loaded = config.load(write(tmp_path, GOOD), environ={})
+    assert loaded.server.url == "https://vantage.example.org"
+    assert loaded.server.api_key == "vnk_abc_def"
+    assert loaded.task_folder == tmp_path / "tasks"
+    assert loaded.databases["default"].path == tmp_path / "data" / "patients.csv"
+    assert loaded.databases["registry"].uri == f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+    assert loaded.registries["127.0.0.1:5000"].password == "s3cret"
+    assert loaded.policy.allowed_organizations == (1, 2)
+    assert loaded.policy.allowed_users == (7, "alice")
+    assert loaded.policy.require_digest is True
+    assert loaded.limits.memory == 2 * 1024**3
+    assert loaded.limits.max_concurrent_runs == 3
+    assert loaded.algorithm_env == {"ALGO_MIN_ROWS": "10"}
+
+
+def test_summary_reported_to_the_server_holds_no_secrets_or_paths(tmp_path):
+    summary = config.load(write(tmp_path, GOOD), environ={}).summary()
+    text = repr(summary)
+    assert "vnk_abc_def" not in text and "s3cret" not in text and str(tmp_path) not in text
+    assert summary["databases"] == [{"label": "default", "type": "csv"}, {"label": "registry", "type": "sql"}]
+
+
+def test_api_key_from_a_file_or_an_environment_variable(tmp_path):
+    (tmp_path / "key").write_text("vnk_from_file\n")
+    from_file = GOOD.replace('api_key = "vnk_abc_def"', 'api_key_file = "key"')
+    assert config.load(write(tmp_path, from_file), environ={}).server.api_key == "vnk_from_file"
+    from_env = GOOD.replace('api_key = "vnk_abc_def"', 'api_key_env = "NODE_KEY"')
+    assert config.load(write(tmp_path, from_env), environ={"NODE_KEY": "vnk_env"}).server.api_key == "vnk_env"
+
+
+@pytest.mark.parametrize("change, expected", [
+    (('memory = "2g"', 'memory = "lots"'), 'limits.memory: expected a size like "2g", got "lots"'),
+    (("cpus = 1", "cpus = 512"), "limits.cpus: expected 0.01 to"),
+    (("pids = 128", "pids = true"), "limits.pids: expected a whole number, got true"),
+    (("deadline = 600", "deadline = 0"), "limits.deadline: must be at least 1 second, got 0"),
+    (("max_concurrent_runs = 3", "max_concurrent_runs = 0"), "limits.max_concurrent_runs: must be at least 1"),
+    (('type = "csv"', 'type = "xml"'), 'databases.default.type: expected one of csv, parquet, sql, excel, got "xml"'),
+    (('uri = "sqlite:///registry.sqlite3"', 'uri = "registry"'), "databases.registry.uri: expected an SQLAlchemy URL"),
+    (('url = "https://vantage.example.org/"', 'url = "vantage.example.org"'), "server.url: expected an http(s) URL"),
+    (("allowed_organizations = [1, 2]", 'allowed_organizations = ["one"]'),
+     'policy.allowed_organizations: expected organisation ids (numbers), found "one"'),
+    (("require_digest = true", 'require_digest = "yes"'), 'policy.require_digest: expected true or false, got "yes"'),
+    (('ALGO_MIN_ROWS = "10"', 'INPUT_FILE = "/etc/passwd"'), "algorithm_env.INPUT_FILE: is set by the node itself"),
+    (('ALGO_MIN_ROWS = "10"', "ALGO_MIN_ROWS = 10"), "algorithm_env.ALGO_MIN_ROWS: expected a string, got 10"),
+    (("[policy]", "[policy]\nallowed_image = []"), "policy.allowed_image: unknown key"),
+    (("[databases.default]", "[databases.Default]"), "databases.Default: a database label is lowercase"),
+])
+def test_a_bad_value_names_the_key_and_the_problem(tmp_path, change, expected):
+    old, new = change
+    assert old in GOOD
+    message = error_of(tmp_path, GOOD.replace(old, new))
+    assert message.startswith(f"{tmp_path / 'node.toml'}: ")
+    assert expected in message
+
+
+def test_registry_password_file_that_cannot_be_read_is_named(tmp_path):
+    message = error_of(tmp_path, GOOD.replace('password_file = "registry-password"', 'password_file = "missing"'))
+    assert "password_file: cannot read" in message and "missing" in message
+
+
+def test_api_key_must_come_from_exactly_one_place(tmp_path):
+    both = GOOD.replace('api_key = "vnk_abc_def"', 'api_key = "x"\napi_key_env = "Y"')
+    assert "server.api_key: set exactly one of api_key, api_key_file, api_key_env (found api_key, api_key_env)" in \
+        error_of(tmp_path, both)
+    unset = GOOD.replace('api_key = "vnk_abc_def"', 'api_key_env = "NODE_KEY"')
+    assert "server.api_key_env: environment variable NODE_KEY is not set" in error_of(tmp_path, unset)
+
+
+def test_invalid_toml_and_a_missing_file_are_one_line_each(tmp_path):
+    assert "not valid TOML" in error_of(tmp_path, "task_folder = ")
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load(tmp_path / "absent.toml")
+
+
+def test_run_node_with_a_bad_config_prints_one_line_and_exits_2(tmp_path):
+    path = write(tmp_path, GOOD.replace('memory = "2g"', 'memory = "lots"'))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env["DATABASE_URL"] = "postgres://nobody@127.0.0.1:1/no_database"
+    done = subprocess.run([sys.executable, "manage.py", "run_node", "--config", str(path)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f'{path}: limits.memory: expected a size like "2g", got "lots"'
