@@ -147,6 +147,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "CollaborationStatusEnum": "collaborations.models.Collaboration.Status",
         "NodeStatusEnum": "collaborations.models.Node.Status",
+        "AlgorithmStatusEnum": "tasks.models.Algorithm.Status",
+        "AlgorithmReviewStatusEnum": ["approved", "rejected", "retired"],
+        "TaskStatusEnum": "tasks.models.Task.Status",
+        "RunStatusEnum": "tasks.models.Run.Status",
+        "RunFinalStatusEnum": "tasks.models.Run.FINAL_STATUSES",
     },
 }
 

@@ -1,0 +1,195 @@
+"""REST views for the algorithm catalogue, tasks and runs.
+
+Authorised twice: HasRule refuses a user whose roles lack the action at any scope (403),
+and each queryset comes from a selector scoped to the caller, so an object outside their
+scope is absent (404). Whether the caller's scope covers a write on a visible object is
+the service's decision (403).
+
+Runs are shared by users and nodes. A node sees the runs addressed to its organisation in
+its collaboration, and only a node may claim, start, log and finish them. Result
+downloads are open to users allowed to see the run and to the nodes that see it (the
+node serving that organisation, e.g. to check what it uploaded); a node cannot fetch
+other organisations' results here.
+"""
+
+from asgiref.sync import sync_to_async
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+
+from accounts.api import GuardedViewSet, ScopedViewSet, rules_for
+from accounts.models import Action, Resource
+from accounts.permissions import HasRule, IsNode, is_node
+from tasks import selectors, services
+from tasks.filters import AlgorithmFilter, RunFilter, TaskFilter
+from tasks.serializers import (
+    AlgorithmReviewSerializer,
+    AlgorithmSerializer,
+    AlgorithmSubmitSerializer,
+    NodeRunSerializer,
+    RunDetailSerializer,
+    RunFinishSerializer,
+    RunLogSerializer,
+    RunSerializer,
+    TaskCreateSerializer,
+    TaskSerializer,
+)
+from tasks.uploads import ResultUploadHandler
+from vantage.errors import Conflict
+
+
+class ChunkedFileResponse(FileResponse):
+    """A FileResponse that an ASGI server streams without holding the file in memory.
+
+    Django's ASGI handler turns a synchronous streaming iterator into a list before
+    sending it, i.e. reads the whole file into memory. Reading each block in a worker
+    thread through an asynchronous iterator keeps one block in memory at a time.
+    """
+
+    block_size = 1024 * 1024
+
+    def _set_streaming_content(self, value):
+        super()._set_streaming_content(value)  # headers from the file, and its closer
+        if self.file_to_stream is not None:
+            super(FileResponse, self)._set_streaming_content(self._blocks(self.file_to_stream))
+
+    async def _blocks(self, filelike):
+        read = sync_to_async(filelike.read, thread_sensitive=False)
+        while block := await read(self.block_size):
+            yield block
+
+
+class AlgorithmViewSet(ScopedViewSet):
+    serializer_class = AlgorithmSerializer
+    filterset_class = AlgorithmFilter
+    rules = rules_for(Resource.ALGORITHM, list=Action.VIEW, retrieve=Action.VIEW, create=Action.CREATE,
+                      review=Action.EDIT)
+
+    def get_queryset(self):
+        return selectors.algorithm_list(user=self.request.user)
+
+    @extend_schema(request=AlgorithmSubmitSerializer, responses={201: AlgorithmSerializer})
+    def create(self, request):
+        """Submit an algorithm to the catalogue; it awaits review before tasks may use it."""
+        algorithm = services.algorithm_submit(actor=request.user, **self._input(AlgorithmSubmitSerializer))
+        return Response(AlgorithmSerializer(algorithm).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=AlgorithmReviewSerializer, responses=AlgorithmSerializer)
+    @action(detail=True, methods=["post"])
+    def review(self, request, pk=None):
+        """Approve, reject or retire an algorithm (reviewers with global algorithm rights)."""
+        algorithm = services.algorithm_review(
+            actor=request.user, algorithm=self.get_object(), **self._input(AlgorithmReviewSerializer)
+        )
+        return Response(AlgorithmSerializer(algorithm).data)
+
+
+class TaskViewSet(ScopedViewSet):
+    serializer_class = TaskSerializer
+    filterset_class = TaskFilter
+    rules = rules_for(Resource.TASK, list=Action.VIEW, retrieve=Action.VIEW, create=Action.CREATE,
+                      kill=Action.EDIT, destroy=Action.DELETE)
+
+    def get_queryset(self):
+        return selectors.task_list(user=self.request.user)
+
+    @extend_schema(
+        request=TaskCreateSerializer,
+        responses={201: TaskSerializer, 413: OpenApiResponse(description="An input exceeds VANTAGE_MAX_INPUT_BYTES.")},
+    )
+    def create(self, request):
+        """Create a task: one pending run per named organisation, each with its own input."""
+        serializer = TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        task = services.task_create(actor=request.user, **serializer.to_service_kwargs())
+        return Response(TaskSerializer(selectors.task_detail(task_id=task.pk)).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=TaskSerializer)
+    @action(detail=True, methods=["post"])
+    def kill(self, request, pk=None):
+        """Kill the task's job: pending runs end now, claimed and running ones are asked to stop."""
+        task = self.get_object()
+        services.task_kill(actor=request.user, task=task)
+        return Response(TaskSerializer(selectors.task_detail(task_id=task.pk)).data)
+
+    @extend_schema(responses={204: None, 409: OpenApiResponse(description="The job still has open runs.")})
+    def destroy(self, request, pk=None):
+        """Delete a finished job with its runs and result files."""
+        services.task_delete(actor=request.user, task=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSet):
+    permission_classes = [IsNode | HasRule]
+    filterset_class = RunFilter
+    rules = rules_for(Resource.RUN, list=Action.VIEW, retrieve=Action.VIEW, result=Action.VIEW)
+
+    def get_queryset(self):
+        return selectors.run_list(principal=self.request.user, defer_payload=self.action == "list")
+
+    def get_serializer_class(self):
+        if self.action == "list":
+            return RunSerializer
+        if is_node(getattr(self.request, "user", None)):
+            return NodeRunSerializer
+        return RunDetailSerializer
+
+    def initialize_request(self, request, *args, **kwargs):
+        request = super().initialize_request(request, *args, **kwargs)
+        if self.action == "finish":
+            # Before anything (even a CSRF check) parses the body: the result goes to a
+            # temporary file, counted against the limit, never into memory.
+            request._request.upload_handlers = [ResultUploadHandler(request._request)]
+        return request
+
+    @extend_schema(request=None, responses={200: NodeRunSerializer,
+                                            409: OpenApiResponse(description="Another node claimed it first.")})
+    @action(detail=True, methods=["post"], permission_classes=[IsNode])
+    def claim(self, request, pk=None):
+        """Claim a pending run for this node; of nodes claiming at once, exactly one wins."""
+        run = services.run_claim(run_id=self.get_object().pk, node=request.user)
+        if run is None:
+            raise Conflict("The run is no longer pending: another node claimed it, or it was killed.")
+        return Response(NodeRunSerializer(run).data)
+
+    @extend_schema(request=None, responses=RunSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsNode])
+    def start(self, request, pk=None):
+        """Mark a run this node claimed as running: its container has started."""
+        run = services.run_start(run_id=self.get_object().pk, node=request.user)
+        return Response(RunSerializer(run).data)
+
+    @extend_schema(request=RunLogSerializer, responses=RunSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsNode])
+    def log(self, request, pk=None):
+        """Append to the run's log. The answer tells the node whether a kill was requested."""
+        run = self.get_object()
+        run = services.run_append_log(run_id=run.pk, node=request.user, **self._input(RunLogSerializer))
+        return Response(RunSerializer(run).data)
+
+    @extend_schema(
+        request={"multipart/form-data": RunFinishSerializer},
+        responses={200: RunSerializer, 413: OpenApiResponse(description="The result exceeds VANTAGE_MAX_RESULT_BYTES.")},
+    )
+    @action(detail=True, methods=["post"], permission_classes=[IsNode], parser_classes=[MultiPartParser, FormParser])
+    def finish(self, request, pk=None):
+        """Report the run's final state, with its output file as the multipart part `result`."""
+        run = self.get_object()
+        run = services.run_finish(run_id=run.pk, node=request.user, **self._input(RunFinishSerializer))
+        return Response(RunSerializer(run).data)
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
+                              404: OpenApiResponse(description="No such run, or it has no result.")})
+    @action(detail=True, methods=["get"])
+    def result(self, request, pk=None):
+        """Download the run's result file; its SHA-256 is in the X-Content-SHA256 header."""
+        run = self.get_object()
+        response = ChunkedFileResponse(
+            selectors.run_result_file(run=run), as_attachment=True, filename=f"run-{run.pk}-result.json",
+        )
+        response["X-Content-SHA256"] = run.result_sha256
+        return response

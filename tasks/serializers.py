@@ -1,0 +1,187 @@
+"""Input and output shapes for algorithms, tasks and runs.
+
+Input serializers parse and resolve ids against what the caller may see; the rules about
+what may be created or changed live in tasks.services. Binary run inputs travel as
+base64 strings inside JSON; result files travel as multipart uploads and downloads.
+"""
+
+import base64
+import binascii
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from collaborations.selectors import collaboration_list, study_list
+from collaborations.serializers import ScopedIdField
+from tasks.models import Algorithm, DatabaseType, Run, Task
+from tasks.selectors import algorithm_list
+
+
+@extend_schema_field(OpenApiTypes.BYTE)
+class Base64Field(serializers.Field):
+    """Bytes as standard base64 (RFC 4648, with padding); anything else is refused, not guessed."""
+
+    default_error_messages = {"invalid": "Not valid base64."}
+
+    def to_internal_value(self, data) -> bytes:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            self.fail("invalid")
+
+    def to_representation(self, value) -> str:
+        return base64.b64encode(bytes(value)).decode("ascii")
+
+
+class OptionalScopedIdField(ScopedIdField):
+    """A ScopedIdField that may be left out or given as null."""
+
+    def __init__(self, **kwargs):
+        super().__init__(required=False, allow_null=True, **kwargs)
+
+    def run_validation(self, data=serializers.empty):
+        if data is None:
+            return None
+        return super().run_validation(data)
+
+
+class AlgorithmSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Algorithm
+        fields = ["id", "name", "image", "digest", "description", "functions", "status",
+                  "submitted_by", "reviewer", "reviewed_at", "review_note", "created_at"]
+        read_only_fields = fields
+
+
+class AlgorithmSubmitSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    image = serializers.CharField(max_length=500)
+    digest = serializers.CharField(max_length=71, help_text="sha256:<64 hex digits>")
+    description = serializers.CharField(required=False, allow_blank=True)
+    functions = serializers.JSONField(
+        required=False, help_text='[{"name": ..., "kind": "central"|"partial", "arguments": <JSON schema>}]'
+    )
+
+
+class AlgorithmReviewSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=[Algorithm.Status.APPROVED, Algorithm.Status.REJECTED, Algorithm.Status.RETIRED]
+    )
+    note = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class RunSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Run
+        fields = ["id", "organization", "status"]
+        read_only_fields = fields
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    status = serializers.ChoiceField(choices=Task.Status.choices, read_only=True,
+                                     help_text="Derived from the runs; never stored.")
+    runs = RunSummarySerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Task
+        fields = ["id", "name", "description", "status", "collaboration", "study", "algorithm",
+                  "init_organization", "created_by", "image", "digest", "method", "databases",
+                  "parent", "job", "created_at", "runs"]
+        read_only_fields = fields
+
+
+class TaskOrganizationInputSerializer(serializers.Serializer):
+    id = serializers.IntegerField(min_value=1)
+    input = Base64Field(help_text="The run's input for this organisation, base64-encoded "
+                                  "(ciphertext in an encrypted collaboration).")
+
+
+class DatabaseSerializer(serializers.Serializer):
+    label = serializers.CharField(max_length=64)
+    type = serializers.ChoiceField(choices=DatabaseType.choices, required=False)
+
+
+class TaskCreateSerializer(serializers.Serializer):
+    collaboration = ScopedIdField(selector=collaboration_list)
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    image = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                  help_text="Leave out when naming a catalogue algorithm.")
+    algorithm = OptionalScopedIdField(selector=algorithm_list)
+    method = serializers.CharField(max_length=200)
+    study = OptionalScopedIdField(selector=study_list)
+    organizations = TaskOrganizationInputSerializer(many=True, allow_empty=False)
+    databases = DatabaseSerializer(many=True, required=False, default=list)
+
+    def validate_organizations(self, entries: list[dict]) -> dict[int, bytes]:
+        inputs: dict[int, bytes] = {}
+        for entry in entries:
+            if entry["id"] in inputs:
+                raise serializers.ValidationError(f"Organisation {entry['id']} is named twice.")
+            inputs[entry["id"]] = entry["input"]
+        return inputs
+
+    def to_service_kwargs(self) -> dict:
+        data = dict(self.validated_data)
+        data["organization_inputs"] = data.pop("organizations")
+        data["databases"] = [dict(entry) for entry in data["databases"]]
+        return data
+
+
+class RunSerializer(serializers.ModelSerializer):
+    """A run as lists show it: no input, no log."""
+
+    kill_requested = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = ["id", "task", "organization", "node", "status", "exit_code", "error_kind",
+                  "result_size", "result_sha256", "kill_requested", "kill_requested_at",
+                  "created_at", "claimed_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+    def get_kill_requested(self, run: Run) -> bool:
+        return run.kill_requested_at is not None
+
+
+class RunDetailSerializer(RunSerializer):
+    """One run for a user: with its log, never its input."""
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "log", "log_truncated"]
+        read_only_fields = fields
+
+
+class NodeRunSerializer(RunSerializer):
+    """One run for the node that executes it: its input and what to run."""
+
+    input = Base64Field(read_only=True)
+    collaboration = serializers.IntegerField(source="task.collaboration_id", read_only=True)
+    init_organization = serializers.IntegerField(source="task.init_organization_id", read_only=True)
+    job = serializers.IntegerField(source="task.job_id", read_only=True, allow_null=True)
+    image = serializers.CharField(source="task.image", read_only=True)
+    digest = serializers.CharField(source="task.digest", read_only=True)
+    method = serializers.CharField(source="task.method", read_only=True)
+    databases = serializers.JSONField(source="task.databases", read_only=True)
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "collaboration", "init_organization", "job", "image", "digest",
+                  "method", "databases", "input"]
+        read_only_fields = fields
+
+
+class RunLogSerializer(serializers.Serializer):
+    text = serializers.CharField(trim_whitespace=False)
+
+
+class RunFinishSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
+    exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
+    error_kind = serializers.ChoiceField(choices=Run.ErrorKind.choices, required=False, allow_blank=True,
+                                         default="")
+    log = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
+    result = serializers.FileField(required=False, allow_empty_file=True, use_url=False,
+                                   help_text="The output file, streamed; at most VANTAGE_MAX_RESULT_BYTES.")
