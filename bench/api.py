@@ -279,6 +279,15 @@ class OpResult:
     def rps(self) -> float:
         return self.done / self.wall if self.wall > 0 else 0.0
 
+    def merge(self, other: "OpResult") -> None:
+        self.latencies += other.latencies
+        self.errors += other.errors
+        self.first_error = self.first_error or other.first_error
+        self.wall += other.wall
+        self.client_cpu += other.client_cpu
+        self.server_cpu += other.server_cpu
+        self.timed_out = self.timed_out or other.timed_out
+
     def to_dict(self) -> dict:
         return {
             "planned": self.planned, "ok": self.done, "errors": self.errors,
@@ -290,15 +299,16 @@ class OpResult:
         }
 
 
-def drive(name: str, n: int, port: int, concurrency: int, time_limit: float, fn, server: ServerProcess) -> OpResult:
-    """Call fn(client, i) for i in range(n) from `concurrency` threads.
+def drive(name: str, indices: range, port: int, concurrency: int, time_limit: float, fn,
+          server: ServerProcess) -> OpResult:
+    """Call fn(client, i) for i in indices from `concurrency` threads.
 
     fn returns None on success or an error string. Stops starting new
     requests when time_limit seconds have passed.
     """
-    res = OpResult(name, n)
+    res = OpResult(name, len(indices))
     lock = threading.Lock()
-    counter = iter(range(n))
+    counter = iter(indices)
     deadline = time.monotonic() + time_limit
     latencies: list[float] = []
 
@@ -614,7 +624,7 @@ class V6(Target):
         self.venv = Path(args.v6_venv)
         self.python = self.venv / "bin" / "python"
         self.config = workdir / "v6-server.yaml"
-        self.created_ids: list[int | None] = []
+        self.created: list[int | None] = []  # task ids
         self.claim_plan: list[tuple[int, int]] = []
         self.version = "?"
 
@@ -782,7 +792,7 @@ class V6(Target):
         s, d, _ = c.request("POST", "/api/task", json_body=body, token=self.user_token)
         err = check(s, d, (201,))
         if err is None:
-            self.created_ids[i] = json.loads(d)["id"]
+            self.created[i] = json.loads(d)["id"]
         return err
 
     def op_run_list(self, c, i):
@@ -805,7 +815,7 @@ class V6(Target):
 
     def plan_claims(self):
         """Task i -> its run for organisation i % 3, handled by that org's node."""
-        wanted = {tid for tid in self.created_ids if tid}
+        wanted = {tid for tid in self.created if tid}
         by_task_org: dict[tuple[int, int], int] = {}
         c = Client(self.port)
         for k, token in enumerate(self.node_tokens):
@@ -823,7 +833,7 @@ class V6(Target):
                 page += 1
         c.close()
         plan = []
-        for i, tid in enumerate(self.created_ids):
+        for i, tid in enumerate(self.created):
             if tid:
                 k = i % 3
                 rid = by_task_org.get((tid, self.org_ids[k]))
@@ -874,39 +884,54 @@ OPS = [
 ]
 
 
-def run_workload(t: Target, args, results: dict[str, OpResult]) -> None:
-    """Fills `results` as it goes, so a failure still leaves what was measured."""
-    n, conc, limit = args.requests, args.concurrency, args.op_timeout
-    t.result_blob = secrets.token_bytes(args.result_bytes)
-    t.authenticate()
-
-    def step(key, count, fn):
-        log(f"{t.label}: {key} x{count} (concurrency {conc}) ...")
-        r = drive(key, count, t.port, conc, limit, fn, t.server)
-        results[key] = r
-        extra = f", {r.errors} errors (first: {r.first_error})" if r.errors else ""
-        extra += ", TIME LIMIT HIT" if r.timed_out else ""
-        log(f"{t.label}: {key}: {r.done}/{count} ok in {r.wall:.1f}s -> {r.rps:.1f} req/s, "
-            f"p50 {r.pct(.5):.1f} ms, p95 {r.pct(.95):.1f} ms{extra}")
-        if r.done == 0:
-            raise BenchError(f"{t.label}: every '{key}' request failed: {r.first_error}")
-        return r
-
-    step("login", args.login_requests, t.op_login)
-    step("org_list", n, t.op_org_list)
-    if isinstance(t, Ours):
+def prepare_step(t: Target, key: str, args) -> int:
+    """Untimed set-up before an operation; returns how many requests it makes."""
+    n = args.requests
+    if key == "login":
+        t.result_blob = secrets.token_bytes(args.result_bytes)
+        t.authenticate()
+        return args.login_requests
+    if key == "task_create":
         t.created = [None] * n
-    else:
-        t.created_ids = [None] * n
-    step("task_create", n, t.op_task_create)
-    log(f"{t.label}: node 1 sees {t.pending_count()} pending runs")
-    step("run_list", n, t.op_run_list)
-    t.plan_claims()
-    m = len(t.claim_plan)
-    step("claim", m, t.op_claim)
-    step("start", m, t.op_start)
-    step("finish", m, t.op_finish)
-    log(f"{t.label}: node 1 sees {t.pending_count()} pending runs after the workload")
+    elif key == "run_list":
+        log(f"{t.label}: node 1 sees {t.pending_count()} pending runs")
+    elif key == "claim":
+        t.plan_claims()
+    if key in ("claim", "start", "finish"):
+        return len(t.claim_plan)
+    return n
+
+
+def run_op(targets: list[Target], key: str, args, all_results: dict[str, dict[str, OpResult]]) -> None:
+    """One operation on every target, in --rounds alternating slices.
+
+    With two targets the requests are cut into `rounds` slices and the targets take
+    turns (v6 slice 1, ours slice 1, v6 slice 2, ...), so background load on this
+    shared machine falls on both alike. Results are stored as they come, so a
+    failure still leaves what was measured.
+    """
+    counts = {t.label: prepare_step(t, key, args) for t in targets}
+    rounds = max(1, min(args.rounds if len(targets) > 1 else 1, min(counts.values())))
+    for t in targets:
+        all_results[t.label][key] = OpResult(key, counts[t.label])
+        log(f"{t.label}: {key} x{counts[t.label]} (concurrency {args.concurrency}, {rounds} slice(s)) ...")
+    for r in range(rounds):
+        for t in targets:
+            n = counts[t.label]
+            lo, hi = n * r // rounds, n * (r + 1) // rounds
+            part = drive(key, range(lo, hi), t.port, args.concurrency, args.op_timeout / rounds,
+                         getattr(t, f"op_{key}"), t.server)
+            all_results[t.label][key].merge(part)
+    for t in targets:
+        res = all_results[t.label][key]
+        extra = f", {res.errors} errors (first: {res.first_error})" if res.errors else ""
+        extra += ", TIME LIMIT HIT" if res.timed_out else ""
+        log(f"{t.label}: {key}: {res.done}/{res.planned} ok in {res.wall:.1f}s -> {res.rps:.1f} req/s, "
+            f"p50 {res.pct(.5):.1f} ms, p95 {res.pct(.95):.1f} ms{extra}")
+        if res.done == 0:
+            raise BenchError(f"{t.label}: every '{key}' request failed: {res.first_error}")
+        if key == "finish":
+            log(f"{t.label}: node 1 sees {t.pending_count()} pending runs after the workload")
 
 
 # ---------------------------------------------------------------------------
@@ -951,17 +976,20 @@ def report(all_results: dict[str, dict[str, OpResult]], args, meta: dict) -> boo
     print("-" * len(line))
     for r in rows:
         print("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
-    # server CPU per request: where the time goes
+    # Server CPU per request: where the time goes, and a ratio that shared-machine
+    # noise disturbs less than wall-clock throughput does.
     print()
-    print("server CPU ms/request (client CPU share of one core):")
+    print("server CPU ms/request (client CPU share of one core); v6/ours CPU ratio:")
     for key, label, _ in OPS:
-        parts = []
+        parts, cpu = [], {}
         for name, res in (("v6", v6), ("ours", ours)):
-            if res and key in res:
+            if res and key in res and res[key].done:
                 r = res[key]
-                parts.append(f"{name} {1000 * r.server_cpu / max(1, r.done):.1f} ms "
-                             f"(client {r.client_cpu / r.wall if r.wall else 0:.2f})")
-        print(f"  {label:24s} " + ";  ".join(parts))
+                cpu[name] = 1000 * r.server_cpu / r.done
+                parts.append(f"{name} {cpu[name]:6.1f} ms (client {r.client_cpu / r.wall if r.wall else 0:.2f})")
+        if len(cpu) == 2 and cpu["ours"] > 0:
+            parts.append(f"ratio {cpu['v6'] / cpu['ours']:.1f}x")
+        print(f"  {label:24s} " + (";  ".join(parts) or "-"))
     errs = [(n, k, r) for n, res in all_results.items() for k, r in res.items() if r.errors or r.timed_out]
     for n, k, r in errs:
         print(f"  WARNING {n} {k}: {r.errors} errors, time limit hit: {r.timed_out}; first error: {r.first_error}")
@@ -976,6 +1004,8 @@ def parse_args(argv=None):
     p.add_argument("--requests", type=int, help="requests per operation (default 200, --quick 40)")
     p.add_argument("--login-requests", type=int, help="login requests (default 40, --quick 10)")
     p.add_argument("--concurrency", type=int, default=4, help="client threads (default 4)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="alternate the two servers in this many slices per operation (default 4)")
     p.add_argument("--backlog", type=int, default=1000, help="pending runs for node 1 before the run (default 1000)")
     p.add_argument("--page-size", type=int, default=10,
                    help="page size of the node's pending-run list, both servers (default 10 = v6's default)")
@@ -1016,13 +1046,15 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="vantage-bench-"))
     targets: list[Target] = []
     all_results: dict[str, dict[str, OpResult]] = {}
-    meta = {"requests": args.requests, "login_requests": args.login_requests,
+    meta = {"requests": args.requests, "login_requests": args.login_requests, "rounds": args.rounds,
             "concurrency": args.concurrency, "backlog": args.backlog, "page_size": args.page_size,
             "result_bytes": args.result_bytes}
     failed = True
     try:
-        order = [("v6", V6), ("ours", Ours)]
-        for name, cls in order:
+        # Both servers are started and seeded first; then each operation runs on
+        # both in alternating slices (run_op), so every ratio compares numbers
+        # taken side by side on this shared, noisy machine.
+        for name, cls in (("v6", V6), ("ours", Ours)):
             if args.only and args.only != name:
                 continue
             wd = tmp / name
@@ -1033,8 +1065,8 @@ def main(argv=None) -> int:
             if name == "v6":
                 meta["v6_version"], meta["v6_mode"] = t.version, t.mode
             all_results[name] = {}
-            run_workload(t, args, all_results[name])
-            t.stop()
+        for key, _label, _goal in OPS:
+            run_op(targets, key, args, all_results)
         ok = report(all_results, args, meta)
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(
