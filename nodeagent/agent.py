@@ -90,24 +90,49 @@ class NodeAgent:
         self._next_report = time.monotonic() + REPORT_INTERVAL
 
     def _loop(self) -> None:
+        """Claim when a slot is free (at each poll, or at once when a job frees one);
+        watch for kill requests more often than that while containers run."""
         failures = 0
+        next_poll = next_kill_watch = 0.0
+        settings = self.config.server
         while not self.stop.is_set():
+            woken = self._wake.is_set()
             self._wake.clear()
+            now = time.monotonic()
             try:
-                if time.monotonic() >= self._next_report:
+                if now >= self._next_report:
                     self._report()
-                self._claim_what_fits()
+                if now >= next_kill_watch:
+                    next_kill_watch = now + settings.kill_poll_interval
+                    self._watch_kills()
+                if woken or now >= next_poll:
+                    next_poll = now + settings.poll_interval
+                    self._claim_what_fits()
                 failures = 0
-                wait = self.config.server.poll_interval
+                wait = max(0.0, min(next_poll, next_kill_watch) - time.monotonic())
             except ServerUnavailable as exc:
                 failures += 1
                 wait = backoff(failures)
+                next_poll = time.monotonic() + wait
                 log.warning("server unreachable (%s); next try in %.1f s", exc, wait)
             except ServerRefused as exc:
                 failures += 1
                 wait = backoff(failures)
+                next_poll = time.monotonic() + wait
                 log.error("the server refused a request: %s", exc)
             self._wake.wait(wait)
+
+    def _watch_kills(self) -> None:
+        """One listing per state for all of this node's runs, instead of one request per run."""
+        with self._jobs_lock:
+            watched = {run_id: job for run_id, job in self.jobs.items() if job.holds_slot}
+        if not watched:
+            return
+        for status in ("claimed", "running"):
+            for run in self.client.list_runs(status=status, node=self.ctx.node_id):
+                job = watched.get(run["id"])
+                if job is not None and run.get("kill_requested"):
+                    job.request_kill()
 
     def _free_slots(self) -> int:
         with self._jobs_lock:
@@ -182,7 +207,7 @@ class NodeAgent:
         """Runs the server says this node holds, of which nothing is left here."""
         for status in ("claimed", "running"):
             try:
-                runs = self.client.list_runs(status=status)
+                runs = self.client.list_runs(status=status, node=self.ctx.node_id)
             except (ServerUnavailable, ServerRefused) as exc:
                 log.warning("could not list %s runs to reconcile: %s", status, exc)
                 return

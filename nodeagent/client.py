@@ -199,9 +199,9 @@ class ServerClient:
         """Up to `limit` pending runs addressed to this node, oldest first."""
         return self.list_runs(status="pending", limit=limit)
 
-    def list_runs(self, *, status: str, limit: int | None = None) -> list[dict]:
+    def list_runs(self, *, status: str, node: int | None = None, limit: int | None = None) -> list[dict]:
         runs: list[dict] = []
-        path = f"/api/runs/?status={status}&page_size=100"
+        path = f"/api/runs/?status={status}&page_size=100" + (f"&node={node}" if node is not None else "")
         while path:
             body = self._call("GET", path, f"listing {status} runs").json()
             runs.extend(body.get("results", []))

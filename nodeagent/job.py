@@ -40,7 +40,6 @@ TICK = 1.0  # seconds between looks at a running container
 LOG_BATCH_CHARS = 64 * 1024  # one POST /log/ at most
 FINAL_LOG_CHARS = 128 * 1024  # log text carried by the finish request itself
 RETRY_BASE, RETRY_MAX = 1.0, 30.0
-FINAL_STATUSES = {"completed", "failed", "crashed", "killed", "rejected", "timed_out"}
 
 
 @dataclass
@@ -76,7 +75,7 @@ class RunJob:
         self.thread: threading.Thread | None = None
         self._kill_reason: str | None = None
         self._start_reported = state.phase != Phase.PREPARED
-        self._next_kill_poll = 0.0
+        self._kill_requested = threading.Event()
         self._next_log_flush_try = 0.0
         self._log_failures = 0
 
@@ -189,6 +188,9 @@ class RunJob:
             return None
         if self.ctx.stop.is_set():
             return None  # the next agent starts from the state file
+        if self._kill_requested.is_set():
+            self._decide(Outcome("killed", None, "killed", "kill requested before the container started"))
+            return None
         spec = self._spec(image_id, labels)
         try:
             container = self.ctx.executor.create(spec)
@@ -276,8 +278,8 @@ class RunJob:
             if self._kill_reason is None and self.state.deadline_at and now >= self.state.deadline_at:
                 self._kill(container, "deadline",
                            f"the run passed its deadline of {self.ctx.config.limits.deadline} s; container killed")
-            if self._kill_reason is None and now >= self._next_kill_poll:
-                self._poll_kill(container)
+            if self._kill_reason is None and self._kill_requested.is_set():
+                self._kill(container, "kill", "kill requested; container killed")
             self._flush_logs()
         reader.join(timeout=5)
         self._next_log_flush_try = 0.0
@@ -292,17 +294,9 @@ class RunJob:
         except Exception as exc:  # the engine closing the stream must not kill the run
             log.debug("run %s: log stream ended: %s", self.run_id, exc)
 
-    def _poll_kill(self, container: Container) -> None:
-        self._next_kill_poll = time.time() + self.ctx.config.server.kill_poll_interval
-        try:
-            run = self.ctx.client.get_run(self.run_id)
-        except ServerUnavailable:
-            return
-        except NotFound:
-            self._kill(container, "kill", "the run no longer exists on the server; container killed")
-            return
-        if run.get("kill_requested") or run.get("kill_requested_at") or run.get("status") in FINAL_STATUSES:
-            self._kill(container, "kill", "kill requested; container killed")
+    def request_kill(self) -> None:
+        """The researcher asked to stop this run (seen by the agent's kill watch)."""
+        self._kill_requested.set()
 
     def _kill(self, container: Container, reason: str, line: str) -> None:
         self._kill_reason = reason

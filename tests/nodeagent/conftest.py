@@ -27,7 +27,7 @@ def test_images(docker_client, registry):
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory):
+def daphne_server(tmp_path_factory):
     server = LiveServer(tmp_path_factory.mktemp("live"))
     server.setup()
     yield server

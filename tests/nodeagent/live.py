@@ -218,6 +218,13 @@ class NodeProcess:
                                         cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
+    def wait_connected(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while "connected to" not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"node agent did not connect:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
         self.process.wait(timeout=30)

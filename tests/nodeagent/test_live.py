@@ -1,0 +1,269 @@
+"""End to end: a live server (daphne), real node agent processes, real containers.
+
+A researcher creates tasks through the REST API; node agents started as a hospital
+would start them (`manage.py run_node`, no database) claim, check, pull from the
+authenticated registry, run and report. Every assertion is about what the
+researcher sees through the API, or what the algorithm saw inside its container.
+"""
+
+import itertools
+import json
+import signal
+import time
+
+import docker.errors
+import pytest
+
+from tests.nodeagent.live import NodeProcess, Researcher
+
+pytestmark = pytest.mark.slow
+
+_names = itertools.count(1)
+
+
+class Site:
+    """The world of one test: organisations with a node each, and a researcher."""
+
+    def __init__(self, server, workdir, registry, world):
+        self.server, self.workdir, self.registry, self.world = server, workdir, registry, world
+        self.researcher = Researcher(server, world["user"]["username"], world["user"]["password"])
+        self.nodes: list[NodeProcess] = []
+
+    @property
+    def organizations(self) -> list[int]:
+        return self.world["organizations"]
+
+    def node(self, index: int, *, rows=((1,), (2,)), registry=None, **config) -> NodeProcess:
+        entry = self.world["nodes"][index]
+        data = self.workdir / f"data-{entry['id']}.csv"
+        data.write_text("value\n" + "".join(f"{r[0]}\n" for r in rows))
+        data.chmod(0o644)
+        node = NodeProcess(self.workdir, f"node-{entry['id']}", server_url=self.server.url, api_key=entry["api_key"],
+                           registry=registry or self.registry, databases={"default": data}, **config)
+        node.data = data
+        node.start()
+        self.nodes.append(node)
+        return node
+
+    def task(self, image, method, organizations=None, **kwargs):
+        return self.researcher.create_task(collaboration=self.world["collaboration"], image=image, method=method,
+                                           organizations=organizations or self.organizations[:1], **kwargs)
+
+    def wait_status(self, run_id, statuses, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.researcher.run(run_id)
+            if run["status"] in statuses:
+                return run
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} is {run['status']}, not {statuses}\n{self.agent_logs()}")
+
+    def agent_logs(self) -> str:
+        return "\n".join(f"--- {n.dir.name}\n{n.log()[-4000:]}" for n in self.nodes)
+
+
+@pytest.fixture
+def site(daphne_server, registry, tmp_path):
+    world = daphne_server.seed("world", prefix=f"t{next(_names)}-")
+    made = Site(daphne_server, tmp_path, registry, world)
+    yield made
+    for node in made.nodes:
+        node.stop()
+    print(made.agent_logs())
+
+
+def test_partial_method_runs_on_two_sites_and_results_are_downloadable(site, test_images):
+    nodes = [site.node(0, rows=[(1,), (2,), (3,)]), site.node(1, rows=[(10,), (20,)])]
+    for node in nodes:
+        node.wait_connected()
+    started = time.monotonic()
+    task = site.task(test_images["probe"], "partial", site.organizations, kwargs={"column": "value"})
+    runs = site.researcher.wait_runs(task["id"])
+    elapsed = time.monotonic() - started
+    assert {r["status"] for r in runs} == {"completed"}, site.agent_logs()
+    results = {r["organization"]: site.researcher.result(r["id"]) for r in runs}
+    assert results == {site.organizations[0]: {"rows": 3, "sum": 6.0},
+                       site.organizations[1]: {"rows": 2, "sum": 30.0}}
+    print(f"task created -> both results visible: {elapsed:.2f} s")
+
+
+def test_container_sees_the_vantage6_contract_and_the_node_env(site, test_images):
+    site.node(0, algorithm_env='ALGO_MIN_ROWS = "5"')
+    task = site.task(test_images["probe"], "env")
+    (run,) = site.researcher.wait_runs(task["id"])
+    assert run["status"] == "completed", site.agent_logs()
+    seen = site.researcher.result(run["id"])
+    assert seen["uid"] == 65534
+    assert seen["token"] == ""
+    assert seen["env"] == {
+        "INPUT_FILE": "/mnt/run/input", "OUTPUT_FILE": "/mnt/run/output", "TOKEN_FILE": "/mnt/run/token",
+        "TEMPORARY_FOLDER": "/mnt/tmp", "HOST": "http://127.0.0.1", "PORT": "7601", "API_PATH": "",
+        "USER_REQUESTED_DATABASE_LABELS": "default", "DB_LABELS": "default",
+        "DEFAULT_DATABASE_URI": "/mnt/data/default.csv", "DEFAULT_DATABASE_TYPE": "csv", "ALGO_MIN_ROWS": "5",
+    }
+
+
+def test_policy_refusal_is_rejected_before_pulling_with_the_reason_in_the_log(site, test_images):
+    site.node(0, policy='allowed_images = ["127.0.0.1:5000/approved/*"]')
+    task = site.task(test_images["probe"], "partial")
+    (run,) = site.researcher.wait_runs(task["id"])
+    detail = site.researcher.run(run["id"])
+    assert (detail["status"], detail["error_kind"]) == ("rejected", "policy")
+    assert "refused by this node's policy" in detail["log"]
+    assert "policy.allowed_images" in detail["log"]
+
+
+def test_a_crash_is_crashed_with_exit_code_and_stderr_in_the_log(site, test_images):
+    site.node(0)
+    task = site.task(test_images["probe"], "crash", kwargs={"code": 3})
+    (run,) = site.researcher.wait_runs(task["id"])
+    detail = site.researcher.run(run["id"])
+    assert (detail["status"], detail["exit_code"], detail["error_kind"]) == ("crashed", 3, "algorithm")
+    assert "probe: about to fail" in detail["log"]
+    assert "[node] the algorithm exited with code 3" in detail["log"]
+
+
+def test_output_that_is_not_json_fails_as_output(site, test_images):
+    site.node(0)
+    task = site.task(test_images["probe"], "bad_output")
+    (run,) = site.researcher.wait_runs(task["id"])
+    detail = site.researcher.run(run["id"])
+    assert (detail["status"], detail["error_kind"], detail["exit_code"]) == ("failed", "output", 0)
+    assert "the output is not valid JSON" in detail["log"]
+
+
+def test_deadline_kills_the_container_as_timed_out(site, test_images):
+    site.node(0, limits="deadline = 2")
+    task = site.task(test_images["probe"], "sleep", kwargs={"seconds": 60})
+    (run,) = site.researcher.wait_runs(task["id"], timeout=30)
+    detail = site.researcher.run(run["id"])
+    assert (detail["status"], detail["error_kind"]) == ("timed_out", "timeout")
+    assert "probe: sleeping 60 s" in detail["log"]
+    assert "passed its deadline of 2 s" in detail["log"]
+
+
+def test_kill_request_stops_the_container_within_seconds(site, test_images, docker_client):
+    node = site.node(0)
+    task = site.task(test_images["probe"], "sleep", kwargs={"seconds": 120})
+    run_id = task["runs"][0]["id"]
+    site.wait_status(run_id, {"running"})
+    asked = time.monotonic()
+    site.researcher.kill(task["id"])
+    detail = site.wait_status(run_id, {"killed"}, timeout=15)
+    took = time.monotonic() - asked
+    assert detail["error_kind"] == "killed"
+    assert "kill requested; container killed" in detail["log"]
+    assert took < 5, f"kill took {took:.1f} s"
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(f"vantage-node{site.world['nodes'][0]['id']}-run{run_id}")
+    assert not list((node.task_folder / "runs").iterdir())
+    print(f"kill request -> killed: {took:.2f} s")
+
+
+def test_an_image_that_does_not_exist_fails_as_image(site):
+    site.node(0)
+    task = site.task("127.0.0.1:5000/vantage-test/no-such-image@sha256:" + "0" * 64, "partial")
+    (run,) = site.researcher.wait_runs(task["id"])
+    detail = site.researcher.run(run["id"])
+    assert (detail["status"], detail["error_kind"]) == ("failed", "image")
+    assert "pulling 127.0.0.1:5000/vantage-test/no-such-image@sha256:" in detail["log"]
+
+
+def test_a_registry_refusing_the_credentials_fails_as_image(site, test_images, docker_client, registry):
+    # A repository the engine has no local copy of, so the node has to pull it.
+    source = docker_client.images.get(test_images["nostart"].split("@")[0])
+    repository = f"{registry.host}/vantage-test/creds-{site.world['collaboration']}"
+    source.tag(repository, "1")
+    auth = {"username": registry.username, "password": registry.password}
+    for event in docker_client.api.push(repository, tag="1", stream=True, decode=True, auth_config=auth):
+        assert "error" not in event, event
+    digest = next(d for d in docker_client.images.get(f"{repository}:1").attrs["RepoDigests"]
+                  if d.startswith(repository)).split("@")[1]
+    docker_client.images.remove(f"{repository}:1")
+
+    wrong = registry.__class__(registry.host, registry.username, "wrong", site.workdir / "wrong-password")
+    wrong.password_file.write_text("wrong-password\n")
+    site.node(0, registry=wrong)
+    task = site.task(f"{repository}:1@{digest}", "partial")
+    (run,) = site.researcher.wait_runs(task["id"])
+    detail = site.researcher.run(run["id"])
+    assert (detail["status"], detail["error_kind"]) == ("failed", "image")
+    assert "unauthorized" in detail["log"].lower() or "authentication required" in detail["log"].lower()
+
+
+def test_a_container_that_cannot_start_fails_as_startup(site, test_images):
+    site.node(0)
+    task = site.task(test_images["nostart"], "partial")
+    (run,) = site.researcher.wait_runs(task["id"])
+    detail = site.researcher.run(run["id"])
+    assert (detail["status"], detail["error_kind"]) == ("failed", "startup")
+    assert "/no/such/program" in detail["log"]
+
+
+def test_containers_cannot_reach_the_network_write_their_data_or_read_other_runs(site, test_images):
+    node = site.node(0)
+    node.data.chmod(0o666)  # only the read-only mount stands between the algorithm and the data now
+    sleeper = site.task(test_images["probe"], "sleep", kwargs={"seconds": 30})
+    sleeper_run = sleeper["runs"][0]["id"]
+    site.wait_status(sleeper_run, {"running"})
+    other = node.task_folder / "runs" / f"run-{sleeper_run}"
+    assert (other / "input").exists()
+    port = int(site.server.url.rsplit(":", 1)[1])
+    task = site.task(test_images["probe"], "escape", kwargs={
+        "server_port": port, "other_files": [str(other / "input"), str(other / "state.json")]})
+    run = site.wait_status(task["runs"][0]["id"], {"completed", "failed", "crashed"})
+    assert run["status"] == "completed", site.agent_logs()
+    seen = site.researcher.result(run["id"])
+    assert seen["interfaces"] == ["lo"]
+    assert seen["connect_server"].startswith("ConnectionRefusedError")
+    assert "Read-only file system" in seen["write_data"]
+    assert "Read-only file system" in seen["write_root"] and "Read-only file system" in seen["write_usr"]
+    assert seen["write_input"].startswith(("PermissionError", "OSError"))
+    assert all(result.startswith("FileNotFoundError") for result in seen["read_other"].values()), seen
+    assert seen["mnt_run"] == ["input", "output", "token"]
+    assert seen["write_tmp"].startswith("ok") and seen["write_temporary_folder"].startswith("ok")
+    assert (seen["uid"], seen["cap_eff"], seen["no_new_privs"]) == (65534, "0000000000000000", "1")
+    assert node.data.read_text() == "value\n1\n2\n"
+    site.researcher.kill(sleeper["id"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_agent_restart_mid_run_reattaches_and_the_run_completes_once(site, test_images, signum):
+    node = site.node(0)
+    task = site.task(test_images["probe"], "sleep", kwargs={"seconds": 6})
+    run_id = task["runs"][0]["id"]
+    site.wait_status(run_id, {"running"})
+    node.signal(signum)
+    time.sleep(1)
+    assert site.researcher.run(run_id)["status"] == "running"
+    node.start()
+    detail = site.wait_status(run_id, {"completed", "failed", "crashed"}, timeout=60)
+    assert detail["status"] == "completed", site.agent_logs()
+    assert site.researcher.result(run_id) == {"slept": 6}
+    assert detail["log"].count("probe: sleeping 6 s") == 1
+    assert f"run {run_id}: resuming (phase started)" in node.log()
+
+
+def test_server_down_during_upload_keeps_the_result_and_uploads_it_later(site, test_images):
+    node = site.node(0)
+    task = site.task(test_images["probe"], "sleep", kwargs={"seconds": 2})
+    run_id = task["runs"][0]["id"]
+    site.wait_status(run_id, {"running"})
+    site.server.stop()
+    try:
+        state_file = node.task_folder / "runs" / f"run-{run_id}" / "state.json"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if state_file.exists() and json.loads(state_file.read_text())["phase"] == "finished":
+                break
+            time.sleep(0.2)
+        state = json.loads(state_file.read_text())
+        assert state["phase"] == "finished" and state["outcome"]["status"] == "completed"
+        assert json.loads((state_file.parent / "output").read_text()) == {"slept": 2}
+        time.sleep(2)  # a few failed upload attempts
+    finally:
+        site.server.start()
+    detail = site.wait_status(run_id, {"completed"}, timeout=60)
+    assert site.researcher.result(run_id) == {"slept": 2}
+    assert "probe: sleeping 2 s" in detail["log"]
+    assert "upload failed" in node.log()
