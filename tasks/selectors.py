@@ -61,7 +61,9 @@ def task_list(*, user, action: str = Action.VIEW) -> QuerySet[Task]:
     qs = Task.objects.select_related("collaboration", "init_organization", "created_by")
     if scope is None:
         return qs.none()
-    return with_status(qs.filter(_task_scope_q(user, scope))).prefetch_related(_run_summaries())
+    # Django leaves Meta.ordering out of GROUP BY queries (the status annotation), so
+    # the order is spelled out: pages must be stable.
+    return with_status(qs.filter(_task_scope_q(user, scope))).prefetch_related(_run_summaries()).order_by("-id")
 
 
 def task_detail(*, task_id: int) -> Task:
