@@ -60,6 +60,8 @@ class LiveServer:
             "PYTHONUNBUFFERED": "1",
         }
         self.env.pop("REDIS_URL", None)
+        self._worlds: list[dict] = []
+        self._batches = 0
 
     def setup(self) -> None:
         if self._pg_name:
@@ -114,12 +116,21 @@ class LiveServer:
                 self.process.wait()
         self.process = None
 
-    def seed(self, op: str, **kwargs) -> dict:
+    def world(self) -> dict:
+        """A fresh world (organisations, collaboration, researcher, nodes) for one test.
+
+        Seeded in batches: each seeding is a process start, a world is a few rows."""
+        if not self._worlds:
+            self._batches += 1
+            self._worlds = self.seed("worlds", count=8, prefix=f"b{self._batches}-")
+        return self._worlds.pop(0)
+
+    def seed(self, op: str, **kwargs):
         done = subprocess.run([PYTHON, "-m", "tests.nodeagent.seed", op, json.dumps(kwargs)], cwd=REPO_ROOT,
                               env=self.env, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"seed {op} failed:\n{done.stderr[-3000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return json.loads(done.stdout.strip().splitlines()[-1])["result"]
 
 
 class Researcher:

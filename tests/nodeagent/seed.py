@@ -28,7 +28,12 @@ def world(n_orgs: int = 2, prefix: str = "") -> dict:
     }
 
 
-OPS = {"world": world}
+def worlds(count: int, prefix: str) -> list[dict]:
+    """Several independent worlds at once: one process start instead of `count`."""
+    return [world(prefix=f"{prefix}{i}-") for i in range(count)]
+
+
+OPS = {"world": world, "worlds": worlds}
 
 
 def main() -> None:
@@ -36,7 +41,7 @@ def main() -> None:
 
     django.setup()
     op, kwargs = sys.argv[1], json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
-    print(json.dumps(OPS[op](**kwargs)))
+    print(json.dumps({"result": OPS[op](**kwargs)}))
 
 
 if __name__ == "__main__":

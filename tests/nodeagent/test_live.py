@@ -6,7 +6,6 @@ authenticated registry, run and report. Every assertion is about what the
 researcher sees through the API, or what the algorithm saw inside its container.
 """
 
-import itertools
 import json
 import signal
 import time
@@ -17,9 +16,6 @@ import pytest
 from tests.nodeagent.live import NodeProcess, Researcher
 
 pytestmark = pytest.mark.slow
-
-_names = itertools.count(1)
-
 
 class Site:
     """The world of one test: organisations with a node each, and a researcher."""
@@ -64,8 +60,7 @@ class Site:
 
 @pytest.fixture
 def site(daphne_server, registry, tmp_path):
-    world = daphne_server.seed("world", prefix=f"t{next(_names)}-")
-    made = Site(daphne_server, tmp_path, registry, world)
+    made = Site(daphne_server, tmp_path, registry, daphne_server.world())
     yield made
     for node in made.nodes:
         node.stop()
