@@ -27,7 +27,9 @@ class HealthView(APIView):
         auth=[],
         responses={
             200: inline_serializer("Health", {"status": serializers.CharField(), "database": serializers.CharField()}),
-            503: inline_serializer("HealthFailure", {"status": serializers.CharField(), "database": serializers.CharField()}),
+            503: inline_serializer(
+                "HealthFailure", {"status": serializers.CharField(), "database": serializers.CharField()}
+            ),
         },
     )
     def get(self, request):
@@ -37,7 +39,8 @@ class HealthView(APIView):
                 cursor.fetchone()
         except DatabaseError:
             logger.exception("health check: database query failed")
-            return Response({"status": "error", "database": "unavailable"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            body = {"status": "error", "database": "unavailable"}
+            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"status": "ok", "database": "ok"})
 
 
@@ -49,7 +52,9 @@ class VersionView(APIView):
 
     @extend_schema(
         auth=[],
-        responses=inline_serializer("Version", {"version": serializers.CharField(), "api_version": serializers.CharField()}),
+        responses=inline_serializer(
+            "Version", {"version": serializers.CharField(), "api_version": serializers.CharField()}
+        ),
     )
     def get(self, request):
         return Response({"version": settings.SPECTACULAR_SETTINGS["VERSION"], "api_version": API_VERSION})

@@ -353,8 +353,9 @@ def test_user_list_query_count_does_not_grow_with_rows(api_for, org_admin, org_a
 @pytest.mark.parametrize("extra", [1, 8])
 def test_role_list_query_count_does_not_grow_with_rows(api_for, root, owner, extra, django_assert_num_queries):
     client = api_for(root)
+    rule_ids = list(Rule.objects.values_list("pk", flat=True)[:3])
     for i in range(extra):
-        client.post("/api/roles/", {"name": f"custom-{i}", "rules": list(Rule.objects.values_list("pk", flat=True)[:3])})
+        client.post("/api/roles/", {"name": f"custom-{i}", "rules": rule_ids})
     client = api_for(owner)
     with django_assert_num_queries(5):
         response = client.get("/api/roles/")
