@@ -117,8 +117,8 @@ class ServiceAdminMixin:
 
     def get_actions(self, request):
         actions = super().get_actions(request)
-        # Bulk delete would bypass the per-object service checks and cannot report a
-        # refusal per object; objects are deleted one at a time from their own page.
+        # Django's bulk delete deletes the queryset directly, past the services and their
+        # audit; objects are deleted one at a time from their own page instead.
         actions.pop("delete_selected", None)
         return actions
 
@@ -132,8 +132,8 @@ class ServiceAdminMixin:
                 reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[object_id])
             )
 
-    def run_service_per_object(self, request, queryset, service, done_message: str) -> int:
-        """Call service(obj) for each object, reporting refusals per object; returns the successes."""
+    def run_service_per_object(self, request, queryset, service, done_message: str) -> None:
+        """Call service(obj) for each object (an admin action), reporting refusals per object."""
         done = 0
         for obj in queryset:
             try:
@@ -144,7 +144,6 @@ class ServiceAdminMixin:
                 done += 1
         if done:
             self.message_user(request, done_message.format(count=done), messages.SUCCESS)
-        return done
 
 
 class ServiceAdmin(ServiceAdminMixin, admin.ModelAdmin):
