@@ -73,10 +73,17 @@ def audit_record(*, actor, verb: str, target=None, details: dict | None = None) 
 
 
 def verify_chain() -> int | None:
-    """Id of the first event whose hash does not match the chain, or None when intact."""
-    prev = GENESIS_HASH
+    """Id of the first event whose hash does not match the chain, or None when intact.
+
+    The head row holds the newest hash, so deleting the latest events is caught too:
+    the answer is then the id of the last surviving event (0 when none survives).
+    """
+    prev, last_id = GENESIS_HASH, 0
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         if event.prev_hash != prev or event.hash != _event_hash(prev, _hashed_fields(event)):
             return event.pk
-        prev = event.hash
+        prev, last_id = event.hash, event.pk
+    head = AuditChainHead.objects.filter(pk=1).values_list("last_hash", flat=True).first()
+    if head is not None and head != prev:
+        return last_id
     return None

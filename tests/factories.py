@@ -2,6 +2,8 @@
 
 import itertools
 
+from accounts.default_roles import DEFAULT_ROLES, install_default_roles
+from accounts.models import Role, Rule
 from accounts.services import user_create
 from collaborations.services import collaboration_create, node_create, organization_create
 from tasks.services import task_create
@@ -18,7 +20,14 @@ def make_collaboration(organizations, name: str | None = None, **kwargs):
     return collaboration_create(actor=None, name=name or f"Collab {next(_seq)}", organizations=organizations, **kwargs)
 
 
+def ensure_default_roles() -> None:
+    """Transactional tests flush the database, migration rows included: put the roles back."""
+    if Role.objects.filter(is_builtin=True).count() < len(DEFAULT_ROLES):
+        install_default_roles(Role, Rule)
+
+
 def make_user(organization, roles=("researcher",), username: str | None = None, **kwargs):
+    ensure_default_roles()
     return user_create(
         actor=None, username=username or f"user{next(_seq)}", password=PASSWORD,
         organization=organization, roles=list(roles), **kwargs,

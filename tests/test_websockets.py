@@ -14,7 +14,7 @@ from tasks.services import run_claim, task_kill
 from tests.factories import make_task
 from vantage.asgi import application
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _connect(path, token=None, origin=None):

@@ -48,3 +48,11 @@ def test_a_failed_service_call_leaves_no_event(db):
     with pytest.raises(Exception):
         make_organization("A")  # duplicate name: full_clean refuses
     assert AuditEvent.objects.count() == before
+
+
+def test_deleting_the_newest_events_is_caught_by_the_head(db):
+    make_organization("A")
+    make_organization("B")
+    first, second = AuditEvent.objects.order_by("id")
+    AuditEvent.objects.filter(pk=second.pk).delete()
+    assert verify_chain() == first.pk
