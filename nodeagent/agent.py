@@ -15,6 +15,7 @@ import time
 from nodeagent import VERSION
 from nodeagent.client import ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
+from nodeagent.events import EventListener
 from nodeagent.executor import LABEL_RUN, Executor
 from nodeagent.job import AgentContext, RunJob, backoff
 from nodeagent.workspace import TaskFolder
@@ -62,6 +63,9 @@ class NodeAgent:
             log.info("node %s (organisation %s, collaboration %s) connected to %s",
                      node["id"], node.get("organization"), node.get("collaboration"), self.config.server.url)
             self._reconcile()
+            if self.config.server.websocket:
+                EventListener(client=self.client, stop=self.stop, on_new_run=self.wake,
+                              on_kill=self.request_kill, backoff=backoff).start()
             self._loop()
         finally:
             self._wind_down()
@@ -166,6 +170,12 @@ class NodeAgent:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def request_kill(self, run_id: int) -> None:
+        with self._jobs_lock:
+            job = self.jobs.get(run_id)
+        if job is not None:
+            job.request_kill()
 
     def _wind_down(self) -> None:
         """Let job threads notice the stop flag: they leave containers running and keep

@@ -136,6 +136,14 @@ class ServerClient:
         # Renew well before expiry so a long request never starts with a dying token.
         self._token_renew_at = time.monotonic() + lifetime * 0.8
 
+    def access_token(self) -> str:
+        """A valid node token (for the websocket handshake)."""
+        return self._bearer()
+
+    def invalidate_token(self) -> None:
+        with self._token_lock:
+            self._token = None
+
     def _bearer(self) -> str:
         with self._token_lock:
             if self._token is None or time.monotonic() >= self._token_renew_at:

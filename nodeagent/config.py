@@ -88,8 +88,9 @@ class Limits:
 class ServerSettings:
     url: str
     api_key: str = field(repr=False)
-    poll_interval: float = 5.0
-    kill_poll_interval: float = 2.0
+    poll_interval: float = 10.0
+    kill_poll_interval: float = 5.0
+    websocket: bool = True
 
 
 @dataclass(frozen=True)
@@ -253,13 +254,16 @@ def _server(reader: _Reader, base_dir: Path, environ) -> ServerSettings:
             raise reader.error(name, f"environment variable {var} is not set")
     if not key.strip():
         raise reader.error(name, "the API key is empty")
-    poll = reader.get("poll_interval", (int, float), "a number of seconds", default=5.0)
-    kill_poll = reader.get("kill_poll_interval", (int, float), "a number of seconds", default=2.0)
+    poll = reader.get("poll_interval", (int, float), "a number of seconds", default=ServerSettings.poll_interval)
+    kill_poll = reader.get("kill_poll_interval", (int, float), "a number of seconds",
+                           default=ServerSettings.kill_poll_interval)
     for label, value in (("poll_interval", poll), ("kill_poll_interval", kill_poll)):
         if not 0.1 <= value <= 600:
             raise reader.error(label, f"expected 0.1 to 600 seconds, got {value}")
+    websocket = reader.get("websocket", (bool,), "true or false", default=True)
     reader.finish()
-    return ServerSettings(url=url, api_key=key.strip(), poll_interval=float(poll), kill_poll_interval=float(kill_poll))
+    return ServerSettings(url=url, api_key=key.strip(), poll_interval=float(poll),
+                          kill_poll_interval=float(kill_poll), websocket=websocket)
 
 
 def _databases(reader: _Reader, base_dir: Path) -> dict[str, Database]:

@@ -25,6 +25,9 @@ import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+# Most tests poll fast, so they do not depend on the websocket; test_websocket_* turn polling down.
+WORLD_BATCH = 6
+FAST_POLLING = "poll_interval = 0.3\nkill_poll_interval = 0.5"
 
 
 def free_port() -> int:
@@ -69,7 +72,8 @@ class LiveServer:
 
             with psycopg.connect(_postgres_admin_url(os.environ["DATABASE_URL"]), autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self._pg_name}"')
-        self._manage("migrate", "--noinput")
+        self._batches = 1
+        self._worlds = self.seed("migrate_and_worlds", count=WORLD_BATCH, prefix="b1-")
         self.start()
 
     def teardown(self) -> None:
@@ -79,13 +83,6 @@ class LiveServer:
 
             with psycopg.connect(_postgres_admin_url(os.environ["DATABASE_URL"]), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self._pg_name}" WITH (FORCE)')
-
-    def _manage(self, *args: str) -> str:
-        done = subprocess.run([PYTHON, "manage.py", *args], cwd=REPO_ROOT, env=self.env,
-                              capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-        return done.stdout
 
     def start(self) -> None:
         log = open(self.log_path, "a")
@@ -122,7 +119,7 @@ class LiveServer:
         Seeded in batches: each seeding is a process start, a world is a few rows."""
         if not self._worlds:
             self._batches += 1
-            self._worlds = self.seed("worlds", count=8, prefix=f"b{self._batches}-")
+            self._worlds = self.seed("worlds", count=WORLD_BATCH, prefix=f"b{self._batches}-")
         return self._worlds.pop(0)
 
     def seed(self, op: str, **kwargs):
@@ -199,7 +196,7 @@ class NodeProcess:
     """`manage.py run_node` as its own process, with no DATABASE_URL."""
 
     def __init__(self, workdir: Path, name: str, *, server_url: str, api_key: str, registry, databases: dict,
-                 policy: str = "", limits: str = "", algorithm_env: str = ""):
+                 policy: str = "", limits: str = "", algorithm_env: str = "", server: str = ""):
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.task_folder = self.dir / "tasks"
@@ -210,7 +207,8 @@ class NodeProcess:
         )
         self.config_path.write_text(
             f'task_folder = "{self.task_folder}"\n'
-            f"[server]\nurl = \"{server_url}\"\napi_key = \"{api_key}\"\npoll_interval = 0.3\nkill_poll_interval = 0.5\n"
+            f"[server]\nurl = \"{server_url}\"\napi_key = \"{api_key}\"\n"
+            f"{server or FAST_POLLING}\n"
             f'[registries."{registry.host}"]\nusername = "{registry.username}"\n'
             f'password_file = "{registry.password_file}"\n'
             f"{db_lines}"

@@ -33,7 +33,15 @@ def worlds(count: int, prefix: str) -> list[dict]:
     return [world(prefix=f"{prefix}{i}-") for i in range(count)]
 
 
-OPS = {"world": world, "worlds": worlds}
+def migrate_and_worlds(count: int, prefix: str) -> list[dict]:
+    """Create the schema, then the first worlds: one process start for both."""
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    return worlds(count, prefix)
+
+
+OPS = {"world": world, "worlds": worlds, "migrate_and_worlds": migrate_and_worlds}
 
 
 def main() -> None:

@@ -262,3 +262,24 @@ def test_server_down_during_upload_keeps_the_result_and_uploads_it_later(site, t
     assert site.researcher.result(run_id) == {"slept": 2}
     assert "probe: sleeping 2 s" in detail["log"]
     assert "upload failed" in node.log()
+
+
+def test_websocket_brings_new_runs_and_kill_requests_without_polling(site, test_images):
+    node = site.node(0, server="poll_interval = 600\nkill_poll_interval = 600")
+    node.wait_connected()
+    deadline = time.monotonic() + 10
+    while "websocket connected" not in node.log():
+        assert time.monotonic() < deadline, node.log()
+        time.sleep(0.05)
+    time.sleep(0.5)  # past the first poll the agent makes on connecting
+    started = time.monotonic()
+    task = site.task(test_images["probe"], "partial")
+    (run,) = site.researcher.wait_runs(task["id"], timeout=10)
+    assert run["status"] == "completed", site.agent_logs()
+    print(f"websocket: task created -> result visible: {time.monotonic() - started:.2f} s")
+
+    sleeper = site.task(test_images["probe"], "sleep", kwargs={"seconds": 120})
+    run_id = sleeper["runs"][0]["id"]
+    site.wait_status(run_id, {"running"}, timeout=10)
+    site.researcher.kill(sleeper["id"])
+    assert site.wait_status(run_id, {"killed"}, timeout=5)["error_kind"] == "killed"

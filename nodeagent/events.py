@@ -1,0 +1,82 @@
+"""The node's websocket (`/ws/node/`): hear about new runs and kill requests at once.
+
+Only a shortcut: the agent also polls, so a lost event, a dropped connection or a
+server without websockets delays work by at most one poll interval and never loses
+it. The connection uses the node's REST token, sends heartbeats (which also keep the
+node marked online) and reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Callable
+
+from nodeagent.client import ClientError, ServerClient
+from nodeagent.websocket import Closed, WebSocket
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 15.0
+CLOSE_UNAUTHENTICATED = 4401
+
+
+class EventListener:
+    def __init__(self, *, client: ServerClient, stop: threading.Event, on_new_run: Callable[[], None],
+                 on_kill: Callable[[int], None], backoff: Callable[[int], float]):
+        self.client = client
+        self.stop = stop
+        self.on_new_run = on_new_run
+        self.on_kill = on_kill
+        self.backoff = backoff
+        scheme, rest = client.url.split("://", 1)
+        self.ws_url = f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws/node/"
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._main, name="events", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                self._session()
+                attempt = 0
+            except Closed as closed:
+                log.info("websocket closed (%s %s); polling meanwhile", closed.code, closed.reason)
+                if closed.code == CLOSE_UNAUTHENTICATED:
+                    self.client.invalidate_token()
+            except (OSError, ClientError) as exc:
+                log.info("websocket %s unavailable (%s); polling meanwhile", self.ws_url, exc)
+            attempt += 1
+            self.stop.wait(self.backoff(attempt))
+
+    def _session(self) -> None:
+        ws = WebSocket.connect(self.ws_url, {"Authorization": f"Bearer {self.client.access_token()}"})
+        try:
+            next_beat = 0.0
+            while not self.stop.is_set():
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
+                    ws.send_text(json.dumps({"type": "heartbeat"}))
+                for message in ws.receive(timeout=1.0):
+                    self._dispatch(message)
+        finally:
+            ws.close()
+
+    def _dispatch(self, message: str) -> None:
+        try:
+            event = json.loads(message)
+        except ValueError:
+            return
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "hello":
+            log.info("websocket connected")
+            self.on_new_run()  # catch up with whatever arrived while not connected
+        elif kind == "run.created":
+            self.on_new_run()
+        elif kind == "run.kill" and isinstance(event.get("run"), int):
+            self.on_kill(event["run"])
