@@ -153,7 +153,7 @@ class RunJob:
 
     def _launch(self) -> Container | None:
         """Policy, image, files, container: every failure here is a final outcome."""
-        run, task = self.state.run, self._task()
+        task = self._task()
         if self.input_bytes is None and not self.folder.input.exists():
             self._decide(Outcome("failed", None, "internal", "the run's input is not valid base64"))
             return None

@@ -283,3 +283,20 @@ def test_websocket_brings_new_runs_and_kill_requests_without_polling(site, test_
     site.wait_status(run_id, {"running"}, timeout=10)
     site.researcher.kill(sleeper["id"])
     assert site.wait_status(run_id, {"killed"}, timeout=5)["error_kind"] == "killed"
+
+
+def test_runs_execute_in_parallel_up_to_the_limit_and_none_is_lost(site, test_images):
+    site.node(0, limits="max_concurrent_runs = 2")
+    tasks = [site.task(test_images["probe"], "sleep", kwargs={"seconds": 2}) for _ in range(5)]
+    run_ids = [t["runs"][0]["id"] for t in tasks]
+    most_running = 0
+    deadline = time.monotonic() + 60
+    while True:
+        statuses = [site.researcher.run(run_id)["status"] for run_id in run_ids]
+        most_running = max(most_running, statuses.count("running"))
+        if all(s == "completed" for s in statuses) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert statuses == ["completed"] * 5, site.agent_logs()
+    assert most_running == 2
+    assert all(site.researcher.result(run_id) == {"slept": 2} for run_id in run_ids)
