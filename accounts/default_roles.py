@@ -36,13 +36,15 @@ DEFAULT_ROLES: dict[str, tuple[str, list[tuple[str, str, int]]]] = {
         ],
     ),
     "organization-admin": (
-        "Manages their own organisation: its users and its nodes.",
+        "Manages their own organisation: its users (up to researcher rights) and its nodes.",
+        # A superset of the researcher's rules: nobody can grant rules they do not hold,
+        # and an organisation admin must be able to create researchers.
         [
             (R.ORGANIZATION, A.VIEW, S.COLLABORATION),
             (R.ORGANIZATION, A.EDIT, S.ORGANIZATION),
             (R.COLLABORATION, A.VIEW, S.ORGANIZATION),
             (R.STUDY, A.VIEW, S.ORGANIZATION),
-            (R.NODE, A.VIEW, S.ORGANIZATION),
+            (R.NODE, A.VIEW, S.COLLABORATION),
             (R.NODE, A.CREATE, S.ORGANIZATION),
             (R.NODE, A.EDIT, S.ORGANIZATION),
             (R.NODE, A.DELETE, S.ORGANIZATION),
@@ -52,8 +54,12 @@ DEFAULT_ROLES: dict[str, tuple[str, list[tuple[str, str, int]]]] = {
             (R.USER, A.DELETE, S.ORGANIZATION),
             (R.ROLE, A.VIEW, S.GLOBAL),
             (R.ALGORITHM, A.VIEW, S.GLOBAL),
-            (R.TASK, A.VIEW, S.ORGANIZATION),
-            (R.RUN, A.VIEW, S.ORGANIZATION),
+            (R.ALGORITHM, A.CREATE, S.GLOBAL),
+            (R.TASK, A.VIEW, S.COLLABORATION),
+            (R.TASK, A.CREATE, S.COLLABORATION),
+            (R.TASK, A.EDIT, S.OWN),
+            (R.TASK, A.DELETE, S.OWN),
+            (R.RUN, A.VIEW, S.COLLABORATION),
         ],
     ),
     "researcher": (
@@ -92,13 +98,16 @@ DEFAULT_ROLES: dict[str, tuple[str, list[tuple[str, str, int]]]] = {
 
 
 def install_default_roles(role_model, rule_model) -> None:
-    """Create (or complete) the built-in roles; idempotent. Takes models for migrations."""
+    """Create the built-in roles or bring them to exactly these rules; idempotent.
+
+    Takes the models as arguments so migrations can pass their historical ones.
+    """
     for name, (description, rules) in DEFAULT_ROLES.items():
-        role, _ = role_model.objects.get_or_create(
+        role, _ = role_model.objects.update_or_create(
             name=name, defaults={"description": description, "is_builtin": True}
         )
         rule_ids = [
             rule_model.objects.get_or_create(resource=str(r), action=str(a), scope=int(s))[0].pk
             for r, a, s in rules
         ]
-        role.rules.add(*rule_ids)
+        role.rules.set(rule_ids)

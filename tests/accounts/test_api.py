@@ -107,13 +107,20 @@ def test_user_create_in_a_partner_organisation_is_forbidden(api_for, org_admin, 
     assert response.status_code == 403
 
 
-@pytest.mark.parametrize("role", ["root", "researcher"])
+@pytest.mark.parametrize("role", ["root", "collaboration-admin"])
 def test_user_create_may_not_grant_rights_the_creator_lacks(api_for, org_admin, org_a, role):
-    # organization-admin holds no task rights, so it cannot hand out the researcher role either.
+    # organization-admin holds no collaboration-wide edit rights, so it cannot hand out these roles.
     response = api_for(org_admin).post("/api/users/", {"username": "x", "password": STRONG_PASSWORD,
                                                        "organization": org_a.pk, "roles": [role]})
     assert response.status_code == 403
     assert not User.objects.filter(username="x").exists()
+
+
+def test_organisation_admin_creates_researchers_in_their_organisation(api_for, org_admin, org_a):
+    response = api_for(org_admin).post("/api/users/", {"username": "x", "password": STRONG_PASSWORD,
+                                                       "organization": org_a.pk, "roles": ["researcher"]})
+    assert response.status_code == 201, response.data
+    assert list(User.objects.get(username="x").roles.values_list("name", flat=True)) == ["researcher"]
 
 
 def test_user_create_refuses_anonymous_callers(anon, org_a):
@@ -163,11 +170,12 @@ def test_root_resets_a_password_and_changes_roles(api_for, root, viewer):
     assert _login("viewer", factories.PASSWORD).status_code == 401
 
 
-def test_organization_admin_may_not_set_the_password_of_a_user_with_other_rights(api_for, org_admin, viewer):
-    # The viewer reads the collaboration's tasks, which an organisation admin may not.
+def test_organization_admin_may_not_set_the_password_of_a_user_with_other_rights(api_for, org_admin, org_a):
+    # A collaboration admin edits the collaboration's tasks and nodes, which an organisation admin may not.
+    stronger = factories.make_user(org_a, roles=("collaboration-admin",), username="stronger")
     for body in ({"password": "another-long-passphrase-7"}, {"email": "mine@example.org"}):
-        assert api_for(org_admin).patch(f"/api/users/{viewer.pk}/", body).status_code == 403
-    assert _login("viewer", factories.PASSWORD).status_code == 200
+        assert api_for(org_admin).patch(f"/api/users/{stronger.pk}/", body).status_code == 403
+    assert _login("stronger", factories.PASSWORD).status_code == 200
 
 
 def test_user_edit_is_forbidden_to_a_viewer_even_on_themselves(api_for, viewer):

@@ -192,9 +192,9 @@ def test_node_delete_is_forbidden_to_a_viewer(api_for, viewer, node_a):
     assert Node.objects.filter(pk=node_a.pk).exists()
 
 
-def test_node_delete_of_another_organisations_node_is_404_for_an_organisation_admin(api_for, org_admin, node_b):
-    # An organisation admin sees only their own organisation's nodes.
-    assert api_for(org_admin).delete(f"/api/nodes/{node_b.pk}/").status_code == 404
+def test_node_delete_of_a_partner_node_is_403_for_an_organisation_admin(api_for, org_admin, node_b):
+    # An organisation admin sees the collaboration's nodes but manages only their own organisation's.
+    assert api_for(org_admin).delete(f"/api/nodes/{node_b.pk}/").status_code == 403
     assert Node.objects.filter(pk=node_b.pk).exists()
 
 
