@@ -116,8 +116,10 @@ cmd_engine() {
     if pid_alive "$pid"; then
         say "docker engine: dockerd (pid $pid) started earlier, waiting for it"
     else
-        if pid_alive "$(read_pid /var/run/docker.pid)"; then
-            die "a dockerd not started by this script runs (pid $(read_pid /var/run/docker.pid)) but docker info fails; stop it first"
+        local other
+        other="$(read_pid /var/run/docker.pid)"
+        if pid_alive "$other" && [ "$(cat "/proc/$other/comm" 2>/dev/null)" = dockerd ]; then
+            die "a dockerd not started by this script runs (pid $other) but docker info fails; stop it first"
         fi
         local log="$STATE_DIR/dockerd.log"
         say "docker engine: starting dockerd (log: $log)"
@@ -374,10 +376,13 @@ cmd_status() {
 }
 
 stop_pid_file() {
-    # stop_pid_file NAME FILE SECONDS: SIGTERM, wait, then SIGKILL.
+    # stop_pid_file NAME FILE SECONDS: SIGTERM, wait, then SIGKILL. NAME is also the
+    # process name that the pid must have (else the pid file is stale and only removed).
     local name="$1" file="$2" wait_s="$3" pid i
     pid="$(read_pid "$file")"
-    if ! pid_alive "$pid"; then rm -f "$file"; return 0; fi
+    if ! pid_alive "$pid" || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != "$name" ]; then
+        rm -f "$file"; return 0
+    fi
     say "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null
     for ((i = 0; i < wait_s * 2; i++)); do
@@ -391,7 +396,7 @@ stop_pid_file() {
 
 cmd_down() {
     take_lock
-    stop_pid_file registry "$REGISTRY_PID_FILE" 10
+    stop_pid_file docker-registry "$REGISTRY_PID_FILE" 10
     stop_pid_file dockerd "$DOCKERD_PID_FILE" 40
     say "down"
 }
