@@ -59,7 +59,8 @@ ensure_venv() {
     [ -f "$REPO_DIR/requirements-dev.txt" ] || die "no requirements-dev.txt in $REPO_DIR"
     venv_current && return 0
     mkdir -p "$STATE_DIR" || die "cannot create state dir $STATE_DIR"
-    local log="$STATE_DIR/pip.log"
+    # Per tree (several clones may share one state dir): the log sits in the virtualenv.
+    local log="$VENV/vantage-pip.log"
     # One installer at a time (several shells share this tree). The lock fd exists only in
     # this subshell, so no long-running child inherits it.
     (
@@ -72,7 +73,8 @@ ensure_venv() {
                 die "$py is Python $("$py" -c 'import sys; print(sys.version.split()[0])'); Vantage needs 3.11 or newer (set PYTHON)"
             say "creating virtualenv .venv"
             rm -rf "$VENV"
-            "$py" -m venv "$VENV" >"$log" 2>&1 || die "python -m venv failed: $(last_line "$log") (see $log)"
+            local out
+            out="$("$py" -m venv "$VENV" 2>&1)" || die "$py -m venv .venv failed: $(printf '%s\n' "$out" | tail -n 1)"
         fi
         say "installing requirements-dev.txt into .venv (log: $log)"
         if ! "$VPY" -m pip install --disable-pip-version-check -r "$REPO_DIR/requirements-dev.txt" >>"$log" 2>&1; then
@@ -102,7 +104,7 @@ try:
     psycopg.connect(urlunsplit(("postgresql", parts.netloc, "/postgres", "", "")), connect_timeout=5).close()
 except Exception as exc:
     text = str(exc).strip()
-    print(text.splitlines()[-1] if text else type(exc).__name__)
+    print(text.splitlines()[0].strip() if text else type(exc).__name__)
 EOF
 }
 
