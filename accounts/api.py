@@ -8,8 +8,12 @@ on a visible object is the service's decision (403).
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
+from django.utils import timezone
 from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts import selectors, services
@@ -18,7 +22,10 @@ from accounts.models import Action, Resource
 from accounts.permissions import HasRule
 from accounts.serializers import (
     AuditEventSerializer,
+    DetailSerializer,
     LoginSerializer,
+    PasswordResetConfirmSerializer,
+    PasswordResetSerializer,
     RefreshSerializer,
     RoleCreateSerializer,
     RoleSerializer,
@@ -72,9 +79,67 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedVie
 
 
 class LoginView(TokenObtainPairView):
-    """Exchange a username and password for an access and a refresh token."""
+    """Exchange a username and password for an access and a refresh token.
+
+    Repeated failures lock the account for a while (VANTAGE_LOCKOUT_THRESHOLD,
+    VANTAGE_LOCKOUT_MINUTES) and email its owner; a locked account answers 401 with
+    code `account_locked`, even to the right password.
+    """
 
     serializer_class = LoginSerializer
+
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        username = request.data.get("username") if hasattr(request.data, "get") else None
+        known = selectors.user_login_state(username=username) if isinstance(username, str) else None
+        if known is not None and known.is_locked(timezone.now()):
+            raise exceptions.AuthenticationFailed(
+                f"Too many failed logins: this account is locked until {known.locked_until:%Y-%m-%d %H:%M} UTC.",
+                "account_locked",
+            )
+        try:
+            serializer.is_valid(raise_exception=True)
+        except exceptions.AuthenticationFailed:
+            if known is not None:
+                services.login_failed(user_id=known.pk)
+            raise
+        services.login_succeeded(user=serializer.user)
+        return Response(serializer.validated_data, status=status.HTTP_200_OK)
+
+
+class PasswordResetView(APIView):
+    """Ask for a password reset email. The answer is the same whether the address is known or not."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "password-reset"
+
+    @extend_schema(request=PasswordResetSerializer, responses={202: DetailSerializer})
+    def post(self, request):
+        serializer = PasswordResetSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.password_reset_request(email=serializer.validated_data["email"])
+        return Response(
+            {"detail": "If an account uses this address, a reset email is on its way."},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class PasswordResetConfirmView(APIView):
+    """Set a new password with the uid and token from the reset email."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "password-reset"
+
+    @extend_schema(request=PasswordResetConfirmSerializer, responses={200: DetailSerializer})
+    def post(self, request):
+        serializer = PasswordResetConfirmSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.password_reset_confirm(**serializer.validated_data)
+        return Response({"detail": "Your password is changed. Log in with the new one."})
 
 
 class RefreshView(TokenRefreshView):

@@ -64,8 +64,13 @@ class User(AbstractUser):
         "collaborations.Organization", on_delete=models.PROTECT, related_name="users", null=True, blank=True
     )
     roles = models.ManyToManyField(Role, related_name="users", blank=True)
+    failed_logins = models.PositiveIntegerField(default=0, editable=False)
+    locked_until = models.DateTimeField(null=True, blank=True, help_text="Logins are refused until then.")
 
     is_node = False
+
+    def is_locked(self, now) -> bool:
+        return self.locked_until is not None and self.locked_until > now
 
     class Meta:
         ordering = ["username"]

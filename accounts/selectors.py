@@ -39,3 +39,8 @@ def audit_list(*, user) -> QuerySet[AuditEvent]:
     if user_scope(user, Resource.AUDIT, Action.VIEW) != Scope.GLOBAL:
         return AuditEvent.objects.none()
     return AuditEvent.objects.all()
+
+
+def user_login_state(*, username: str) -> User | None:
+    """The account a login attempt names, with just its lockout fields (None if unknown)."""
+    return User.objects.filter(username=username).only("pk", "locked_until", "failed_logins").first()

@@ -89,3 +89,17 @@ class RefreshSerializer(TokenRefreshSerializer):
             return super().validate(attrs)
         except User.DoesNotExist:
             raise exceptions.AuthenticationFailed(self.error_messages["no_active_account"], "no_active_account")
+
+
+class PasswordResetSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+
+
+class PasswordResetConfirmSerializer(serializers.Serializer):
+    uid = serializers.CharField(max_length=64)
+    token = serializers.CharField(max_length=128)
+    password = serializers.CharField(write_only=True, max_length=256, style={"input_type": "password"})
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()

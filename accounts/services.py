@@ -1,10 +1,19 @@
 """Writes for users and roles; each audited in its own transaction."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.encoding import force_str
+from django.utils.http import urlsafe_base64_decode
 
 from accounts.audit import audit_record
+from accounts.jobs import send_lockout_notice, send_password_reset_email
 from accounts.models import Action, Resource, Role, Rule, Scope, User
 from accounts.permissions import forget_rule_scopes, rule_scopes, user_scope
 from vantage.errors import DomainError, NotAllowed
@@ -142,3 +151,62 @@ def role_create(*, actor, name: str, description: str = "", rules: list[Rule]) -
     role.rules.set(rules)
     audit_record(actor=actor, verb="role.created", target=role, details={"rules": [str(r) for r in rules]})
     return role
+
+
+def login_failed(*, user_id: int) -> User:
+    """Count a failed login; at VANTAGE_LOCKOUT_THRESHOLD failures in a row, lock the account.
+
+    The counter is incremented in the database (F expression), so parallel guesses
+    cannot race past the threshold.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        User.objects.filter(pk=user_id).update(failed_logins=F("failed_logins") + 1)
+        user = User.objects.select_for_update().get(pk=user_id)
+        if user.failed_logins < settings.VANTAGE_LOCKOUT_THRESHOLD:
+            return user
+        user.locked_until = now + timedelta(minutes=settings.VANTAGE_LOCKOUT_MINUTES)
+        user.failed_logins = 0
+        user.save(update_fields=["locked_until", "failed_logins"])
+        audit_record(actor=None, verb="user.locked", target=user,
+                     details={"until": user.locked_until.isoformat(), "failures": settings.VANTAGE_LOCKOUT_THRESHOLD})
+        if user.email:
+            send_lockout_notice.delay_on_commit(user.pk)
+    return user
+
+
+def login_succeeded(*, user: User) -> None:
+    """Forget earlier failures after a successful login."""
+    if user.failed_logins:
+        User.objects.filter(pk=user.pk).update(failed_logins=0)
+
+
+@transaction.atomic
+def password_reset_request(*, email: str) -> int:
+    """Email a reset link to every active account with this address; the caller learns nothing.
+
+    Returns how many emails were queued (for tests and logs, never for the HTTP answer).
+    """
+    users = list(User.objects.filter(email__iexact=email.strip(), is_active=True).values_list("pk", flat=True))
+    for user_id in users:
+        send_password_reset_email.delay_on_commit(user_id)
+    return len(users)
+
+
+@transaction.atomic
+def password_reset_confirm(*, uid: str, token: str, password: str) -> User:
+    """Set a new password from an emailed token; unlocks the account. The token works once."""
+    try:
+        user = User.objects.select_for_update().get(pk=int(force_str(urlsafe_base64_decode(uid))), is_active=True)
+    except (ValueError, TypeError, OverflowError, User.DoesNotExist):
+        user = None
+    # The token hashes the current password, so it stops working once the password changes.
+    if user is None or not default_token_generator.check_token(user, token):
+        raise DomainError("This reset link is invalid or has expired.", field="token")
+    _validate_password(password, user)
+    user.set_password(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    user.save(update_fields=["password", "failed_logins", "locked_until"])
+    audit_record(actor=user, verb="user.password_reset", target=user)
+    return user

@@ -125,6 +125,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "DEFAULT_THROTTLE_RATES": {"password-reset": env_str("VANTAGE_PASSWORD_RESET_RATE", "5/hour")},
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -187,6 +188,11 @@ CELERY_BEAT_SCHEDULE = {
 }
 VANTAGE_NODE_OFFLINE_AFTER_SECONDS = env_int("VANTAGE_NODE_OFFLINE_AFTER_SECONDS", 90, minimum=10)
 VANTAGE_RUN_DEADLINE_SECONDS = env_int("VANTAGE_RUN_DEADLINE_SECONDS", 24 * 3600, minimum=10)
+
+VANTAGE_LOCKOUT_THRESHOLD = env_int("VANTAGE_LOCKOUT_THRESHOLD", 5, minimum=1)
+VANTAGE_LOCKOUT_MINUTES = env_int("VANTAGE_LOCKOUT_MINUTES", 15, minimum=1)
+VANTAGE_PUBLIC_URL = (env_str("VANTAGE_PUBLIC_URL", "http://127.0.0.1:8000") or "").rstrip("/")
+PASSWORD_RESET_TIMEOUT = env_int("VANTAGE_PASSWORD_RESET_SECONDS", 3600, minimum=60)
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
