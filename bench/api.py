@@ -189,17 +189,32 @@ def proc_group_cpu_seconds(pgid: int) -> float:
     return total / tick
 
 
+def set_autogroup_nice(pid: int, nice: int) -> None:
+    """With kernel autogroups (sched_autogroup_enabled=1) each session competes as one
+    group whatever its processes' nice values, and a new session starts at group nice 0:
+    renice the group too, or --nice changes nothing against other sessions' load."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
+    except OSError:
+        pass  # no autogroups here, or not allowed: plain nice still applies
+
+
 class ServerProcess:
     """A server subprocess in its own process group, with a log file."""
+
+    nice = 0  # set from --nice
 
     def __init__(self, name: str, cmd: list[str], *, env: dict, cwd: Path, logfile: Path):
         self.name = name
         self.logfile = logfile
         self._log = open(logfile, "ab")
+        # Servers inherit the driver's nice value (see --nice).
         self.proc = subprocess.Popen(
             cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
+        if self.nice:
+            set_autogroup_nice(self.proc.pid, self.nice)
 
     @property
     def pgid(self) -> int:
@@ -863,6 +878,18 @@ class V6(Target):
         })
 
 
+def git_describe() -> str:
+    """Which of our code is measured: HEAD, plus '+dirty' when the tree has edits."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (head or "?") + ("+dirty" if dirty else "")
+
+
 def now_iso() -> str:
     from datetime import datetime, timezone
 
@@ -971,7 +998,10 @@ def report(all_results: dict[str, dict[str, OpResult]], args, meta: dict) -> boo
     print(f"latency in ms; {meta['requests']} requests per op ({meta['login_requests']} logins), "
           f"{meta['concurrency']} client threads, {meta['backlog']} pending runs for node 1 before the run")
     if "v6_version" in meta:
-        print(f"v6: vantage6-server {meta['v6_version']} served by {meta['v6_mode']}; ours: daphne (1 process)")
+        print(f"v6: vantage6-server {meta['v6_version']} served by {meta['v6_mode']}; "
+              f"ours: daphne (1 process) at {meta['ours_commit']}")
+    print(f"machine load (1-min average) at start {meta['load_before']:.1f}, at end {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs; nice {meta['nice']}")
     print(line)
     print("-" * len(line))
     for r in rows:
@@ -1017,6 +1047,9 @@ def parse_args(argv=None):
     p.add_argument("--v6-python", help="interpreter for creating that virtualenv (default: this one)")
     p.add_argument("--v6-server", choices=["auto", "uwsgi", "gevent"], default="auto",
                    help="how to serve vantage6 (default: uWSGI+gevent like its image, else gevent WSGIServer)")
+    p.add_argument("--nice", type=int, default=0,
+                   help="renice the driver and both servers by this much (e.g. -10 as root on a "
+                        "machine busy with other work; both sides get the same priority)")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON to this file")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directories (DBs, logs)")
     p.add_argument("--_seed-ours", dest="seed_ours", help=argparse.SUPPRESS)
@@ -1043,10 +1076,21 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Also when started with SIGINT ignored (a background job of a script): Ctrl-C or
+    # kill -INT must still stop the servers and clean up.
+    signal.signal(signal.SIGINT, on_term)
+    if args.nice:
+        try:
+            os.nice(args.nice)
+        except OSError as exc:
+            print(f"bench: FAILED: --nice {args.nice}: {exc.strerror}", file=sys.stderr)
+            return 2
+        ServerProcess.nice = args.nice  # their own sessions: renice those autogroups too
     tmp = Path(tempfile.mkdtemp(prefix="vantage-bench-"))
     targets: list[Target] = []
     all_results: dict[str, dict[str, OpResult]] = {}
     meta = {"requests": args.requests, "login_requests": args.login_requests, "rounds": args.rounds,
+            "nice": args.nice, "load_before": os.getloadavg()[0], "ours_commit": git_describe(),
             "concurrency": args.concurrency, "backlog": args.backlog, "page_size": args.page_size,
             "result_bytes": args.result_bytes}
     failed = True
@@ -1081,6 +1125,7 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
+        failed = False  # nothing to inspect: clean up as after a normal run
         return 130
     finally:
         for t in targets:
