@@ -12,6 +12,8 @@ import logging
 import threading
 import time
 
+import docker.errors
+
 from nodeagent import VERSION
 from nodeagent.client import ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
@@ -36,20 +38,24 @@ class NodeAgent:
         self.config = config
         self.stop = stop
         self.client = client or ServerClient(config.server.url, config.server.api_key)
-        self.executor = executor or Executor(
-            limits=config.limits, registries=config.registries,
-            pool_size=4 * config.limits.max_concurrent_runs + 8,
-        )
+        self.executor = executor
         self.task_folder = TaskFolder(config.task_folder)
         self.jobs: dict[int, RunJob] = {}
         self._jobs_lock = threading.Lock()
         self._wake = threading.Event()
+        self._hints: list[int] = []
         self.ctx: AgentContext | None = None
         self._next_report = 0.0
 
     # ---------------------------------------------------------------- lifecycle
 
     def run(self) -> None:
+        if self.executor is None:
+            try:
+                self.executor = Executor(limits=self.config.limits, registries=self.config.registries,
+                                         pool_size=4 * self.config.limits.max_concurrent_runs + 8)
+            except docker.errors.DockerException as exc:
+                raise FatalError(f"no Docker engine answers: {exc}")
         try:
             self.task_folder.open()
         except RuntimeError as exc:
@@ -64,7 +70,7 @@ class NodeAgent:
                      node["id"], node.get("organization"), node.get("collaboration"), self.config.server.url)
             self._reconcile()
             if self.config.server.websocket:
-                EventListener(client=self.client, stop=self.stop, on_new_run=self.wake,
+                EventListener(client=self.client, stop=self.stop, on_new_run=self.hint_run, on_reconnect=self.wake,
                               on_kill=self.request_kill, backoff=backoff).start()
             self._loop()
         finally:
@@ -109,8 +115,12 @@ class NodeAgent:
                 if now >= next_kill_watch:
                     next_kill_watch = now + settings.kill_poll_interval
                     self._watch_kills()
-                if woken or now >= next_poll:
+                hinted = self._take_hints()
+                if hinted and now < next_poll:
+                    self._claim(hinted)  # told by an event: no need to list
+                elif woken or now >= next_poll:
                     next_poll = now + settings.poll_interval
+                    self._claim(hinted)
                     self._claim_what_fits()
                 failures = 0
                 wait = max(0.0, min(next_poll, next_kill_watch) - time.monotonic())
@@ -144,19 +154,31 @@ class NodeAgent:
         return self.config.limits.max_concurrent_runs - busy
 
     def _claim_what_fits(self) -> None:
-        if self._free_slots() <= 0:
-            return
-        for run in self.client.pending_runs(limit=100):
+        if self._free_slots() > 0:
+            self._claim([run["id"] for run in self.client.pending_runs(limit=100)])
+
+    def _claim(self, run_ids: list[int]) -> None:
+        for run_id in run_ids:
             if self.stop.is_set() or self._free_slots() <= 0:
                 return
-            if run["id"] in self.jobs:
+            if run_id in self.jobs:
                 continue
-            claimed = self.client.claim(run["id"])
+            claimed = self.client.claim(run_id)
             if claimed is None:
-                continue  # another node of this organisation won it
-            log.info("run %s: claimed", run["id"])
-            job = RunJob.claimed(self.ctx, self.task_folder.run(run["id"]), claimed)
-            self._start(job)
+                continue  # another node of this organisation won it, or it was killed
+            log.info("run %s: claimed", run_id)
+            self._start(RunJob.claimed(self.ctx, self.task_folder.run(run_id), claimed))
+
+    def hint_run(self, run_id: int) -> None:
+        """An event named a new run: claim it without listing first."""
+        with self._jobs_lock:
+            self._hints.append(run_id)
+        self._wake.set()
+
+    def _take_hints(self) -> list[int]:
+        with self._jobs_lock:
+            hints, self._hints = self._hints, []
+        return hints
 
     def _start(self, job: RunJob) -> None:
         with self._jobs_lock:

@@ -24,11 +24,12 @@ CLOSE_UNAUTHENTICATED = 4401
 
 
 class EventListener:
-    def __init__(self, *, client: ServerClient, stop: threading.Event, on_new_run: Callable[[], None],
-                 on_kill: Callable[[int], None], backoff: Callable[[int], float]):
+    def __init__(self, *, client: ServerClient, stop: threading.Event, on_new_run: Callable[[int], None],
+                 on_reconnect: Callable[[], None], on_kill: Callable[[int], None], backoff: Callable[[int], float]):
         self.client = client
         self.stop = stop
         self.on_new_run = on_new_run
+        self.on_reconnect = on_reconnect
         self.on_kill = on_kill
         self.backoff = backoff
         scheme, rest = client.url.split("://", 1)
@@ -75,8 +76,8 @@ class EventListener:
         kind = event.get("type") if isinstance(event, dict) else None
         if kind == "hello":
             log.info("websocket connected")
-            self.on_new_run()  # catch up with whatever arrived while not connected
-        elif kind == "run.created":
-            self.on_new_run()
+            self.on_reconnect()  # catch up with whatever arrived while not connected
+        elif kind == "run.created" and isinstance((event.get("run") or {}).get("id"), int):
+            self.on_new_run(event["run"]["id"])
         elif kind == "run.kill" and isinstance(event.get("run"), int):
             self.on_kill(event["run"])

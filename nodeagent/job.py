@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between looks at a running container
 LOG_BATCH_CHARS = 64 * 1024  # one POST /log/ at most
-FINAL_LOG_CHARS = 128 * 1024  # log text carried by the finish request itself
 RETRY_BASE, RETRY_MAX = 1.0, 30.0
 
 
@@ -191,6 +190,7 @@ class RunJob:
         if self._kill_requested.is_set():
             self._decide(Outcome("killed", None, "killed", "kill requested before the container started"))
             return None
+        log.debug("run %s: image %s ready", self.run_id, image)
         spec = self._spec(image_id, labels)
         try:
             container = self.ctx.executor.create(spec)
@@ -215,6 +215,7 @@ class RunJob:
             self._decide(Outcome("failed", None, "startup", str(exc)))
             return None
         self._mark_started(time.time())
+        log.debug("run %s: container %s started", self.run_id, container.name)
         return container
 
     def _mark_started(self, started_at: float) -> None:
@@ -281,11 +282,10 @@ class RunJob:
             if self._kill_reason is None and self._kill_requested.is_set():
                 self._kill(container, "kill", "kill requested; container killed")
             self._flush_logs()
+        log.debug("run %s: container exited with %s", self.run_id, exit_info.exit_code)
         reader.join(timeout=5)
-        self._next_log_flush_try = 0.0
-        self._flush_logs()
+        # What is still buffered travels with the finish request: one request less.
         self._decide(self._outcome(exit_info))
-        executor.remove(container)
 
     def _read_logs(self, container: Container) -> None:
         try:
@@ -362,7 +362,7 @@ class RunJob:
 
     def _decide(self, outcome: Outcome) -> None:
         """Fix the outcome on disk before anything else, with every log line not yet sent."""
-        remaining = self.logs.take(FINAL_LOG_CHARS)
+        remaining = self.logs.take(self.logs.limit)
         lines = [remaining.rstrip("\n")] if remaining else []
         if outcome.log:
             lines.append(outcome.log if outcome.log.startswith("[node]") else f"[node] {outcome.log}")
@@ -385,6 +385,7 @@ class RunJob:
             try:
                 self.ctx.client.finish(self.run_id, status=outcome.status, exit_code=outcome.exit_code,
                                        error_kind=outcome.error_kind, log=outcome.log, result=result)
+                log.debug("run %s: outcome uploaded", self.run_id)
                 break
             except ServerUnavailable as exc:
                 attempt += 1
@@ -407,6 +408,11 @@ class RunJob:
                 break
         else:
             return  # stopping: the state file keeps the outcome for the next agent
+        # The container goes only now: until the server has the outcome, a restarted
+        # agent can still find it.
+        container = self.ctx.executor.find(self.state.container_name)
+        if container is not None:
+            self.ctx.executor.remove(container)
         self.folder.remove()
 
     def _task(self) -> dict:
