@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,14 +114,25 @@ def _check_database(database: Database, container_user: str) -> Finding:
             ))
         if database.type != "sql":
             return Finding(OK, topic, f"{database.type} file {path} ({path.stat().st_size} bytes) is readable")
+        return _check_sqlite(path, topic)
     return _check_sql(database, topic)
+
+
+def _check_sqlite(path: Path, topic: str) -> Finding:
+    """SQLite files need no driver: the standard library opens them, read-only."""
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            tables = connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+    except sqlite3.Error as exc:
+        return Finding(FAIL, topic, f"{path} is not a readable SQLite database: {exc}")
+    return Finding(OK, topic, f"SQLite file {path} opens ({tables} tables)")
 
 
 def _check_sql(database: Database, topic: str) -> Finding:
     try:
         import sqlalchemy
     except ImportError:
-        return Finding(FAIL, topic, "SQL databases need SQLAlchemy: pip install SQLAlchemy")
+        return Finding(FAIL, topic, "SQL databases other than SQLite files need SQLAlchemy: pip install SQLAlchemy")
     try:
         engine = sqlalchemy.create_engine(database.uri)
         try:
@@ -128,7 +141,8 @@ def _check_sql(database: Database, topic: str) -> Finding:
         finally:
             engine.dispose()
     except Exception as exc:  # SQLAlchemy and its drivers raise many kinds; all mean "cannot connect"
-        return Finding(FAIL, topic, f"cannot connect to {_safe_uri(database.uri)}: {type(exc).__name__}: {exc}"[:400])
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return Finding(FAIL, topic, f"cannot connect to {_safe_uri(database.uri)}: {type(exc).__name__}: {first_line}"[:400])
     return Finding(OK, topic, f"connected to {_safe_uri(database.uri)}")
 
 
