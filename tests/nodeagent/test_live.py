@@ -240,7 +240,8 @@ def test_agent_restart_mid_run_reattaches_and_the_run_completes_once(site, test_
     assert f"run {run_id}: resuming (phase started)" in node.log()
 
 
-def test_server_down_during_upload_keeps_the_result_and_uploads_it_later(site, test_images):
+@pytest.mark.parametrize("restart_agent", [False, True], ids=["same-agent", "agent-restarted-meanwhile"])
+def test_server_down_during_upload_keeps_the_result_and_uploads_it_later(site, test_images, restart_agent):
     node = site.node(0)
     task = site.task(test_images["probe"], "sleep", kwargs={"seconds": 2})
     run_id = task["runs"][0]["id"]
@@ -257,12 +258,19 @@ def test_server_down_during_upload_keeps_the_result_and_uploads_it_later(site, t
         assert state["phase"] == "finished" and state["outcome"]["status"] == "completed"
         assert json.loads((state_file.parent / "output").read_text()) == {"slept": 2}
         time.sleep(2)  # a few failed upload attempts
+        if restart_agent:
+            node.signal(signal.SIGTERM)
+            assert state_file.exists()
     finally:
         site.server.start()
+    if restart_agent:
+        node.start()
     detail = site.wait_status(run_id, {"completed"}, timeout=60)
     assert site.researcher.result(run_id) == {"slept": 2}
-    assert "probe: sleeping 2 s" in detail["log"]
+    assert detail["log"].count("probe: sleeping 2 s") == 1
     assert "upload failed" in node.log()
+    if restart_agent:
+        assert f"run {run_id}: resuming (phase finished)" in node.log()
 
 
 def test_websocket_brings_new_runs_and_kill_requests_without_polling(site, test_images):
