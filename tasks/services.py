@@ -232,9 +232,12 @@ def _lock_node_run(run_id: int, node: Node) -> Run:
 def run_claim(*, run_id: int, node: Node) -> Run | None:
     """Move a pending run to claimed for this node; None if another node won."""
     now = timezone.now()
+    # Every condition stays on the run's own row: a join would make Django update
+    # `WHERE id IN (SELECT ... status = 'pending')`, which PostgreSQL does not re-check
+    # when the competing claim commits first, so both claims would win.
     won = Run.objects.filter(
         pk=run_id, status=S.PENDING, organization_id=node.organization_id,
-        task__collaboration_id=node.collaboration_id,
+        task__in=Task.objects.filter(collaboration_id=node.collaboration_id),
     ).update(
         status=S.CLAIMED, node=node, claimed_at=now,
         deadline_at=now + timedelta(seconds=settings.VANTAGE_RUN_DEADLINE_SECONDS),

@@ -1,0 +1,33 @@
+"""Seed a live server's database, run in its environment by `manage.py shell -c`.
+
+Org A (two nodes, for claim races) and org B (one node) collaborate; `owner` is a
+researcher of org A. Prints one line `SEED <json>` with ids and access tokens, signed
+with the server's SECRET_KEY, so the tests need no login endpoint.
+"""
+
+import json
+
+from rest_framework_simplejwt.tokens import AccessToken
+
+from accounts.authentication import node_access_token
+from tests import factories
+
+
+def main() -> None:
+    org_a = factories.make_organization("Live Hospital A")
+    org_b = factories.make_organization("Live Hospital B")
+    collab = factories.make_collaboration([org_a, org_b], name="Live collaboration")
+    owner = factories.make_user(org_a, username="live-owner")
+    nodes = {
+        "a1": factories.make_node(org_a, collab, name="live-node-a1")[0],
+        "a2": factories.make_node(org_a, collab, name="live-node-a2")[0],
+        "b": factories.make_node(org_b, collab, name="live-node-b")[0],
+    }
+    seed = {
+        "collaboration": collab.pk,
+        "org_a": org_a.pk,
+        "org_b": org_b.pk,
+        "owner_token": str(AccessToken.for_user(owner)),
+        "nodes": {key: {"id": node.pk, "token": str(node_access_token(node))} for key, node in nodes.items()},
+    }
+    print("SEED " + json.dumps(seed))
