@@ -25,6 +25,7 @@ import base64
 import hashlib
 import http.client
 import json
+import math
 import os
 import secrets
 import shutil
@@ -209,10 +210,14 @@ class ServerProcess:
         self.logfile = logfile
         self._log = open(logfile, "ab")
         # Servers inherit the driver's nice value (see --nice).
-        self.proc = subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        except OSError as exc:
+            self._log.close()
+            raise BenchError(f"cannot start {name}: {exc}")
         if self.nice:
             set_autogroup_nice(self.proc.pid, self.nice)
 
@@ -286,8 +291,8 @@ class OpResult:
     def pct(self, q: float) -> float:
         if not self.latencies:
             return float("nan")
-        s = sorted(self.latencies)
-        k = max(0, min(len(s) - 1, int(round(q * len(s) + 0.5)) - 1))
+        s = sorted(self.latencies)  # nearest-rank percentile
+        k = max(0, min(len(s) - 1, math.ceil(q * len(s)) - 1))
         return s[k] * 1000.0
 
     @property
@@ -1122,6 +1127,13 @@ def main(argv=None) -> int:
         if any(all_results.values()):
             report(all_results, args, meta)  # what was measured before the failure
         print(f"bench: FAILED: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug or an unexpected answer: one line, details in a file
+        import traceback
+
+        (tmp / "traceback.txt").write_text(traceback.format_exc())
+        print(f"bench: FAILED: unexpected {type(exc).__name__}: {exc} (traceback in {tmp}/traceback.txt)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
