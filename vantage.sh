@@ -218,9 +218,11 @@ cmd_up() {
     local start=$SECONDS
     mkdir -p "$STATE_DIR" || die "cannot create state dir $STATE_DIR"
     ensure_venv
-    if ! VANTAGE_STATE_DIR="$STATE_DIR" "$DOCKER_ENV" up; then
-        die "the Docker engine, registry or base image could not be set up (reason above); ./vantage.sh up needs Docker, or root rights to install it"
+    local err="$STATE_DIR/docker-env.err"
+    if ! VANTAGE_STATE_DIR="$STATE_DIR" "$DOCKER_ENV" up 2>"$err"; then
+        die "./vantage.sh up needs a Docker engine, registry and base image, and they could not be set up: $(last_line "$err" | sed 's/^docker-env: error: //')"
     fi
+    rm -f "$err"
     server_env
     local log="$STATE_DIR/migrate.log"
     (cd "$REPO_DIR" && "$VPY" manage.py migrate --noinput) >"$log" 2>&1 ||
