@@ -113,7 +113,7 @@ cmd_engine() {
 
     local pid
     pid="$(read_pid "$DOCKERD_PID_FILE")"
-    if pid_alive "$pid"; then
+    if pid_alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
         say "docker engine: dockerd (pid $pid) started earlier, waiting for it"
     else
         local other
@@ -245,7 +245,9 @@ cmd_registry() {
 
     local pid log="$STATE_DIR/registry.log"
     pid="$(read_pid "$REGISTRY_PID_FILE")"
-    if pid_alive "$pid"; then kill "$pid" 2>/dev/null; sleep 1; fi
+    if pid_alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = docker-registry ]; then
+        kill "$pid" 2>/dev/null; sleep 1   # ours, but not answering: start afresh
+    fi
     say "registry: starting on $REGISTRY_ADDR (log: $log)"
     printf '\n==== %s registry start (vantage docker-env.sh)\n' "$(date -Is)" >>"$log"
     setsid docker-registry serve "$REGISTRY_DIR/config.yml" </dev/null >>"$log" 2>&1 9>&- &
