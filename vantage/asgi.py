@@ -1,24 +1,27 @@
-"""ASGI entry point, served by daphne through `python -m vantage.server vantage.asgi:application`
-(daphne's options; request and response bodies stay out of memory, see vantage/server.py).
+"""ASGI entry point, served by daphne: `daphne vantage.asgi:application`.
 
-HTTP goes to Django; websockets (`/ws/node/`, `/ws/events/`) to Channels consumers.
+HTTP goes to Django through a thread-pool WSGI bridge (see vantage.wsgi_bridge for
+why); websockets (`/ws/node/`, `/ws/events/`) to Channels consumers.
 """
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vantage.settings")
-django_application = get_asgi_application()  # sets Django up before the consumers import models
+django.setup(set_prefix=False)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 from accounts.ws_auth import WebsocketAuthMiddleware  # noqa: E402
 from vantage.routing import websocket_urlpatterns  # noqa: E402
+from vantage.wsgi_bridge import WSGIBridge  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_application,
+        "http": WSGIBridge(get_wsgi_application(), threads=settings.VANTAGE_HTTP_THREADS),
         "websocket": WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -94,6 +94,8 @@ def sqlite_database(path: Path) -> dict:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
+        # Each HTTP worker thread keeps its connection (and its WAL set-up) between requests.
+        "CONN_MAX_AGE": None,
         "OPTIONS": {
             # IMMEDIATE takes the write lock when a transaction starts, so two writers
             # queue on the timeout instead of failing with "database is locked" when

@@ -11,6 +11,7 @@ Each event carries `visibility` (resource, collaboration, organisations, owner) 
 user consumer can drop what this particular user may not see without a query.
 """
 
+import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
@@ -42,17 +43,67 @@ def visibility(resource: str, *, collaboration: int, organizations: list[int], o
     return {"resource": resource, "collaboration": collaboration, "organizations": organizations, "owner": owner}
 
 
-def publish(groups: list[str], event: dict) -> None:
-    """Send now. A failing channel layer must not fail the request that already committed."""
+class _LoopPublisher:
+    """Publishes from worker threads through one task on the server's event loop.
+
+    HTTP requests run on plain worker threads (vantage.wsgi_bridge). Calling the channel
+    layer from there with async_to_sync would start a new event loop in a new thread
+    per event (milliseconds each), and the in-memory layer's queues belong to the
+    server's loop. Instead each event is queued to a task on that loop, which sends
+    them one at a time, in commit order, while the request goes on.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            groups, message = await self.queue.get()
+            await _send(groups, message)
+
+    def submit(self, groups: list[str], message: dict) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (groups, message))
+
+
+_publisher: _LoopPublisher | None = None
+
+
+def attach_to_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Called from the server's event loop: route later publishing through it."""
+    global _publisher
+    if _publisher is None or _publisher.loop is not loop or _publisher.task.done():
+        _publisher = _LoopPublisher(loop)
+
+
+async def _send(groups: list[str], message: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": "event.forward", "event": event}
     try:
         for group in groups:
-            async_to_sync(layer.group_send)(group, message)
+            await layer.group_send(group, message)
     except Exception:  # the change is committed; clients catch up by listing on reconnect
-        log.exception("could not publish %s to %s", event.get("type"), groups)
+        log.exception("could not publish %s to %s", message["event"].get("type"), groups)
+
+
+def publish(groups: list[str], event: dict) -> None:
+    """Send after the fact: a failing channel layer must not fail a committed request."""
+    message = {"type": "event.forward", "event": event}
+    publisher = _publisher
+    if publisher is not None and publisher.loop.is_running() and not _on_loop(publisher.loop):
+        publisher.submit(groups, message)
+        return
+    # No server loop here (Celery worker, management command, tests): send directly.
+    async_to_sync(_send)(groups, message)
+
+
+def _on_loop(loop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def publish_on_commit(groups: list[str], event: dict) -> None:
