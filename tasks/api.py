@@ -129,7 +129,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     rules = rules_for(Resource.RUN, list=Action.VIEW, retrieve=Action.VIEW, result=Action.VIEW)
 
     def get_queryset(self):
-        return selectors.run_list(principal=self.request.user, defer_payload=self.action == "list")
+        # Only a run's detail shows its input or log; the other actions answer from the service.
+        return selectors.run_list(principal=self.request.user, defer_payload=self.action != "retrieve")
 
     def get_serializer_class(self):
         if self.action == "list":

@@ -8,7 +8,7 @@ with `manage.py shell -c` (tests/live/seed.py), in the servers' own environment.
 Servers run as `python -m vantage.server` (daphne with bodies kept out of memory) on a
 port the kernel picks, with in-memory channel layer and eager Celery: REDIS_URL is not
 passed on, so no worker is needed. Each server's output goes to `daphne-<n>.log` in the
-session's temporary folder, kept when a test fails.
+session's temporary folder (pytest keeps the last three).
 """
 
 import base64

@@ -62,11 +62,12 @@ class StreamedMultipart:
         yield self.tail
 
 
-def _running_run(server, seed, node) -> int:
-    run_id = create_task(server, seed, [seed["org_a"]])["runs"][0]["id"]
+def _running_run(server, seed, node) -> tuple[int, int]:
+    task = create_task(server, seed, [seed["org_a"]])
+    run_id = task["runs"][0]["id"]
     for step in ("claim", "start"):
         assert node.post(f"{server.url}/api/runs/{run_id}/{step}/", timeout=30).status_code == 200
-    return run_id
+    return task["id"], run_id
 
 
 def _finish(server, node, run_id, body: StreamedMultipart):
@@ -95,11 +96,11 @@ def test_one_gib_result_round_trip_keeps_memory_flat(daphne_server, live_seed):
     user = session_for(live_seed["owner_token"])
 
     # Warm up every code path first, so imports and caches do not count as growth.
-    warm_run = _running_run(daphne_server, live_seed, node)
+    _, warm_run = _running_run(daphne_server, live_seed, node)
     assert _finish(daphne_server, node, warm_run, StreamedMultipart({"status": "completed"}, MiB)).status_code == 200
     assert _download(daphne_server, user, warm_run)[0] == MiB
 
-    run_id = _running_run(daphne_server, live_seed, node)
+    task_id, run_id = _running_run(daphne_server, live_seed, node)
     body = StreamedMultipart({"status": "completed", "exit_code": "0"}, GiB)
     server_base = reset_peak_rss(daphne_server.pid)
     client_base = reset_peak_rss("self")
@@ -135,3 +136,5 @@ def test_one_gib_result_round_trip_keeps_memory_flat(daphne_server, live_seed):
     assert server_download_growth < RSS_GROWTH_LIMIT_KIB
     assert client_upload_growth < RSS_GROWTH_LIMIT_KIB
     assert client_download_growth < RSS_GROWTH_LIMIT_KIB
+    assert user.delete(f"{daphne_server.url}/api/tasks/{task_id}/", timeout=60).status_code == 204
+    assert user.get(f"{daphne_server.url}/api/runs/{run_id}/result/", timeout=30).status_code == 404
