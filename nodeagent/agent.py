@@ -217,7 +217,9 @@ class NodeAgent:
         outcome is only uploaded; a run that never got a container starts now.
         """
         node_id = self.ctx.node_id
-        containers = {c.labels.get(LABEL_RUN): c for c in self.executor.node_containers(node_id)}
+        containers = {
+            c.labels.get(LABEL_RUN): c for c in self.executor.node_containers(self.ctx.server_key, node_id)
+        }
         for folder in self.task_folder.known_runs():
             containers.pop(str(folder.run_id), None)
             try:

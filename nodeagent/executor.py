@@ -4,7 +4,8 @@ Every algorithm container gets: network `none`; a read-only root filesystem with
 small noexec tmpfs on /tmp; no capabilities; no-new-privileges; memory (no swap on
 top), CPU and pids limits; an unprivileged user; database files mounted read-only;
 and only its own input/output/token files and temp folder. Containers carry the
-labels `vantage.node_id` and `vantage.run_id`, so an agent that restarts finds them.
+labels `vantage.server`, `vantage.node_id` and `vantage.run_id`, so an agent that
+restarts finds its own containers and no one else's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from nodeagent.images import ImageRef
 
 log = logging.getLogger(__name__)
 
+LABEL_SERVER = "vantage.server"  # which server's node ids these are (one engine may serve several)
 LABEL_NODE = "vantage.node_id"
 LABEL_RUN = "vantage.run_id"
 LABEL_TASK = "vantage.task_id"
@@ -162,8 +164,10 @@ class Executor:
         except docker.errors.NotFound:
             return None
 
-    def node_containers(self, node_id: int) -> list[Container]:
-        return self.docker.containers.list(all=True, filters={"label": f"{LABEL_NODE}={node_id}"})
+    def node_containers(self, server: str, node_id: int) -> list[Container]:
+        return self.docker.containers.list(
+            all=True, filters={"label": [f"{LABEL_SERVER}={server}", f"{LABEL_NODE}={node_id}"]}
+        )
 
     def wait(self, container: Container, timeout: float) -> ExitInfo | None:
         """The exit of the container, or None if it still runs after `timeout` seconds."""

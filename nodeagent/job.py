@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import random
@@ -28,7 +29,9 @@ from docker.models.containers import Container
 from nodeagent import contract
 from nodeagent.client import Conflict, NotFound, ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
-from nodeagent.executor import LABEL_NODE, LABEL_RUN, LABEL_TASK, ContainerSpec, Executor, ExitInfo, ImageError, StartupError, bind
+from nodeagent.executor import (
+    LABEL_NODE, LABEL_RUN, LABEL_SERVER, LABEL_TASK, ContainerSpec, Executor, ExitInfo, ImageError, StartupError, bind,
+)
 from nodeagent.images import BadReference, ImageRef
 from nodeagent.logbuffer import LogBuffer
 from nodeagent.policy import refusal
@@ -51,16 +54,20 @@ class AgentContext:
     node_id: int
     stop: threading.Event
 
+    @property
+    def server_key(self) -> str:
+        """Short and stable per server URL: node and run ids are only unique per server."""
+        return hashlib.sha256(self.config.server.url.encode()).hexdigest()[:10]
+
+    def container_name(self, run_id: int) -> str:
+        return f"vantage-{self.server_key}-node{self.node_id}-run{run_id}"
+
 
 def backoff(attempt: int) -> float:
     """Exponential backoff with jitter: spreads the retries of many runs (and nodes)
     over time instead of all hitting a server that just came back at once."""
     ceiling = min(RETRY_MAX, RETRY_BASE * 2 ** min(attempt, 10))
     return ceiling * (0.5 + random.random() / 2)
-
-
-def container_name(node_id: int, run_id: int) -> str:
-    return f"vantage-node{node_id}-run{run_id}"
 
 
 class RunJob:
@@ -94,7 +101,7 @@ class RunJob:
         """A run this agent just claimed: decode its input, keep the rest in the state file."""
         encoded = run.get("input") or ""
         info = {k: v for k, v in run.items() if k != "input"}
-        state = RunState(run_id=run["id"], container_name=container_name(ctx.node_id, run["id"]), run=info)
+        state = RunState(run_id=run["id"], container_name=ctx.container_name(run["id"]), run=info)
         try:
             input_bytes = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
@@ -104,7 +111,7 @@ class RunJob:
     @classmethod
     def failed(cls, ctx: AgentContext, folder: RunFolder, run_id: int, reason: str) -> RunJob:
         """A run this node cannot carry out any more; the job only reports that."""
-        job = cls(ctx, folder, RunState(run_id=run_id, container_name=container_name(ctx.node_id, run_id)))
+        job = cls(ctx, folder, RunState(run_id=run_id, container_name=ctx.container_name(run_id)))
         job._decide(Outcome("failed", None, "internal", reason))
         return job
 
@@ -254,7 +261,7 @@ class RunJob:
             name=self.state.container_name,
             image=image_id,
             environment=contract.container_environment(config, labels, data_mounts),
-            labels={LABEL_NODE: str(self.ctx.node_id), LABEL_RUN: str(self.run_id),
+            labels={LABEL_SERVER: self.ctx.server_key, LABEL_NODE: str(self.ctx.node_id), LABEL_RUN: str(self.run_id),
                     LABEL_TASK: str(_id(self.state.run.get("task")) or "")},
             mounts=mounts,
         )

@@ -6,6 +6,7 @@ authenticated registry, run and report. Every assertion is about what the
 researcher sees through the API, or what the algorithm saw inside its container.
 """
 
+import hashlib
 import json
 import signal
 import time
@@ -148,9 +149,14 @@ def test_kill_request_stops_the_container_within_seconds(site, test_images, dock
     assert detail["error_kind"] == "killed"
     assert "kill requested; container killed" in detail["log"]
     assert took < 5, f"kill took {took:.1f} s"
-    name = f"vantage-node{site.world['nodes'][0]['id']}-run{run_id}"
+    server_key = hashlib.sha256(site.server.url.encode()).hexdigest()[:10]
+    name = f"vantage-{server_key}-node{site.world['nodes'][0]['id']}-run{run_id}"
+
+    def container_left():
+        return any(c.name == name for c in docker_client.containers.list(all=True, filters={"name": name}))
+
     deadline = time.monotonic() + 10
-    while docker_client.containers.list(all=True, filters={"name": name}) or list((node.task_folder / "runs").iterdir()):
+    while container_left() or list((node.task_folder / "runs").iterdir()):
         assert time.monotonic() < deadline, "container or run folder left behind"
         time.sleep(0.1)
     print(f"kill request -> killed: {took:.2f} s")
@@ -306,6 +312,6 @@ def test_runs_execute_in_parallel_up_to_the_limit_and_none_is_lost(site, test_im
         if all(s == "completed" for s in statuses) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert statuses == ["completed"] * 5, site.agent_logs()
+    assert statuses == ["completed"] * 5, f"{statuses}\n{site.agent_logs()}"
     assert most_running == 2
     assert all(site.researcher.result(run_id) == {"slept": 2} for run_id in run_ids)
