@@ -12,6 +12,8 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts import principal_cache
+from accounts.permissions import rule_scopes, set_rule_scopes
 from collaborations.models import Node
 
 NODE_CLAIM = "node_id"
@@ -48,18 +50,31 @@ class NodeOrUserJWTAuthentication(BaseAuthentication):
         return self._user(token), token
 
     def _node(self, token) -> Node:
-        node = (
-            Node.objects.select_related("organization", "collaboration")
-            .filter(pk=token[NODE_CLAIM], api_key_prefix=token.get(NODE_KEY_CLAIM))
-            .first()
-        )
-        if node is None:
+        node_id = token[NODE_CLAIM]
+        version = principal_cache.current_version()
+        cached = principal_cache.get("node", node_id, version)
+        if cached is not None:
+            node = principal_cache.rebuild(Node, cached[0])
+        else:
+            node = Node.objects.filter(pk=node_id).first()
+            if node is not None:
+                principal_cache.put("node", node_id, version, principal_cache.field_values(node), None)
+        if node is None or node.api_key_prefix != token.get(NODE_KEY_CLAIM):
             raise exceptions.AuthenticationFailed("Node token is no longer valid.", code="token_not_valid")
         return node
 
     def _user(self, token):
+        User = get_user_model()
         user_id = token.get(settings.SIMPLE_JWT.get("USER_ID_CLAIM", "user_id"))
-        user = get_user_model().objects.select_related("organization").filter(pk=user_id).first()
+        version = principal_cache.current_version()
+        cached = principal_cache.get("user", user_id, version)
+        if cached is not None:
+            user = principal_cache.rebuild(User, cached[0])
+            set_rule_scopes(user, dict(cached[1]))
+        else:
+            user = User.objects.filter(pk=user_id).first()
+            if user is not None:
+                principal_cache.put("user", user_id, version, principal_cache.field_values(user), rule_scopes(user))
         if user is None or not user.is_active:
             raise exceptions.AuthenticationFailed("User is inactive or unknown.", code="user_inactive")
         return user

@@ -27,6 +27,10 @@ def rule_scopes(user) -> dict[tuple[str, str], int]:
     return cached
 
 
+def set_rule_scopes(user, scopes: dict) -> None:
+    setattr(user, _CACHE_ATTR, scopes)
+
+
 def user_scope(user, resource: str, action: str) -> int | None:
     """The widest scope the user holds for this resource and action, or None."""
     if user is None or not getattr(user, "is_authenticated", False) or is_node(user):
