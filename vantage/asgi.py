@@ -1,4 +1,5 @@
-"""ASGI entry point, served by daphne: `daphne vantage.asgi:application`.
+"""ASGI entry point, served by daphne: `python -m vantage.server vantage.asgi:application`
+(daphne's options; request and response bodies stay out of memory, see vantage/server.py).
 
 HTTP goes to Django through a thread-pool WSGI bridge (see vantage.wsgi_bridge for
 why); websockets (`/ws/node/`, `/ws/events/`) to Channels consumers.
