@@ -142,7 +142,8 @@ def _check_sql(database: Database, topic: str) -> Finding:
             engine.dispose()
     except Exception as exc:  # SQLAlchemy and its drivers raise many kinds; all mean "cannot connect"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return Finding(FAIL, topic, f"cannot connect to {_safe_uri(database.uri)}: {type(exc).__name__}: {first_line}"[:400])
+        message = f"cannot connect to {_safe_uri(database.uri)}: {type(exc).__name__}: {first_line}"
+        return Finding(FAIL, topic, message[:400])
     return Finding(OK, topic, f"connected to {_safe_uri(database.uri)}")
 
 

@@ -237,7 +237,9 @@ def _server(reader: _Reader, base_dir: Path, environ) -> ServerSettings:
     sources = [name for name in ("api_key", "api_key_file", "api_key_env") if name in reader.table]
     if len(sources) != 1:
         problem = "set exactly one of api_key, api_key_file, api_key_env"
-        raise ConfigError(reader.source, "server.api_key", problem + (f" (found {', '.join(sources)})" if sources else ""))
+        if sources:
+            problem += f" (found {', '.join(sources)})"
+        raise ConfigError(reader.source, "server.api_key", problem)
     name = sources[0]
     if name == "api_key":
         key = reader.get(name, (str,), "a string")
@@ -329,7 +331,8 @@ def _policy(reader: _Reader) -> Policy:
     if organizations is not None:
         for value in organizations:
             if not isinstance(value, int) or isinstance(value, bool):
-                raise reader.error("allowed_organizations", f"expected organisation ids (numbers), found {_show(value)}")
+                raise reader.error("allowed_organizations",
+                                   f"expected organisation ids (numbers), found {_show(value)}")
         organizations = tuple(organizations)
     users = reader.get("allowed_users", (list,), "a list of user ids or usernames")
     if users is not None:

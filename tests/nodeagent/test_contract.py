@@ -34,7 +34,8 @@ def test_values_are_base32_with_bang_for_padding_as_vantage6_decodes_them():
 def test_environment_exposes_only_the_requested_databases(tmp_path):
     cfg = node_config(tmp_path)
     mounts = {label: contract.database_mount(cfg.databases[label]) for label in ("default", "local")}
-    env = {k: contract.decode_value(v) for k, v in contract.container_environment(cfg, ["default", "local"], mounts).items()}
+    encoded = contract.container_environment(cfg, ["default", "local"], mounts)
+    env = {name: contract.decode_value(value) for name, value in encoded.items()}
     assert env["INPUT_FILE"] == "/mnt/run/input" and env["OUTPUT_FILE"] == "/mnt/run/output"
     assert env["TOKEN_FILE"] == "/mnt/run/token" and env["TEMPORARY_FOLDER"] == "/mnt/tmp"
     assert env["USER_REQUESTED_DATABASE_LABELS"] == "default,local"

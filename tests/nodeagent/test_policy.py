@@ -21,7 +21,7 @@ def test_image_reference_parts():
     assert ref("localhost/algo:2", digest=DIGEST).digest == DIGEST
 
 
-@pytest.mark.parametrize("text", ["", "has space", f"algo@sha256:short", f"algo@{DIGEST}"])
+@pytest.mark.parametrize("text", ["", "has space", "algo@sha256:short", f"algo@{DIGEST}"])
 def test_bad_references_are_refused(text):
     with pytest.raises(BadReference):
         ImageRef.parse(text, digest=OTHER if "@" in text and "short" not in text else "")
