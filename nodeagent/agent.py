@@ -247,7 +247,8 @@ class NodeAgent:
                 return
             for run in runs:
                 if run.get("node") == self.ctx.node_id and run["id"] not in self.jobs:
-                    self._fail_orphan(run["id"], "the node agent stopped before this run's container was created")
+                    self._fail_orphan(run["id"], "this node holds the run but has no trace of it here (its agent "
+                                                 "stopped before preparing it, or its task folder was lost)")
 
     def _fail_orphan(self, run_id: int, reason: str) -> None:
         self._start(RunJob.failed(self.ctx, self.task_folder.run(run_id), run_id, reason))

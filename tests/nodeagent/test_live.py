@@ -12,6 +12,7 @@ import signal
 import time
 
 import pytest
+import requests
 
 from tests.nodeagent.live import NodeProcess, Researcher
 
@@ -315,3 +316,18 @@ def test_runs_execute_in_parallel_up_to_the_limit_and_none_is_lost(site, test_im
     assert statuses == ["completed"] * 5, f"{statuses}\n{site.agent_logs()}"
     assert most_running == 2
     assert all(site.researcher.result(run_id) == {"slept": 2} for run_id in run_ids)
+
+
+def test_a_run_claimed_by_this_node_but_unknown_locally_is_failed_on_start(site, test_images):
+    # As if the agent had been killed right after claiming, and its task folder lost.
+    api_key = site.world["nodes"][0]["api_key"]
+    token = requests.post(f"{site.server.url}/api/node/token/", json={"api_key": api_key}, timeout=10).json()["access"]
+    task = site.task(test_images["probe"], "partial")
+    run_id = task["runs"][0]["id"]
+    claimed = requests.post(f"{site.server.url}/api/runs/{run_id}/claim/", timeout=10,
+                            headers={"Authorization": f"Bearer {token}"})
+    assert claimed.status_code == 200, claimed.text
+    site.node(0)
+    detail = site.wait_status(run_id, {"failed"}, timeout=30)
+    assert detail["error_kind"] == "internal"
+    assert "this node holds the run but has no trace of it here" in detail["log"]
