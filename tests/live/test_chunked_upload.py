@@ -9,7 +9,7 @@ import secrets
 
 import pytest
 
-from tests.live.conftest import create_task, session_for
+from tests.live.conftest import create_task
 
 MiB = 1024 * 1024
 
@@ -30,7 +30,7 @@ def _chunked_finish(server, node, run_id: int, result: bytes):
 
 
 @pytest.fixture
-def running_run(small_limit_daphne, live_seed):
+def running_run(small_limit_daphne, live_seed, session_for):
     node = session_for(live_seed["nodes"]["b"]["token"])
     run_id = create_task(small_limit_daphne, live_seed, [live_seed["org_b"]])["runs"][0]["id"]
     for step in ("claim", "start"):
@@ -38,8 +38,7 @@ def running_run(small_limit_daphne, live_seed):
     return node, run_id
 
 
-def _unchanged(server, live_db, live_seed, run_id: int) -> bool:
-    owner = session_for(live_seed["owner_token"])
+def _unchanged(server, live_db, owner, run_id: int) -> bool:
     run = owner.get(f"{server.url}/api/runs/{run_id}/", timeout=30).json()
     stored = [path for path in (live_db.folder / "media").rglob(f"run-{run_id}*")]
     return (run["status"], run["result_size"], stored) == ("running", None, [])
@@ -55,17 +54,18 @@ def test_chunked_result_within_the_limit_is_stored(small_limit_daphne, running_r
 
 @pytest.mark.slow
 def test_chunked_result_far_beyond_the_limit_is_refused_before_parsing(small_limit_daphne, running_run,
-                                                                        live_db, live_seed):
+                                                                        live_db, live_seed, session_for):
     node, run_id = running_run
     response = _chunked_finish(small_limit_daphne, node, run_id, b"r" * (8 * MiB))
     assert response.status_code == 413
-    assert _unchanged(small_limit_daphne, live_db, live_seed, run_id)
+    assert _unchanged(small_limit_daphne, live_db, session_for(live_seed["owner_token"]), run_id)
 
 
 @pytest.mark.slow
-def test_chunked_result_just_beyond_the_limit_is_cut_off(small_limit_daphne, running_run, live_db, live_seed):
+def test_chunked_result_just_beyond_the_limit_is_cut_off(small_limit_daphne, running_run, live_db, live_seed,
+                                                         session_for):
     node, run_id = running_run
     # Within the allowance for framing and log, so only the upload handler's count stops it.
     response = _chunked_finish(small_limit_daphne, node, run_id, b"r" * (MiB + 1))
     assert response.status_code == 413
-    assert _unchanged(small_limit_daphne, live_db, live_seed, run_id)
+    assert _unchanged(small_limit_daphne, live_db, session_for(live_seed["owner_token"]), run_id)

@@ -12,13 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.live.conftest import create_task, session_for
+from tests.live.conftest import create_task
 
 ROUNDS = 20
 
 
 @pytest.mark.slow
-def test_concurrent_claims_by_two_nodes_have_exactly_one_winner(daphne_server, second_daphne_server, live_seed):
+def test_concurrent_claims_by_two_nodes_have_exactly_one_winner(daphne_server, second_daphne_server, live_seed,
+                                                               session_for):
     runs = [create_task(daphne_server, live_seed, [live_seed["org_a"]])["runs"][0]["id"] for _ in range(ROUNDS)]
     nodes = [
         (daphne_server, live_seed["nodes"]["a1"], session_for(live_seed["nodes"]["a1"]["token"])),

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.live.conftest import create_task, proc_status_kib, reset_peak_rss, session_for
+from tests.live.conftest import create_task, proc_status_kib, reset_peak_rss
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -91,7 +91,7 @@ def _kib(value: int) -> str:
 
 
 @pytest.mark.slow
-def test_one_gib_result_round_trip_keeps_memory_flat(daphne_server, live_seed):
+def test_one_gib_result_round_trip_keeps_memory_flat(daphne_server, live_seed, session_for):
     node = session_for(live_seed["nodes"]["a1"]["token"])
     user = session_for(live_seed["owner_token"])
 
