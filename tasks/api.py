@@ -154,8 +154,10 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
     def claim(self, request, pk=None):
         """Claim a pending run for this node; of nodes claiming at once, exactly one wins."""
-        run = services.run_claim(run_id=self.get_object().pk, node=request.user)
+        # The claim itself is scoped to the node, so the object is looked up only when it fails.
+        run = services.run_claim(run_id=pk, node=request.user) if str(pk).isdigit() else None
         if run is None:
+            self.get_object()  # 404 when the run is not this node's to see
             raise Conflict("The run is no longer pending: another node claimed it, or it was killed.")
         return Response(NodeRunSerializer(run).data)
 

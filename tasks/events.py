@@ -1,7 +1,10 @@
 """Task and run events, published after commit (see vantage.events for the groups)."""
 
-from vantage import events
+from django.db import transaction
+
 from tasks.models import Run, Task
+from tasks.selectors import with_status
+from vantage import events
 
 
 def _run_body(run: Run) -> dict:
@@ -42,20 +45,22 @@ def task_created(task: Task, runs: list[Run]) -> None:
 
 
 def run_updated(run: Run, task: Task) -> None:
-    """A run changed state: tell users, then the task's derived status once committed."""
+    """A run changed state: tell users, then the task's derived status once committed.
+
+    A claimed or running run makes its task active whatever its other runs do, so only
+    a final state needs the database to derive the task's status.
+    """
     events.publish_to_users_on_commit(
         task.collaboration_id,
         {"type": "run.updated", "run": _run_body(run), "visibility": _run_visibility(run, task)},
     )
-    from django.db import transaction
+    known = Task.Status.ACTIVE if run.status in (Run.Status.CLAIMED, Run.Status.RUNNING) else None
+    transaction.on_commit(lambda: _publish_task_status(task, known))
 
-    transaction.on_commit(lambda: _publish_task_status(task))
 
-
-def _publish_task_status(task: Task) -> None:
-    from tasks.selectors import with_status
-
-    status = with_status(Task.objects.filter(pk=task.pk)).values_list("status", flat=True).first()
+def _publish_task_status(task: Task, status: str | None) -> None:
+    if status is None:
+        status = with_status(Task.objects.filter(pk=task.pk)).values_list("status", flat=True).first()
     if status is None:
         return
     final = status in (Task.Status.COMPLETED, Task.Status.FAILED, Task.Status.KILLED)
