@@ -19,10 +19,13 @@ import hashlib
 import json
 import logging
 import random
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from docker.models.containers import Container
 
@@ -40,6 +43,8 @@ from nodeagent.workspace import Outcome, Phase, RunFolder, RunState
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between looks at a running container
+IN_PROCESS_JSON_BYTES = 4 * 1024 * 1024
+JSON_CHECK_TIMEOUT = 600
 LOG_BATCH_CHARS = 64 * 1024  # one POST /log/ at most
 RETRY_BASE, RETRY_MAX = 1.0, 30.0
 
@@ -360,12 +365,8 @@ class RunJob:
             return f"the output is {size} bytes, more than this node's limit of {limit} (limits.max_output)"
         if size == 0:
             return "the algorithm wrote no output (the output file is empty)"
-        try:
-            with open(path, "rb") as fh:
-                json.load(fh)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return f"the output is not valid JSON: {exc}"
-        return None
+        problem = json_problem(path, size)
+        return f"the output is not valid JSON: {problem}" if problem else None
 
     def _decide(self, outcome: Outcome) -> None:
         """Fix the outcome on disk before anything else, with every log line not yet sent."""
@@ -425,6 +426,30 @@ class RunJob:
     def _task(self) -> dict:
         task = self.state.run.get("task")
         return task if isinstance(task, dict) else self.state.run
+
+
+def json_problem(path: Path, size: int) -> str | None:
+    """Why the file is not JSON, or None. Parsing takes several times the file's size in
+    memory, so large outputs are parsed in a child process: the agent stays small
+    whatever its runs write."""
+    if size <= IN_PROCESS_JSON_BYTES:
+        try:
+            with open(path, "rb") as fh:
+                json.load(fh)
+        except (ValueError, RecursionError) as exc:
+            return str(exc) or type(exc).__name__
+        return None
+    checker = ("import json, sys\n"
+               "try:\n    json.load(open(sys.argv[1], 'rb'))\n"
+               "except (ValueError, RecursionError) as exc:\n    print(exc or type(exc).__name__); sys.exit(1)\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", checker, str(path)], capture_output=True, text=True,
+                              timeout=JSON_CHECK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f"checking it took longer than {JSON_CHECK_TIMEOUT} s"
+    if done.returncode != 0:
+        return done.stdout.strip() or done.stderr.strip()[-300:] or f"the checker exited with {done.returncode}"
+    return None
 
 
 def _id(value) -> int | None:

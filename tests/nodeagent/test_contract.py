@@ -85,3 +85,4 @@ def test_log_text_that_could_not_be_sent_goes_back_in_front():
 def test_database_mount_keeps_the_file_suffix(tmp_path):
     db = config.Database(label="x", type="parquet", path=Path("/srv/data/visits"))
     assert contract.database_mount(db).container_path == "/mnt/data/x.parquet"
+
