@@ -330,6 +330,7 @@ class EventSocket:
         url = server.url.replace("http://", "ws://", 1) + path
         self._socket = websocket_connect(
             url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=30, proxy=None,
+            compression=None, legacy=True,  # closed by close(), not by a with-block
         )
         self._events: queue.Queue[Received] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
