@@ -108,7 +108,7 @@ class TaskViewSet(ScopedViewSet):
         serializer = TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         task = services.task_create(actor=request.user, **serializer.to_service_kwargs())
-        return Response(TaskSerializer(selectors.task_detail(task_id=task.pk)).data, status=status.HTTP_201_CREATED)
+        return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=TaskSerializer)
     @action(detail=True, methods=["post"])

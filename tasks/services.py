@@ -163,6 +163,8 @@ def task_create(
     audit_record(actor=actor, verb="task.created", target=task,
                  details={"organizations": sorted(organization_inputs), "image": image, "method": method})
     task_events.task_created(task, runs)
+    # The derived status a caller would otherwise read back: every run of a new task is pending.
+    task.status = Task.Status.PENDING
     return task
 
 
