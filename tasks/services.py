@@ -153,7 +153,9 @@ def task_create(
         image=image, digest=digest, method=method, databases=cleaned_databases,
         init_organization_id=actor.organization_id, created_by=actor,
     )
-    task.full_clean(exclude=["job"])
+    # The related objects were all loaded and checked above: skip re-reading each one.
+    task.full_clean(exclude=["job", "collaboration", "study", "algorithm", "init_organization", "created_by",
+                             "created_by_run", "parent"])
     task.save()
     Task.objects.filter(pk=task.pk).update(job=task)
     task.job = task
