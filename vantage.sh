@@ -16,8 +16,9 @@
 #   VANTAGE_PORT        server port on 127.0.0.1 (default 8000)
 #   VANTAGE_TEST_DB     sqlite | postgres: test on that database only (default: both)
 #   VANTAGE_TEST_DATABASE_URL  PostgreSQL for the tests (default
-#                       postgres://postgres@127.0.0.1:5432/vantage; Django creates and
-#                       drops test_vantage itself)
+#                       postgres://postgres@127.0.0.1:5432/vantage_run<pid>: Django creates
+#                       and drops test_vantage_run<pid> itself; one name per run, because
+#                       several developers' runs share this PostgreSQL)
 #   DATABASE_URL        for up/manage: unset means SQLite in $VANTAGE_STATE_DIR/server
 #   PYTHON              interpreter for .venv (default python3; 3.11 or newer)
 set -uo pipefail
@@ -30,7 +31,7 @@ VPY="$VENV/bin/python"
 SERVER_DATA_DIR="$STATE_DIR/server"
 DAPHNE_PID_FILE="$STATE_DIR/daphne.pid"
 DAPHNE_LOG="$STATE_DIR/daphne.log"
-TEST_DATABASE_URL="${VANTAGE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/vantage}"
+TEST_DATABASE_URL="${VANTAGE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/vantage_run$$}"
 DOCKER_ENV="$REPO_DIR/scripts/docker-env.sh"
 # Pid files in $STATE_DIR that belong to docker-env.sh; every other *.pid is the demo's
 # (daphne.pid, and node agents' node-<slug>.pid).
@@ -94,14 +95,25 @@ require_django_project() {
 
 postgres_problem() {
     # Prints why PostgreSQL behind URL $1 cannot be reached (nothing when it can). Connects
-    # to the maintenance database "postgres", as Django does to create the test database.
+    # to the maintenance database "postgres", as Django does to create the test database,
+    # and drops test_vantage_run<pid> databases left by runs whose process is gone.
     DB_URL="$1" "$VPY" - <<'EOF' 2>&1
 import os
+import re
 from urllib.parse import urlsplit, urlunsplit
 try:
     import psycopg
     parts = urlsplit(os.environ["DB_URL"])
-    psycopg.connect(urlunsplit(("postgresql", parts.netloc, "/postgres", "", "")), connect_timeout=5).close()
+    with psycopg.connect(urlunsplit(("postgresql", parts.netloc, "/postgres", "", "")),
+                         connect_timeout=5, autocommit=True) as conn:
+        names = [row[0] for row in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname ~ '^test_vantage_run[0-9]+$'")]
+        for name in names:
+            if not os.path.exists(f"/proc/{re.sub('[^0-9]', '', name)}"):
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                except psycopg.Error:
+                    pass  # still in use: leave it
 except Exception as exc:
     text = str(exc).strip()
     print(text.splitlines()[0].strip() if text else type(exc).__name__)
