@@ -6,6 +6,7 @@ runs are written by nodes alone and are read-only.
 """
 
 from django.contrib import admin
+from django.db.models import Count
 from django.contrib.admin import helpers
 from django.db.models.functions import Length
 from django.template.response import TemplateResponse
@@ -142,7 +143,7 @@ class TaskAdmin(ServiceAdmin):
     actions = ("kill",)
 
     def get_queryset(self, request):
-        return with_status(super().get_queryset(request))
+        return with_status(super().get_queryset(request)).annotate(n_runs=Count("runs"))
 
     @admin.display(description="status", ordering="status")
     def derived_status(self, task):

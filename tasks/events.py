@@ -3,7 +3,7 @@
 from django.db import transaction
 
 from tasks.models import Run, Task
-from tasks.selectors import with_status
+from tasks.selectors import task_status
 from vantage import events
 
 
@@ -60,7 +60,7 @@ def run_updated(run: Run, task: Task) -> None:
 
 def _publish_task_status(task: Task, status: str | None) -> None:
     if status is None:
-        status = with_status(Task.objects.filter(pk=task.pk)).values_list("status", flat=True).first()
+        status = task_status(task_id=task.pk)
     if status is None:
         return
     final = status in (Task.Status.COMPLETED, Task.Status.FAILED, Task.Status.KILLED)

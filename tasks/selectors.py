@@ -1,7 +1,8 @@
 """Reads for algorithms, tasks and runs, scoped to the caller (user or node)."""
 
 from django.core.files.base import File
-from django.db.models import Case, CharField, Count, F, Prefetch, Q, QuerySet, Value, When
+from django.db.models import Case, CharField, Count, Prefetch, Q, QuerySet, Value, When
+from django.db.models.lookups import Exact, GreaterThan
 
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import is_node, user_scope
@@ -13,31 +14,41 @@ S = Run.Status
 FAILED_STATUSES = (S.FAILED, S.CRASHED, S.REJECTED, S.TIMED_OUT)
 
 
-def with_status(qs: QuerySet[Task]) -> QuerySet[Task]:
-    """Annotate each task with `status`, derived from its runs by the database.
+def _status_expression(runs: str) -> Case:
+    """The derived status over the runs reached by the path `runs` ("runs" from a task,
+    "id" over a queryset of one task's runs).
 
     pending: every run still pending; active: some run open (pending, claimed,
     running) and some not pending; then, once all runs are final: failed if any run
     failed, crashed, was rejected or timed out; killed if any was killed; else completed.
     """
-    qs = qs.annotate(
-        n_runs=Count("runs"),
-        n_pending=Count("runs", filter=Q(runs__status=S.PENDING)),
-        n_open=Count("runs", filter=Q(runs__status__in=Run.ACTIVE_STATUSES)),
-        n_failed=Count("runs", filter=Q(runs__status__in=FAILED_STATUSES)),
-        n_killed=Count("runs", filter=Q(runs__status=S.KILLED)),
+    status = "runs__status" if runs == "runs" else "status"
+
+    def count(**condition):
+        return Count(runs, filter=Q(**{status + k: v for k, v in condition.items()})) if condition else Count(runs)
+
+    n_runs = count()
+    return Case(
+        When(Q(Exact(n_runs, Value(0))), then=Value(Task.Status.PENDING)),
+        When(Q(Exact(count(**{"": S.PENDING}), n_runs)), then=Value(Task.Status.PENDING)),
+        When(Q(GreaterThan(count(**{"__in": Run.ACTIVE_STATUSES}), Value(0))), then=Value(Task.Status.ACTIVE)),
+        When(Q(GreaterThan(count(**{"__in": FAILED_STATUSES}), Value(0))), then=Value(Task.Status.FAILED)),
+        When(Q(GreaterThan(count(**{"": S.KILLED}), Value(0))), then=Value(Task.Status.KILLED)),
+        default=Value(Task.Status.COMPLETED),
+        output_field=CharField(),
     )
-    return qs.annotate(
-        status=Case(
-            When(n_runs=0, then=Value(Task.Status.PENDING)),
-            When(n_pending=F("n_runs"), then=Value(Task.Status.PENDING)),
-            When(n_open__gt=0, then=Value(Task.Status.ACTIVE)),
-            When(n_failed__gt=0, then=Value(Task.Status.FAILED)),
-            When(n_killed__gt=0, then=Value(Task.Status.KILLED)),
-            default=Value(Task.Status.COMPLETED),
-            output_field=CharField(),
-        )
-    )
+
+
+def with_status(qs: QuerySet[Task]) -> QuerySet[Task]:
+    """Annotate each task with `status`, derived from its runs by the database."""
+    return qs.annotate(status=_status_expression("runs"))
+
+
+def task_status(*, task_id: int) -> str | None:
+    """One task's derived status, aggregated over its runs alone (None for an unknown task)."""
+    if not Task.objects.filter(pk=task_id).exists():
+        return None
+    return Run.objects.filter(task_id=task_id).aggregate(status=_status_expression("id"))["status"]
 
 
 def _task_scope_q(user, scope: int, prefix: str = "") -> Q:
