@@ -1,6 +1,7 @@
 """A live Vantage server (daphne, own database) and real node agent processes.
 
-LiveServer runs `daphne vantage.asgi:application` on a free loopback port with a
+LiveServer runs `python -m vantage.server vantage.asgi:application` (daphne, as in
+production) on a free loopback port with a
 database of its own (a SQLite file, or a fresh PostgreSQL database when the tests
 run with a postgres DATABASE_URL), seeds it through tests/nodeagent/seed.py, and can
 be stopped and started again on the same port (the server-down test).
@@ -87,7 +88,7 @@ class LiveServer:
     def start(self) -> None:
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
-            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "vantage.asgi:application"],
+            [PYTHON, "-m", "vantage.server", "-b", "127.0.0.1", "-p", str(self.port), "vantage.asgi:application"],
             cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()

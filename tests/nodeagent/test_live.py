@@ -154,7 +154,8 @@ def test_kill_request_stops_the_container_within_seconds(site, test_images, dock
     name = f"vantage-{server_key}-node{site.world['nodes'][0]['id']}-run{run_id}"
 
     def container_left():
-        return any(c.name == name for c in docker_client.containers.list(all=True, filters={"name": name}))
+        # The low-level listing: no per-container inspect that could race the removal.
+        return any(f"/{name}" in c["Names"] for c in docker_client.api.containers(all=True, filters={"name": name}))
 
     deadline = time.monotonic() + 10
     while container_left() or list((node.task_folder / "runs").iterdir()):
