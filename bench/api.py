@@ -460,10 +460,10 @@ class Ours(Target):
         self.org_ids, self.collab_id = seed["org_ids"], seed["collab_id"]
         self.api_keys = seed["api_keys"]
         log(f"ours: seeded in {time.monotonic() - t0:.1f}s")
-        daphne = REPO / ".venv" / "bin" / "daphne"
+        # As documented for production: daphne through vantage.server (bodies kept out of memory).
         self.server = ServerProcess(
             "our server (daphne)",
-            [str(daphne), "-b", HOST, "-p", str(self.port), "vantage.asgi:application"],
+            [str(self.python), "-m", "vantage.server", "-b", HOST, "-p", str(self.port), "vantage.asgi:application"],
             env=self.env, cwd=REPO, logfile=self.workdir / "server.log",
         )
         self.server.wait_healthy(self.port, self.health_path, self.args.start_timeout)
