@@ -274,6 +274,8 @@ def run_append_log(*, run_id: int, node: Node, text: str) -> Run:
     run = _lock_node_run(run_id, node)
     if run.node_id != node.pk:
         raise Conflict("Only the node that claimed the run may write its log.")
+    if run.is_final:
+        raise Conflict(f"The run is already {run.status}: its log is closed.")
     limit = settings.VANTAGE_RUN_LOG_MAX_CHARS
     log = run.log + text
     if len(log) > limit:

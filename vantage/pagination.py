@@ -12,7 +12,9 @@ class PageNumberPagination(pagination.PageNumberPagination):
     max_page_size = 1000
 
     def paginate_queryset(self, queryset, request, view=None):
+        # A grouped queryset (e.g. annotated with counts) drops Meta.ordering: `ordered` says
+        # whether any ordering really applies.
         ordering = [str(o) for o in (queryset.query.order_by or queryset.model._meta.ordering)]
-        if not ordering or ordering[-1].lstrip("-") not in ("pk", "id"):
+        if not queryset.ordered or not ordering or ordering[-1].lstrip("-") not in ("pk", "id"):
             queryset = queryset.order_by(*ordering, "pk")
         return super().paginate_queryset(queryset, request, view)

@@ -27,12 +27,6 @@ def _role(name: str, rules: list[tuple[str, str, int]]):
     )
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """Personas are created in every test; hashing their passwords at full strength is most of the time."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def run_reader_less(org_a, collab):
     _role("task-reader", [(Resource.TASK, Action.VIEW, Scope.COLLABORATION)])

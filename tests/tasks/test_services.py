@@ -47,3 +47,15 @@ def test_kill_ends_pending_runs_and_flags_running_ones(owner, collab, org_a, org
     assert statuses == {org_a.pk: Run.Status.CLAIMED, org_b.pk: Run.Status.KILLED}
     run_a.refresh_from_db()
     assert run_a.kill_requested_at is not None
+
+
+def test_a_finished_runs_log_is_closed(owner, collab, org_a, node_a):
+    from tasks.services import run_append_log
+    from vantage.errors import Conflict
+
+    run = make_task(owner, collab, [org_a]).runs.get()
+    run_claim(run_id=run.pk, node=node_a)
+    run_append_log(run_id=run.pk, node=node_a, text="working\n")
+    run_finish(run_id=run.pk, node=node_a, status=Run.Status.COMPLETED, exit_code=0)
+    with pytest.raises(Conflict):
+        run_append_log(run_id=run.pk, node=node_a, text="late\n")
