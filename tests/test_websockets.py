@@ -37,10 +37,18 @@ def _in_test_thread(fn):
     return sync_to_async(fn)()
 
 
-async def _drain(comm, timeout=0.3):
-    # receive_nothing peeks without cancelling the consumer (a receive timeout would).
-    out = []
-    while not await comm.receive_nothing(timeout):
+async def _drain(comm, *, expect=(), quiet=0.3):
+    """Messages until every type in `expect` has arrived (5 s each at most), then until quiet.
+
+    Waiting for the expected events rather than a fixed pause keeps the tests right on a
+    loaded machine; receive_nothing peeks without cancelling the consumer.
+    """
+    out, waiting = [], set(expect)
+    while waiting:
+        message = await comm.receive_json_from(timeout=5)
+        out.append(message)
+        waiting.discard(message.get("type"))
+    while not await comm.receive_nothing(quiet):
         out.append(await comm.receive_json_from())
     return out
 
@@ -53,7 +61,7 @@ def test_node_receives_run_created_for_its_organisation_only(
         assert hello == {"type": "hello", "node": node_a.pk}
         comm_b, _ = await _open("/ws/node/", node_access_token(node_b))
         task = await _in_test_thread(lambda: make_task(owner, collab, [org_a]))
-        got_a = await _drain(comm_a)
+        got_a = await _drain(comm_a, expect=["run.created"])
         got_b = await _drain(comm_b)
         await comm_a.disconnect()
         await comm_b.disconnect()
@@ -76,7 +84,7 @@ def test_kill_request_reaches_the_node_holding_the_run(
     async def scenario():
         comm, _ = await _open("/ws/node/", node_access_token(node_a))
         await _in_test_thread(lambda: task_kill(actor=owner, task=task))
-        got = await _drain(comm)
+        got = await _drain(comm, expect=["run.kill"])
         await comm.disconnect()
         return got
 
@@ -92,7 +100,8 @@ def test_users_see_events_of_their_collaboration_and_outsiders_see_none(
             comms[name], _ = await _open("/ws/events/", AccessToken.for_user(user))
         task = await _in_test_thread(lambda: make_task(owner, collab, [org_a, org_b]))
         await _in_test_thread(lambda: run_claim(run_id=task.runs.get(organization=org_a).pk, node=node_a))
-        got = {name: await _drain(comm) for name, comm in comms.items()}
+        got = {"member": await _drain(comms["member"], expect=["task.updated", "run.updated"])}
+        got["outsider"] = await _drain(comms["outsider"])
         for comm in comms.values():
             await comm.disconnect()
         return task, got
