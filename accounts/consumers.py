@@ -16,15 +16,27 @@ CLOSE_FORBIDDEN = 4403
 WATCHED = (Resource.TASK, Resource.RUN, Resource.NODE)
 
 
+async def accept_principal(consumer, *, node: bool, wrong_kind_reason: str):
+    """Accept the socket, then close it with a code and reason unless the middleware
+    authenticated the right kind of principal (a node, or a user); returns it or None.
+
+    Accepting before closing lets the client read why, instead of a bare HTTP 403.
+    """
+    principal = consumer.scope.get("principal")
+    await consumer.accept()
+    if principal is None:
+        await consumer.close(code=CLOSE_UNAUTHENTICATED, reason=consumer.scope.get("auth_error") or "unauthenticated")
+        return None
+    if is_node(principal) != node:
+        await consumer.close(code=CLOSE_FORBIDDEN, reason=wrong_kind_reason)
+        return None
+    return principal
+
+
 class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
-        principal = self.scope.get("principal")
-        await self.accept()
+        principal = await accept_principal(self, node=False, wrong_kind_reason="nodes connect to /ws/node/")
         if principal is None:
-            await self.close(code=CLOSE_UNAUTHENTICATED, reason=self.scope.get("auth_error") or "unauthenticated")
-            return
-        if is_node(principal):
-            await self.close(code=CLOSE_FORBIDDEN, reason="nodes connect to /ws/node/")
             return
         self.user = principal
         self.scopes, self.collaborations = await self._load_visibility()

@@ -5,6 +5,22 @@ from accounts.models import Action, Resource, Scope
 R, A, S = Resource, Action, Scope
 ALL_ACTIONS = list(A)
 
+RESEARCHER_RULES = [
+    (R.ORGANIZATION, A.VIEW, S.COLLABORATION),
+    (R.COLLABORATION, A.VIEW, S.ORGANIZATION),
+    (R.STUDY, A.VIEW, S.ORGANIZATION),
+    (R.NODE, A.VIEW, S.COLLABORATION),
+    (R.USER, A.VIEW, S.OWN),
+    (R.ROLE, A.VIEW, S.GLOBAL),
+    (R.ALGORITHM, A.VIEW, S.GLOBAL),
+    (R.ALGORITHM, A.CREATE, S.GLOBAL),
+    (R.TASK, A.VIEW, S.COLLABORATION),
+    (R.TASK, A.CREATE, S.COLLABORATION),
+    (R.TASK, A.EDIT, S.OWN),
+    (R.TASK, A.DELETE, S.OWN),
+    (R.RUN, A.VIEW, S.COLLABORATION),
+]
+
 DEFAULT_ROLES: dict[str, tuple[str, list[tuple[str, str, int]]]] = {
     "root": (
         "Everything, everywhere.",
@@ -39,12 +55,8 @@ DEFAULT_ROLES: dict[str, tuple[str, list[tuple[str, str, int]]]] = {
         "Manages their own organisation: its users (up to researcher rights) and its nodes.",
         # A superset of the researcher's rules: nobody can grant rules they do not hold,
         # and an organisation admin must be able to create researchers.
-        [
-            (R.ORGANIZATION, A.VIEW, S.COLLABORATION),
+        RESEARCHER_RULES + [
             (R.ORGANIZATION, A.EDIT, S.ORGANIZATION),
-            (R.COLLABORATION, A.VIEW, S.ORGANIZATION),
-            (R.STUDY, A.VIEW, S.ORGANIZATION),
-            (R.NODE, A.VIEW, S.COLLABORATION),
             (R.NODE, A.CREATE, S.ORGANIZATION),
             (R.NODE, A.EDIT, S.ORGANIZATION),
             (R.NODE, A.DELETE, S.ORGANIZATION),
@@ -52,33 +64,11 @@ DEFAULT_ROLES: dict[str, tuple[str, list[tuple[str, str, int]]]] = {
             (R.USER, A.CREATE, S.ORGANIZATION),
             (R.USER, A.EDIT, S.ORGANIZATION),
             (R.USER, A.DELETE, S.ORGANIZATION),
-            (R.ROLE, A.VIEW, S.GLOBAL),
-            (R.ALGORITHM, A.VIEW, S.GLOBAL),
-            (R.ALGORITHM, A.CREATE, S.GLOBAL),
-            (R.TASK, A.VIEW, S.COLLABORATION),
-            (R.TASK, A.CREATE, S.COLLABORATION),
-            (R.TASK, A.EDIT, S.OWN),
-            (R.TASK, A.DELETE, S.OWN),
-            (R.RUN, A.VIEW, S.COLLABORATION),
         ],
     ),
     "researcher": (
         "Creates tasks in their collaborations and reads their results.",
-        [
-            (R.ORGANIZATION, A.VIEW, S.COLLABORATION),
-            (R.COLLABORATION, A.VIEW, S.ORGANIZATION),
-            (R.STUDY, A.VIEW, S.ORGANIZATION),
-            (R.NODE, A.VIEW, S.COLLABORATION),
-            (R.USER, A.VIEW, S.OWN),
-            (R.ROLE, A.VIEW, S.GLOBAL),
-            (R.ALGORITHM, A.VIEW, S.GLOBAL),
-            (R.ALGORITHM, A.CREATE, S.GLOBAL),
-            (R.TASK, A.VIEW, S.COLLABORATION),
-            (R.TASK, A.CREATE, S.COLLABORATION),
-            (R.TASK, A.EDIT, S.OWN),
-            (R.TASK, A.DELETE, S.OWN),
-            (R.RUN, A.VIEW, S.COLLABORATION),
-        ],
+        RESEARCHER_RULES,
     ),
     "viewer": (
         "Reads what happens in their collaborations; changes nothing.",

@@ -11,8 +11,7 @@ import time
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from accounts.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
-from accounts.permissions import is_node
+from accounts.consumers import accept_principal
 from collaborations.services import node_heartbeat
 from vantage import events
 
@@ -21,13 +20,8 @@ HEARTBEAT_WRITE_SECONDS = 30
 
 class NodeConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
-        principal = self.scope.get("principal")
-        await self.accept()
+        principal = await accept_principal(self, node=True, wrong_kind_reason="users connect to /ws/events/")
         if principal is None:
-            await self.close(code=CLOSE_UNAUTHENTICATED, reason=self.scope.get("auth_error") or "unauthenticated")
-            return
-        if not is_node(principal):
-            await self.close(code=CLOSE_FORBIDDEN, reason="users connect to /ws/events/")
             return
         self.node = principal
         self.groups_joined = [
