@@ -60,12 +60,18 @@ class Site:
 
 
 @pytest.fixture
-def site(daphne_server, registry, tmp_path):
+def site(daphne_server, registry, docker_client, tmp_path):
     made = Site(daphne_server, tmp_path, registry, daphne_server.world())
     yield made
     for node in made.nodes:
         node.stop()
     print(made.agent_logs())
+    # Stopped agents leave their containers for the next agent; in a test there is none.
+    server_key = hashlib.sha256(daphne_server.url.encode()).hexdigest()[:10]
+    for node in made.world["nodes"]:
+        labels = [f"vantage.server={server_key}", f"vantage.node_id={node['id']}"]
+        for container in docker_client.api.containers(all=True, filters={"label": labels}):
+            docker_client.api.remove_container(container["Id"], force=True)
 
 
 def test_partial_method_runs_on_two_sites_and_results_are_downloadable(site, test_images):
@@ -229,6 +235,7 @@ def test_containers_cannot_reach_the_network_write_their_data_or_read_other_runs
     assert (seen["uid"], seen["cap_eff"], seen["no_new_privs"]) == (65534, "0000000000000000", "1")
     assert node.data.read_text() == "value\n1\n2\n"
     site.researcher.kill(sleeper["id"])
+    site.wait_status(sleeper_run, {"killed"})
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
