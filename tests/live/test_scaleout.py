@@ -66,7 +66,8 @@ def test_run_finished_on_one_process_completes_the_task_on_sockets_of_another(
         run_id = task["runs"][0]["id"]
         for step in ("claim", "start"):
             assert node.post(f"{server_a.url}/api/runs/{run_id}/{step}/", timeout=30).status_code == 200
-        finished = node.post(f"{server_a.url}/api/runs/{run_id}/finish/", data={"status": "completed", "exit_code": "0"},
+        finished = node.post(f"{server_a.url}/api/runs/{run_id}/finish/",
+                             data={"status": "completed", "exit_code": "0"},
                              files={"result": ("output", b'{"mean": 4.2}')}, timeout=30)
         assert finished.status_code == 200, finished.text
 
