@@ -14,13 +14,16 @@ import threading
 import time
 from typing import Callable
 
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.sync.client import connect
+
 from nodeagent.client import ClientError, ServerClient
-from nodeagent.websocket import Closed, WebSocket
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 15.0
 CLOSE_UNAUTHENTICATED = 4401
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 class EventListener:
@@ -46,27 +49,30 @@ class EventListener:
             try:
                 self._session()
                 attempt = 0
-            except Closed as closed:
-                log.info("websocket closed (%s %s); polling meanwhile", closed.code, closed.reason)
-                if closed.code == CLOSE_UNAUTHENTICATED:
+            except ConnectionClosed as closed:
+                code, reason = (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "connection lost")
+                log.info("websocket closed (%s %s); polling meanwhile", code, reason)
+                if code == CLOSE_UNAUTHENTICATED:
                     self.client.invalidate_token()
-            except (OSError, ClientError) as exc:
+            except (OSError, InvalidHandshake, ClientError) as exc:
                 log.info("websocket %s unavailable (%s); polling meanwhile", self.ws_url, exc)
             attempt += 1
             self.stop.wait(self.backoff(attempt))
 
     def _session(self) -> None:
-        ws = WebSocket.connect(self.ws_url, {"Authorization": f"Bearer {self.client.access_token()}"})
-        try:
+        headers = {"Authorization": f"Bearer {self.client.access_token()}"}
+        with connect(self.ws_url, additional_headers=headers, open_timeout=10, close_timeout=2,
+                     max_size=MAX_MESSAGE_BYTES) as ws:
             next_beat = 0.0
             while not self.stop.is_set():
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + HEARTBEAT_SECONDS
-                    ws.send_text(json.dumps({"type": "heartbeat"}))
-                for message in ws.receive(timeout=1.0):
-                    self._dispatch(message)
-        finally:
-            ws.close()
+                    ws.send(json.dumps({"type": "heartbeat"}))
+                try:
+                    message = ws.recv(timeout=1.0)
+                except TimeoutError:
+                    continue
+                self._dispatch(message)
 
     def _dispatch(self, message: str) -> None:
         try:
