@@ -101,7 +101,10 @@ def run_list(*, principal, action: str = Action.VIEW, defer_payload: bool = Fals
     if defer_payload:
         qs = qs.defer("input", "log")
     if is_node(principal):
-        return qs.filter(organization_id=principal.organization_id, task__collaboration_id=principal.collaboration_id)
+        # The node's run detail names the task's creator and collaboration (NodeRunSerializer).
+        return qs.select_related("task__created_by", "task__collaboration").filter(
+            organization_id=principal.organization_id, task__collaboration_id=principal.collaboration_id
+        )
     scope = user_scope(principal, Resource.RUN, action)
     if scope is None:
         return qs.none()

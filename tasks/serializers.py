@@ -166,10 +166,19 @@ class NodeRunSerializer(RunSerializer):
     digest = serializers.CharField(source="task.digest", read_only=True)
     method = serializers.CharField(source="task.method", read_only=True)
     databases = serializers.JSONField(source="task.databases", read_only=True)
+    # The node's own policy (allowed_users) and the proxy decide on these, so the node
+    # needs them whatever the server already checked.
+    created_by = serializers.IntegerField(source="task.created_by_id", read_only=True, allow_null=True)
+    created_by_username = serializers.CharField(source="task.created_by.username", read_only=True,
+                                                allow_null=True)
+    collaboration_encrypted = serializers.BooleanField(source="task.collaboration.encrypted", read_only=True)
+    parent = serializers.IntegerField(source="task.parent_id", read_only=True, allow_null=True)
+    created_by_run = serializers.IntegerField(source="task.created_by_run_id", read_only=True, allow_null=True)
 
     class Meta(RunSerializer.Meta):
         fields = [*RunSerializer.Meta.fields, "collaboration", "init_organization", "job", "image", "digest",
-                  "method", "databases", "input"]
+                  "method", "databases", "created_by", "created_by_username", "collaboration_encrypted",
+                  "parent", "created_by_run", "input"]
         read_only_fields = fields
 
 

@@ -248,7 +248,8 @@ def run_claim(*, run_id: int, node: Node) -> Run | None:
     )
     if won != 1:
         return None
-    run = Run.objects.select_related("task").get(pk=run_id)
+    # Answered with NodeRunSerializer, which names the task's creator and collaboration.
+    run = Run.objects.select_related("task__created_by", "task__collaboration").get(pk=run_id)
     audit_record(actor=node, verb="run.claimed", target=run)
     task_events.run_updated(run, run.task)
     return run

@@ -10,7 +10,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts.models import AuditEvent
-from tasks.models import Run
+from tasks.models import Run, Task
 from tasks.services import run_claim, run_finish, run_start, task_kill
 from tasks.uploads import FORM_FRAMING_BYTES
 from tests import factories
@@ -179,6 +179,36 @@ def test_run_detail_gives_the_node_its_input_and_what_to_run(api_for, node_a, ta
     assert (response.data["image"], response.data["method"], response.data["job"]) == (task.image, "partial", task.pk)
 
 
+def test_run_detail_tells_the_node_who_created_the_task_and_where(api_for, owner, node_a, task, run_a):
+    response = api_for(node_a).get(f"/api/runs/{run_a.pk}/")
+    assert response.status_code == 200
+    assert {key: response.data[key] for key in ("created_by", "created_by_username", "collaboration_encrypted",
+                                                 "parent", "created_by_run")} == {
+        "created_by": owner.pk, "created_by_username": "owner", "collaboration_encrypted": False,
+        "parent": None, "created_by_run": None}
+
+
+def test_run_detail_names_the_parent_of_a_subtask_and_the_run_that_created_it(api_for, owner, collab, org_a,
+                                                                             node_a, task, run_a):
+    collab.encrypted = True
+    collab.save(update_fields=["encrypted"])
+    subtask = factories.make_task(owner, collab, [org_a], method="partial")
+    Task.objects.filter(pk=subtask.pk).update(parent=task, created_by_run=run_a, created_by=None)
+    response = api_for(node_a).get(f"/api/runs/{subtask.runs.get().pk}/")
+    assert response.status_code == 200
+    assert (response.data["parent"], response.data["created_by_run"]) == (task.pk, run_a.pk)
+    assert (response.data["created_by"], response.data["created_by_username"]) == (None, None)
+    assert response.data["collaboration_encrypted"] is True
+
+
+def test_node_run_detail_query_count_includes_the_creator_and_collaboration(api_for, node_a, run_a,
+                                                                            django_assert_num_queries):
+    client = api_for(node_a)
+    # node, run with its task, creator and collaboration
+    with django_assert_num_queries(2):
+        assert client.get(f"/api/runs/{run_a.pk}/").data["created_by_username"] == "owner"
+
+
 def test_run_detail_is_absent_for_an_outsider(api_for, outsider, run_a):
     assert api_for(outsider).get(f"/api/runs/{run_a.pk}/").status_code == 404
 
@@ -204,6 +234,17 @@ def test_node_claims_a_pending_run_and_gets_its_input(api_for, node_a, run_a):
     assert (response.data["status"], response.data["node"]) == ("claimed", node_a.pk)
     assert base64.b64decode(response.data["input"]) == bytes(run_a.input)
     assert AuditEvent.objects.filter(verb="run.claimed", target_id=str(run_a.pk)).exists()
+
+
+def test_claim_tells_the_node_who_created_the_task_in_the_same_queries(api_for, owner, node_a, run_a,
+                                                                      django_assert_num_queries):
+    client = api_for(node_a)
+    # node; savepoint, claim, run with its task, creator and collaboration, audit (3), release
+    with django_assert_num_queries(8):
+        response = client.post(f"/api/runs/{run_a.pk}/claim/")
+    assert response.status_code == 200
+    assert (response.data["created_by"], response.data["created_by_username"]) == (owner.pk, "owner")
+    assert (response.data["collaboration_encrypted"], response.data["parent"]) == (False, None)
 
 
 def test_second_claim_of_a_run_conflicts(api_for, org_a, collab, node_a, run_a):
