@@ -187,7 +187,8 @@ our_daphne_pid() {
     # The pid of the daphne this launcher started, if it still runs.
     local pid
     pid="$(read_pid "$DAPHNE_PID_FILE")"
-    pid_alive "$pid" && [[ "$(cmdline_of "$pid")" == *daphne* ]] && echo "$pid"
+    pid_alive "$pid" && [[ "$(cmdline_of "$pid")" == *daphne* || "$(cmdline_of "$pid")" == *vantage.server* ]] &&
+        echo "$pid"
 }
 
 start_server() {
@@ -207,9 +208,13 @@ start_server() {
     if port_taken; then
         die "port $PORT on 127.0.0.1 is used by another program; stop it or set VANTAGE_PORT"
     fi
-    say "server: starting daphne on 127.0.0.1:$PORT (log: $DAPHNE_LOG)"
-    printf '\n==== %s daphne start (vantage.sh up)\n' "$(date -Is)" >>"$DAPHNE_LOG"
-    (cd "$REPO_DIR" && exec setsid "$VENV/bin/daphne" -b 127.0.0.1 -p "$PORT" vantage.asgi:application \
+    # vantage.server is daphne with its options, keeping request/response bodies out of
+    # memory (see README); plain daphne where it does not exist.
+    local server=("$VENV/bin/daphne")
+    [ -f "$REPO_DIR/vantage/server.py" ] && server=("$VPY" -m vantage.server)
+    say "server: starting ${server[*]##*/} on 127.0.0.1:$PORT (log: $DAPHNE_LOG)"
+    printf '\n==== %s server start (vantage.sh up)\n' "$(date -Is)" >>"$DAPHNE_LOG"
+    (cd "$REPO_DIR" && exec setsid "${server[@]}" -b 127.0.0.1 -p "$PORT" vantage.asgi:application \
         </dev/null >>"$DAPHNE_LOG" 2>&1) &
     pid=$!
     echo "$pid" >"$DAPHNE_PID_FILE"
@@ -217,7 +222,7 @@ start_server() {
     until health_ok; do
         if ! pid_alive "$pid"; then
             rm -f "$DAPHNE_PID_FILE"
-            die "daphne exited during startup: $(last_line "$DAPHNE_LOG") (see $DAPHNE_LOG)"
+            die "the server exited during startup: $(last_line "$DAPHNE_LOG") (see $DAPHNE_LOG)"
         fi
         [ "$waited" -ge 120 ] && die "the server did not answer /api/health/ within 60s (see $DAPHNE_LOG)"
         sleep 0.5; waited=$((waited + 1))
