@@ -252,7 +252,6 @@ cmd_up() {
     cat <<EOF
 
 Vantage is running ($((SECONDS - start))s).
-  Portal:    $base/
   Admin:     $base/admin/
   API docs:  $base/api/docs/
   Registry:  127.0.0.1:${VANTAGE_REGISTRY_PORT:-5000} (user vantage, password in $STATE_DIR/registry-password)

@@ -34,3 +34,9 @@ def test_version_reports_server_and_api_versions(settings):
     response = APIClient().get("/api/version/")
     assert response.status_code == 200
     assert response.json() == {"version": settings.SPECTACULAR_SETTINGS["VERSION"], "api_version": "1"}
+
+
+def test_the_bare_address_leads_to_the_api_documentation(client):
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"] == "/api/docs/"
+    assert client.get("/api/docs/").status_code == 200
