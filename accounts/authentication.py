@@ -1,8 +1,9 @@
-"""JWT authentication for users and node agents on one header.
+"""JWT authentication for users, node agents and algorithm containers on one header.
 
-Both carry `Authorization: Bearer <jwt>` signed with the server key. A node token holds
+All carry `Authorization: Bearer <jwt>` signed with the server key. A node token holds
 `node_id` and the key prefix it was issued for, so rotating a node's key revokes every
-token issued under the old one.
+token issued under the old one. A container token (tasks.container_tokens) holds its run
+and its node's key prefix; it is accepted by the REST API only, never on a websocket.
 """
 
 from django.conf import settings
@@ -15,6 +16,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from accounts import principal_cache
 from accounts.permissions import rule_scopes, set_rule_scopes
 from collaborations.models import Node
+from tasks.container_tokens import CONTAINER_CLAIM, container_principal
 
 NODE_CLAIM = "node_id"
 NODE_KEY_CLAIM = "node_key"
@@ -37,14 +39,19 @@ class NodeOrUserJWTAuthentication(BaseAuthentication):
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
-        return self.authenticate_token(header[1])
+        return self.authenticate_token(header[1], allow_container=True)
 
-    def authenticate_token(self, raw: bytes):
+    def authenticate_token(self, raw: bytes, *, allow_container: bool = False):
         """(principal, token) for a raw JWT; used by the REST API and the websocket handshake."""
         try:
             token = AccessToken(raw.decode())
         except (TokenError, UnicodeDecodeError):
             raise exceptions.AuthenticationFailed("Token is invalid or expired.", code="token_not_valid")
+        if CONTAINER_CLAIM in token:
+            if not allow_container:
+                raise exceptions.AuthenticationFailed("Container tokens are accepted by the REST API only.")
+            # Never from the principal cache: a finished run must stop its token at once.
+            return container_principal(token), token
         if NODE_CLAIM in token:
             return self._node(token), token
         return self._user(token), token

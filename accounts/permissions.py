@@ -33,7 +33,7 @@ def set_rule_scopes(user, scopes: dict) -> None:
 
 def user_scope(user, resource: str, action: str) -> int | None:
     """The widest scope the user holds for this resource and action, or None."""
-    if user is None or not getattr(user, "is_authenticated", False) or is_node(user):
+    if user is None or not getattr(user, "is_authenticated", False) or is_node(user) or is_container(user):
         return None
     return rule_scopes(user).get((resource, action))
 
@@ -47,11 +47,17 @@ def is_node(principal) -> bool:
     return getattr(principal, "is_node", False)
 
 
+def is_container(principal) -> bool:
+    """An algorithm container's token (tasks.container_tokens.ContainerPrincipal)."""
+    return getattr(principal, "is_container", False)
+
+
 class IsUser(BasePermission):
     message = "This endpoint is for users, not nodes."
 
     def has_permission(self, request, view) -> bool:
-        return bool(request.user and request.user.is_authenticated and not is_node(request.user))
+        principal = request.user
+        return bool(principal and principal.is_authenticated and not is_node(principal) and not is_container(principal))
 
 
 class IsNode(BasePermission):
@@ -78,3 +84,18 @@ class HasRule(BasePermission):
             return False
         resource, action = needed
         return user_scope(request.user, resource, action) is not None
+
+
+class IsContainer(BasePermission):
+    """Allows an algorithm container for the actions named in the view's `container_actions`.
+
+    An action missing from that set is refused, as HasRule refuses actions missing from
+    `rules`: a container reaches only what a view lists for it.
+    """
+
+    message = "Container tokens are not accepted for this action."
+
+    def has_permission(self, request, view) -> bool:
+        if not is_container(request.user):
+            return False
+        return (getattr(view, "action", None) or request.method.lower()) in getattr(view, "container_actions", ())

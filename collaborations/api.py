@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from accounts.api import ScopedViewSet, rules_for
 from accounts.authentication import NodeOrUserJWTAuthentication, node_access_token
 from accounts.models import Action, Resource
-from accounts.permissions import IsNode
+from accounts.permissions import HasRule, IsContainer, IsNode, is_container
 from collaborations import selectors, services
 from collaborations.filters import CollaborationFilter, NodeFilter, OrganizationFilter, StudyFilter
 from collaborations.serializers import (
@@ -35,15 +35,24 @@ from collaborations.serializers import (
     StudySerializer,
     StudyUpdateSerializer,
 )
+from tasks.selectors import container_organization_list
 
 
 class OrganizationViewSet(ScopedViewSet):
     serializer_class = OrganizationSerializer
     filterset_class = OrganizationFilter
+    # An algorithm container may read its collaboration's members (their public keys, to
+    # encrypt subtask inputs): tasks.container_tokens.
+    permission_classes = [HasRule | IsContainer]
     rules = rules_for(Resource.ORGANIZATION, list=Action.VIEW, retrieve=Action.VIEW,
                       create=Action.CREATE, partial_update=Action.EDIT)
+    container_actions = {"list", "retrieve"}
 
     def get_queryset(self):
+        if is_container(self.request.user):
+            return container_organization_list(
+                container=self.request.user, collaboration=self.request.query_params.get("collaboration")
+            )
         return selectors.organization_list(user=self.request.user)
 
     @extend_schema(request=OrganizationInputSerializer, responses={201: OrganizationSerializer})

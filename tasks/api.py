@@ -10,6 +10,10 @@ its collaboration, and only a node may claim, start, log and finish them. Result
 downloads are open to users allowed to see the run and to the nodes that see it (the
 node serving that organisation, e.g. to check what it uploaded); a node cannot fetch
 other organisations' results here.
+
+An algorithm container (tasks.container_tokens) reaches only the actions its view lists
+in `container_actions`, on querysets limited to its own job: it creates subtasks, reads
+its job's tasks, runs and results. Anything outside its job is absent (404).
 """
 
 from asgiref.sync import sync_to_async
@@ -23,18 +27,20 @@ from rest_framework.response import Response
 
 from accounts.api import GuardedViewSet, ScopedViewSet, rules_for
 from accounts.models import Action, Resource
-from accounts.permissions import HasRule, IsNode, is_node
-from tasks import selectors, services
+from accounts.permissions import HasRule, IsContainer, IsNode, is_container, is_node
+from tasks import container_tokens, selectors, services
 from tasks.filters import AlgorithmFilter, RunFilter, TaskFilter
 from tasks.serializers import (
     AlgorithmReviewSerializer,
     AlgorithmSerializer,
     AlgorithmSubmitSerializer,
+    ContainerTokenSerializer,
     NodeRunSerializer,
     RunDetailSerializer,
     RunFinishSerializer,
     RunLogSerializer,
     RunSerializer,
+    SubtaskCreateSerializer,
     TaskCreateSerializer,
     TaskSerializer,
 )
@@ -93,10 +99,14 @@ class AlgorithmViewSet(ScopedViewSet):
 class TaskViewSet(ScopedViewSet):
     serializer_class = TaskSerializer
     filterset_class = TaskFilter
+    permission_classes = [HasRule | IsContainer]
     rules = rules_for(Resource.TASK, list=Action.VIEW, retrieve=Action.VIEW, create=Action.CREATE,
                       kill=Action.EDIT, destroy=Action.DELETE)
+    container_actions = {"create", "retrieve"}
 
     def get_queryset(self):
+        if is_container(self.request.user):
+            return selectors.container_task_list(container=self.request.user)
         return selectors.task_list(user=self.request.user)
 
     @extend_schema(
@@ -104,7 +114,16 @@ class TaskViewSet(ScopedViewSet):
         responses={201: TaskSerializer, 413: OpenApiResponse(description="An input exceeds VANTAGE_MAX_INPUT_BYTES.")},
     )
     def create(self, request):
-        """Create a task: one pending run per named organisation, each with its own input."""
+        """Create a task: one pending run per named organisation, each with its own input.
+
+        Called with a container token, this creates a subtask of the container's task
+        (see docs/node.md, "Container tokens (server side)").
+        """
+        if is_container(request.user):
+            serializer = SubtaskCreateSerializer(data=request.data, context=self.get_serializer_context())
+            serializer.is_valid(raise_exception=True)
+            task = services.subtask_create(container=request.user, **serializer.to_service_kwargs())
+            return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)
         serializer = TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         task = services.task_create(actor=request.user, **serializer.to_service_kwargs())
@@ -126,16 +145,19 @@ class TaskViewSet(ScopedViewSet):
 
 
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSet):
-    permission_classes = [IsNode | HasRule]
+    permission_classes = [IsNode | HasRule | IsContainer]
     filterset_class = RunFilter
     rules = rules_for(Resource.RUN, list=Action.VIEW, retrieve=Action.VIEW, result=Action.VIEW)
+    container_actions = {"list", "retrieve", "result"}
 
     def get_queryset(self):
+        if is_container(self.request.user):
+            return selectors.container_run_list(container=self.request.user)
         # Only a run's detail shows its input or log; the other actions answer from the service.
         return selectors.run_list(principal=self.request.user, defer_payload=self.action != "retrieve")
 
     def get_serializer_class(self):
-        if self.action == "list":
+        if self.action == "list" or is_container(getattr(self.request, "user", None)):
             return RunSerializer
         if is_node(getattr(self.request, "user", None)):
             return NodeRunSerializer
@@ -160,6 +182,14 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
             self.get_object()  # 404 when the run is not this node's to see
             raise Conflict("The run is no longer pending: another node claimed it, or it was killed.")
         return Response(NodeRunSerializer(run).data)
+
+    @extend_schema(request=None, responses={200: ContainerTokenSerializer, 409: OpenApiResponse(
+        description="This node does not hold the run (not claimed by it, or final), or its deadline passed.")})
+    @action(detail=True, methods=["post"], permission_classes=[IsNode], url_path="container-token")
+    def container_token(self, request, pk=None):
+        """A token for the run's algorithm container, valid until the run ends or its deadline."""
+        token, expires_in = container_tokens.container_token_issue(run=self.get_object(), node=request.user)
+        return Response(ContainerTokenSerializer({"token": token, "expires_in": expires_in}).data)
 
     @extend_schema(request=None, responses=RunSerializer)
     @action(detail=True, methods=["post"], permission_classes=[IsNode])

@@ -6,6 +6,7 @@ from django.db.models.lookups import Exact, GreaterThan
 
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import is_node, user_scope
+from collaborations.models import Organization
 from collaborations.selectors import member_collaboration_ids
 from tasks.models import Algorithm, Run, Task
 from vantage.errors import NotFound
@@ -134,3 +135,29 @@ def algorithm_list(*, user) -> QuerySet[Algorithm]:
     if user_scope(user, Resource.ALGORITHM, Action.EDIT) == Scope.GLOBAL:
         return qs
     return qs.filter(Q(status=Algorithm.Status.APPROVED) | Q(submitted_by=user))
+
+
+def container_task_list(*, container) -> QuerySet[Task]:
+    """The tasks of a container's own job, with derived status and run summaries."""
+    return (
+        with_status(Task.objects.select_related("collaboration", "init_organization", "created_by")
+                    .filter(job_id=container.job_id))
+        .prefetch_related(_run_summaries()).order_by("-id")
+    )
+
+
+def container_run_list(*, container) -> QuerySet[Run]:
+    """The runs of a container's own job; never their inputs or logs."""
+    return Run.objects.select_related("task", "organization").filter(task__job_id=container.job_id).defer("input", "log")
+
+
+def container_organization_list(*, container, collaboration: str | None = None) -> QuerySet[Organization]:
+    """The member organisations of a container's collaboration (public keys included).
+
+    `collaboration` is the `?collaboration=` the vantage6 client sends: naming any other
+    collaboration finds nothing.
+    """
+    qs = Organization.objects.filter(collaborations=container.collaboration_id)
+    if collaboration is not None and collaboration.strip() != str(container.collaboration_id):
+        return qs.none()
+    return qs

@@ -194,3 +194,23 @@ class RunFinishSerializer(serializers.Serializer):
     log = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
     result = serializers.FileField(required=False, allow_empty_file=True, use_url=False,
                                    help_text="The output file, streamed; at most VANTAGE_MAX_RESULT_BYTES.")
+
+
+class SubtaskCreateSerializer(TaskCreateSerializer):
+    """A subtask as an algorithm container asks for it (through its node's proxy).
+
+    Collaboration and image may be repeated (the vantage6 client sends them) but must be
+    the container's own: the server takes both from the container's task.
+    """
+
+    collaboration = serializers.IntegerField(min_value=1, required=False,
+                                             help_text="Optional; must be the container's collaboration.")
+    image = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                  help_text="Optional; must be the container's image.")
+    algorithm = None
+    study = None
+
+
+class ContainerTokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="For the run's token file: a bearer token for the container.")
+    expires_in = serializers.IntegerField(help_text="Seconds until the run's deadline, when the token expires.")

@@ -170,6 +170,81 @@ def task_create(
     return task
 
 
+def _check_subtask_request(parent_task: Task, collaboration: int | None, image: str) -> None:
+    """A body may repeat the container's own collaboration and image (the vantage6 client
+    sends both), but naming any other is refused rather than silently replaced."""
+    if collaboration is not None and collaboration != parent_task.collaboration_id:
+        raise DomainError("A container creates subtasks in its own collaboration only.", field="collaboration")
+    if image:
+        name, _, digest = image.partition("@")
+        if name != parent_task.image.partition("@")[0] or (digest and digest != parent_task.digest):
+            raise DomainError("A container creates subtasks with its own image only.", field="image")
+
+
+@transaction.atomic
+def subtask_create(
+    *, container, name: str, method: str, organization_inputs: dict[int, bytes], databases: list | None = None,
+    description: str = "", collaboration: int | None = None, image: str = "",
+) -> Task:
+    """Create a subtask from an algorithm container (a central function), in its own job.
+
+    Collaboration, image and digest, study and algorithm come from the container's task;
+    the subtask's parent is that task, its creator the job's researcher (so nodes apply
+    their user policies to them), its initiating organisation the container's.
+    `collaboration` and `image` are what the request named, checked, never used.
+    """
+    # Locked like run_finish locks it: a parent run cannot finish while its subtask is created.
+    parent_run = (
+        Run.objects.select_for_update(of=("self",)).select_related("task__collaboration", "task__study")
+        .defer("input", "log").filter(pk=container.run_id).first()
+    )
+    if parent_run is None or parent_run.is_final:
+        raise Conflict("The run that asks for this subtask has finished.")
+    if parent_run.kill_requested_at is not None:
+        raise Conflict("The job is being killed: it takes no new subtasks.")
+    parent = parent_run.task
+    collaboration_obj = parent.collaboration
+    _check_subtask_request(parent, collaboration, image)
+    if collaboration_obj.status != Collaboration.Status.ACTIVE:
+        raise DomainError("The collaboration is archived and accepts no new tasks.", field="collaboration")
+    if not method or not isinstance(method, str):
+        raise DomainError("Name the method to run.", field="method")
+    cleaned_databases = _validate_databases(databases or [])
+    _validate_inputs(collaboration_obj, organization_inputs)
+    outsiders = collaboration_non_members(collaboration=collaboration_obj, organization_ids=organization_inputs)
+    if outsiders:
+        raise DomainError(
+            f"Organisations {sorted(outsiders)} are not members of collaboration {collaboration_obj.pk}.",
+            field="organizations",
+        )
+    if parent.study is not None:
+        outside_study = set(organization_inputs) - set(parent.study.organizations.values_list("pk", flat=True))
+        if outside_study:
+            raise DomainError(
+                f"Organisations {sorted(outside_study)} are not in study {parent.study_id}.", field="organizations"
+            )
+
+    task = Task(
+        collaboration=collaboration_obj, study=parent.study, algorithm_id=parent.algorithm_id, name=name,
+        description=description, image=parent.image, digest=parent.digest, method=method,
+        databases=cleaned_databases, init_organization_id=parent_run.organization_id,
+        created_by_id=parent.created_by_id, created_by_run=parent_run, parent=parent,
+        job_id=parent.job_id or parent.pk,
+    )
+    task.full_clean(exclude=["job", "collaboration", "study", "algorithm", "init_organization", "created_by",
+                             "created_by_run", "parent"])
+    task.save()
+    runs = Run.objects.bulk_create(
+        [Run(task=task, organization_id=org_id, input=payload) for org_id, payload in organization_inputs.items()]
+    )
+    audit_record(actor=container, verb="task.created", target=task,
+                 details={"organizations": sorted(organization_inputs), "image": task.image, "method": method,
+                          "parent": parent.pk, "job": task.job_id, "created_by_run": parent_run.pk})
+    task_events.task_created(task, runs)
+    task.status = Task.Status.PENDING
+    return task
+
+
 def _require_task_action(actor, task: Task, action: str) -> None:
     if actor is None or is_node(actor):
         return
