@@ -339,3 +339,31 @@ def test_a_run_claimed_by_this_node_but_unknown_locally_is_failed_on_start(site,
     detail = site.wait_status(run_id, {"failed"}, timeout=30)
     assert detail["error_kind"] == "internal"
     assert "this node holds the run but has no trace of it here" in detail["log"]
+
+
+def test_websocket_cut_mid_task_loses_no_event_and_runs_nothing_twice(site, test_images):
+    # Polling is all but off: only the websocket, and the listing on every reconnect, bring work.
+    node = site.node(0, server="poll_interval = 600\nkill_poll_interval = 600")
+    node.wait_connected()
+    deadline = time.monotonic() + 10
+    while "websocket connected" not in node.log():
+        assert time.monotonic() < deadline, node.log()
+        time.sleep(0.05)
+    running = site.task(test_images["probe"], "sleep", kwargs={"seconds": 3})
+    running_id = running["runs"][0]["id"]
+    site.wait_status(running_id, {"running"}, timeout=20)
+
+    site.server.stop()  # cuts the websocket mid-task
+    site.server.start()
+    # Created right after the restart, typically before the agent's backoff lets it reconnect,
+    # so its run.created event reaches nobody; the listing on reconnect must find it.
+    missed = site.task(test_images["probe"], "partial")
+    missed_id = missed["runs"][0]["id"]
+
+    assert site.wait_status(running_id, {"completed"}, timeout=60)["status"] == "completed", site.agent_logs()
+    assert site.wait_status(missed_id, {"completed"}, timeout=60)["status"] == "completed", site.agent_logs()
+    log = node.log()
+    assert log.count("websocket connected") >= 2
+    assert log.count(f"run {running_id}: claimed") == 1
+    assert log.count(f"run {missed_id}: claimed") == 1
+    assert site.researcher.result(running_id) == {"slept": 3}
