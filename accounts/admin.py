@@ -150,7 +150,7 @@ class ServiceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     pass
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyMixin:
     """For records that only the system writes: shown, never added, changed or deleted here."""
 
     def has_add_permission(self, request, obj=None):
@@ -161,6 +161,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    pass
 
 
 def changed_values(form, names) -> dict:

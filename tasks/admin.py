@@ -12,7 +12,7 @@ from django.db.models.functions import Length
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
-from accounts.admin import ReadOnlyAdmin, ServiceAdmin
+from accounts.admin import ReadOnlyAdmin, ReadOnlyMixin, ServiceAdmin
 from tasks.models import Algorithm, Run, Task
 from tasks.selectors import with_status
 from tasks.services import algorithm_review, algorithm_submit, task_delete, task_kill
@@ -106,7 +106,7 @@ class TaskStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
-class RunInline(admin.TabularInline):
+class RunInline(ReadOnlyMixin, admin.TabularInline):
     model = Run
     fields = ("organization", "node", "status", "error_kind", "exit_code", "result_size", "finished_at")
     readonly_fields = fields
@@ -115,15 +115,6 @@ class RunInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("organization", "node").defer("input", "log")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Task)
