@@ -25,6 +25,8 @@ from nodeagent.workspace import TaskFolder
 log = logging.getLogger(__name__)
 
 REPORT_INTERVAL = 60.0
+# Listing runs and kill requests while the websocket is up only guards against a lost event.
+CONNECTED_POLL_SECONDS = 60.0
 STOP_JOIN_SECONDS = 10.0
 
 
@@ -45,6 +47,7 @@ class NodeAgent:
         self._wake = threading.Event()
         self._hints: list[int] = []
         self.ctx: AgentContext | None = None
+        self.events: EventListener | None = None
         self._next_report = 0.0
 
     # ---------------------------------------------------------------- lifecycle
@@ -70,8 +73,9 @@ class NodeAgent:
                      node["id"], node.get("organization"), node.get("collaboration"), self.config.server.url)
             self._reconcile()
             if self.config.server.websocket:
-                EventListener(client=self.client, stop=self.stop, on_new_run=self.hint_run, on_reconnect=self.wake,
-                              on_kill=self.request_kill, backoff=backoff).start()
+                self.events = EventListener(client=self.client, stop=self.stop, on_new_run=self.hint_run,
+                                            on_reconnect=self.wake, on_kill=self.request_kill, backoff=backoff)
+                self.events.start()
             self._loop()
         finally:
             self._wind_down()
@@ -112,14 +116,16 @@ class NodeAgent:
             try:
                 if now >= self._next_report:
                     self._report()
+                # While the websocket delivers events, polling is only the last resort.
+                live = self.events is not None and self.events.connected.is_set()
                 if now >= next_kill_watch:
-                    next_kill_watch = now + settings.kill_poll_interval
+                    next_kill_watch = now + max(settings.kill_poll_interval, CONNECTED_POLL_SECONDS if live else 0)
                     self._watch_kills()
                 hinted = self._take_hints()
                 if hinted and now < next_poll:
                     self._claim(hinted)  # told by an event: no need to list
                 elif woken or now >= next_poll:
-                    next_poll = now + settings.poll_interval
+                    next_poll = now + max(settings.poll_interval, CONNECTED_POLL_SECONDS if live else 0)
                     self._claim(hinted)
                     self._claim_what_fits()
                 failures = 0

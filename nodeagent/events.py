@@ -38,6 +38,7 @@ class EventListener:
         scheme, rest = client.url.split("://", 1)
         self.ws_url = f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws/node/"
         self.thread: threading.Thread | None = None
+        self.connected = threading.Event()  # set while the server's events reach us
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._main, name="events", daemon=True)
@@ -56,6 +57,8 @@ class EventListener:
                     self.client.invalidate_token()
             except (OSError, InvalidHandshake, ClientError) as exc:
                 log.info("websocket %s unavailable (%s); polling meanwhile", self.ws_url, exc)
+            finally:
+                self.connected.clear()
             attempt += 1
             self.stop.wait(self.backoff(attempt))
 
@@ -82,6 +85,7 @@ class EventListener:
         kind = event.get("type") if isinstance(event, dict) else None
         if kind == "hello":
             log.info("websocket connected")
+            self.connected.set()
             self.on_reconnect()  # catch up with whatever arrived while not connected
         elif kind == "run.created" and isinstance((event.get("run") or {}).get("id"), int):
             self.on_new_run(event["run"]["id"])
