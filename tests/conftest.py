@@ -113,3 +113,10 @@ def _media_root(settings, tmp_path):
 def _fast_password_hasher(settings):
     """PBKDF2 at production strength costs ~0.3 s a hash; tests only need hashing to work."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def staff(client, root):
+    """The Django test client, logged in to the admin as a superuser."""
+    client.force_login(root)
+    return client

@@ -44,3 +44,10 @@ def make_task(user, collaboration, organizations, *, method="partial", image="12
     inputs = {org.pk: b'{"method": "%s", "args": [], "kwargs": {}}' % method.encode() for org in organizations}
     return task_create(actor=user, collaboration=collaboration, name=kwargs.pop("name", "t"), image=image,
                        method=method, organization_inputs=inputs, **kwargs)
+
+
+def last_event(verb: str):
+    """The newest audit event with this verb."""
+    from accounts.models import AuditEvent
+
+    return AuditEvent.objects.filter(verb=verb).order_by("-id").first()

@@ -20,20 +20,8 @@ from tasks.models import Algorithm, Run, Task
 from tasks.services import algorithm_submit
 from tests import factories
 
-FAST_HASHER = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 _seq = itertools.count(1)
 
-
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    # Many users are created here; the production hasher would take seconds each time.
-    settings.PASSWORD_HASHERS = FAST_HASHER
-
-
-@pytest.fixture
-def staff(client, root):
-    client.force_login(root)
-    return client
 
 
 def admin_url(model, view: str, *args) -> str:

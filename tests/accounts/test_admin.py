@@ -5,24 +5,12 @@ from django.contrib.auth.hashers import check_password
 from django.urls import reverse
 
 from accounts.models import AuditEvent, Role, Rule, User
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, last_event
 
 NEW_PASSWORD = "violet-harbour-lantern-42"
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-
-@pytest.fixture
-def staff(client, root):
-    client.force_login(root)
-    return client
-
-
-def last_event(verb: str) -> AuditEvent:
-    return AuditEvent.objects.filter(verb=verb).order_by("-id").first()
 
 
 def user_add_data(org, **overrides):

@@ -5,28 +5,16 @@ import re
 import pytest
 from django.urls import reverse
 
-from accounts.models import AuditEvent
 from collaborations import node_keys
 from collaborations.models import Collaboration, Node, Organization, Study
 from collaborations.services import node_authenticate, study_create
 from tests import factories
+from tests.factories import last_event
 
 KEY_RE = re.compile(r"vnk_[0-9a-f]{12}_[A-Za-z0-9_-]+")
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-
-@pytest.fixture
-def staff(client, root):
-    client.force_login(root)
-    return client
-
-
-def last_event(verb: str) -> AuditEvent:
-    return AuditEvent.objects.filter(verb=verb).order_by("-id").first()
 
 
 def keys_on(response) -> list[str]:

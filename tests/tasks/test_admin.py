@@ -6,32 +6,20 @@ import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
 
-from accounts.models import AuditEvent
 from tasks.models import Algorithm, Run, Task
 from tasks.services import algorithm_submit, run_claim, run_finish, run_start
 from tests import factories
+from tests.factories import last_event
 
 DIGEST = "sha256:" + "c" * 64
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def staff(client, root):
-    client.force_login(root)
-    return client
 
 
 @pytest.fixture
 def algorithm(owner):
     return algorithm_submit(actor=owner, name="cox", image="127.0.0.1:5000/cox", digest=DIGEST)
 
-
-def last_event(verb: str) -> AuditEvent:
-    return AuditEvent.objects.filter(verb=verb).order_by("-id").first()
 
 
 def messages_of(response) -> list[str]:
