@@ -233,6 +233,11 @@ class ServerClient:
     def get_run(self, run_id: int) -> dict:
         return self._call("GET", f"/api/runs/{run_id}/", f"reading run {run_id}").json()
 
+    def container_token(self, run_id: int) -> str:
+        """The run's own container token, for its token file and its proxy."""
+        return self._call("POST", f"/api/runs/{run_id}/container-token/",
+                          f"getting the container token of run {run_id}").json()["token"]
+
     def start(self, run_id: int) -> None:
         self._call("POST", f"/api/runs/{run_id}/start/", f"marking run {run_id} as running")
 

@@ -11,7 +11,10 @@ restarts finds its own containers and no one else's.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import docker
@@ -29,6 +32,15 @@ LABEL_SERVER = "vantage.server"  # which server's node ids these are (one engine
 LABEL_NODE = "vantage.node_id"
 LABEL_RUN = "vantage.run_id"
 LABEL_TASK = "vantage.task_id"
+# Forwarders carry these instead of LABEL_NODE/LABEL_RUN: reconciling runs ignores them.
+LABEL_FORWARDER_NODE = "vantage.forwarder_node_id"
+LABEL_FORWARDER_RUN = "vantage.forwarder_run_id"
+FORWARDER_IMAGE = os.environ.get("VANTAGE_BASE_IMAGE", "vantage/algorithm-base:bookworm-1")
+RELAY_SCRIPT = Path(__file__).with_name("relay.py")
+RELAY_PATH = "/opt/vantage/relay.py"
+PROXY_MOUNT = "/mnt/proxy"
+FORWARDER_READY_SECONDS = 20
+FORWARDER_LIMITS = {"memory": 64 * 1024 * 1024, "cpus": 0.5, "pids": 64}
 
 
 class ImageError(Exception):
@@ -46,9 +58,10 @@ class ContainerSpec:
     environment: dict[str, str]
     labels: dict[str, str]
     mounts: list[Mount] = field(default_factory=list)
-    # A later proxy design shares a helper container's network namespace
-    # ("container:<id>") instead of "none"; nothing else changes.
+    # "none", or "container:<forwarder id>": the run's forwarder's namespace, where
+    # 127.0.0.1:<proxy_port> is the relay to the node proxy and nothing else exists.
     network_mode: str = "none"
+    command: list[str] | None = None  # None: the image's own CMD
 
 
 @dataclass(frozen=True)
@@ -124,11 +137,14 @@ class Executor:
 
     # ---------------------------------------------------------------- containers
 
-    def create(self, spec: ContainerSpec) -> Container:
+    def create(self, spec: ContainerSpec, *, memory: int | None = None, cpus: float | None = None,
+               pids: int | None = None) -> Container:
         limits = self.limits
+        memory = memory or limits.memory
         try:
             return self.docker.containers.create(
                 spec.image,
+                command=spec.command,
                 name=spec.name,
                 environment=spec.environment,
                 labels=spec.labels,
@@ -139,10 +155,10 @@ class Executor:
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 user=limits.user,
-                mem_limit=limits.memory,
-                memswap_limit=limits.memory,
-                nano_cpus=int(limits.cpus * 1e9),
-                pids_limit=limits.pids,
+                mem_limit=memory,
+                memswap_limit=memory,
+                nano_cpus=int((cpus or limits.cpus) * 1e9),
+                pids_limit=pids or limits.pids,
                 ipc_mode="private",
                 log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "20m", "max-file": "2"}),
                 detach=True,
@@ -157,6 +173,32 @@ class Executor:
             container.start()
         except docker.errors.APIError as exc:
             raise StartupError(f"the container could not start: {_explain(exc)}")
+
+    def start_forwarder(self, *, name: str, labels: dict[str, str], socket_dir: Path, port: int) -> Container:
+        """The run's forwarder, started and listening: network `none`, the same isolation
+        as an algorithm, the relay script and the run's proxy folder its only mounts."""
+        old = self.find(name)
+        if old is not None:
+            self.remove(old)  # from an agent that stopped before its run started
+        spec = ContainerSpec(
+            name=name, image=FORWARDER_IMAGE, environment={}, labels=labels,
+            mounts=[bind(str(RELAY_SCRIPT), RELAY_PATH, read_only=True),
+                    bind(str(socket_dir), PROXY_MOUNT, read_only=True)],
+            command=["python3", RELAY_PATH, str(port), f"{PROXY_MOUNT}/proxy.sock"],
+        )
+        container = self.create(spec, **FORWARDER_LIMITS)
+        try:
+            self.start(container)
+            deadline = time.monotonic() + FORWARDER_READY_SECONDS
+            while b"relay: ready" not in container.logs():
+                if time.monotonic() > deadline or self.exit_info(container) is not None:
+                    output = container.logs().decode(errors="replace").strip()[-500:]
+                    raise StartupError(f"the run's forwarder did not start listening: {output or 'no output'}")
+                time.sleep(0.02)
+        except StartupError:
+            self.remove(container)
+            raise
+        return container
 
     def find(self, name: str) -> Container | None:
         try:

@@ -33,11 +33,13 @@ from nodeagent import contract
 from nodeagent.client import Conflict, NotFound, ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
 from nodeagent.executor import (
-    LABEL_NODE, LABEL_RUN, LABEL_SERVER, LABEL_TASK, ContainerSpec, Executor, ExitInfo, ImageError, StartupError, bind,
+    LABEL_FORWARDER_NODE, LABEL_FORWARDER_RUN, LABEL_NODE, LABEL_RUN, LABEL_SERVER, LABEL_TASK, ContainerSpec,
+    Executor, ExitInfo, ImageError, StartupError, bind,
 )
 from nodeagent.images import BadReference, ImageRef
 from nodeagent.logbuffer import LogBuffer
 from nodeagent.policy import refusal
+from nodeagent.proxy import RunProxy
 from nodeagent.workspace import Outcome, Phase, RunFolder, RunState
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,9 @@ class AgentContext:
     def container_name(self, run_id: int) -> str:
         return f"vantage-{self.server_key}-node{self.node_id}-run{run_id}"
 
+    def forwarder_name(self, run_id: int) -> str:
+        return f"{self.container_name(run_id)}-forwarder"
+
 
 def backoff(attempt: int) -> float:
     """Exponential backoff with jitter: spreads the retries of many runs (and nodes)
@@ -89,6 +94,7 @@ class RunJob:
         self._kill_requested = threading.Event()
         self._next_log_flush_try = 0.0
         self._log_failures = 0
+        self.proxy: RunProxy | None = None
 
     @property
     def run_id(self) -> int:
@@ -140,6 +146,8 @@ class RunJob:
         except Exception as exc:  # the node's own fault: report it rather than leave the run hanging
             log.exception("run %s: internal error", self.run_id)
             self._decide(Outcome("failed", None, "internal", f"node internal error: {type(exc).__name__}: {exc}"))
+        finally:
+            self._close_proxy()
         if self.state.phase == Phase.FINISHED and not self.ctx.stop.is_set():
             self.uploading = True
             self._upload()
@@ -156,10 +164,13 @@ class RunJob:
             container = self._launch()
             if container is None:
                 return
-        elif self.state.phase == Phase.PREPARED:
-            self._adopt(container)
-            if self.state.phase != Phase.STARTED:
-                return
+        else:
+            # A container from before a restart: its forwarder still relays to this socket path.
+            self._open_proxy()
+            if self.state.phase == Phase.PREPARED:
+                self._adopt(container)
+                if self.state.phase != Phase.STARTED:
+                    return
         self._supervise(container)
 
     def _launch(self) -> Container | None:
@@ -189,7 +200,12 @@ class RunJob:
                                  f"database {', '.join(missing)} is not configured on this node (it has: {have})"))
             return None
         if self.input_bytes is not None:
-            self.folder.prepare(input_bytes=self.input_bytes, token="")
+            try:
+                token = self.ctx.client.container_token(self.run_id)
+            except (ServerUnavailable, ServerRefused) as exc:
+                self._decide(Outcome("failed", None, "internal", f"the run's container token could not be had: {exc}"))
+                return None
+            self.folder.prepare(input_bytes=self.input_bytes, token=token)
             self.input_bytes = None
             self.folder.save(self.state)
         try:
@@ -203,13 +219,39 @@ class RunJob:
             self._decide(Outcome("killed", None, "killed", "kill requested before the container started"))
             return None
         log.debug("run %s: image %s ready", self.run_id, image)
-        spec = self._spec(image_id, labels)
+        try:
+            self._open_proxy()
+            forwarder = self.ctx.executor.start_forwarder(
+                name=self.ctx.forwarder_name(self.run_id), socket_dir=self.proxy.dir,
+                port=self.ctx.config.proxy_port,
+                labels={LABEL_SERVER: self.ctx.server_key, LABEL_FORWARDER_NODE: str(self.ctx.node_id),
+                        LABEL_FORWARDER_RUN: str(self.run_id)})
+        except (StartupError, OSError) as exc:
+            self._decide(Outcome("failed", None, "startup", f"the node proxy could not start for this run: {exc}"))
+            return None
+        spec = self._spec(image_id, labels, network_mode=f"container:{forwarder.id}")
         try:
             container = self.ctx.executor.create(spec)
         except StartupError as exc:
+            self._remove_forwarder()
             self._decide(Outcome("failed", None, "startup", str(exc)))
             return None
         return self._start(container)
+
+    def _open_proxy(self) -> None:
+        if self.proxy is None:
+            self.proxy = RunProxy(run_folder=self.folder.path, run_id=self.run_id,
+                                  server_url=self.ctx.config.server.url, token=self.folder.token.read_text())
+
+    def _close_proxy(self) -> None:
+        if self.proxy is not None:
+            self.proxy.close()
+            self.proxy = None
+
+    def _remove_forwarder(self) -> None:
+        forwarder = self.ctx.executor.find(self.ctx.forwarder_name(self.run_id))
+        if forwarder is not None:
+            self.ctx.executor.remove(forwarder)
 
     def _adopt(self, container: Container) -> None:
         """A container of ours from before a restart, in state file phase PREPARED."""
@@ -224,6 +266,7 @@ class RunJob:
             self.ctx.executor.start(container)
         except StartupError as exc:
             self.ctx.executor.remove(container)
+            self._remove_forwarder()
             self._decide(Outcome("failed", None, "startup", str(exc)))
             return None
         self._mark_started(time.time())
@@ -248,7 +291,7 @@ class RunJob:
             self._start_reported = True
             log.info("run %s: start not recorded: %s", self.run_id, exc)
 
-    def _spec(self, image_id: str, labels: list[str]) -> ContainerSpec:
+    def _spec(self, image_id: str, labels: list[str], *, network_mode: str) -> ContainerSpec:
         config = self.ctx.config
         mounts = [
             bind(str(self.folder.input), contract.INPUT_PATH, read_only=True),
@@ -269,6 +312,7 @@ class RunJob:
             labels={LABEL_SERVER: self.ctx.server_key, LABEL_NODE: str(self.ctx.node_id), LABEL_RUN: str(self.run_id),
                     LABEL_TASK: str(_id(self.state.run.get("task")) or "")},
             mounts=mounts,
+            network_mode=network_mode,
         )
 
     # ---------------------------------------------------------------- supervision
@@ -421,6 +465,7 @@ class RunJob:
         container = self.ctx.executor.find(self.state.container_name)
         if container is not None:
             self.ctx.executor.remove(container)
+        self._remove_forwarder()
         self.folder.remove()
 
     def _task(self) -> dict:

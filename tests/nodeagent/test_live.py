@@ -69,9 +69,10 @@ def site(daphne_server, registry, docker_client, tmp_path):
     # Stopped agents leave their containers for the next agent; in a test there is none.
     server_key = hashlib.sha256(daphne_server.url.encode()).hexdigest()[:10]
     for node in made.world["nodes"]:
-        labels = [f"vantage.server={server_key}", f"vantage.node_id={node['id']}"]
-        for container in docker_client.api.containers(all=True, filters={"label": labels}):
-            docker_client.api.remove_container(container["Id"], force=True)
+        for node_label in ("vantage.node_id", "vantage.forwarder_node_id"):
+            labels = [f"vantage.server={server_key}", f"{node_label}={node['id']}"]
+            for container in docker_client.api.containers(all=True, filters={"label": labels}):
+                docker_client.api.remove_container(container["Id"], force=True)
 
 
 def test_partial_method_runs_on_two_sites_and_results_are_downloadable(site, test_images):
@@ -96,13 +97,42 @@ def test_container_sees_the_vantage6_contract_and_the_node_env(site, test_images
     assert run["status"] == "completed", site.agent_logs()
     seen = site.researcher.result(run["id"])
     assert seen["uid"] == 65534
-    assert seen["token"] == ""
+    assert seen["token"].count(".") == 2  # the run's own container token, a JWT
     assert seen["env"] == {
         "INPUT_FILE": "/mnt/run/input", "OUTPUT_FILE": "/mnt/run/output", "TOKEN_FILE": "/mnt/run/token",
         "TEMPORARY_FOLDER": "/mnt/tmp", "HOST": "http://127.0.0.1", "PORT": "7601", "API_PATH": "",
         "USER_REQUESTED_DATABASE_LABELS": "default", "DB_LABELS": "default",
         "DEFAULT_DATABASE_URI": "/mnt/data/default.csv", "DEFAULT_DATABASE_TYPE": "csv", "ALGO_MIN_ROWS": "5",
     }
+
+
+def test_central_method_creates_a_subtask_through_the_proxy_and_combines_its_results(site, test_images,
+                                                                                    docker_client):
+    nodes = [site.node(0, rows=[(1,), (2,), (3,)], limits="max_concurrent_runs = 2"),
+             site.node(1, rows=[(10,), (20,)])]
+    for node in nodes:
+        node.wait_connected()
+    task = site.task(test_images["probe"], "central", site.organizations[:1], kwargs={"column": "value", "count": 2})
+    run_id = task["runs"][0]["id"]
+    detail = site.wait_status(run_id, {"completed", "failed", "crashed", "timed_out"}, timeout=90)
+    assert detail["status"] == "completed", f"{detail['log']}\n{site.agent_logs()}"
+    combined = site.researcher.result(run_id)
+    chosen = sorted(site.organizations)[:2]
+    assert combined["organizations"] == chosen
+    assert (combined["rows"], combined["sum"]) == (5, 36.0)
+    subtask = site.researcher.api("GET", f"tasks/{combined['subtask']}/").json()
+    assert subtask["parent"] in (task["id"], {"id": task["id"]}) or subtask.get("parent_id") == task["id"], subtask
+    sub_runs = site.researcher.runs(combined["subtask"])
+    node_of = {entry["organization"]: entry["id"] for entry in site.world["nodes"]}
+    assert sorted(r["organization"] for r in sub_runs) == chosen
+    assert all(r["status"] == "completed" and r["node"] == node_of[r["organization"]] for r in sub_runs), sub_runs
+    # Each run's forwarder went with it.
+    server_key = hashlib.sha256(site.server.url.encode()).hexdigest()[:10]
+    deadline = time.monotonic() + 10
+    while docker_client.api.containers(all=True, filters={"label": [f"vantage.server={server_key}",
+                                                                     "vantage.forwarder_run_id"]}):
+        assert time.monotonic() < deadline, "a forwarder was left behind"
+        time.sleep(0.1)
 
 
 def test_policy_refusal_is_rejected_before_pulling_with_the_reason_in_the_log(site, test_images):
@@ -226,6 +256,8 @@ def test_containers_cannot_reach_the_network_write_their_data_or_read_other_runs
     seen = site.researcher.result(run["id"])
     assert seen["interfaces"] == ["lo"]
     assert seen["connect_server"].startswith("ConnectionRefusedError")
+    # The relay to the node proxy is all there is, and the proxy offers only vantage6's calls.
+    assert seen["proxy_users"].startswith("HTTPError: HTTP Error 404"), seen["proxy_users"]
     assert "Read-only file system" in seen["write_data"]
     assert "Read-only file system" in seen["write_root"] and "Read-only file system" in seen["write_usr"]
     assert seen["write_input"].startswith(("PermissionError", "OSError"))

@@ -7,6 +7,9 @@ Methods (the input's "method"; arguments in "kwargs"):
   sleep       print, sleep `seconds`, then output {"slept": seconds}
   bad_output  write text that is not JSON
   escape      try to leave the sandbox; output what each attempt gave
+  central     through the node proxy, as vantage6's algorithm client does: list the
+              collaboration's organisations, create a `partial` subtask for the first
+              `count` of them, poll its status, read its results and add them up
 """
 
 import base64
@@ -16,6 +19,7 @@ import os
 import socket
 import sys
 import time
+import urllib.request
 
 
 def env(name, default=None):
@@ -106,6 +110,7 @@ def escape(server_port=None, other_files=()):
     result = {
         "interfaces": sorted(os.listdir("/sys/class/net")),
         "connect_server": attempt(connect("127.0.0.1", server_port)) if server_port else None,
+        "proxy_users": attempt(lambda: proxy_call("GET", "/api/users/")),
         "write_data": attempt(write(data_uri)) if data_uri else None,
         "write_root": attempt(write("/probe-was-here")),
         "write_usr": attempt(write("/usr/lib/probe-was-here")),
@@ -122,7 +127,53 @@ def escape(server_port=None, other_files=()):
     return result
 
 
-METHODS = {"partial": partial, "env": contract_env, "crash": crash, "sleep": sleep, "escape": escape}
+def proxy_call(method, path, body=None):
+    """One call to the node proxy, the way vantage6's client makes it."""
+    with open(env("TOKEN_FILE")) as fh:
+        token = fh.read().strip()
+    url = f"{env('HOST')}:{env('PORT')}{env('API_PATH')}{path}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def token_claims():
+    with open(env("TOKEN_FILE")) as fh:
+        payload = fh.read().strip().split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def central(column="value", count=2):
+    claims = token_claims()
+    organizations = proxy_call("GET", f"/organization?collaboration_id={claims['collaboration_id']}")["data"]
+    chosen = sorted(org["id"] for org in organizations)[:count]
+    partial_input = base64.b64encode(json.dumps(
+        {"method": "partial", "args": [], "kwargs": {"column": column}}).encode()).decode()
+    task = proxy_call("POST", "/task", {
+        "name": "probe subtask", "image": "ignored-by-the-server", "collaboration_id": claims["collaboration_id"],
+        "description": "partial sums", "organizations": [{"id": org, "input": partial_input} for org in chosen],
+        "databases": [{"label": "default"}]})
+    print(f"probe: subtask {task['id']} for organisations {chosen}", flush=True)
+    while (status := proxy_call("GET", f"/task/{task['id']}/status")["status"]) not in (
+            "completed", "failed", "killed by user"):
+        time.sleep(0.2)
+    if status != "completed":
+        raise RuntimeError(f"subtask {task['id']} ended {status}")
+    results, page = [], 1
+    while True:
+        answer = proxy_call("GET", f"/result?task_id={task['id']}&page={page}")
+        results += [json.loads(base64.b64decode(entry["result"])) for entry in answer["data"]]
+        if not answer["links"].get("next"):
+            break
+        page += 1
+    return {"organizations": chosen, "subtask": task["id"], "rows": sum(r["rows"] for r in results),
+            "sum": sum(r["sum"] for r in results)}
+
+
+METHODS = {"partial": partial, "env": contract_env, "crash": crash, "sleep": sleep, "escape": escape,
+           "central": central}
 
 
 def main():

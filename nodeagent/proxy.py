@@ -1,0 +1,240 @@
+"""The node proxy: an algorithm container's only channel out.
+
+One proxy per run, listening on a Unix socket in that run's own folder
+(`<run>/proxy/proxy.sock`). The run's forwarder container (network `none`) mounts
+only that folder and relays 127.0.0.1:<proxy_port> to the socket (nodeagent/relay.py);
+the algorithm container shares the forwarder's network namespace, so HOST/PORT reach
+the relay, and the relay reaches nothing but this proxy.
+
+The proxy speaks the vantage6 4.x algorithm client's calls and forwards them to the
+Vantage API with the run's container token, which the server limits to the run's own
+job and collaboration. It translates paths, bodies and answers between the two:
+
+    GET  /organization?collaboration_id=   →  GET  /api/organizations/?collaboration=
+    GET  /organization/<id>                →  GET  /api/organizations/<id>/
+    POST /task                             →  POST /api/tasks/
+    GET  /task/<id>[/status]               →  GET  /api/tasks/<id>/
+    GET  /result?task_id=&page=            →  GET  /api/runs/?task=&page= (+ each run's result)
+    GET  /blobstream/status                →  answered here: no blob store
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import socketserver
+import threading
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+log = logging.getLogger(__name__)
+
+SOCKET_DIR = "proxy"
+SOCKET_NAME = "proxy.sock"
+TIMEOUT = (5, 60)
+MAX_BODY = 64 * 1024 * 1024
+# vantage6 4.x TaskStatus words for our derived task statuses.
+V6_TASK_STATUS = {"pending": "pending", "active": "active", "completed": "completed", "failed": "failed",
+                  "killed": "killed by user"}
+
+
+class ProxyError(Exception):
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
+        super().__init__(message)
+
+
+class Upstream:
+    """The Vantage API as the run's container token may use it."""
+
+    def __init__(self, server_url: str, token: str):
+        self.url = server_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.lock = threading.Lock()
+
+    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        try:
+            return self.session.request(method, f"{self.url}{path}", timeout=TIMEOUT, **kwargs)
+        except requests.RequestException as exc:
+            raise ProxyError(502, f"the server cannot be reached: {type(exc).__name__}")
+
+    def json(self, method: str, path: str, **kwargs):
+        response = self.call(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ProxyError(response.status_code, response.text[:2000])
+        return response.json()
+
+
+def _links(path: str, page: int, has_next: bool, query: str) -> dict:
+    links = {"first": f"{path}?{query}page=1", "self": f"{path}?{query}page={page}"}
+    if has_next:
+        links["next"] = f"{path}?{query}page={page + 1}"
+    if page > 1:
+        links["previous"] = f"{path}?{query}page={page - 1}"
+    return links
+
+
+def _page(params: dict) -> int:
+    try:
+        return max(1, int(params.get("page", ["1"])[0]))
+    except ValueError:
+        raise ProxyError(400, "page must be a number")
+
+
+def _one(params: dict, name: str) -> str:
+    value = params.get(name, [""])[0]
+    if not value.isdigit():
+        raise ProxyError(400, f"{name} must be an id")
+    return value
+
+
+def _method_of(organizations: list) -> str:
+    """vantage6 puts the method inside each organisation's base64 input."""
+    for entry in organizations:
+        try:
+            decoded = json.loads(base64.b64decode(entry.get("input") or "", validate=True))
+        except (binascii.Error, ValueError, AttributeError):
+            raise ProxyError(400, "organizations[].input must be base64 of a JSON object with a method")
+        if isinstance(decoded, dict) and isinstance(decoded.get("method"), str):
+            return decoded["method"]
+    raise ProxyError(400, "organizations[].input must name a method")
+
+
+def translate(upstream: Upstream, method: str, path: str, query: str, body: bytes) -> tuple[int, dict]:
+    """One vantage6 algorithm client call → (status, answer)."""
+    params = parse_qs(query)
+    parts = [p for p in path.split("/") if p]
+    if method == "GET" and parts == ["blobstream", "status"]:
+        return 200, {"blob_store_enabled": False}
+    if method == "GET" and parts == ["organization"]:
+        collaboration = _one(params, "collaboration_id")
+        page = _page(params)
+        found = upstream.json("GET", f"/api/organizations/?collaboration={collaboration}&page={page}")
+        return 200, {"data": found.get("results", []),
+                     "links": _links("/organization", page, bool(found.get("next")),
+                                     f"collaboration_id={collaboration}&")}
+    if method == "GET" and len(parts) == 2 and parts[0] == "organization" and parts[1].isdigit():
+        return 200, upstream.json("GET", f"/api/organizations/{parts[1]}/")
+    if method == "POST" and parts == ["task"]:
+        return 201, _create_task(upstream, body)
+    if method == "GET" and len(parts) in (2, 3) and parts[0] == "task" and parts[1].isdigit():
+        task = upstream.json("GET", f"/api/tasks/{parts[1]}/")
+        status = V6_TASK_STATUS.get(task.get("status"), task.get("status"))
+        if len(parts) == 3:
+            if parts[2] != "status":
+                raise ProxyError(404, f"no such call: {path}")
+            return 200, {"id": task.get("id"), "status": status}
+        return 200, {**task, "status": status}
+    if method == "GET" and parts in (["result"], ["run"]):
+        return 200, _results(upstream, parts[0], _one(params, "task_id"), _page(params))
+    raise ProxyError(404, f"the node proxy does not offer {method} {path}")
+
+
+def _create_task(upstream: Upstream, body: bytes) -> dict:
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        raise ProxyError(400, "the body is not JSON")
+    if not isinstance(request, dict) or not isinstance(request.get("organizations"), list):
+        raise ProxyError(400, "organizations must be a list of {id, input}")
+    organizations = [{"id": entry.get("id"), "input": entry.get("input")} for entry in request["organizations"]
+                     if isinstance(entry, dict)]
+    payload = {"name": request.get("name") or "subtask", "method": _method_of(organizations),
+               "organizations": organizations, "description": request.get("description") or ""}
+    if request.get("databases"):
+        payload["databases"] = request["databases"]
+    task = upstream.json("POST", "/api/tasks/", json=payload)
+    status = V6_TASK_STATUS.get(task.get("status"), task.get("status"))
+    return {**task, "id": task["id"], "status": status}
+
+
+def _results(upstream: Upstream, kind: str, task_id: str, page: int) -> dict:
+    found = upstream.json("GET", f"/api/runs/?task={task_id}&page={page}")
+    data = []
+    for run in found.get("results", []):
+        entry = {**run, "task": {"id": int(task_id)}, "result": None}
+        if run.get("status") == "completed":
+            response = upstream.call("GET", f"/api/runs/{run['id']}/result/")
+            if response.status_code == 200:
+                entry["result"] = base64.b64encode(response.content).decode("ascii")
+        data.append(entry)
+    return {"data": data, "links": _links(f"/{kind}", page, bool(found.get("next")), f"task_id={task_id}&")}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _UnixServer
+
+    def _serve(self) -> None:
+        split = urlsplit(self.path)
+        path = split.path
+        prefix = self.server.api_path
+        if prefix and path.startswith(prefix):
+            path = path[len(prefix):]
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self._answer(413, {"msg": "request too large"})
+            return
+        body = self.rfile.read(length) if length else b""
+        try:
+            status, answer = translate(self.server.upstream, self.command, path, split.query, body)
+        except ProxyError as exc:
+            status, answer = exc.status, {"msg": exc.message}
+        except Exception as exc:  # the algorithm gets an answer, the node a traceback
+            log.exception("run %s: proxy error on %s %s", self.server.run_id, self.command, path)
+            status, answer = 500, {"msg": f"node proxy error: {type(exc).__name__}"}
+        log.debug("run %s: proxy %s %s -> %s", self.server.run_id, self.command, path, status)
+        self._answer(status, answer)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
+
+    def _answer(self, status: int, answer: dict) -> None:
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def address_string(self) -> str:
+        return f"run {self.server.run_id}"  # a Unix socket peer has no address
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - BaseHTTPRequestHandler's signature
+        pass  # _serve logs each call
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, upstream: Upstream, run_id: int, api_path: str):
+        self.upstream, self.run_id, self.api_path = upstream, run_id, api_path.rstrip("/")
+        super().__init__(path, _Handler)
+
+
+class RunProxy:
+    """The proxy of one run, serving in a thread until closed."""
+
+    def __init__(self, *, run_folder: Path, run_id: int, server_url: str, token: str, api_path: str = ""):
+        self.dir = run_folder / SOCKET_DIR
+        self.socket_path = self.dir / SOCKET_NAME
+        self.dir.mkdir(exist_ok=True)
+        # The forwarder runs as an unprivileged user: it must enter the folder and connect.
+        self.dir.chmod(0o755)
+        if self.socket_path.exists():
+            self.socket_path.unlink()  # left by an agent that stopped; this one serves anew
+        self._server = _UnixServer(str(self.socket_path), Upstream(server_url, token), run_id, api_path)
+        os.chmod(self.socket_path, 0o666)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"proxy-{run_id}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
