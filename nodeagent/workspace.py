@@ -4,6 +4,7 @@
         state.json                     phase, container name, deadline, outcome
         input   output   token         mounted one by one into the container
         tmp/                           the container's TEMPORARY_FOLDER
+        proxy/proxy.sock               the run's node proxy, mounted into its forwarder only
 
 The container never sees this folder itself: it gets bind mounts of its own three
 files and its tmp folder, so one run cannot read another run's files. Because the

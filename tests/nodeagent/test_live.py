@@ -30,7 +30,7 @@ class Site:
     def organizations(self) -> list[int]:
         return self.world["organizations"]
 
-    def node(self, index: int, *, rows=((1,), (2,)), registry=None, **config) -> NodeProcess:
+    def node(self, index: int, *, rows=((1,), (2,)), registry=None, env=None, **config) -> NodeProcess:
         entry = self.world["nodes"][index]
         data = self.workdir / f"data-{entry['id']}.csv"
         data.write_text("value\n" + "".join(f"{r[0]}\n" for r in rows))
@@ -38,6 +38,7 @@ class Site:
         node = NodeProcess(self.workdir, f"node-{entry['id']}", server_url=self.server.url, api_key=entry["api_key"],
                            registry=registry or self.registry, databases={"default": data}, **config)
         node.data = data
+        node.env.update(env or {})
         node.start()
         self.nodes.append(node)
         return node
@@ -238,6 +239,15 @@ def test_a_container_that_cannot_start_fails_as_startup(site, test_images):
     detail = site.researcher.run(run["id"])
     assert (detail["status"], detail["error_kind"]) == ("failed", "startup")
     assert "/no/such/program" in detail["log"]
+
+
+def test_a_forwarder_that_cannot_start_fails_the_run_as_startup(site, test_images):
+    site.node(0, env={"VANTAGE_BASE_IMAGE": "127.0.0.1:5000/vantage-test/no-such-forwarder:1"})
+    task = site.task(test_images["probe"], "partial")
+    (run,) = site.researcher.wait_runs(task["id"])
+    detail = site.researcher.run(run["id"])
+    assert (detail["status"], detail["error_kind"]) == ("failed", "startup")
+    assert "the node proxy could not start for this run" in detail["log"]
 
 
 def test_containers_cannot_reach_the_network_write_their_data_or_read_other_runs(site, test_images):

@@ -1,0 +1,160 @@
+"""The node proxy over its Unix socket: vantage6's calls in, Vantage API calls out.
+
+The Vantage API is a small fake HTTP server on loopback that records what it was asked
+with which token; the end-to-end run through real containers is in test_live.py.
+"""
+
+import base64
+import json
+import socket
+import threading
+from http.client import HTTPConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from nodeagent.proxy import RunProxy
+
+TOKEN = "container.token.jwt"
+
+
+class FakeApi(BaseHTTPRequestHandler):
+    calls: list = []
+    answers: dict = {}
+
+    def _serve(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        FakeApi.calls.append((self.command, self.path, self.headers.get("Authorization"), body))
+        status, answer = FakeApi.answers.get((self.command, self.path), (404, {"detail": "Not found."}))
+        data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _serve
+
+    def log_message(self, *args):
+        pass
+
+
+class Api:
+    """The fake API's recorded calls and canned answers."""
+
+    def __init__(self, port):
+        self.port = port
+        self.calls = FakeApi.calls
+        self.answers = FakeApi.answers
+
+
+@pytest.fixture
+def api():
+    FakeApi.calls, FakeApi.answers = [], {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield Api(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def running(api, tmp_path):
+    made = RunProxy(run_folder=tmp_path, run_id=7, server_url=f"http://127.0.0.1:{api.port}", token=TOKEN)
+    yield made
+    made.close()
+
+
+class UnixConnection(HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost")
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.unix_path)
+
+
+def ask(proxy, method, path, body=None):
+    connection = UnixConnection(str(proxy.socket_path))
+    data = json.dumps(body).encode() if body is not None else None
+    connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    return response.status, answer
+
+
+def encoded(method):
+    return base64.b64encode(json.dumps({"method": method, "args": [], "kwargs": {}}).encode()).decode()
+
+
+def test_organizations_of_the_collaboration_are_listed_as_vantage6_pages(running, api):
+    api.answers[("GET", "/api/organizations/?collaboration=3&page=1")] = (
+        200, {"count": 2, "next": None, "results": [{"id": 1, "name": "A"}, {"id": 2, "name": "B"}]})
+    status, answer = ask(running, "GET", "/organization?collaboration_id=3")
+    assert status == 200
+    assert answer["data"] == [{"id": 1, "name": "A"}, {"id": 2, "name": "B"}]
+    assert "next" not in answer["links"]
+    assert api.calls[0][2] == f"Bearer {TOKEN}"
+
+
+def test_a_vantage6_task_becomes_a_vantage_subtask_with_the_method_from_its_input(running, api):
+    api.answers[("POST", "/api/tasks/")] = (201, {"id": 12, "status": "pending"})
+    status, answer = ask(running, "POST", "/task", {
+        "name": "sub", "image": "x", "collaboration_id": 3, "description": "d",
+        "organizations": [{"id": 1, "input": encoded("partial")}, {"id": 2, "input": encoded("partial")}],
+        "databases": [{"label": "default"}]})
+    assert (status, answer["id"], answer["status"]) == (201, 12, "pending")
+    method, path, _, body = api.calls[0]
+    assert (method, path) == ("POST", "/api/tasks/")
+    assert body == {"name": "sub", "method": "partial", "description": "d", "databases": [{"label": "default"}],
+                    "organizations": [{"id": 1, "input": encoded("partial")}, {"id": 2, "input": encoded("partial")}]}
+
+
+def test_a_task_input_that_is_not_base64_json_is_refused_with_400(running, api):
+    status, answer = ask(running, "POST", "/task", {"organizations": [{"id": 1, "input": "%%%"}]})
+    assert status == 400 and "base64" in answer["msg"]
+    assert api.calls == []
+
+
+@pytest.mark.parametrize("ours, theirs", [("active", "active"), ("completed", "completed"),
+                                          ("failed", "failed"), ("killed", "killed by user")])
+def test_task_status_uses_vantage6_words(running, api, ours, theirs):
+    api.answers[("GET", "/api/tasks/12/")] = (200, {"id": 12, "status": ours})
+    assert ask(running, "GET", "/task/12/status") == (200, {"id": 12, "status": theirs})
+    assert ask(running, "GET", "/task/12")[1]["status"] == theirs
+
+
+def test_results_are_base64_json_per_run_with_a_next_link_when_there_is_more(running, api):
+    api.answers[("GET", "/api/runs/?task=12&page=1")] = (200, {"next": "http://x/api/runs/?task=12&page=2", "results": [
+        {"id": 40, "status": "completed", "organization": 1}, {"id": 41, "status": "running", "organization": 2}]})
+    api.answers[("GET", "/api/runs/40/result/")] = (200, b'{"rows": 3}')
+    status, answer = ask(running, "GET", "/result?task_id=12")
+    assert status == 200
+    first, second = answer["data"]
+    assert json.loads(base64.b64decode(first["result"])) == {"rows": 3}
+    assert (first["id"], first["task"]) == (40, {"id": 12})
+    assert second["result"] is None
+    assert answer["links"]["next"] == "/result?task_id=12&page=2"
+
+
+def test_blob_store_is_reported_disabled_without_asking_the_server(running, api):
+    assert ask(running, "GET", "/blobstream/status") == (200, {"blob_store_enabled": False})
+    assert api.calls == []
+
+
+def test_server_refusals_reach_the_algorithm_with_their_status(running, api):
+    status, _ = ask(running, "GET", "/task/99/status")
+    assert status == 404
+
+
+def test_anything_else_is_not_offered(running, api):
+    status, answer = ask(running, "GET", "/api/users/")
+    assert status == 404 and "does not offer" in answer["msg"]
+    assert api.calls == []
+
+
+def test_the_socket_is_open_to_the_forwarder_user(running):
+    assert running.socket_path.stat().st_mode & 0o777 == 0o666
+    assert running.dir.stat().st_mode & 0o777 == 0o755
