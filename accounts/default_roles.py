@@ -72,17 +72,8 @@ DEFAULT_ROLES: dict[str, tuple[str, list[tuple[str, str, int]]]] = {
     ),
     "viewer": (
         "Reads what happens in their collaborations; changes nothing.",
-        [
-            (R.ORGANIZATION, A.VIEW, S.COLLABORATION),
-            (R.COLLABORATION, A.VIEW, S.ORGANIZATION),
-            (R.STUDY, A.VIEW, S.ORGANIZATION),
-            (R.NODE, A.VIEW, S.COLLABORATION),
-            (R.USER, A.VIEW, S.OWN),
-            (R.ROLE, A.VIEW, S.GLOBAL),
-            (R.ALGORITHM, A.VIEW, S.GLOBAL),
-            (R.TASK, A.VIEW, S.COLLABORATION),
-            (R.RUN, A.VIEW, S.COLLABORATION),
-        ],
+        # Exactly what a researcher may read.
+        [rule for rule in RESEARCHER_RULES if rule[1] == A.VIEW],
     ),
 }
 
