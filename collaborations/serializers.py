@@ -8,6 +8,7 @@ import json
 
 from rest_framework import serializers
 
+from client.vantage_client import crypto
 from collaborations.models import Collaboration, Node, Organization, Study
 from collaborations.selectors import collaboration_list, organization_list
 
@@ -70,7 +71,21 @@ class OrganizationInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     country = serializers.CharField(max_length=2, allow_blank=True, required=False)
     domain = serializers.CharField(max_length=253, allow_blank=True, required=False)
-    public_key = serializers.CharField(allow_blank=True, required=False, trim_whitespace=False)
+    public_key = serializers.CharField(
+        allow_blank=True, required=False, trim_whitespace=False,
+        help_text="PEM RSA public key (at least 2048 bits) for end-to-end encryption; blank removes it.",
+    )
+
+    def validate_public_key(self, value: str) -> str:
+        # Checked here, not on each task: a key no client can encrypt for would only
+        # show up later as every task of an encrypted collaboration failing.
+        if not value.strip():
+            return ""
+        try:
+            crypto.load_public_key(value)
+        except crypto.KeyFormatError as exc:
+            raise serializers.ValidationError(f"Not a usable public key: {exc}.")
+        return value.strip() + "\n"
 
 
 class CollaborationSerializer(serializers.ModelSerializer):

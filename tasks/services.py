@@ -20,9 +20,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.audit import audit_record
+from client.vantage_client import crypto
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import is_node, user_scope
-from collaborations.models import Collaboration, Node, Study
+from collaborations.models import Collaboration, Node, Organization, Study
 from collaborations.selectors import collaboration_non_members, member_collaboration_ids
 from tasks import events as task_events
 from tasks.models import Algorithm, DatabaseType, Run, Task
@@ -98,6 +99,37 @@ def _validate_inputs(collaboration: Collaboration, organization_inputs: dict[int
             raise DomainError(f"Input for organisation {org_id} must be a JSON object.", field="organizations")
 
 
+def _check_sealed(collaboration: Collaboration, organization_inputs: dict[int, bytes], init_organization_id) -> None:
+    """In an encrypted collaboration, each input must be an envelope (client/vantage_client/crypto.py)
+    sealed for its organisation's current public key, and the initiating organisation
+    needs a key too: the nodes seal its results for it. The server cannot read any of it."""
+    if not collaboration.encrypted:
+        return
+    keys = dict(Organization.objects.filter(pk__in=[*organization_inputs, init_organization_id])
+                .values_list("pk", "public_key"))
+    if not keys.get(init_organization_id):
+        raise DomainError(
+            f"Collaboration {collaboration.pk} is encrypted and organisation {init_organization_id}, which "
+            "starts this task, has no public key to seal its results for.", field="organizations",
+        )
+    for org_id, payload in organization_inputs.items():
+        if not keys.get(org_id):
+            raise DomainError(f"Organisation {org_id} has no public key, so collaboration {collaboration.pk} "
+                              "(encrypted) cannot send it input.", field="organizations")
+        try:
+            sealed_for = crypto.recipient(payload)
+        except crypto.EnvelopeError as exc:
+            raise DomainError(f"Input for organisation {org_id} must be encrypted in collaboration "
+                              f"{collaboration.pk}: {exc}.", field="organizations")
+        try:
+            expected = crypto.fingerprint(crypto.load_public_key(keys[org_id]))
+        except crypto.KeyFormatError as exc:
+            raise DomainError(f"Organisation {org_id}'s public key cannot be used: {exc}.", field="organizations")
+        if sealed_for != expected:
+            raise DomainError(f"Input for organisation {org_id} is sealed for another key than its public key.",
+                              field="organizations")
+
+
 def _check_task_create_allowed(actor, collaboration: Collaboration) -> None:
     scope = user_scope(actor, Resource.TASK, Action.CREATE)
     if scope is None:
@@ -140,6 +172,7 @@ def task_create(
             f"Organisations {sorted(outsiders)} are not members of collaboration {collaboration.pk}.",
             field="organizations",
         )
+    _check_sealed(collaboration, organization_inputs, actor.organization_id)
     if study is not None:
         study_orgs = set(study.organizations.values_list("pk", flat=True))
         outside_study = set(organization_inputs) - study_orgs
@@ -217,6 +250,7 @@ def subtask_create(
             f"Organisations {sorted(outsiders)} are not members of collaboration {collaboration_obj.pk}.",
             field="organizations",
         )
+    _check_sealed(collaboration_obj, organization_inputs, parent_run.organization_id)
     if parent.study is not None:
         outside_study = set(organization_inputs) - set(parent.study.organizations.values_list("pk", flat=True))
         if outside_study:
