@@ -1,0 +1,1 @@
+"""Reference algorithms, one module per image: summary, crosstab, logistic (and survival)."""

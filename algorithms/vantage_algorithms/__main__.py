@@ -1,0 +1,5 @@
+import sys
+
+from vantage_algorithms.container import main
+
+sys.exit(main())
