@@ -1,0 +1,72 @@
+"""`vantage-client` (or `python -m vantage_client`): key pairs for encrypted collaborations.
+
+    vantage-client keygen org-key.pem                      # new private key, 0600; prints the public key
+    vantage-client publish-key org-key.pem --url URL --username alice [--organization 3]
+    vantage-client public-key org-key.pem                  # print the public key of a private key
+
+The password comes from VANTAGE_PASSWORD, or is asked for. A failure prints one line
+and exits with 1 (2 for bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from . import crypto
+from .client import Client
+from .errors import VantageError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vantage-client", description="Vantage client: encryption keys.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    keygen = commands.add_parser("keygen", help="create an organisation's private key (PEM, mode 0600)")
+    keygen.add_argument("path")
+    keygen.add_argument("--bits", type=int, default=crypto.DEFAULT_RSA_BITS)
+    public = commands.add_parser("public-key", help="print the public key of a private key")
+    public.add_argument("path")
+    publish = commands.add_parser("publish-key", help="publish a private key's public key on an organisation")
+    publish.add_argument("path")
+    publish.add_argument("--url", required=True, help="the server, e.g. https://vantage.example.org")
+    publish.add_argument("--username", required=True)
+    publish.add_argument("--organization", type=int, help="organisation id (default: your own)")
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "keygen":
+        key = crypto.generate_private_key(args.bits)
+        try:
+            crypto.write_private_key(args.path, key)
+        except FileExistsError:
+            raise VantageError(f"{args.path} exists already: a key is never overwritten") from None
+        except OSError as exc:
+            raise VantageError(f"cannot write {args.path}: {exc.strerror}") from None
+        print(crypto.public_key_pem(key), end="")
+        print(f"wrote {args.path} (fingerprint {crypto.fingerprint(key).hex()})", file=sys.stderr)
+    elif args.command == "public-key":
+        print(crypto.public_key_pem(crypto.read_private_key(args.path)), end="")
+    else:
+        password = os.environ.get("VANTAGE_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
+        client = Client(args.url)
+        client.login(args.username, password)
+        key = crypto.read_private_key(args.path)
+        organization = args.organization or client.whoami()["organization"]
+        client.organizations.set_public_key(organization, crypto.public_key_pem(key))
+        print(f"organisation {organization} now publishes key {crypto.fingerprint(key).hex()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(argv)
+    except (VantageError, crypto.KeyFormatError) as exc:
+        print(f"vantage-client: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
