@@ -19,8 +19,9 @@ from nodeagent.client import ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
 from nodeagent.events import EventListener
 from nodeagent.executor import LABEL_RUN, Executor
+from nodeagent.forwarders import ForwarderPool
 from nodeagent.job import AgentContext, RunJob, backoff
-from nodeagent.workspace import TaskFolder
+from nodeagent.workspace import Phase, TaskFolder
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,14 @@ class NodeAgent:
             node = self._connect()
             if node is None:
                 return
-            self.ctx = AgentContext(config=self.config, client=self.client, executor=self.executor,
-                                    node_id=node["id"], stop=self.stop)
+            self.ctx = self._context(node["id"])
             log.info("node %s (organisation %s, collaboration %s) connected to %s",
                      node["id"], node.get("organization"), node.get("collaboration"), self.config.server.url)
             self._reconcile()
+            # Forwarders for the free slots start while the loop claims: a run arriving
+            # first waits for one of them rather than starting one more.
+            threading.Thread(target=self.ctx.forwarders.warm, args=(self.config.limits.max_concurrent_runs,),
+                             name="forwarders", daemon=True).start()
             if self.config.server.websocket:
                 self.events = EventListener(client=self.client, stop=self.stop, on_new_run=self.hint_run,
                                             on_reconnect=self.wake, on_kill=self.request_kill, backoff=backoff)
@@ -79,7 +83,18 @@ class NodeAgent:
             self._loop()
         finally:
             self._wind_down()
+            if self.ctx is not None:
+                self.ctx.forwarders.close()
             self.task_folder.close()
+
+    def _context(self, node_id: int) -> AgentContext:
+        server_key = AgentContext.key_of(self.config.server.url)
+        pool = ForwarderPool(executor=self.executor, folder=self.task_folder.forwarders,
+                             image=self.config.forwarder_image, port=self.config.proxy_port, server_key=server_key,
+                             node_id=node_id, name_prefix=AgentContext.prefix_of(server_key, node_id))
+        pool.adopt()
+        return AgentContext(config=self.config, client=self.client, executor=self.executor, node_id=node_id,
+                            stop=self.stop, forwarders=pool)
 
     def _connect(self) -> dict | None:
         """Authenticate and read our node record, waiting out an unreachable server."""
@@ -234,7 +249,11 @@ class NodeAgent:
                 log.error("run %s: unreadable state file (%s); its folder stays for inspection", folder.run_id, exc)
                 continue
             log.info("run %s: resuming (phase %s)", folder.run_id, state.phase)
-            self._start(RunJob(self.ctx, folder, state))
+            job = RunJob(self.ctx, folder, state)
+            if state.slot is not None and state.phase != Phase.FINISHED:
+                # Its container may run in that slot's namespace: no other run may borrow it.
+                job.slot = self.ctx.forwarders.reserve(state.slot, state.run_id)
+            self._start(job)
         for run_id, container in containers.items():
             # A container of ours without a folder: its files are gone, it cannot report.
             log.error("container %s has no run folder; stopping and removing it", container.name)

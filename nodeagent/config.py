@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from nodeagent.images import BadReference, ImageRef
+
+DEFAULT_FORWARDER_IMAGE = "vantage/algorithm-base:bookworm-1"
 DATABASE_TYPES = ("csv", "parquet", "sql", "excel")
 FILE_DATABASE_TYPES = ("csv", "parquet", "excel")
 # The server accepts the same labels (tasks.services.LABEL_RE); they become env var names.
@@ -104,6 +107,8 @@ class NodeConfig:
     limits: Limits
     algorithm_env: dict[str, str]
     proxy_port: int = 7601
+    # Runs the relay between an algorithm's loopback and the node proxy (nodeagent/forwarders.py).
+    forwarder_image: str = DEFAULT_FORWARDER_IMAGE
 
     def summary(self) -> dict:
         """What the node reports to the server: labels and policy, never secrets or paths."""
@@ -210,10 +215,17 @@ def parse(raw: dict, *, source: str, base_dir: Path, environ: dict | None = None
     proxy_port = root.get("proxy_port", (int,), "a port number", default=7601)
     if not 1 <= proxy_port <= 65535:
         raise root.error("proxy_port", f"expected a port number 1-65535, got {proxy_port}")
+    forwarder_image = root.get("forwarder_image", (str,), "an image name", default=DEFAULT_FORWARDER_IMAGE)
+    try:
+        ImageRef.parse(forwarder_image)
+    except BadReference:
+        raise root.error("forwarder_image", f'expected an image name like "{DEFAULT_FORWARDER_IMAGE}", '
+                                            f"got {_show(forwarder_image)}")
     root.finish()
     return NodeConfig(
         source=source, server=server, task_folder=task_folder, databases=databases, registries=registries,
         policy=policy, limits=limits, algorithm_env=algorithm_env, proxy_port=proxy_port,
+        forwarder_image=forwarder_image,
     )
 
 

@@ -11,7 +11,6 @@ restarts finds its own containers and no one else's.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from docker.models.containers import Container
 from docker.types import LogConfig, Mount
 
 from nodeagent.config import Limits, RegistryCredentials
-from nodeagent.images import ImageRef
+from nodeagent.images import BadReference, ImageRef
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,7 @@ LABEL_RUN = "vantage.run_id"
 LABEL_TASK = "vantage.task_id"
 # Forwarders carry these instead of LABEL_NODE/LABEL_RUN: reconciling runs ignores them.
 LABEL_FORWARDER_NODE = "vantage.forwarder_node_id"
-LABEL_FORWARDER_RUN = "vantage.forwarder_run_id"
-FORWARDER_IMAGE = os.environ.get("VANTAGE_BASE_IMAGE", "vantage/algorithm-base:bookworm-1")
+LABEL_FORWARDER_SLOT = "vantage.forwarder_slot"
 RELAY_SCRIPT = Path(__file__).with_name("relay.py")
 RELAY_PATH = "/opt/vantage/relay.py"
 PROXY_MOUNT = "/mnt/proxy"
@@ -113,6 +111,41 @@ class Executor:
         except docker.errors.APIError as exc:
             raise ImageError(f"the Docker engine could not look up {ref}: {_explain(exc)}")
 
+    def forwarder_image_problem(self, name: str) -> str | None:
+        """Why the forwarder image can be neither found locally nor pulled, or None."""
+        try:
+            self.docker.images.get(name)
+            return None
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            return f"the Docker engine could not look up {name}: {_explain(exc)}"
+        try:
+            ref = ImageRef.parse(name)
+        except BadReference as exc:
+            return f"{name} is not an image reference: {exc}"
+        try:
+            # Asks the registry for the manifest only: "pullable" without pulling.
+            self.docker.api.inspect_distribution(ref.pull_reference, auth_config=self.auth_for(ref))
+        except docker.errors.APIError as exc:
+            return f"{name} is not on this Docker engine and cannot be pulled: {_explain(exc)}"
+        return None
+
+    def ensure_named_image(self, name: str) -> None:
+        """An image by name (the forwarder's): kept as found locally, else pulled."""
+        try:
+            self.docker.images.get(name)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise ImageError(f"the Docker engine could not look up {name}: {_explain(exc)}")
+        try:
+            ref = ImageRef.parse(name)
+        except BadReference as exc:
+            raise ImageError(f"{name} is not an image reference: {exc}")
+        self.ensure_image(ref)
+
     def ensure_image(self, ref: ImageRef) -> str:
         """Pull (by digest when pinned) and return the local image id."""
         local = self.local_image(ref)
@@ -174,14 +207,16 @@ class Executor:
         except docker.errors.APIError as exc:
             raise StartupError(f"the container could not start: {_explain(exc)}")
 
-    def start_forwarder(self, *, name: str, labels: dict[str, str], socket_dir: Path, port: int) -> Container:
-        """The run's forwarder, started and listening: network `none`, the same isolation
-        as an algorithm, the relay script and the run's proxy folder its only mounts."""
+    def start_forwarder(self, *, name: str, image: str, labels: dict[str, str], socket_dir: Path,
+                        port: int) -> Container:
+        """A forwarder, started and listening: network `none`, the same isolation as an
+        algorithm, the relay script and its slot's proxy folder its only mounts."""
         old = self.find(name)
         if old is not None:
-            self.remove(old)  # from an agent that stopped before its run started
+            self.remove(old)  # stopped, or from an agent that stopped before its run started
+        self.ensure_named_image(image)
         spec = ContainerSpec(
-            name=name, image=FORWARDER_IMAGE, environment={}, labels=labels,
+            name=name, image=image, environment={}, labels=labels,
             mounts=[bind(str(RELAY_SCRIPT), RELAY_PATH, read_only=True),
                     bind(str(socket_dir), PROXY_MOUNT, read_only=True)],
             command=["python3", RELAY_PATH, str(port), f"{PROXY_MOUNT}/proxy.sock"],
@@ -209,6 +244,11 @@ class Executor:
     def node_containers(self, server: str, node_id: int) -> list[Container]:
         return self.docker.containers.list(
             all=True, filters={"label": [f"{LABEL_SERVER}={server}", f"{LABEL_NODE}={node_id}"]}
+        )
+
+    def forwarders(self, server: str, node_id: int) -> list[Container]:
+        return self.docker.containers.list(
+            all=True, filters={"label": [f"{LABEL_SERVER}={server}", f"{LABEL_FORWARDER_NODE}={node_id}"]}
         )
 
     def wait(self, container: Container, timeout: float) -> ExitInfo | None:

@@ -33,9 +33,9 @@ from nodeagent import contract
 from nodeagent.client import Conflict, NotFound, ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
 from nodeagent.executor import (
-    LABEL_FORWARDER_NODE, LABEL_FORWARDER_RUN, LABEL_NODE, LABEL_RUN, LABEL_SERVER, LABEL_TASK, ContainerSpec,
-    Executor, ExitInfo, ImageError, StartupError, bind,
+    LABEL_NODE, LABEL_RUN, LABEL_SERVER, LABEL_TASK, ContainerSpec, Executor, ExitInfo, ImageError, StartupError, bind,
 )
+from nodeagent.forwarders import ForwarderPool, Slot
 from nodeagent.images import BadReference, ImageRef
 from nodeagent.logbuffer import LogBuffer
 from nodeagent.policy import refusal
@@ -60,17 +60,27 @@ class AgentContext:
     executor: Executor
     node_id: int
     stop: threading.Event
+    forwarders: ForwarderPool
+
+    @staticmethod
+    def key_of(server_url: str) -> str:
+        """Short and stable per server URL: node and run ids are only unique per server."""
+        return hashlib.sha256(server_url.encode()).hexdigest()[:10]
+
+    @staticmethod
+    def prefix_of(server_key: str, node_id: int) -> str:
+        return f"vantage-{server_key}-node{node_id}"
 
     @property
     def server_key(self) -> str:
-        """Short and stable per server URL: node and run ids are only unique per server."""
-        return hashlib.sha256(self.config.server.url.encode()).hexdigest()[:10]
+        return self.key_of(self.config.server.url)
+
+    @property
+    def name_prefix(self) -> str:
+        return self.prefix_of(self.server_key, self.node_id)
 
     def container_name(self, run_id: int) -> str:
-        return f"vantage-{self.server_key}-node{self.node_id}-run{run_id}"
-
-    def forwarder_name(self, run_id: int) -> str:
-        return f"{self.container_name(run_id)}-forwarder"
+        return f"{self.name_prefix}-run{run_id}"
 
 
 def backoff(attempt: int) -> float:
@@ -95,6 +105,7 @@ class RunJob:
         self._next_log_flush_try = 0.0
         self._log_failures = 0
         self.proxy: RunProxy | None = None
+        self.slot: Slot | None = None
 
     @property
     def run_id(self) -> int:
@@ -146,8 +157,11 @@ class RunJob:
         except Exception as exc:  # the node's own fault: report it rather than leave the run hanging
             log.exception("run %s: internal error", self.run_id)
             self._decide(Outcome("failed", None, "internal", f"node internal error: {type(exc).__name__}: {exc}"))
+            self._remove_container_before_release()
         finally:
             self._close_proxy()
+            if self.state.phase == Phase.FINISHED:
+                self._release_slot()
         if self.state.phase == Phase.FINISHED and not self.ctx.stop.is_set():
             self.uploading = True
             self._upload()
@@ -220,27 +234,25 @@ class RunJob:
             return None
         log.debug("run %s: image %s ready", self.run_id, image)
         try:
+            self.slot = self.ctx.forwarders.acquire(self.run_id, reserved=self.slot)
+            # Before the container exists: a restarted agent gives this run back its slot.
+            self.state.slot = self.slot.index
+            self.folder.save(self.state)
             self._open_proxy()
-            forwarder = self.ctx.executor.start_forwarder(
-                name=self.ctx.forwarder_name(self.run_id), socket_dir=self.proxy.dir,
-                port=self.ctx.config.proxy_port,
-                labels={LABEL_SERVER: self.ctx.server_key, LABEL_FORWARDER_NODE: str(self.ctx.node_id),
-                        LABEL_FORWARDER_RUN: str(self.run_id)})
         except (StartupError, OSError) as exc:
             self._decide(Outcome("failed", None, "startup", f"the node proxy could not start for this run: {exc}"))
             return None
-        spec = self._spec(image_id, labels, network_mode=f"container:{forwarder.id}")
+        spec = self._spec(image_id, labels, network_mode=f"container:{self.slot.container.id}")
         try:
             container = self.ctx.executor.create(spec)
         except StartupError as exc:
-            self._remove_forwarder()
             self._decide(Outcome("failed", None, "startup", str(exc)))
             return None
         return self._start(container)
 
     def _open_proxy(self) -> None:
-        if self.proxy is None:
-            self.proxy = RunProxy(run_folder=self.folder.path, run_id=self.run_id,
+        if self.proxy is None and self.slot is not None:
+            self.proxy = RunProxy(socket_dir=self.slot.dir, run_id=self.run_id,
                                   server_url=self.ctx.config.server.url, token=self.folder.token.read_text())
 
     def _close_proxy(self) -> None:
@@ -248,10 +260,28 @@ class RunJob:
             self.proxy.close()
             self.proxy = None
 
-    def _remove_forwarder(self) -> None:
-        forwarder = self.ctx.executor.find(self.ctx.forwarder_name(self.run_id))
-        if forwarder is not None:
-            self.ctx.executor.remove(forwarder)
+    def _remove_container_before_release(self) -> None:
+        """After an internal error the container may still run: it must not share its slot's
+        namespace with the next run. If even removing it fails, the slot is never lent again."""
+        try:
+            container = self.ctx.executor.find(self.state.container_name)
+            if container is not None:
+                self.ctx.executor.remove(container)
+                if self.ctx.executor.find(self.state.container_name) is None:
+                    return
+        except Exception:
+            log.exception("run %s: could not remove its container", self.run_id)
+        else:
+            if container is None:
+                return
+        log.error("run %s: its forwarder slot is retired: the container may still be there", self.run_id)
+        self.slot = None
+
+    def _release_slot(self) -> None:
+        """Only once the container has exited or never started: see nodeagent/forwarders.py."""
+        if self.slot is not None:
+            self.ctx.forwarders.release(self.slot, self.run_id)
+            self.slot = None
 
     def _adopt(self, container: Container) -> None:
         """A container of ours from before a restart, in state file phase PREPARED."""
@@ -266,7 +296,6 @@ class RunJob:
             self.ctx.executor.start(container)
         except StartupError as exc:
             self.ctx.executor.remove(container)
-            self._remove_forwarder()
             self._decide(Outcome("failed", None, "startup", str(exc)))
             return None
         self._mark_started(time.time())
@@ -465,7 +494,6 @@ class RunJob:
         container = self.ctx.executor.find(self.state.container_name)
         if container is not None:
             self.ctx.executor.remove(container)
-        self._remove_forwarder()
         self.folder.remove()
 
     def _task(self) -> dict:

@@ -1,10 +1,11 @@
 """The node proxy: an algorithm container's only channel out.
 
-One proxy per run, listening on a Unix socket in that run's own folder
-(`<run>/proxy/proxy.sock`). The run's forwarder container (network `none`) mounts
-only that folder and relays 127.0.0.1:<proxy_port> to the socket (nodeagent/relay.py);
-the algorithm container shares the forwarder's network namespace, so HOST/PORT reach
-the relay, and the relay reaches nothing but this proxy.
+One proxy per run, listening on a Unix socket in the folder of the forwarder slot the
+run borrows (`<task_folder>/forwarders/slot-<n>/proxy.sock`, nodeagent/forwarders.py).
+The slot's forwarder container (network `none`) mounts only that folder and relays
+127.0.0.1:<proxy_port> to the socket (nodeagent/relay.py); the algorithm container
+shares the forwarder's network namespace, so HOST/PORT reach the relay, and the relay
+reaches nothing but this proxy.
 
 The proxy speaks the vantage6 4.x algorithm client's calls and forwards them to the
 Vantage API with the run's container token, which the server limits to the run's own
@@ -35,7 +36,6 @@ import requests
 
 log = logging.getLogger(__name__)
 
-SOCKET_DIR = "proxy"
 SOCKET_NAME = "proxy.sock"
 TIMEOUT = (5, 60)
 MAX_BODY = 64 * 1024 * 1024
@@ -221,12 +221,8 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class RunProxy:
     """The proxy of one run, serving in a thread until closed."""
 
-    def __init__(self, *, run_folder: Path, run_id: int, server_url: str, token: str, api_path: str = ""):
-        self.dir = run_folder / SOCKET_DIR
-        self.socket_path = self.dir / SOCKET_NAME
-        self.dir.mkdir(exist_ok=True)
-        # The forwarder runs as an unprivileged user: it must enter the folder and connect.
-        self.dir.chmod(0o755)
+    def __init__(self, *, socket_dir: Path, run_id: int, server_url: str, token: str, api_path: str = ""):
+        self.socket_path = socket_dir / SOCKET_NAME
         if self.socket_path.exists():
             self.socket_path.unlink()  # left by an agent that stopped; this one serves anew
         self._server = _UnixServer(str(self.socket_path), Upstream(server_url, token), run_id, api_path)

@@ -4,7 +4,7 @@
         state.json                     phase, container name, deadline, outcome
         input   output   token         mounted one by one into the container
         tmp/                           the container's TEMPORARY_FOLDER
-        proxy/proxy.sock               the run's node proxy, mounted into its forwarder only
+    <task_folder>/forwarders/slot-<n>/ the proxy socket of the run borrowing slot n
 
 The container never sees this folder itself: it gets bind mounts of its own three
 files and its tmp folder, so one run cannot read another run's files. Because the
@@ -48,6 +48,7 @@ class RunState:
     started_at: float | None = None
     deadline_at: float | None = None
     log_sent_until: float | None = None
+    slot: int | None = None  # the forwarder slot its container shares (nodeagent/forwarders.py)
     outcome: Outcome | None = None
 
     @classmethod
@@ -116,6 +117,7 @@ class TaskFolder:
     def __init__(self, path: Path):
         self.path = path
         self.runs = path / "runs"
+        self.forwarders = path / "forwarders"
         self._lock_fh = None
 
     def open(self) -> None:

@@ -197,7 +197,7 @@ class NodeProcess:
     """`manage.py run_node` as its own process, with no DATABASE_URL."""
 
     def __init__(self, workdir: Path, name: str, *, server_url: str, api_key: str, registry, databases: dict,
-                 policy: str = "", limits: str = "", algorithm_env: str = "", server: str = ""):
+                 policy: str = "", limits: str = "", algorithm_env: str = "", server: str = "", top: str = ""):
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.task_folder = self.dir / "tasks"
@@ -207,7 +207,7 @@ class NodeProcess:
             f'[databases.{label}]\ntype = "csv"\npath = "{path}"\n' for label, path in databases.items()
         )
         self.config_path.write_text(
-            f'task_folder = "{self.task_folder}"\n'
+            f'task_folder = "{self.task_folder}"\n{top}\n'
             f"[server]\nurl = \"{server_url}\"\napi_key = \"{api_key}\"\n"
             f"{server or FAST_POLLING}\n"
             f'[registries."{registry.host}"]\nusername = "{registry.username}"\n'

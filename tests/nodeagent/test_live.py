@@ -127,13 +127,14 @@ def test_central_method_creates_a_subtask_through_the_proxy_and_combines_its_res
     node_of = {entry["organization"]: entry["id"] for entry in site.world["nodes"]}
     assert sorted(r["organization"] for r in sub_runs) == chosen
     assert all(r["status"] == "completed" and r["node"] == node_of[r["organization"]] for r in sub_runs), sub_runs
-    # Each run's forwarder went with it.
+    # One forwarder per slot, reused by the runs; a stopping agent takes its idle ones along.
     server_key = hashlib.sha256(site.server.url.encode()).hexdigest()[:10]
-    deadline = time.monotonic() + 10
-    while docker_client.api.containers(all=True, filters={"label": [f"vantage.server={server_key}",
-                                                                     "vantage.forwarder_run_id"]}):
-        assert time.monotonic() < deadline, "a forwarder was left behind"
-        time.sleep(0.1)
+    for index, node in enumerate(nodes):
+        node_label = f"vantage.forwarder_node_id={site.world['nodes'][index]['id']}"
+        labels = {"label": [f"vantage.server={server_key}", node_label]}
+        assert len(docker_client.api.containers(all=True, filters=labels)) == 2  # max_concurrent_runs
+        node.stop()
+        assert docker_client.api.containers(all=True, filters=labels) == [], "a forwarder was left behind"
 
 
 def test_policy_refusal_is_rejected_before_pulling_with_the_reason_in_the_log(site, test_images):
@@ -242,7 +243,7 @@ def test_a_container_that_cannot_start_fails_as_startup(site, test_images):
 
 
 def test_a_forwarder_that_cannot_start_fails_the_run_as_startup(site, test_images):
-    site.node(0, env={"VANTAGE_BASE_IMAGE": "127.0.0.1:5000/vantage-test/no-such-forwarder:1"})
+    site.node(0, top='forwarder_image = "127.0.0.1:5000/vantage-test/no-such-forwarder:1"')
     task = site.task(test_images["probe"], "partial")
     (run,) = site.researcher.wait_runs(task["id"])
     detail = site.researcher.run(run["id"])

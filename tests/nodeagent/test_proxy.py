@@ -60,7 +60,7 @@ def api():
 
 @pytest.fixture
 def running(api, tmp_path):
-    made = RunProxy(run_folder=tmp_path, run_id=7, server_url=f"http://127.0.0.1:{api.port}", token=TOKEN)
+    made = RunProxy(socket_dir=tmp_path, run_id=7, server_url=f"http://127.0.0.1:{api.port}", token=TOKEN)
     yield made
     made.close()
 
@@ -157,4 +157,3 @@ def test_anything_else_is_not_offered(running, api):
 
 def test_the_socket_is_open_to_the_forwarder_user(running):
     assert running.socket_path.stat().st_mode & 0o777 == 0o666
-    assert running.dir.stat().st_mode & 0o777 == 0o755
