@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from vantage_algorithms import AlgorithmError, Policy, central, outputs, partial
-from vantage_algorithms.tables import is_numeric, level_names, pool_tables
+from vantage_algorithms.tables import is_numeric, level_names, pool_tables, sort_levels
 
 
 def _columns(data: pd.DataFrame, columns: list[str] | None) -> list[str]:
@@ -63,6 +63,7 @@ def summary_site(data: pd.DataFrame, policy: Policy, *, columns: list[str] | Non
             found[name] = {"kind": "numeric", "missing": missing, "stats": outputs.Aggregate(stats, n)}
         else:
             counts = level_names(present).value_counts()
+            counts = counts[sort_levels(counts.index)]
             found[name] = {"kind": "categorical", "missing": missing,
                            "counts": outputs.CountTable.suppressed([name], [list(counts.index)], counts.to_numpy(),
                                                                   min_cell=policy.min_cell)}

@@ -35,7 +35,7 @@ def pool_tables(tables: Sequence[dict]) -> tuple[list[list[str]], list, int | No
     Returns (levels, nested counts with None where suppressed, total or None).
     """
     ndim = len(tables[0]["dimensions"])
-    levels = [sorted({lv for t in tables for lv in t["levels"][axis]}, key=_level_sort_key) for axis in range(ndim)]
+    levels = [sort_levels({lv for t in tables for lv in t["levels"][axis]}) for axis in range(ndim)]
     shape = tuple(len(lv) for lv in levels)
     pooled = np.zeros(shape, dtype=np.int64)
     hidden = np.zeros(shape, dtype=bool)
@@ -51,6 +51,11 @@ def pool_tables(tables: Sequence[dict]) -> tuple[list[list[str]], list, int | No
     totals = [t["total"] for t in tables]
     total = None if any(t is None for t in totals) else int(sum(totals))
     return levels, np.where(hidden, None, pooled.astype(object)).tolist(), total
+
+
+def sort_levels(levels) -> list[str]:
+    """Numeric levels by value, then the others alphabetically."""
+    return sorted(levels, key=_level_sort_key)
 
 
 def _level_sort_key(level: str):
