@@ -36,7 +36,7 @@ def test_version_reports_server_and_api_versions(settings):
     assert response.json() == {"version": settings.SPECTACULAR_SETTINGS["VERSION"], "api_version": "1"}
 
 
-def test_the_bare_address_leads_to_the_api_documentation(client):
+def test_the_bare_address_leads_to_the_portal_and_the_api_documentation_stays(client):
     response = client.get("/")
-    assert response.status_code == 302 and response["Location"] == "/api/docs/"
+    assert response.status_code == 302 and response["Location"] == "/portal/"
     assert client.get("/api/docs/").status_code == 200

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "collaborations",
     "tasks",
     "nodeagent",
+    "portal",
 ]
 
 MIDDLEWARE = [

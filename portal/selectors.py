@@ -1,0 +1,163 @@
+"""Reads for the portal's pages, built on the apps' scoped selectors.
+
+Every object comes out of a selector scoped to the user, so what the user may not see is
+absent and the page answers 404, exactly as the API does for the same user.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from accounts.models import Action, Resource
+from accounts.permissions import user_scope
+from collaborations.models import Collaboration, Node
+from collaborations.selectors import collaboration_list, node_list, organization_list
+from tasks.models import Algorithm, Run, Task
+from tasks.selectors import algorithm_list, run_list, run_result_file, task_allows, task_list
+from vantage.errors import NotFound
+
+RECENT_TASKS = 20
+COLLABORATION_TASKS = 50
+# Results up to this size are decoded and shown on the task page; larger ones are only
+# offered for download, so a page never reads a big file into memory.
+RESULT_PREVIEW_BYTES = 512 * 1024
+OPEN_TASK_STATUSES = (Task.Status.PENDING, Task.Status.ACTIVE)
+
+
+def may_create_tasks(*, user) -> bool:
+    return user_scope(user, Resource.TASK, Action.CREATE) is not None
+
+
+def _organization_names(*, user, collaboration_ids) -> dict[int, str]:
+    return dict(
+        organization_list(user=user).filter(collaborations__in=collaboration_ids).values_list("pk", "name")
+    )
+
+
+@dataclass
+class CollaborationSummary:
+    collaboration: Collaboration
+    organizations: int
+    nodes_online: int
+    nodes: int
+
+
+def dashboard(*, user) -> dict:
+    """The user's collaborations with member and node counts, and their latest jobs."""
+    collaborations = list(
+        collaboration_list(user=user).annotate(n_organizations=Count("organizations", distinct=True))
+    )
+    node_counts = (
+        node_list(user=user).filter(collaboration__in=[c.pk for c in collaborations])
+        .values("collaboration_id").order_by()
+        .annotate(total=Count("pk"), online=Count("pk", filter=Q(status=Node.Status.ONLINE)))
+    )
+    nodes = {row["collaboration_id"]: row for row in node_counts}
+    summaries = [
+        CollaborationSummary(
+            collaboration=c, organizations=c.n_organizations,
+            nodes_online=nodes.get(c.pk, {}).get("online", 0), nodes=nodes.get(c.pk, {}).get("total", 0),
+        )
+        for c in collaborations
+    ]
+    tasks = list(task_list(user=user).filter(parent__isnull=True)[:RECENT_TASKS])
+    return {
+        "collaborations": summaries,
+        "tasks": tasks,
+        "organization_names": _organization_names(user=user, collaboration_ids={t.collaboration_id for t in tasks}),
+        "may_create": may_create_tasks(user=user),
+    }
+
+
+def collaboration_page(*, user, collaboration_id: int) -> dict:
+    """One collaboration the user may see: its organisations, nodes and latest jobs."""
+    collaboration = collaboration_list(user=user).filter(pk=collaboration_id).first()
+    if collaboration is None:
+        raise NotFound("No such collaboration.")
+    organizations = list(organization_list(user=user).filter(collaborations=collaboration))
+    return {
+        "collaboration": collaboration,
+        "organizations": organizations,
+        "organization_names": {o.pk: o.name for o in organizations},
+        "nodes": list(node_list(user=user).filter(collaboration=collaboration)),
+        "tasks": list(task_list(user=user).filter(collaboration=collaboration, parent__isnull=True)
+                      [:COLLABORATION_TASKS]),
+        "may_create": may_create_tasks(user=user) and collaboration.status == Collaboration.Status.ACTIVE,
+    }
+
+
+def visible_task(*, user, task_id: int) -> Task:
+    """A task the user may see, with its derived status; NotFound otherwise."""
+    task = task_list(user=user).select_related("algorithm", "parent").filter(pk=task_id).first()
+    if task is None:
+        raise NotFound("No such task.")
+    return task
+
+
+@dataclass
+class ResultPreview:
+    """What the task page shows of one run's result."""
+
+    state: str  # "shown", "encrypted", "too_large", "not_json", "missing"
+    value: Any = None
+    message: str = ""
+
+
+@dataclass
+class RunView:
+    run: Run
+    preview: ResultPreview | None = None
+    download: bool = False
+
+
+def _result_preview(run: Run, *, encrypted: bool) -> ResultPreview | None:
+    if not run.result:
+        return None
+    if encrypted:
+        return ResultPreview("encrypted", message="Encrypted for your organisation: download it and decrypt it "
+                                                  "with the Python client.")
+    if (run.result_size or 0) > RESULT_PREVIEW_BYTES:
+        return ResultPreview("too_large", message=f"{run.result_size} bytes: too large to show here, download it.")
+    try:
+        with run_result_file(run=run) as handle:
+            raw = handle.read(RESULT_PREVIEW_BYTES + 1)
+    except NotFound as exc:
+        return ResultPreview("missing", message=exc.message)
+    try:
+        return ResultPreview("shown", value=json.loads(raw.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError):
+        return ResultPreview("not_json", message="Not JSON: download it to read it.")
+
+
+def task_page(*, user, task_id: int) -> dict:
+    """A task the user may see, its runs (with logs and results), its subtasks, and what the user may do."""
+    task = visible_task(user=user, task_id=task_id)
+    encrypted = task.collaboration.encrypted
+    runs = run_list(principal=user).filter(task=task).select_related("node").order_by("organization__name")
+    views = []
+    for run in runs:
+        preview = _result_preview(run, encrypted=encrypted)
+        views.append(RunView(run=run, preview=preview, download=preview is not None and preview.state != "missing"))
+    subtasks = list(task_list(user=user).filter(parent=task))
+    return {
+        "task": task,
+        "runs": views,
+        "has_results": any(view.preview is not None for view in views),
+        "subtasks": subtasks,
+        "organization_names": _organization_names(user=user, collaboration_ids=[task.collaboration_id]),
+        "may_kill": task.status in OPEN_TASK_STATUSES and task_allows(user=user, task=task, action=Action.EDIT),
+    }
+
+
+def task_form_choices(*, user) -> dict[str, QuerySet]:
+    """What a new task may name: active collaborations, their organisations, approved algorithms."""
+    collaborations = collaboration_list(user=user).filter(status=Collaboration.Status.ACTIVE)
+    return {
+        "collaborations": collaborations,
+        "organizations": organization_list(user=user).filter(collaborations__in=collaborations).distinct(),
+        "memberships": organization_list(user=user).filter(collaborations__in=collaborations)
+        .values_list("pk", "collaborations"),
+        "algorithms": algorithm_list(user=user).filter(status=Algorithm.Status.APPROVED),
+    }
