@@ -13,6 +13,7 @@ import docker.errors
 
 from nodeagent.client import ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import Database, NodeConfig
+from nodeagent.crypto import envelope
 from nodeagent.executor import Executor, ImageError
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -36,7 +37,17 @@ def run_checks(config: NodeConfig, *, client: ServerClient | None = None,
     if not config.databases:
         findings.append(Finding(WARN, "databases", "no databases configured: algorithms get no data"))
     findings += _check_policy(config)
+    findings.append(_check_encryption(config))
     return findings
+
+
+def _check_encryption(config: NodeConfig) -> Finding:
+    # The key itself was validated with the config; say which one it is, so the operator
+    # can compare it with the organisation's published key (vantage-client public-key).
+    if config.private_key is None:
+        return Finding(OK, "encryption", "no private key: this node can serve unencrypted collaborations only")
+    return Finding(OK, "encryption", f"RSA {config.private_key.key_size}-bit private key, public key fingerprint "
+                                     f"{envelope.fingerprint(config.private_key).hex()}")
 
 
 def _check_server(config: NodeConfig, client: ServerClient) -> list[Finding]:

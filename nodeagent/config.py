@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from nodeagent.crypto import KeyFormatError, envelope
 from nodeagent.images import BadReference, ImageRef
 
 DEFAULT_FORWARDER_IMAGE = "vantage/algorithm-base:bookworm-1"
@@ -109,6 +110,8 @@ class NodeConfig:
     proxy_port: int = 7601
     # Runs the relay between an algorithm's loopback and the node proxy (nodeagent/forwarders.py).
     forwarder_image: str = DEFAULT_FORWARDER_IMAGE
+    # The organisation's RSA private key for encrypted collaborations ([encryption]); None: none set.
+    private_key: Any = field(default=None, repr=False)
 
     def summary(self) -> dict:
         """What the node reports to the server: labels and policy, never secrets or paths."""
@@ -212,6 +215,7 @@ def parse(raw: dict, *, source: str, base_dir: Path, environ: dict | None = None
     policy = _policy(root.table_of("policy"))
     limits = _limits(root.table_of("limits"))
     algorithm_env = _algorithm_env(root.table_of("algorithm_env"))
+    private_key = _private_key(root.table_of("encryption"), base_dir, environ)
     proxy_port = root.get("proxy_port", (int,), "a port number", default=7601)
     if not 1 <= proxy_port <= 65535:
         raise root.error("proxy_port", f"expected a port number 1-65535, got {proxy_port}")
@@ -225,7 +229,7 @@ def parse(raw: dict, *, source: str, base_dir: Path, environ: dict | None = None
     return NodeConfig(
         source=source, server=server, task_folder=task_folder, databases=databases, registries=registries,
         policy=policy, limits=limits, algorithm_env=algorithm_env, proxy_port=proxy_port,
-        forwarder_image=forwarder_image,
+        forwarder_image=forwarder_image, private_key=private_key,
     )
 
 
@@ -278,6 +282,36 @@ def _server(reader: _Reader, base_dir: Path, environ) -> ServerSettings:
     reader.finish()
     return ServerSettings(url=url, api_key=key.strip(), poll_interval=float(poll),
                           kill_poll_interval=float(kill_poll), websocket=websocket)
+
+
+def _private_key(reader: _Reader, base_dir: Path, environ):
+    """[encryption] private_key (inline PEM), private_key_file or private_key_env, as for the API key."""
+    sources = [name for name in ("private_key", "private_key_file", "private_key_env") if name in reader.table]
+    if not sources:
+        reader.finish()
+        return None
+    if len(sources) > 1:
+        raise ConfigError(reader.source, "encryption.private_key",
+                          f"set exactly one of private_key, private_key_file, private_key_env (found {', '.join(sources)})")
+    name = sources[0]
+    if name == "private_key":
+        pem = reader.get(name, (str,), "a PEM private key")
+    elif name == "private_key_file":
+        key_path = _path(reader, name, base_dir)
+        try:
+            pem = key_path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise reader.error(name, f"cannot read {key_path}: {getattr(exc, 'strerror', None) or exc}")
+    else:
+        var = reader.get(name, (str,), "an environment variable name")
+        pem = environ.get(var) or ""
+        if not pem.strip():
+            raise reader.error(name, f"environment variable {var} is not set")
+    reader.finish()
+    try:
+        return envelope.load_private_key(pem)
+    except KeyFormatError as exc:
+        raise reader.error(name, str(exc))
 
 
 def _databases(reader: _Reader, base_dir: Path) -> dict[str, Database]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from docker.models.containers import Container
 
 from nodeagent import contract
+from nodeagent import crypto as sealing
 from nodeagent.client import Conflict, NotFound, ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
 from nodeagent.executor import (
@@ -219,7 +220,17 @@ class RunJob:
             except (ServerUnavailable, ServerRefused) as exc:
                 self._decide(Outcome("failed", None, "internal", f"the run's container token could not be had: {exc}"))
                 return None
-            self.folder.prepare(input_bytes=self.input_bytes, token=token)
+            try:
+                # In an encrypted collaboration the container reads the opened input, and
+                # the key its output is sealed for is fixed now, while the server answers.
+                run_input = sealing.open_input(task, self.input_bytes, self.ctx.config.private_key)
+                if sealing.is_encrypted(task):
+                    self.state.run["result_public_key"] = sealing.fetch_public_key(
+                        self.ctx.config.server.url, token, _id(task.get("init_organization")))
+            except sealing.SealingError as exc:
+                self._decide(Outcome("failed", None, "startup", str(exc)))
+                return None
+            self.folder.prepare(input_bytes=run_input, token=token)
             self.input_bytes = None
             self.folder.save(self.state)
         try:
@@ -252,8 +263,11 @@ class RunJob:
 
     def _open_proxy(self) -> None:
         if self.proxy is None and self.slot is not None:
+            run_sealing = (sealing.RunSealing(self.ctx.config.private_key)
+                           if sealing.is_encrypted(self.state.run) else None)
             self.proxy = RunProxy(socket_dir=self.slot.dir, run_id=self.run_id,
-                                  server_url=self.ctx.config.server.url, token=self.folder.token.read_text())
+                                  server_url=self.ctx.config.server.url, token=self.folder.token.read_text(),
+                                  sealing=run_sealing)
 
     def _close_proxy(self) -> None:
         if self.proxy is not None:
@@ -425,7 +439,21 @@ class RunJob:
         problem = self._check_output()
         if problem:
             return Outcome("failed", code, "output", f"[node] {problem}")
+        if sealing.is_encrypted(self.state.run):
+            try:
+                sealing.seal_output(self.folder.output, self._sealed_output,
+                                    self.state.run.get("result_public_key") or "")
+            except sealing.SealingError as exc:
+                return Outcome("failed", code, "output", f"[node] {exc}")
         return Outcome("completed", code, "", "", has_result=True)
+
+    @property
+    def _sealed_output(self) -> Path:
+        return self.folder.path / "output.sealed"
+
+    def _result_file(self) -> Path:
+        """What is uploaded: the output, sealed for the task's organisation where required."""
+        return self._sealed_output if sealing.is_encrypted(self.state.run) else self.folder.output
 
     def _check_output(self) -> str | None:
         path = self.folder.output
@@ -462,7 +490,7 @@ class RunJob:
         outcome = self.state.outcome
         attempt = 0
         while not self.ctx.stop.is_set():
-            result = self.folder.output if outcome.has_result else None
+            result = self._result_file() if outcome.has_result else None
             try:
                 self.ctx.client.finish(self.run_id, status=outcome.status, exit_code=outcome.exit_code,
                                        error_kind=outcome.error_kind, log=outcome.log, result=result)

@@ -34,6 +34,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from nodeagent.crypto import RunSealing, SealingError
+
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "proxy.sock"
@@ -53,8 +55,10 @@ class ProxyError(Exception):
 class Upstream:
     """The Vantage API as the run's container token may use it."""
 
-    def __init__(self, server_url: str, token: str):
+    def __init__(self, server_url: str, token: str, sealing: RunSealing | None = None):
         self.url = server_url.rstrip("/")
+        # Set in an encrypted collaboration: subtask inputs are sealed and results opened here.
+        self.sealing = sealing
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.lock = threading.Lock()
@@ -146,13 +150,32 @@ def _create_task(upstream: Upstream, body: bytes) -> dict:
         raise ProxyError(400, "organizations must be a list of {id, input}")
     organizations = [{"id": entry.get("id"), "input": entry.get("input")} for entry in request["organizations"]
                      if isinstance(entry, dict)]
-    payload = {"name": request.get("name") or "subtask", "method": _method_of(organizations),
+    method = _method_of(organizations)
+    if upstream.sealing is not None:
+        organizations = [{"id": entry["id"], "input": _seal(upstream, entry)} for entry in organizations]
+    payload = {"name": request.get("name") or "subtask", "method": method,
                "organizations": organizations, "description": request.get("description") or ""}
     if request.get("databases"):
         payload["databases"] = request["databases"]
     task = upstream.json("POST", "/api/tasks/", json=payload)
     status = V6_TASK_STATUS.get(task.get("status"), task.get("status"))
     return {**task, "id": task["id"], "status": status}
+
+
+def _seal(upstream: Upstream, entry: dict) -> str:
+    """One organisation's subtask input, sealed for that organisation's public key."""
+    if isinstance(entry["id"], bool) or not isinstance(entry["id"], int):
+        raise ProxyError(400, "organizations[].id must be an organisation id")
+    try:
+        plain = base64.b64decode(entry["input"] or "", validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise ProxyError(400, f"organizations[].input of organisation {entry['id']} is not base64")
+    try:
+        sealed = upstream.sealing.seal_input(
+            entry["id"], plain, lambda org_id: upstream.json("GET", f"/api/organizations/{org_id}/"))
+    except SealingError as exc:
+        raise ProxyError(400, str(exc))
+    return base64.b64encode(sealed).decode("ascii")
 
 
 def _results(upstream: Upstream, kind: str, task_id: str, page: int) -> dict:
@@ -163,7 +186,13 @@ def _results(upstream: Upstream, kind: str, task_id: str, page: int) -> dict:
         if run.get("status") == "completed":
             response = upstream.call("GET", f"/api/runs/{run['id']}/result/")
             if response.status_code == 200:
-                entry["result"] = base64.b64encode(response.content).decode("ascii")
+                content = response.content
+                if upstream.sealing is not None:
+                    try:
+                        content = upstream.sealing.open_result(content)
+                    except SealingError as exc:
+                        raise ProxyError(502, str(exc))
+                entry["result"] = base64.b64encode(content).decode("ascii")
         data.append(entry)
     return {"data": data, "links": _links(f"/{kind}", page, bool(found.get("next")), f"task_id={task_id}&")}
 
@@ -221,11 +250,12 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class RunProxy:
     """The proxy of one run, serving in a thread until closed."""
 
-    def __init__(self, *, socket_dir: Path, run_id: int, server_url: str, token: str, api_path: str = ""):
+    def __init__(self, *, socket_dir: Path, run_id: int, server_url: str, token: str, api_path: str = "",
+                 sealing: RunSealing | None = None):
         self.socket_path = socket_dir / SOCKET_NAME
         if self.socket_path.exists():
             self.socket_path.unlink()  # left by an agent that stopped; this one serves anew
-        self._server = _UnixServer(str(self.socket_path), Upstream(server_url, token), run_id, api_path)
+        self._server = _UnixServer(str(self.socket_path), Upstream(server_url, token, sealing), run_id, api_path)
         os.chmod(self.socket_path, 0o666)
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"proxy-{run_id}", daemon=True)
         self._thread.start()
