@@ -1,0 +1,59 @@
+"""node.toml [encryption]: the organisation's private key, inline, from a file or from the environment."""
+
+from pathlib import Path
+
+import pytest
+
+from client.vantage_client import crypto
+from nodeagent import checks, config
+from nodeagent.config import ConfigError
+
+KEY = crypto.generate_private_key(2048)
+PEM = crypto.private_key_pem(KEY).decode()
+BASE = 'task_folder = "tasks"\n[server]\nurl = "https://vantage.example.org"\napi_key = "vnk_abc"\n'
+
+
+def _load(tmp_path: Path, encryption: str, environ: dict | None = None):
+    path = tmp_path / "node.toml"
+    path.write_text(BASE + encryption)
+    return config.load(path, environ=environ or {})
+
+
+def test_no_encryption_table_means_no_key(tmp_path):
+    assert _load(tmp_path, "").private_key is None
+
+
+def test_a_key_file_relative_to_the_config(tmp_path):
+    crypto.write_private_key(tmp_path / "org.pem", KEY)
+    loaded = _load(tmp_path, '[encryption]\nprivate_key_file = "org.pem"\n')
+    assert crypto.fingerprint(loaded.private_key) == crypto.fingerprint(KEY)
+    assert "PRIVATE" not in repr(loaded)
+
+
+def test_an_inline_key_and_a_key_from_the_environment(tmp_path):
+    inline = _load(tmp_path, f'[encryption]\nprivate_key = """{PEM}"""\n')
+    from_env = _load(tmp_path, '[encryption]\nprivate_key_env = "ORG_KEY"\n', environ={"ORG_KEY": PEM})
+    assert crypto.fingerprint(inline.private_key) == crypto.fingerprint(from_env.private_key) == crypto.fingerprint(KEY)
+
+
+@pytest.mark.parametrize("table, environ, message", [
+    ('private_key_file = "missing.pem"', {}, "encryption.private_key_file: cannot read {dir}/missing.pem: No such file or directory"),
+    ('private_key = "not a key"', {}, "encryption.private_key: not a PEM private key, or the password is wrong"),
+    ('private_key_env = "ORG_KEY"', {}, "encryption.private_key_env: environment variable ORG_KEY is not set"),
+    ('private_key = "x"\nprivate_key_env = "ORG_KEY"', {},
+     "encryption.private_key: set exactly one of private_key, private_key_file, private_key_env "
+     "(found private_key, private_key_env)"),
+    ('private_key_fil = "org.pem"', {}, "encryption.private_key_fil: unknown key"),
+])
+def test_a_bad_key_setting_is_one_line_naming_the_key(tmp_path, table, environ, message):
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, f"[encryption]\n{table}\n", environ)
+    assert str(caught.value) == f"{tmp_path / 'node.toml'}: {message.format(dir=tmp_path)}"
+
+
+def test_check_names_the_key_by_fingerprint(tmp_path):
+    crypto.write_private_key(tmp_path / "org.pem", KEY)
+    loaded = _load(tmp_path, '[encryption]\nprivate_key_file = "org.pem"\n')
+    finding = checks._check_encryption(loaded)
+    assert (finding.level, finding.topic) == (checks.OK, "encryption")
+    assert finding.message == f"RSA 2048-bit private key, public key fingerprint {crypto.fingerprint(KEY).hex()}"
