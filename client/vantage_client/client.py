@@ -124,25 +124,27 @@ class Client:
 
     def _send(self, method: str, path: str, *, auth: bool = True, **kwargs) -> requests.Response:
         url = path if path.startswith(("http://", "https://")) else f"{self.url}/api/{path.lstrip('/')}"
-        for attempt in (1, 2):
-            headers = dict(kwargs.pop("headers", {}) or {})
-            if auth:
-                headers["Authorization"] = f"Bearer {self.access_token}"
-            try:
-                response = self.session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
-            except requests.RequestException as exc:
-                raise VantageError(f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
-            # An access token can expire between the check and the request: refresh once.
-            if auth and response.status_code == 401 and attempt == 1 and self._refresh:
-                response.close()
-                self._refresh_access()
-                continue
-            if response.status_code >= 400:
-                error = VantageError.from_response(response)
-                response.close()
-                raise error
-            return response
-        raise AssertionError("unreachable")
+        response = self._request(method, url, auth, kwargs)
+        # An access token can expire between the expiry check and the request: refresh once.
+        if auth and response.status_code == 401 and self._refresh:
+            response.close()
+            self._refresh_access()
+            response = self._request(method, url, auth, kwargs)
+        if response.status_code >= 400:
+            error = VantageError.from_response(response)
+            response.close()
+            raise error
+        return response
+
+    def _request(self, method: str, url: str, auth: bool, kwargs: dict) -> requests.Response:
+        headers = dict(kwargs.get("headers") or {})
+        if auth:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        try:
+            return self.session.request(method, url, timeout=self.timeout,
+                                        **{**kwargs, "headers": headers})
+        except requests.RequestException as exc:
+            raise VantageError(f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
 
     def get(self, path: str, **params) -> Any:
         return self._send("GET", path, params=params or None).json()
