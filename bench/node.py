@@ -12,7 +12,8 @@ Measured on this machine, with a real Docker engine, registry and live server
     all three have exited;
 (b) a trivial task (the probe image's `partial`) for three organisations through the
     server and three node agents: from the researcher's create request until every
-    result is downloaded by the researcher.
+    result is downloaded by the researcher, who hears of the end on the live events
+    websocket (/ws/events/, `task.completed`), as the client and portal do.
 
 Rounds alternate a/b (and which of them goes first), after one uncounted warm-up of
 each. Printed: median and p95 of both, and median(b) / median(a) against the goal 1.5.
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import math
 import os
 import re
@@ -56,6 +58,8 @@ try:
     import docker
     import docker.errors
     import requests
+    from websockets.exceptions import WebSocketException
+    from websockets.sync.client import connect as ws_connect
 except ImportError:  # started with a Python other than the project's: use the project's
     if VENV_PYTHON.exists() and Path(sys.executable) != VENV_PYTHON:
         os.execv(VENV_PYTHON, [str(VENV_PYTHON), *sys.argv])
@@ -74,7 +78,6 @@ TASK_TIMEOUT = 120.0
 BARE_TIMEOUT = 120.0
 # Agents hear of new runs over the websocket; polling is only the safety net here.
 AGENT_SERVER_SETTINGS = "poll_interval = 5\nkill_poll_interval = 5"
-RESULT_POLL = 0.05
 
 
 class BenchError(Exception):
@@ -196,19 +199,22 @@ class Bench:
                 raise BenchError(f"docker run exited with {process.returncode}: {err.strip()[-300:]}")
         return time.monotonic() - started
 
-    def task(self, researcher: Researcher, world: dict) -> float:
+    def task(self, researcher: Researcher, world: dict, events) -> float:
         started = time.monotonic()
         task = researcher.create_task(collaboration=world["collaboration"], image=self.probe, method="partial",
                                       organizations=world["organizations"], kwargs={"column": "value"})
         deadline = started + TASK_TIMEOUT
         while True:
-            runs = researcher.runs(task["id"])
-            if len(runs) == len(world["organizations"]) and all(run["status"] in FINAL for run in runs):
+            try:
+                event = json.loads(events.recv(timeout=max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                raise BenchError(f"task {task['id']}: no task.completed event after {TASK_TIMEOUT:.0f} s: "
+                                 f"{[run['status'] for run in researcher.runs(task['id'])]}")
+            if event.get("type") == "task.completed" and event.get("task", {}).get("id") == task["id"]:
                 break
-            if time.monotonic() > deadline:
-                raise BenchError(f"task {task['id']} not done after {TASK_TIMEOUT:.0f} s: "
-                                 f"{[run['status'] for run in runs]}")
-            time.sleep(RESULT_POLL)
+        runs = researcher.runs(task["id"])
+        if len(runs) != len(world["organizations"]):
+            raise BenchError(f"task {task['id']}: {len(runs)} runs for {len(world['organizations'])} organisations")
         bad = [(run["id"], run["status"]) for run in runs if run["status"] != "completed"]
         if bad:
             raise BenchError(f"task {task['id']}: runs did not complete: {bad}; agent logs in {self.workdir}")
@@ -223,15 +229,17 @@ class Bench:
         for agent in agents:
             self.wait_listening(agent)
         researcher = Researcher(self.server, world["user"]["username"], world["user"]["password"])
-        log("warm-up: one bare start and one task, not counted")
-        self.bare()
-        self.task(researcher, world)
         bare_times, task_times = [], []
-        for round_no in range(self.args.rounds):
-            steps = [("a", self.bare, bare_times), ("b", lambda: self.task(researcher, world), task_times)]
-            for _name, step, times in steps if round_no % 2 == 0 else reversed(steps):
-                times.append(step())
-            log(f"  round {round_no + 1}/{self.args.rounds}: (a) {bare_times[-1]:.2f} s   (b) {task_times[-1]:.2f} s")
+        with self.researcher_events(researcher) as events:
+            log("warm-up: one bare start and one task, not counted")
+            self.bare()
+            self.task(researcher, world, events)
+            for round_no in range(self.args.rounds):
+                steps = [("a", self.bare, bare_times), ("b", lambda: self.task(researcher, world, events), task_times)]
+                for _name, step, times in steps if round_no % 2 == 0 else reversed(steps):
+                    times.append(step())
+                log(f"  round {round_no + 1}/{self.args.rounds}: (a) {bare_times[-1]:.2f} s   "
+                    f"(b) {task_times[-1]:.2f} s")
         self.stop_agents()
         self.remove_containers()
 
@@ -245,6 +253,19 @@ class Bench:
         log(f"{'(a) 3 x docker run --network none, at once':44} {a:7.2f}s {pct(bare_times, 0.95):7.2f}s")
         log(f"{'(b) task on 3 organisations, 3 node agents':44} {b:7.2f}s {pct(task_times, 0.95):7.2f}s")
         log(f"ratio (b)/(a) of medians: {ratio:.2f}   goal <= {GOAL_RATIO}: {'met' if met else 'MISSED'}")
+
+    def researcher_events(self, researcher: Researcher):
+        """The researcher's live events socket, past its hello."""
+        url = self.server.url.replace("http://", "ws://", 1) + "/ws/events/"
+        try:
+            socket = ws_connect(url, additional_headers={"Authorization": researcher.session.headers["Authorization"]},
+                                open_timeout=10, close_timeout=2)
+            hello = json.loads(socket.recv(timeout=10))
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise BenchError(f"the researcher's websocket {url} did not open: {exc}")
+        if hello.get("type") != "hello":
+            raise BenchError(f"the researcher's websocket said {hello} instead of hello")
+        return socket
 
     # --- queue -----------------------------------------------------------------------
 
