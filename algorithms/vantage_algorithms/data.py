@@ -6,6 +6,7 @@ them. Without one, loading that type fails with a sentence saying which package 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -60,7 +61,7 @@ def _load_sql(database: Database, *, table: str | None, query: str | None) -> pd
         raise AlgorithmError(f"database {database.label!r} is SQL: give either table or query")
     engine = sqlalchemy.create_engine(_read_only_url(database.uri))
     try:
-        with engine.connect() as connection:
+        with engine.connect() as connection, _rolled_back(connection):
             if table:
                 if table not in sqlalchemy.inspect(connection).get_table_names():
                     raise AlgorithmError(f"database {database.label!r} has no table {table!r}")
@@ -68,15 +69,24 @@ def _load_sql(database: Database, *, table: str | None, query: str | None) -> pd
                 statement = sqlalchemy.text(f"SELECT * FROM {quoted}")
             else:
                 statement = sqlalchemy.text(query)
-            frame = pd.read_sql(statement, connection)
-            # Whatever the query was, nothing it did is kept.
-            connection.rollback()
-            return frame
+            result = connection.execute(statement)
+            # As pandas.read_sql does, without its ties to one SQLAlchemy major version.
+            return pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()), coerce_float=True)
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise AlgorithmError(f"database {database.label!r}: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:300]}") from None
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _rolled_back(connection):
+    """Whatever a query did, nothing of it is kept."""
+    transaction = connection.begin()
+    try:
+        yield
+    finally:
+        transaction.rollback()
 
 
 def _read_only_url(uri: str) -> str:
