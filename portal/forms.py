@@ -44,7 +44,7 @@ class OrganizationChoiceField(forms.ModelMultipleChoiceField):
 class TaskCreateForm(forms.Form):
     collaboration = forms.ModelChoiceField(queryset=None, empty_label="Choose a collaboration")
     organizations = OrganizationChoiceField(
-        queryset=None, help_text="The organisations whose nodes run the method on their data.",
+        queryset=None, label="Organisations", help_text="The organisations whose nodes run the method on their data.",
         error_messages={"required": "Choose at least one organisation."},
     )
     algorithm = forms.ModelChoiceField(

@@ -115,7 +115,7 @@
     const filter = () => {
       for (const box of document.querySelectorAll("input[data-collaborations]")) {
         const member = box.dataset.collaborations.split(" ").includes(collaboration.value);
-        const item = box.closest("li") || box.parentElement;
+        const item = box.closest("label").parentElement;
         item.hidden = Boolean(collaboration.value) && !member;
         if (item.hidden) box.checked = false;
       }
