@@ -1,19 +1,27 @@
 """Rendering results readably: JSON values as tables where their shape allows.
 
 A result is whatever JSON the algorithm wrote. Shapes that read well as a table get one:
-an object of scalars (name | value), a list of objects with the same keys (records), an
-object of equal-length lists (columns, as regression outputs list coefficients and their
-errors), a list of equal-length lists (a matrix). A typed output names its kind in
-"type", shown as the table's caption. Anything else nests, down to MAX_DEPTH, then shows
-as indented JSON. Every string passes through format_html, so a result cannot inject markup.
+
+- a typed output (algorithms/vantage_algorithms/outputs.py) names its kind in "type",
+  shown as the caption; a `count_table` of one or two dimensions is drawn as a crosstab,
+  its suppressed cells marked;
+- within an object, lists of scalars of one length (a model's terms, coefficients and
+  standard errors; a survival table's times and counts) are drawn side by side as
+  columns, the object's other fields as name | value rows;
+- a list of objects with the same keys, or an object of such objects, is one row each;
+- a list of equal-length lists of scalars is a matrix.
+
+Anything else nests, down to MAX_DEPTH, then shows as indented JSON. Every string passes
+through format_html, so nothing in a result can add markup to the page.
 """
 
 import json
 import math
+from collections import Counter
 
 from django import template
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
@@ -25,9 +33,13 @@ def _is_scalar(value) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
+def _is_scalar_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(_is_scalar(v) for v in value)
+
+
 def _scalar(value) -> SafeString:
     if value is None:
-        return format_html('<span class="null">–</span>')
+        return mark_safe('<span class="null">–</span>')
     if isinstance(value, bool):
         return format_html("{}", "true" if value else "false")
     if isinstance(value, float) and math.isfinite(value):
@@ -38,14 +50,13 @@ def _scalar(value) -> SafeString:
     return format_html("{}", value)
 
 
-def _cells(values, depth: int, tag: str = "td") -> SafeString:
-    return format_html_join("", "<{}>{}</{}>", ((tag, _render(v, depth + 1), tag) for v in values))
+def _row(values, depth: int) -> SafeString:
+    return format_html_join("", "<td>{}</td>", ((_render(v, depth + 1),) for v in values))
 
 
 def _table(header, rows, depth: int, caption: str = "") -> SafeString:
     rows = list(rows)
     shown = rows[:MAX_ROWS]
-    body = format_html_join("", "<tr>{}</tr>", ((_cells(row, depth),) for row in shown))
     more = ""
     if len(rows) > len(shown):
         more = format_html('<p class="note">{} more rows: download the result to see them all.</p>',
@@ -53,55 +64,113 @@ def _table(header, rows, depth: int, caption: str = "") -> SafeString:
     return format_html(
         '<table class="result">{}{}<tbody>{}</tbody></table>{}',
         format_html("<caption>{}</caption>", caption) if caption else "",
-        format_html("<thead><tr>{}</tr></thead>", _cells(header, MAX_DEPTH, "th")) if header else "",
-        body, more,
+        format_html("<thead><tr>{}</tr></thead>", format_html_join("", "<th>{}</th>", ((h,) for h in header)))
+        if header else "",
+        format_html_join("", "<tr>{}</tr>", ((_row(row, depth),) for row in shown)),
+        more,
     )
 
 
+def _name(key) -> SafeString:
+    return format_html("<b>{}</b>", key)
+
+
+def _count_table(value: dict) -> SafeString | None:
+    """A count_table of one or two dimensions as a crosstab; None for other shapes."""
+    dimensions, levels, counts = value.get("dimensions"), value.get("levels"), value.get("counts")
+    if not (isinstance(dimensions, list) and isinstance(levels, list) and isinstance(counts, list)):
+        return None
+    if len(dimensions) != len(levels) or len(dimensions) not in (1, 2) or len(counts) != len(levels[0]):
+        return None
+    min_cell = value.get("min_cell")
+    hidden = format_html('<span class="null" title="suppressed: fewer than {} units">&lt;{}</span>',
+                         min_cell, min_cell)
+
+    def cell(count):
+        return hidden if count is None else count
+
+    if len(dimensions) == 1:
+        header, rows = [dimensions[0], "count"], [[_name(level), cell(c)] for level, c in zip(levels[0], counts)]
+    else:
+        if not all(isinstance(row, list) and len(row) == len(levels[1]) for row in counts):
+            return None
+        header = [f"{dimensions[0]} \\ {dimensions[1]}", *levels[1]]
+        rows = [[_name(level), *(cell(c) for c in row)] for level, row in zip(levels[0], counts)]
+    notes = format_html(
+        '<p class="note">total {}{}</p>', value.get("total") if value.get("total") is not None else "withheld",
+        format_html("; cells under {} suppressed", min_cell) if min_cell else "",
+    )
+    return format_html("{}{}", _table(header, rows, 0, "count_table"), notes)
+
+
+def _object(value: dict, depth: int) -> SafeString:
+    caption = value["type"] if isinstance(value.get("type"), str) else ""
+    if caption == "count_table":
+        crosstab = _count_table(value)
+        if crosstab is not None:
+            return crosstab
+    fields = {k: v for k, v in value.items() if not (caption and k == "type")}
+    # The longest run of equal-length scalar lists becomes one table of columns.
+    lengths = Counter(len(v) for v in fields.values() if _is_scalar_list(v))
+    length = max(lengths, key=lambda n: (lengths[n], n)) if lengths else None
+    columns = [k for k, v in fields.items() if _is_scalar_list(v) and len(v) == length] if length else []
+    if len(columns) < 2:
+        columns = []
+    rest = {k: v for k, v in fields.items() if k not in columns}
+    parts = []
+    if rest:
+        records = _records_of_objects(rest)
+        if records is not None:
+            parts.append(_table(["", *records], ([_name(k), *(v.get(c) for c in records)] for k, v in rest.items()),
+                                depth, caption))
+        else:
+            parts.append(_table(None, ([_name(k), v] for k, v in rest.items()), depth, caption))
+    if columns:
+        parts.append(_table(columns, zip(*(fields[k] for k in columns)), depth, "" if rest else caption))
+    return format_html_join("", "{}", ((part,) for part in parts))
+
+
+def _records_of_objects(value: dict) -> list | None:
+    """The union of keys when every value is an object of scalars (one row each), else None."""
+    if len(value) < 2 or not all(isinstance(v, dict) and v for v in value.values()):
+        return None
+    if not all(_is_scalar(x) for v in value.values() for x in v.values()):
+        return None
+    keys: list = []
+    for v in value.values():
+        keys.extend(k for k in v if k not in keys)
+    return keys
+
+
 def _records_columns(value: list) -> list | None:
-    """The shared keys when `value` is a non-empty list of objects with the same scalar-valued keys."""
-    if not value or not all(isinstance(item, dict) for item in value):
+    """The shared keys when `value` is a list of objects with the same scalar-valued keys."""
+    if not value or not all(isinstance(item, dict) and item for item in value):
         return None
     keys = list(value[0])
-    if not keys or any(list(item) != keys for item in value):
-        return None
-    if not all(_is_scalar(v) for item in value for v in item.values()):
+    if any(list(item) != keys for item in value) or not all(_is_scalar(v) for item in value for v in item.values()):
         return None
     return keys
 
 
-def _is_columns(value: dict) -> bool:
-    lists = list(value.values())
-    if len(lists) < 2 or not all(isinstance(v, list) and v for v in lists):
-        return False
-    return len({len(v) for v in lists}) == 1 and all(_is_scalar(x) for v in lists for x in v)
-
-
 def _is_matrix(value: list) -> bool:
-    if not value or not all(isinstance(row, list) and row for row in value):
-        return False
-    return len({len(row) for row in value}) == 1 and all(_is_scalar(x) for row in value for x in row)
+    return all(_is_scalar_list(row) for row in value) and len({len(row) for row in value}) == 1
 
 
 def _render(value, depth: int) -> SafeString:
     if _is_scalar(value):
         return _scalar(value)
-    if depth >= MAX_DEPTH:
+    if depth >= MAX_DEPTH or not value:
         return format_html("<pre>{}</pre>", json.dumps(value, indent=2))
     if isinstance(value, dict):
-        caption = value["type"] if isinstance(value.get("type"), str) else ""
-        fields = {k: v for k, v in value.items() if not (caption and k == "type")}
-        if _is_columns(fields):
-            return _table(list(fields), zip(*fields.values()), depth, caption)
-        return _table(None, ((format_html("<b>{}</b>", k), v) for k, v in fields.items()), depth, caption)
+        return _object(value, depth)
     keys = _records_columns(value)
     if keys is not None:
         return _table(keys, ([item[k] for k in keys] for item in value), depth)
+    if _is_scalar_list(value):
+        return format_html('<span class="list">{}</span>', format_html_join(", ", "{}", ((_scalar(v),) for v in value)))
     if _is_matrix(value):
         return _table(None, value, depth)
-    if all(_is_scalar(item) for item in value):
-        return format_html('<span class="list">{}</span>', format_html_join(", ", "{}", ((_scalar(v),) for v in value)))
-    return _table(None, ([format_html("<b>{}</b>", i), item] for i, item in enumerate(value)), depth)
+    return _table(None, ([_name(i), item] for i, item in enumerate(value)), depth)
 
 
 @register.simple_tag
@@ -111,8 +180,7 @@ def render_result(value) -> SafeString:
 
 @register.filter
 def pretty_json(value) -> str:
-    return json.dumps(value, indent=2, sort_keys=False)
-
+    return json.dumps(value, indent=2)
 
 
 @register.filter
