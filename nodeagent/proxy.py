@@ -16,6 +16,7 @@ job and collaboration. It translates paths, bodies and answers between the two:
     POST /task                             →  POST /api/tasks/
     GET  /task/<id>[/status]               →  GET  /api/tasks/<id>/
     GET  /result?task_id=&page=            →  GET  /api/runs/?task=&page= (+ each run's result)
+    GET  /result/<id>, /run/<id>           →  GET  /api/runs/<id>/ (+ its result)
     GET  /blobstream/status                →  answered here: no blob store
 """
 
@@ -138,6 +139,9 @@ def translate(upstream: Upstream, method: str, path: str, query: str, body: byte
         return 200, {**task, "status": status}
     if method == "GET" and parts in (["result"], ["run"]):
         return 200, _results(upstream, parts[0], _one(params, "task_id"), _page(params))
+    if method == "GET" and len(parts) == 2 and parts[0] in ("result", "run") and parts[1].isdigit():
+        run = upstream.json("GET", f"/api/runs/{parts[1]}/")
+        return 200, _run_entry(upstream, run, _task_id(run.get("task")))
     raise ProxyError(404, f"the node proxy does not offer {method} {path}")
 
 
@@ -180,21 +184,28 @@ def _seal(upstream: Upstream, entry: dict) -> str:
 
 def _results(upstream: Upstream, kind: str, task_id: str, page: int) -> dict:
     found = upstream.json("GET", f"/api/runs/?task={task_id}&page={page}")
-    data = []
-    for run in found.get("results", []):
-        entry = {**run, "task": {"id": int(task_id)}, "result": None}
-        if run.get("status") == "completed":
-            response = upstream.call("GET", f"/api/runs/{run['id']}/result/")
-            if response.status_code == 200:
-                content = response.content
-                if upstream.sealing is not None:
-                    try:
-                        content = upstream.sealing.open_result(content)
-                    except SealingError as exc:
-                        raise ProxyError(502, str(exc))
-                entry["result"] = base64.b64encode(content).decode("ascii")
-        data.append(entry)
+    data = [_run_entry(upstream, run, int(task_id)) for run in found.get("results", [])]
     return {"data": data, "links": _links(f"/{kind}", page, bool(found.get("next")), f"task_id={task_id}&")}
+
+
+def _run_entry(upstream: Upstream, run: dict, task_id: int | None) -> dict:
+    """A run as vantage6 shows a run or result: its result base64-encoded, once completed."""
+    entry = {**run, "task": {"id": task_id}, "result": None}
+    if run.get("status") == "completed":
+        response = upstream.call("GET", f"/api/runs/{run['id']}/result/")
+        if response.status_code == 200:
+            content = response.content
+            if upstream.sealing is not None:
+                try:
+                    content = upstream.sealing.open_result(content)
+                except SealingError as exc:
+                    raise ProxyError(502, str(exc))
+            entry["result"] = base64.b64encode(content).decode("ascii")
+    return entry
+
+
+def _task_id(task) -> int | None:
+    return task.get("id") if isinstance(task, dict) else task
 
 
 class _Handler(BaseHTTPRequestHandler):

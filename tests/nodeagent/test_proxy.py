@@ -139,6 +139,18 @@ def test_results_are_base64_json_per_run_with_a_next_link_when_there_is_more(run
     assert answer["links"]["next"] == "/result?task_id=12&page=2"
 
 
+def test_one_result_or_run_by_id_carries_its_base64_result_and_task(running, api):
+    api.answers[("GET", "/api/runs/40/")] = (200, {"id": 40, "status": "completed", "task": 12})
+    api.answers[("GET", "/api/runs/40/result/")] = (200, b'{"rows": 3}')
+    for kind in ("result", "run"):
+        status, answer = ask(running, "GET", f"/{kind}/40")
+        assert status == 200
+        assert json.loads(base64.b64decode(answer["result"])) == {"rows": 3}
+        assert (answer["id"], answer["task"]) == (40, {"id": 12})
+    api.answers[("GET", "/api/runs/41/")] = (404, {"detail": "Not found."})
+    assert ask(running, "GET", "/result/41")[0] == 404
+
+
 def test_blob_store_is_reported_disabled_without_asking_the_server(running, api):
     assert ask(running, "GET", "/blobstream/status") == (200, {"blob_store_enabled": False})
     assert api.calls == []
