@@ -23,6 +23,8 @@ from django import template
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from portal import selectors
+
 register = template.Library()
 
 MAX_DEPTH = 4
@@ -186,3 +188,8 @@ def pretty_json(value) -> str:
 @register.filter
 def get_item(mapping: dict, key):
     return mapping.get(key)
+
+
+@register.simple_tag
+def may_create_tasks(user) -> bool:
+    return selectors.may_create_tasks(user=user)
