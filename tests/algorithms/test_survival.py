@@ -17,7 +17,7 @@ from statsmodels.duration.hazard_regression import PHReg
 
 from reference import _survival as sv
 from tests.algorithms import pooled
-from vantage_algorithms import AlgorithmError, SubtaskFailed
+from vantage_algorithms import AlgorithmError
 from vantage_algorithms.harness import run_local
 
 DATA = pooled.datasets()
@@ -34,7 +34,7 @@ SURVIVAL = {
 
 
 def sites_of(label: str) -> dict[int, pd.DataFrame]:
-    return dict(zip(ORGS, pooled.split(DATA[label])))
+    return dict(zip(ORGS, pooled.split(DATA[label]), strict=True))
 
 
 def exact_everywhere() -> dict[int, dict]:
@@ -59,7 +59,8 @@ def pooled_frame(label: str, covariates=(), group=None, cuts=None) -> pd.DataFra
     """All sites' complete cases with a site column, times mapped to grid intervals if cuts."""
     duration, event = SURVIVAL[label][:2]
     used = [duration, event, *covariates, *([group] if group else [])]
-    parts = [part[list(dict.fromkeys(used))].dropna().assign(site=i) for i, part in enumerate(pooled.split(DATA[label]))]
+    parts = [part[list(dict.fromkeys(used))].dropna().assign(site=i)
+             for i, part in enumerate(pooled.split(DATA[label]))]
     frame = pd.concat(parts, ignore_index=True)
     frame["T"] = frame[duration].astype(float)
     if cuts is not None:
@@ -176,7 +177,7 @@ def test_log_rank_of_three_groups_matches_lifelines():
     # lung's ph.ecog has four levels; the one patient with 3 and the one missing go, as
     # a site could not release a group of one anyway.
     lung = DATA["lung"][DATA["lung"]["ph.ecog"].isin([0, 1, 2])]
-    sites = dict(zip(ORGS, pooled.split(lung)))
+    sites = dict(zip(ORGS, pooled.split(lung), strict=True))
     result = run_local("reference.kaplan_meier", "kaplan_meier",
                        kwargs={"duration": "time", "event": "status", "group": "ph.ecog", "grid": "exact"},
                        sites=sites, env=exact_everywhere())
