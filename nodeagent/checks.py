@@ -78,6 +78,7 @@ def _check_docker(config: NodeConfig, executor_factory) -> list[Finding]:
         findings = [Finding(FAIL, "docker", f"no Docker engine answers: {exc}")]
         findings += [Finding(FAIL, "registry", f"{host}: not checked without a Docker engine")
                      for host in config.registries]
+        findings.append(Finding(FAIL, "forwarder", f"{config.forwarder_image}: not checked without a Docker engine"))
         return findings
     findings = [Finding(OK, "docker", f"Docker engine {version} answers")]
     for creds in config.registries.values():
@@ -86,6 +87,11 @@ def _check_docker(config: NodeConfig, executor_factory) -> list[Finding]:
             findings.append(Finding(OK, "registry", f"{creds.host} accepted the credentials of {creds.username}"))
         except ImageError as exc:
             findings.append(Finding(FAIL, "registry", str(exc)))
+    problem = executor.forwarder_image_problem(config.forwarder_image)
+    if problem:
+        findings.append(Finding(FAIL, "forwarder", f"forwarder_image: {problem}"))
+    else:
+        findings.append(Finding(OK, "forwarder", f"forwarder_image {config.forwarder_image} is present or pullable"))
     return findings
 
 

@@ -41,6 +41,7 @@ def test_check_passes_when_key_engine_registry_and_databases_are_right(tmp_path,
     assert f"{registry.host} accepted the credentials of {registry.username}" in done.stdout
     assert "database default" in done.stdout
     assert f"SQLite file {registry_db} opens (1 tables)" in done.stdout
+    assert "forwarder_image vantage/algorithm-base:bookworm-1 is present or pullable" in done.stdout
     assert "FAIL" not in done.stdout
 
 
@@ -48,7 +49,8 @@ def test_check_names_each_problem_and_exits_1(tmp_path, daphne_server, registry,
     world = daphne_server.world()
     wrong = registry.__class__(registry.host, registry.username, "wrong", tmp_path / "wrong-password")
     wrong.password_file.write_text("not-the-password\n")
-    node = make_node(tmp_path, daphne_server, wrong, world)
+    node = make_node(tmp_path, daphne_server, wrong, world,
+                     top=f'forwarder_image = "{registry.host}/vantage-test/no-such-forwarder:1"')
     node.config_path.write_text(
         node.config_path.read_text().replace(world["nodes"][0]["api_key"], "vnk_000000000000_wrong")
     )
@@ -59,4 +61,5 @@ def test_check_names_each_problem_and_exits_1(tmp_path, daphne_server, registry,
     assert any(line.split()[:2] == ["FAIL", "server"] and "refused the API key" in line for line in lines)
     assert any(line.split()[:2] == ["FAIL", "registry"] and registry.host in line for line in lines)
     assert any(line.split()[:3] == ["FAIL", "database", "default"] and "does not exist" in line for line in lines)
-    assert lines[-1].startswith("3 problem(s)")
+    assert any(line.split()[:2] == ["FAIL", "forwarder"] and "cannot be pulled" in line for line in lines)
+    assert lines[-1].startswith("4 problem(s)")

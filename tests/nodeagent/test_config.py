@@ -74,6 +74,7 @@ def test_a_complete_config_loads_into_typed_values(tmp_path):
     assert loaded.limits.memory == 2 * 1024**3
     assert loaded.limits.max_concurrent_runs == 3
     assert loaded.algorithm_env == {"ALGO_MIN_ROWS": "10"}
+    assert loaded.forwarder_image == "vantage/algorithm-base:bookworm-1"  # the default
 
 
 def test_summary_reported_to_the_server_holds_no_secrets_or_paths(tmp_path):
@@ -107,6 +108,9 @@ def test_api_key_from_a_file_or_an_environment_variable(tmp_path):
     (('ALGO_MIN_ROWS = "10"', "ALGO_MIN_ROWS = 10"), "algorithm_env.ALGO_MIN_ROWS: expected a string, got 10"),
     (("[policy]", "[policy]\nallowed_image = []"), "policy.allowed_image: unknown key"),
     (("[databases.default]", "[databases.Default]"), "databases.Default: a database label is lowercase"),
+    (('task_folder = "tasks"', 'task_folder = "tasks"\nforwarder_image = "relay image"'),
+     'forwarder_image: expected an image name like "vantage/algorithm-base:bookworm-1", got "relay image"'),
+    (('task_folder = "tasks"', 'task_folder = "tasks"\nforwarder_image = 3'), "forwarder_image: expected an image name"),
 ])
 def test_a_bad_value_names_the_key_and_the_problem(tmp_path, change, expected):
     old, new = change
