@@ -114,10 +114,13 @@ class Client:
         self._refresh = body.get("refresh", self._refresh)  # present when the server rotates them
 
     def use_private_key(self, key, password: bytes | None = None) -> None:
-        if isinstance(key, (str, os.PathLike)) and not str(key).lstrip().startswith("-----BEGIN"):
-            key = crypto.read_private_key(key, password)
-        elif isinstance(key, (str, bytes)):
-            key = crypto.load_private_key(key, password)
+        try:
+            if isinstance(key, (str, os.PathLike)) and not str(key).lstrip().startswith("-----BEGIN"):
+                key = crypto.read_private_key(key, password)
+            elif isinstance(key, (str, bytes)):
+                key = crypto.load_private_key(key, password)
+        except crypto.KeyFormatError as exc:
+            raise VantageError(f"the private key cannot be used: {exc}") from None
         self.private_key = key
 
     # ------------------------------------------------------------ HTTP
@@ -184,7 +187,10 @@ class Client:
         its owner only) and publish its public key on the organisation (by default the
         logged-in user's). Returns the public key PEM."""
         if not os.path.exists(key_path):
-            crypto.write_private_key(key_path, crypto.generate_private_key(bits), password)
+            try:
+                crypto.write_private_key(key_path, crypto.generate_private_key(bits), password)
+            except (OSError, crypto.KeyFormatError) as exc:
+                raise VantageError(f"cannot create the private key {key_path}: {exc}") from None
         self.use_private_key(key_path, password)
         organization_id = _id(organization) if organization is not None else self.whoami()["organization"]
         public_pem = crypto.public_key_pem(self.private_key)

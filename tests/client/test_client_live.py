@@ -276,3 +276,11 @@ def test_cli_publish_key_reports_a_bad_key_file_in_one_line(daphne_server, clien
                 env={"VANTAGE_PASSWORD": client_seed["password"], "NO_PROXY": "127.0.0.1"})
     assert done.returncode == 1
     assert done.stderr == f"vantage-client: {bad}: not a PEM private key, or the password is wrong\n"
+
+
+def test_an_unusable_private_key_is_a_client_error(daphne_server, tmp_path):
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(VantageError, match=f"the private key cannot be used: cannot read the private key {missing}"):
+        Client(daphne_server.url, private_key=missing)
+    with pytest.raises(VantageError, match="the private key cannot be used: not a PEM private key"):
+        Client(daphne_server.url, private_key=b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")

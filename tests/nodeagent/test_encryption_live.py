@@ -85,8 +85,11 @@ class SealedSite:
         rows = [json.loads(line[4:]) for line in out.splitlines() if line.startswith("RUN ")]
         return [(base64.b64decode(i), base64.b64decode(r) or None) for i, r in rows]
 
-    def agent_logs(self) -> str:
-        return "\n".join(f"--- {n.dir.name}\n{n.log()[-4000:]}" for n in self.nodes)
+    def agent_logs(self, task_id: int | None = None) -> str:
+        """The agents' logs, and the task's run logs as the researcher sees them."""
+        runs = [self.client.get(f"runs/{run['id']}/") for run in self.client.runs(task_id)] if task_id else []
+        return "\n".join([*(f"--- run {r['id']}: {r['status']}\n{r['log']}" for r in runs),
+                          *(f"--- {n.dir.name}\n{n.log()[-4000:]}" for n in self.nodes)])
 
 
 @pytest.fixture
@@ -121,7 +124,7 @@ def test_partial_and_central_methods_on_an_encrypted_collaboration(sealed_site, 
     partial = site.client.tasks.create(collaboration=site.world["collaboration"], image=test_images["probe"],
                                        method="partial", kwargs={"column": "value"}, organizations=site.organizations,
                                        databases=["default"])
-    assert site.client.tasks.wait(partial["id"], timeout=90)["status"] == "completed", site.agent_logs()
+    assert site.client.tasks.wait(partial["id"], timeout=90)["status"] == "completed", site.agent_logs(partial["id"])
     results = {run["organization"]: run["result"] for run in site.client.runs(partial["id"])}
     assert results == {first: {"rows": 3, "sum": 6.0}, second: {"rows": 2, "sum": 30.0}}
     _assert_only_ciphertext(site, [partial["id"]], 2)
@@ -129,7 +132,7 @@ def test_partial_and_central_methods_on_an_encrypted_collaboration(sealed_site, 
     central = site.client.tasks.create(collaboration=site.world["collaboration"], image=test_images["probe"],
                                        method="central", kwargs={"column": "value", "count": 2},
                                        organizations=[first], databases=["default"])
-    assert site.client.tasks.wait(central["id"], timeout=120)["status"] == "completed", site.agent_logs()
+    assert site.client.tasks.wait(central["id"], timeout=120)["status"] == "completed", site.agent_logs(central["id"])
     (combined,) = site.client.results(central["id"])
     assert (combined["organizations"], combined["rows"], combined["sum"]) == (sorted(site.organizations), 5, 36.0)
     # The subtask's inputs were sealed by the proxy, its results by the nodes for the central organisation.
