@@ -79,6 +79,12 @@ class TaskCreateForm(forms.Form):
         self.fields["organizations"].widget = OrganizationCheckboxes(memberships)
         self.fields["organizations"].queryset = choices["organizations"]
         self.fields["algorithm"].queryset = choices["algorithms"]
+        # Suggestions (a <datalist>) from the jobs the user sees: the demo's images and
+        # methods, once its study has run, are a click away.
+        self.suggestions = {"image": choices["recent_images"], "method": choices["recent_methods"]}
+        for name, values in self.suggestions.items():
+            if values:
+                self.fields[name].widget.attrs["list"] = f"{name}-suggestions"
 
     def clean_kwargs(self) -> dict:
         text = self.cleaned_data["kwargs"].strip() or "{}"

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q
 
 from accounts.models import Action, Resource
 from accounts.permissions import user_scope
@@ -151,10 +151,22 @@ def task_page(*, user, task_id: int) -> dict:
     }
 
 
-def task_form_choices(*, user) -> dict[str, QuerySet]:
-    """What a new task may name: active collaborations, their organisations, approved algorithms."""
+RECENT_SUGGESTIONS = 100
+
+
+def _recent(values) -> list[str]:
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def task_form_choices(*, user) -> dict:
+    """What a new task may name: active collaborations, their organisations, approved
+    algorithms; and, as suggestions, the images and methods of the latest jobs the user sees."""
     collaborations = collaboration_list(user=user).filter(status=Collaboration.Status.ACTIVE)
+    recent = list(task_list(user=user).filter(parent__isnull=True).values_list("image", "method")
+                  [:RECENT_SUGGESTIONS])
     return {
+        "recent_images": _recent(image for image, _method in recent),
+        "recent_methods": _recent(method for _image, method in recent),
         "collaborations": collaborations,
         "organizations": organization_list(user=user).filter(collaborations__in=collaborations).distinct(),
         "memberships": organization_list(user=user).filter(collaborations__in=collaborations)

@@ -502,3 +502,10 @@ def test_dashboard_query_count_does_not_grow_with_tasks(browser_for, owner, coll
     # names, the user's organisation.
     with django_assert_num_queries(9):
         assert client.get("/portal/").status_code == 200
+
+
+def test_new_task_form_suggests_the_images_and_methods_of_recent_jobs(browser_for, member, task):
+    page = browser_for(member).get("/portal/tasks/new/")
+    body = page.content.decode()
+    assert 'list="image-suggestions"' in body and '<option value="127.0.0.1:5000/algo:1">' in body
+    assert 'list="method-suggestions"' in body and '<option value="summary">' in body
