@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from vantage_algorithms import AlgorithmError, Policy, central, outputs, partial
 from vantage_algorithms.tables import level_names
@@ -133,6 +132,8 @@ def logistic(client, policy: Policy, *, outcome: str, covariates: list[str], lev
         if np.max(np.abs(step)) < tolerance * (1 + np.max(np.abs(beta))):
             converged = True
             break
+    from scipy import stats  # here, not at the top: the partials at every site need not load it
+
     covariance = np.linalg.inv(information)
     se = np.sqrt(np.diag(covariance))
     z = beta / se
