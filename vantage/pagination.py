@@ -1,4 +1,24 @@
+from django.core.paginator import Paginator
 from rest_framework import pagination
+
+
+class FirstPageCountingPaginator(Paginator):
+    """A paginator that counts a short first page by its rows instead of a COUNT query.
+
+    Most lists a client asks for fit on their first page (a user's organisations, a
+    node's open runs on a quiet day): those rows are the whole list, so counting them
+    again in the database would only repeat the work.
+    """
+
+    def page(self, number):
+        if number not in (1, "1"):
+            return super().page(number)
+        rows = list(self.object_list[: self.per_page])
+        if len(rows) < self.per_page:
+            self.count = len(rows)  # fills the cached property: no COUNT query
+        # The count (a query when the page is full) also checks an empty first page.
+        self.validate_number(1)
+        return self._get_page(rows, 1, self)
 
 
 class PageNumberPagination(pagination.PageNumberPagination):
@@ -8,6 +28,7 @@ class PageNumberPagination(pagination.PageNumberPagination):
     `next` visits each row once and terminates whatever the page size.
     """
 
+    django_paginator_class = FirstPageCountingPaginator
     page_size_query_param = "page_size"
     max_page_size = 1000
 

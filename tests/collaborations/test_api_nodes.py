@@ -300,6 +300,6 @@ def test_node_list_query_count_does_not_grow_with_rows(api_for, owner, org_a, co
     for _ in range(extra):
         factories.make_node(org_a, collab)
     client = api_for(owner)
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(3):
         response = client.get("/api/nodes/")
     assert response.data["count"] == extra
