@@ -12,14 +12,24 @@ run's deadline and no longer:
 What a container may do with it is small and listed in docs/node.md ("Container tokens
 (server side)"): create subtasks of its own job, read its job's tasks, runs and
 results, and read its collaboration's member organisations.
+
+Its `sub` claim is the container's identity as vantage6 4.x writes it (an object with
+task_id, organization_id, collaboration_id, node_id, image, databases...): the
+vantage6 algorithm client reads it, without verifying, to learn where it runs and which
+image and databases its subtasks use. Authorisation never reads `sub`; it uses the
+claims below and the run's row.
 """
 
 from dataclasses import dataclass
 from datetime import timedelta
 
+import jwt
 from django.conf import settings
 from django.utils import timezone
 from rest_framework import exceptions
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.tokens import AccessToken
 
 from collaborations.models import Node
@@ -88,11 +98,38 @@ def container_token_issue(*, run: Run, node: Node) -> tuple[str, int]:
     token[CONTAINER_NODE_KEY_CLAIM] = node.api_key_prefix
     token["image"] = task.image
     token["digest"] = task.digest
+    token["sub"] = {
+        "client_type": "container", "task_id": task.pk, "organization_id": run.organization_id,
+        "collaboration_id": task.collaboration_id, "node_id": node.pk, "study_id": task.study_id,
+        "store_id": None, "image": task.image, "databases": task.databases,
+    }
     return str(token), expires_in
 
 
-def container_principal(token: AccessToken) -> ContainerPrincipal:
-    """The principal for a verified container token; AuthenticationFailed once it no longer holds.
+def container_token_claims(raw: str) -> dict:
+    """The claims of a valid container token; TokenError for anything else.
+
+    Checked as simplejwt checks access tokens (signature with the server key and its
+    algorithm, audience and issuer when set, expiry, token type), except for `sub`:
+    PyJWT (2.10 and later) refuses a `sub` that is not a string unless told not to look,
+    and a container token's `sub` is vantage6's identity object.
+    """
+    try:
+        claims = jwt.decode(
+            raw, token_backend.get_verifying_key(raw), algorithms=[token_backend.algorithm],
+            audience=token_backend.audience, issuer=token_backend.issuer, leeway=token_backend.get_leeway(),
+            options={"verify_aud": token_backend.audience is not None, "verify_sub": False,
+                     "require": ["exp", CONTAINER_CLAIM]},
+        )
+    except jwt.InvalidTokenError as exc:
+        raise TokenError("Token is invalid or expired") from exc
+    if claims.get(api_settings.TOKEN_TYPE_CLAIM) != AccessToken.token_type:
+        raise TokenError("Token has wrong type")
+    return claims
+
+
+def container_principal(token: dict) -> ContainerPrincipal:
+    """The principal for a verified container token's claims; AuthenticationFailed once it no longer holds.
 
     One query: the run with its task and node, read fresh on every request.
     """

@@ -8,6 +8,7 @@ is refused (400), not silently replaced: a container asking for that is misbehav
 import time
 from datetime import timedelta
 
+import jwt
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.files.base import ContentFile
@@ -80,6 +81,24 @@ def test_holding_node_gets_a_token_that_expires_at_the_run_deadline(api_for, nod
     remaining = (running_a.deadline_at - timezone.now()).total_seconds()
     assert remaining - 5 <= response.data["expires_in"] <= remaining
     assert set(response.data) == {"token", "expires_in"}
+
+
+def test_token_carries_vantage6s_container_identity_in_sub(container_token, running_a, node_a, task):
+    # As vantage6's AlgorithmClient reads it: without the key, `sub` as an object.
+    claims = jwt.decode(container_token, options={"verify_signature": False})
+    assert claims["sub"] == {
+        "client_type": "container", "task_id": task.pk, "organization_id": running_a.organization_id,
+        "collaboration_id": task.collaboration_id, "node_id": node_a.pk, "study_id": task.study_id,
+        "store_id": None, "image": task.image, "databases": task.databases,
+    }
+
+
+def test_token_with_an_altered_identity_is_refused(container_token, task):
+    header, payload, signature = container_token.split(".")
+    claims = jwt.decode(container_token, options={"verify_signature": False})
+    claims["sub"]["task_id"] = claims["task_id"] = task.pk + 1
+    forged = jwt.encode(claims, "not the server key", algorithm="HS256").split(".")[1]
+    assert _client(f"{header}.{forged}.{signature}").get(f"/api/tasks/{task.pk}/").status_code == 401
 
 
 def test_claimed_run_gets_a_token_too(api_for, node_a, run_a):
