@@ -4,7 +4,15 @@ All carry `Authorization: Bearer <jwt>` signed with the server key. A node token
 `node_id` and the key prefix it was issued for, so rotating a node's key revokes every
 token issued under the old one. A container token (tasks.container_tokens) holds its run
 and its node's key prefix; it is accepted by the REST API only, never on a websocket.
+
+Checking a token's signature and claims cost about as much as the rest of a small
+request, so each process remembers the tokens it has verified until they expire.
+Revocation is not affected: it acts on the principal (the user's state and roles, the
+node's key, the container's run), which is checked on every request as before.
 """
+
+import threading
+import time
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,6 +28,30 @@ from tasks.container_tokens import CONTAINER_CLAIM, container_principal, contain
 
 NODE_CLAIM = "node_id"
 NODE_KEY_CLAIM = "node_key"
+VERIFIED_TOKENS_MAX = 10_000
+
+_verified_lock = threading.Lock()
+_verified: dict[bytes, AccessToken] = {}
+
+
+def verified_token(raw: bytes) -> AccessToken:
+    """The token, checked (signature, type, expiry) when this process first saw it.
+
+    The cached token objects are shared between requests: read them, never change them.
+    """
+    token = _verified.get(raw)
+    if token is not None and time.time() < token.payload["exp"]:
+        return token
+    token = AccessToken(raw.decode())  # TokenError or UnicodeDecodeError when it is not valid
+    with _verified_lock:
+        if len(_verified) >= VERIFIED_TOKENS_MAX:
+            now = time.time()
+            for key in [key for key, known in _verified.items() if known.payload["exp"] <= now]:
+                del _verified[key]
+            if len(_verified) >= VERIFIED_TOKENS_MAX:
+                _verified.clear()
+        _verified[raw] = token
+    return token
 
 
 def node_access_token(node: Node) -> AccessToken:
@@ -44,7 +76,7 @@ class NodeOrUserJWTAuthentication(BaseAuthentication):
     def authenticate_token(self, raw: bytes, *, allow_container: bool = False):
         """(principal, token) for a raw JWT; used by the REST API and the websocket handshake."""
         try:
-            token = AccessToken(raw.decode())
+            token = verified_token(raw)
         except (TokenError, UnicodeDecodeError):
             # A container token's `sub` is vantage6's identity object, which AccessToken refuses.
             token = self._container_claims(raw)
