@@ -8,7 +8,8 @@ A result is whatever JSON the algorithm wrote. Shapes that read well as a table 
 - within an object, lists of scalars of one length (a model's terms, coefficients and
   standard errors; a survival table's times and counts) are drawn side by side as
   columns, the object's other fields as name | value rows;
-- a list of objects with the same keys, or an object of such objects, is one row each;
+- a list of objects with the same keys, or objects of scalars side by side in an object
+  (summary statistics per column), are one row each;
 - a list of equal-length lists of scalars is a matrix.
 
 Anything else nests, down to MAX_DEPTH, then shows as indented JSON. Every string passes
@@ -112,36 +113,35 @@ def _object(value: dict, depth: int) -> SafeString:
         if crosstab is not None:
             return crosstab
     fields = {k: v for k, v in value.items() if not (caption and k == "type")}
-    # The longest run of equal-length scalar lists becomes one table of columns.
+    inner = fields.get("values")
+    if caption and isinstance(inner, dict) and not set(inner) & set(fields):
+        # A typed output's "values" read as its own fields, beside n and the like.
+        fields = {**{k: v for k, v in fields.items() if k != "values"}, **inner}
+    # The most numerous equal-length scalar lists become one table of columns.
     lengths = Counter(len(v) for v in fields.values() if _is_scalar_list(v))
     length = max(lengths, key=lambda n: (lengths[n], n)) if lengths else None
-    columns = [k for k, v in fields.items() if _is_scalar_list(v) and len(v) == length] if length else []
+    columns = [k for k, v in fields.items() if _is_scalar_list(v) and len(v) == length]
     if len(columns) < 2:
         columns = []
-    rest = {k: v for k, v in fields.items() if k not in columns}
+    # Objects of scalars side by side (summary statistics per column) become one row each.
+    records = [k for k, v in fields.items() if k not in columns and _is_scalar_object(v)]
+    if len(records) < 2:
+        records = []
+    rest = {k: v for k, v in fields.items() if k not in columns and k not in records}
     parts = []
     if rest:
-        records = _records_of_objects(rest)
-        if records is not None:
-            parts.append(_table(["", *records], ([_name(k), *(v.get(c) for c in records)] for k, v in rest.items()),
-                                depth, caption))
-        else:
-            parts.append(_table(None, ([_name(k), v] for k, v in rest.items()), depth, caption))
+        parts.append(_table(None, ([_name(k), v] for k, v in rest.items()), depth, caption))
+    if records:
+        keys = list(dict.fromkeys(key for k in records for key in fields[k]))
+        parts.append(_table(["", *keys], ([_name(k), *(fields[k].get(c) for c in keys)] for k in records),
+                            depth, "" if parts else caption))
     if columns:
-        parts.append(_table(columns, zip(*(fields[k] for k in columns)), depth, "" if rest else caption))
+        parts.append(_table(columns, zip(*(fields[k] for k in columns)), depth, "" if parts else caption))
     return format_html_join("", "{}", ((part,) for part in parts))
 
 
-def _records_of_objects(value: dict) -> list | None:
-    """The union of keys when every value is an object of scalars (one row each), else None."""
-    if len(value) < 2 or not all(isinstance(v, dict) and v for v in value.values()):
-        return None
-    if not all(_is_scalar(x) for v in value.values() for x in v.values()):
-        return None
-    keys: list = []
-    for v in value.values():
-        keys.extend(k for k in v if k not in keys)
-    return keys
+def _is_scalar_object(value) -> bool:
+    return isinstance(value, dict) and bool(value) and all(_is_scalar(v) for v in value.values())
 
 
 def _records_columns(value: list) -> list | None:
@@ -161,7 +161,9 @@ def _is_matrix(value: list) -> bool:
 def _render(value, depth: int) -> SafeString:
     if _is_scalar(value):
         return _scalar(value)
-    if depth >= MAX_DEPTH or not value:
+    if not value:
+        return format_html('<span class="null">{}</span>', json.dumps(value))
+    if depth >= MAX_DEPTH:
         return format_html("<pre>{}</pre>", json.dumps(value, indent=2))
     if isinstance(value, dict):
         return _object(value, depth)

@@ -7,36 +7,37 @@ from vantage_algorithms import outputs
 
 
 class Tables(HTMLParser):
-    """The tables of a fragment as [caption, [[cell text, ...], ...]], outermost first."""
+    """The tables of a fragment as [caption, [[cell text, ...], ...]], outermost first.
+
+    A cell's text is its own: the text of a table nested in it belongs to that table."""
 
     def __init__(self, html: str):
         super().__init__()
-        self.tables, self._open, self._cell = [], [], None
+        self.tables, self._open = [], []  # _open: [table, text of its current cell or None]
         self.feed(html)
 
     def handle_starttag(self, tag, attrs):
         if tag == "table":
             self.tables.append(["", []])
-            self._open.append(self.tables[-1])
-        elif tag == "tr" and self._open:
-            self._open[-1][1].append([])
-        elif tag in ("td", "th") and self._open and self._cell is None:
-            self._cell = ""
-        elif tag == "caption":
-            self._cell = ""
+            self._open.append([self.tables[-1], None])
+        elif tag == "tr":
+            self._open[-1][0][1].append([])
+        elif tag in ("td", "th", "caption"):
+            self._open[-1][1] = ""
 
     def handle_endtag(self, tag):
         if tag == "table":
             self._open.pop()
-        elif tag in ("td", "th") and self._cell is not None and self._open:
-            self._open[-1][1][-1].append(self._cell.strip())
-            self._cell = None
+        elif tag in ("td", "th"):
+            table, text = self._open[-1]
+            table[1][-1].append(text.strip())
+            self._open[-1][1] = None
         elif tag == "caption":
-            self._open[-1][0], self._cell = self._cell.strip(), None
+            self._open[-1][0][0], self._open[-1][1] = self._open[-1][1].strip(), None
 
     def handle_data(self, data):
-        if self._cell is not None:
-            self._cell += data
+        if self._open and self._open[-1][1] is not None:
+            self._open[-1][1] += data
 
 
 def _tables(value) -> list:
@@ -73,13 +74,17 @@ def test_a_one_way_count_table_lists_levels_and_counts():
 def test_summary_statistics_per_column_are_one_row_each():
     aggregate = outputs.Aggregate({"columns": {
         "age": {"kind": "numeric", "n": 686, "mean": 53.05247813411079, "variance": 101.07},
+        "horTh": {"kind": "categorical", "n": 686, "levels": ["no", "yes"], "counts": [440, 246]},
         "tsize": {"kind": "numeric", "n": 686, "mean": 29.3294, "variance": 214.3, "min": 3},
     }}, n=686).to_json()
-    outer, values, columns = _tables(aggregate)
-    assert outer[0] == "aggregate" and outer[1][0] == ["n", "686"] and values[1][0][0] == "columns"
-    assert columns[1] == [["", "kind", "n", "mean", "variance", "min"],
-                          ["age", "numeric", "686", "53.0525", "101.07", "–"],
-                          ["tsize", "numeric", "686", "29.3294", "214.3", "3"]]
+    tables = _tables(aggregate)
+    assert tables[0] == ["aggregate", [["n", "686"], ["columns", ""]]]  # the values beside n, not nested
+    numeric = next(rows for _caption, rows in tables if rows[0][0] == "")
+    assert numeric == [["", "kind", "n", "mean", "variance", "min"],
+                       ["age", "numeric", "686", "53.0525", "101.07", "–"],
+                       ["tsize", "numeric", "686", "29.3294", "214.3", "3"]]
+    levels = next(rows for _caption, rows in tables if rows[0] == ["levels", "counts"])
+    assert levels[1:] == [["no", "440"], ["yes", "246"]]
 
 
 def test_a_list_of_records_is_one_table():
