@@ -190,9 +190,10 @@ def test_run_detail_tells_the_node_who_created_the_task_and_where(api_for, owner
 
 def test_run_detail_names_the_parent_of_a_subtask_and_the_run_that_created_it(api_for, owner, collab, org_a,
                                                                              node_a, task, run_a):
+    subtask = factories.make_task(owner, collab, [org_a], method="partial")
+    # Flagged after creation: an encrypted collaboration takes only sealed inputs (test_encrypted_inputs.py).
     collab.encrypted = True
     collab.save(update_fields=["encrypted"])
-    subtask = factories.make_task(owner, collab, [org_a], method="partial")
     Task.objects.filter(pk=subtask.pk).update(parent=task, created_by_run=run_a, created_by=None)
     response = api_for(node_a).get(f"/api/runs/{subtask.runs.get().pk}/")
     assert response.status_code == 200
