@@ -30,10 +30,12 @@ from collaborations.serializers import (
     NodeTokenSerializer,
     NodeWithKeySerializer,
     OrganizationInputSerializer,
+    ORGANIZATION_COLUMNS,
     OrganizationSerializer,
     StudyCreateSerializer,
     StudySerializer,
     StudyUpdateSerializer,
+    organization_data,
 )
 from tasks.selectors import container_organization_list
 
@@ -54,6 +56,10 @@ class OrganizationViewSet(ScopedViewSet):
                 container=self.request.user, collaboration=self.request.query_params.get("collaboration")
             )
         return selectors.organization_list(user=self.request.user)
+
+    def list(self, request):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).values(*ORGANIZATION_COLUMNS))
+        return self.get_paginated_response([organization_data(row) for row in page])
 
     @extend_schema(request=OrganizationInputSerializer, responses={201: OrganizationSerializer})
     def create(self, request):

@@ -41,8 +41,12 @@ from tasks.serializers import (
     RunLogSerializer,
     RunSerializer,
     SubtaskCreateSerializer,
+    RUN_COLUMNS,
     TaskCreateSerializer,
     TaskSerializer,
+    node_run_data,
+    run_data,
+    task_data,
 )
 from tasks.uploads import ResultUploadHandler
 from vantage.errors import Conflict
@@ -123,11 +127,11 @@ class TaskViewSet(ScopedViewSet):
             serializer = SubtaskCreateSerializer(data=request.data, context=self.get_serializer_context())
             serializer.is_valid(raise_exception=True)
             task = services.subtask_create(container=request.user, **serializer.to_service_kwargs())
-            return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)
-        serializer = TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
-        serializer.is_valid(raise_exception=True)
-        task = services.task_create(actor=request.user, **serializer.to_service_kwargs())
-        return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)
+        else:
+            serializer = TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
+            serializer.is_valid(raise_exception=True)
+            task = services.task_create(actor=request.user, **serializer.to_service_kwargs())
+        return Response(task_data(task, task.created_runs), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=TaskSerializer)
     @action(detail=True, methods=["post"])
@@ -156,6 +160,11 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         # Only a run's detail shows its input or log; the other actions answer from the service.
         return selectors.run_list(principal=self.request.user, defer_payload=self.action != "retrieve")
 
+    def list(self, request):
+        # Plain rows rendered as RunSerializer renders them (tasks.serializers.run_data).
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).values(*RUN_COLUMNS))
+        return self.get_paginated_response([run_data(row) for row in page])
+
     def get_serializer_class(self):
         if self.action == "list" or is_container(getattr(self.request, "user", None)):
             return RunSerializer
@@ -181,7 +190,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         if run is None:
             self.get_object()  # 404 when the run is not this node's to see
             raise Conflict("The run is no longer pending: another node claimed it, or it was killed.")
-        return Response(NodeRunSerializer(run).data)
+        return Response(node_run_data(run))
 
     @extend_schema(request=None, responses={200: ContainerTokenSerializer, 409: OpenApiResponse(
         description="This node does not hold the run (not claimed by it, or final), or its deadline passed.")})
@@ -196,7 +205,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     def start(self, request, pk=None):
         """Mark a run this node claimed as running: its container has started."""
         run = services.run_start(run_id=self.get_object().pk, node=request.user)
-        return Response(RunSerializer(run).data)
+        return Response(run_data(vars(run)))
 
     @extend_schema(request=RunLogSerializer, responses=RunSerializer)
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
@@ -215,7 +224,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         """Report the run's final state, with its output file as the multipart part `result`."""
         run = self.get_object()
         run = services.run_finish(run_id=run.pk, node=request.user, **self._input(RunFinishSerializer))
-        return Response(RunSerializer(run).data)
+        return Response(run_data(vars(run)))
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
                               404: OpenApiResponse(description="No such run, or it has no result.")})

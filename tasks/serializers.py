@@ -3,10 +3,17 @@
 Input serializers parse and resolve ids against what the caller may see; the rules about
 what may be created or changed live in tasks.services. Binary run inputs travel as
 base64 strings inside JSON; result files travel as multipart uploads and downloads.
+
+The node's hot path (its run list, claim, start, finish) and task creation answer with
+plain dicts (`run_data`, `node_run_data`, `task_data`) in exactly the shape of the
+serializers below, which still describe them in the OpenAPI schema: building a DRF
+serializer's fields costs more than the rest of such a request's Python work
+(tests/tasks/test_output_shapes.py holds the two to the same output).
 """
 
 import base64
 import binascii
+from collections.abc import Mapping
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -16,6 +23,7 @@ from collaborations.selectors import collaboration_list, study_list
 from collaborations.serializers import ScopedIdField
 from tasks.models import Algorithm, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
+from vantage.renderers import iso_datetime
 
 
 @extend_schema_field(OpenApiTypes.BYTE)
@@ -194,6 +202,50 @@ class RunFinishSerializer(serializers.Serializer):
     log = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
     result = serializers.FileField(required=False, allow_empty_file=True, use_url=False,
                                    help_text="The output file, streamed; at most VANTAGE_MAX_RESULT_BYTES.")
+
+
+# A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or vars(run).
+RUN_COLUMNS = ("id", "task_id", "organization_id", "node_id", "status", "exit_code", "error_kind", "result_size",
+               "result_sha256", "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at")
+
+
+def run_data(run: Mapping) -> dict:
+    """RunSerializer's output, from a run's column values (RUN_COLUMNS)."""
+    return {
+        "id": run["id"], "task": run["task_id"], "organization": run["organization_id"], "node": run["node_id"],
+        "status": run["status"], "exit_code": run["exit_code"], "error_kind": run["error_kind"],
+        "result_size": run["result_size"], "result_sha256": run["result_sha256"],
+        "kill_requested": run["kill_requested_at"] is not None,
+        "kill_requested_at": iso_datetime(run["kill_requested_at"]), "created_at": iso_datetime(run["created_at"]),
+        "claimed_at": iso_datetime(run["claimed_at"]), "started_at": iso_datetime(run["started_at"]),
+        "finished_at": iso_datetime(run["finished_at"]),
+    }
+
+
+def node_run_data(run: Run) -> dict:
+    """NodeRunSerializer's output, for a run loaded with its task's creator and collaboration."""
+    task = run.task
+    creator = task.created_by
+    return {
+        **run_data(vars(run)),
+        "collaboration": task.collaboration_id, "init_organization": task.init_organization_id, "job": task.job_id,
+        "image": task.image, "digest": task.digest, "method": task.method, "databases": task.databases,
+        "created_by": task.created_by_id, "created_by_username": creator.username if creator is not None else None,
+        "collaboration_encrypted": task.collaboration.encrypted, "parent": task.parent_id,
+        "created_by_run": task.created_by_run_id, "input": base64.b64encode(bytes(run.input)).decode("ascii"),
+    }
+
+
+def task_data(task: Task, runs: list[Run]) -> dict:
+    """TaskSerializer's output for a task whose status and runs the caller knows."""
+    return {
+        "id": task.pk, "name": task.name, "description": task.description, "status": task.status,
+        "collaboration": task.collaboration_id, "study": task.study_id, "algorithm": task.algorithm_id,
+        "init_organization": task.init_organization_id, "created_by": task.created_by_id, "image": task.image,
+        "digest": task.digest, "method": task.method, "databases": task.databases, "parent": task.parent_id,
+        "job": task.job_id, "created_at": iso_datetime(task.created_at),
+        "runs": [{"id": run.pk, "organization": run.organization_id, "status": run.status} for run in runs],
+    }
 
 
 class SubtaskCreateSerializer(TaskCreateSerializer):

@@ -198,8 +198,9 @@ def task_create(
     audit_record(actor=actor, verb="task.created", target=task,
                  details={"organizations": sorted(organization_inputs), "image": image, "method": method})
     task_events.task_created(task, runs)
-    # The derived status a caller would otherwise read back: every run of a new task is pending.
+    # What a caller would otherwise read back: every run of a new task is pending.
     task.status = Task.Status.PENDING
+    task.created_runs = runs
     return task
 
 
@@ -276,6 +277,7 @@ def subtask_create(
                           "parent": parent.pk, "job": task.job_id, "created_by_run": parent_run.pk})
     task_events.task_created(task, runs)
     task.status = Task.Status.PENDING
+    task.created_runs = runs
     return task
 
 
