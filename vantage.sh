@@ -3,8 +3,10 @@
 # (Named vantage.sh because ./vantage is the Django project package.)
 #
 #   ./vantage.sh test [pytest args]    the test suite on SQLite, then on PostgreSQL
-#   ./vantage.sh up                    Docker engine, registry and base image, then the
-#                                      server with demo data; prints URLs and credentials
+#   ./vantage.sh up [--no-study]       the demo network: Docker engine, registry, algorithm
+#                                      images, server, three hospital nodes with their data,
+#                                      then a federated study of GBSG2 printed next to the
+#                                      pooled reference; ends with URLs and credentials
 #   ./vantage.sh stop [--keep-docker]  stop the server and demo node agents; also the
 #                                      registry and dockerd unless --keep-docker
 #   ./vantage.sh status                what runs
@@ -244,23 +246,16 @@ cmd_up() {
     local log="$STATE_DIR/migrate.log"
     (cd "$REPO_DIR" && "$VPY" manage.py migrate --noinput) >"$log" 2>&1 ||
         die "manage.py migrate failed: $(last_line "$log") (see $log)"
-    local seed
-    seed="$(cd "$REPO_DIR" && "$VPY" manage.py demo_seed 2>&1)" ||
-        die "manage.py demo_seed failed: $(printf '%s\n' "$seed" | grep -v '^\s*$' | tail -n 1)"
+    local seed_file="$STATE_DIR/demo-seed.json" seed_err="$STATE_DIR/demo-seed.err"
+    # Owner-only: the summary carries the demo passwords.
+    (umask 077 && cd "$REPO_DIR" && "$VPY" manage.py demo_seed --json >"$seed_file") 2>"$seed_err" ||
+        die "manage.py demo_seed failed: $(last_line "$seed_err")"
     start_server
-    local base="http://127.0.0.1:$PORT"
-    cat <<EOF
-
-Vantage is running ($((SECONDS - start))s).
-  Admin:     $base/admin/
-  API docs:  $base/api/docs/
-  Registry:  127.0.0.1:${VANTAGE_REGISTRY_PORT:-5000} (user vantage, password in $STATE_DIR/registry-password)
-  Data:      $VANTAGE_DATA_DIR   Logs: $STATE_DIR/*.log
-
-$seed
-
-Stop it with ./vantage.sh stop (add --keep-docker to leave dockerd and the registry running).
-EOF
+    # The demo network and its study: algorithm images, three node agents, the analyses.
+    (cd "$REPO_DIR" && "$VPY" -m demo up --seed "$seed_file" --server "http://127.0.0.1:$PORT" \
+        --state-dir "$STATE_DIR" --registry-port "${VANTAGE_REGISTRY_PORT:-5000}" \
+        --elapsed "$((SECONDS - start))" "$@") ||
+        die "the demo did not complete (what runs keeps running: ./vantage.sh status, ./vantage.sh stop)"
 }
 
 stop_pid() {
