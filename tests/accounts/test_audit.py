@@ -56,3 +56,34 @@ def test_deleting_the_newest_events_is_caught_by_the_head(db):
     first, second = AuditEvent.objects.order_by("id")
     AuditEvent.objects.filter(pk=second.pk).delete()
     assert verify_chain() == first.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_appends_from_concurrent_transactions_form_one_chain():
+    """Each thread has its own database connection; the head row lock orders their appends."""
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite's in-memory test database (shared cache) refuses concurrent writers instead of queueing them")
+    per_thread, barrier = 15, threading.Barrier(3)
+
+    def append(name: str):
+        try:
+            barrier.wait()
+            for i in range(per_thread):
+                with transaction.atomic():
+                    audit_record(actor=None, verb=f"test.{name}.{i}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=append, args=(name,)) for name in "abc"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    events = list(AuditEvent.objects.filter(verb__startswith="test.").order_by("id"))
+    assert len(events) == 3 * per_thread
+    assert len({event.prev_hash for event in AuditEvent.objects.all()}) == AuditEvent.objects.count()
+    assert verify_chain() is None
