@@ -6,7 +6,11 @@ tests skip, except under CI=true, where a missing engine must fail the run loudl
 """
 
 import hashlib
+import io
 import os
+import subprocess
+import sys
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +24,11 @@ BASE_IMAGE = os.environ.get("VANTAGE_BASE_IMAGE", "vantage/algorithm-base:bookwo
 REGISTRY = f"127.0.0.1:{os.environ.get('VANTAGE_REGISTRY_PORT', '5000')}"
 REGISTRY_USER = "vantage"
 STATE_DIR = Path(os.environ.get("VANTAGE_STATE_DIR") or Path.home() / ".cache" / "vantage")
+# The vantage6 release bench/ compares against; its algorithm tools go into the v6 test images.
+V6_TOOLS = "vantage6-algorithm-tools==4.15.2"
+# vantage6-common 4.15.2 pins qrcode 7.3.1, published as a source archive only.
+V6_SOURCE_ONLY = "qrcode==7.3.1"
+V6_WHEELS = STATE_DIR / "wheels" / "v6-4.15.2"
 
 
 @dataclass(frozen=True)
@@ -58,24 +67,58 @@ def registry() -> Registry:
     return Registry(REGISTRY, REGISTRY_USER, password_file.read_text().strip(), password_file)
 
 
-def content_hash(folder: Path, base_id: str) -> str:
+def content_hash(files: dict[str, Path], base_id: str) -> str:
     digest = hashlib.sha256(base_id.encode())
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, path in sorted(files.items()):
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def build_and_push(client: docker.DockerClient, reg: Registry, name: str) -> str:
-    """Build algorithms/testimages/<name> (unless this content was built before), push
-    it with credentials, and return `host/vantage-test/<name>:<hash>@sha256:<digest>`."""
+def v6_wheels() -> list[Path]:
+    """The wheels of vantage6's algorithm tools for the base image's Python 3.11, fetched
+    from PyPI once into ~/.cache/vantage/wheels/v6-4.15.2 (the one source archive among
+    their dependencies is built into a wheel here)."""
+    complete = V6_WHEELS / ".complete"
+    if not complete.exists():
+        V6_WHEELS.mkdir(parents=True, exist_ok=True)
+        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+        for command in (
+            [*pip, "wheel", "--no-deps", "-w", str(V6_WHEELS), V6_SOURCE_ONLY],
+            [*pip, "download", "--only-binary=:all:", "--python-version", "3.11", "--platform",
+             "manylinux2014_x86_64", "--find-links", str(V6_WHEELS), "-d", str(V6_WHEELS), V6_TOOLS],
+        ):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                unavailable(f"could not fetch the wheels of {V6_TOOLS}: {done.stderr.strip()[-300:]}")
+        complete.touch()
+    return sorted(V6_WHEELS.glob("*.whl"))
+
+
+def _context(files: dict[str, Path]) -> io.BytesIO:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, path in sorted(files.items()):
+            tar.add(str(path), arcname=name)
+    archive.seek(0)
+    return archive
+
+
+def build_and_push(client: docker.DockerClient, reg: Registry, name: str, *, repository_path: str = "",
+                   wheels: list[Path] = ()) -> str:
+    """Build algorithms/testimages/<name>, with `wheels` in its context's wheels/ folder
+    (unless this content was built before), push it with credentials, and return
+    `host/<repository_path or vantage-test/name>:<hash>@sha256:<digest>`."""
     folder = IMAGES_DIR / name
-    tag = content_hash(folder, client.images.get(BASE_IMAGE).id)
-    repository = f"{reg.host}/vantage-test/{name}"
+    files = {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    files.update({f"wheels/{wheel.name}": wheel for wheel in wheels})
+    tag = content_hash(files, client.images.get(BASE_IMAGE).id)
+    repository = f"{reg.host}/{repository_path or f'vantage-test/{name}'}"
     reference = f"{repository}:{tag}"
     try:
         image = client.images.get(reference)
     except docker.errors.ImageNotFound:
-        image, _ = client.images.build(path=str(folder), tag=reference, pull=False, rm=True, network_mode="none")
+        image, _ = client.images.build(fileobj=_context(files), custom_context=True, tag=reference, pull=False,
+                                       rm=True, network_mode="none")
     auth = {"username": reg.username, "password": reg.password}
     for event in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
         if "error" in event:

@@ -110,7 +110,8 @@ def test_api_key_from_a_file_or_an_environment_variable(tmp_path):
     (("[databases.default]", "[databases.Default]"), "databases.Default: a database label is lowercase"),
     (('task_folder = "tasks"', 'task_folder = "tasks"\nforwarder_image = "relay image"'),
      'forwarder_image: expected an image name like "vantage/algorithm-base:bookworm-1", got "relay image"'),
-    (('task_folder = "tasks"', 'task_folder = "tasks"\nforwarder_image = 3'), "forwarder_image: expected an image name"),
+    (('task_folder = "tasks"', 'task_folder = "tasks"\nforwarder_image = 3'),
+     "forwarder_image: expected an image name"),
 ])
 def test_a_bad_value_names_the_key_and_the_problem(tmp_path, change, expected):
     old, new = change

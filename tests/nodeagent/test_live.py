@@ -14,67 +14,8 @@ import time
 import pytest
 import requests
 
-from tests.nodeagent.live import NodeProcess, Researcher
 
 pytestmark = pytest.mark.slow
-
-class Site:
-    """The world of one test: organisations with a node each, and a researcher."""
-
-    def __init__(self, server, workdir, registry, world):
-        self.server, self.workdir, self.registry, self.world = server, workdir, registry, world
-        self.researcher = Researcher(server, world["user"]["username"], world["user"]["password"])
-        self.nodes: list[NodeProcess] = []
-
-    @property
-    def organizations(self) -> list[int]:
-        return self.world["organizations"]
-
-    def node(self, index: int, *, rows=((1,), (2,)), registry=None, env=None, **config) -> NodeProcess:
-        entry = self.world["nodes"][index]
-        data = self.workdir / f"data-{entry['id']}.csv"
-        data.write_text("value\n" + "".join(f"{r[0]}\n" for r in rows))
-        data.chmod(0o644)
-        node = NodeProcess(self.workdir, f"node-{entry['id']}", server_url=self.server.url, api_key=entry["api_key"],
-                           registry=registry or self.registry, databases={"default": data}, **config)
-        node.data = data
-        node.env.update(env or {})
-        node.start()
-        self.nodes.append(node)
-        return node
-
-    def task(self, image, method, organizations=None, **kwargs):
-        return self.researcher.create_task(collaboration=self.world["collaboration"], image=image, method=method,
-                                           organizations=organizations or self.organizations[:1], **kwargs)
-
-    def wait_status(self, run_id, statuses, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.researcher.run(run_id)
-            if run["status"] in statuses:
-                return run
-            time.sleep(0.1)
-        raise AssertionError(f"run {run_id} is {run['status']}, not {statuses}\n{self.agent_logs()}")
-
-    def agent_logs(self) -> str:
-        return "\n".join(f"--- {n.dir.name}\n{n.log()[-4000:]}" for n in self.nodes)
-
-
-@pytest.fixture
-def site(daphne_server, registry, docker_client, tmp_path):
-    made = Site(daphne_server, tmp_path, registry, daphne_server.world())
-    yield made
-    for node in made.nodes:
-        node.stop()
-    print(made.agent_logs())
-    # Stopped agents leave their containers for the next agent; in a test there is none.
-    server_key = hashlib.sha256(daphne_server.url.encode()).hexdigest()[:10]
-    for node in made.world["nodes"]:
-        for node_label in ("vantage.node_id", "vantage.forwarder_node_id"):
-            labels = [f"vantage.server={server_key}", f"{node_label}={node['id']}"]
-            for container in docker_client.api.containers(all=True, filters={"label": labels}):
-                docker_client.api.remove_container(container["Id"], force=True)
-
 
 def test_partial_method_runs_on_two_sites_and_results_are_downloadable(site, test_images):
     nodes = [site.node(0, rows=[(1,), (2,), (3,)]), site.node(1, rows=[(10,), (20,)])]
