@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from vantage_algorithms import AlgorithmError, Policy, central, outputs, partial
+from vantage_algorithms import AlgorithmError, DisclosureError, Policy, central, outputs, partial
 from vantage_algorithms.tables import level_names
 
 TOLERANCE = 1e-8  # on the Newton step; the error left after it is of its square
@@ -89,9 +89,17 @@ def logistic_site(data: pd.DataFrame, policy: Policy, *, outcome: str, covariate
         raise AlgorithmError(f"beta must have {x.shape[1]} numbers, one per term")
     eta = x @ beta
     p = np.exp(_log_expit(eta))
+    weights = p * (1 - p)
+    # Coefficients can be chosen (by a task calling this method directly) so that every
+    # weight but one vanishes, and the information matrix becomes one patient's x x'.
+    effective_rows = weights.sum() ** 2 / np.sum(weights ** 2) if weights.any() else 0.0
+    if effective_rows < policy.min_rows:
+        raise DisclosureError(f"at these coefficients the information matrix would rest on about "
+                              f"{effective_rows:.1f} rows, fewer than its policy's minimum of {policy.min_rows} "
+                              f"(VANTAGE_MIN_ROWS)")
     loglik = float(np.sum(y * _log_expit(eta) + (1 - y) * _log_expit(-eta)))
     return outputs.Intermediate(n=len(y), arrays={"gradient": x.T @ (y - p),
-                                                  "information": (x * (p * (1 - p))[:, None]).T @ x},
+                                                  "information": (x * weights[:, None]).T @ x},
                                 scalars={"loglik": loglik})
 
 

@@ -126,6 +126,17 @@ def test_logistic_regression_refuses_where_the_outcome_is_a_small_cell():
         run_local("reference.logistic", "logistic", kwargs=pooled.BREAST_CANCER_LOGISTIC, sites=frames)
 
 
+def test_logistic_site_refuses_coefficients_that_single_out_a_patient():
+    site = sites_of("breast_cancer")[12]
+    radius = site["mean_radius"].iloc[7]
+    # eta = 1000 (radius_i - radius_7): every weight p(1-p) vanishes but patient 7's.
+    beta = [-1000 * radius, 1000, 0, 0, 0]
+    with pytest.raises(SubtaskFailed, match=r"organisation 12: refused by its disclosure policy: at these "
+                                            r"coefficients the information matrix would rest on about 1\.\d rows"):
+        run_local("reference.logistic", "logistic_site", kwargs={**pooled.BREAST_CANCER_LOGISTIC, "beta": beta},
+                  sites={12: site})
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"outcome": "target", "covariates": []}, "covariates must be a non-empty list of column names"),
     ({"outcome": "target", "covariates": ["target"]}, "must not include the outcome"),
