@@ -135,7 +135,9 @@ def task_page(*, user, task_id: int) -> dict:
     """A task the user may see, its runs (with logs and results), its subtasks, and what the user may do."""
     task = visible_task(user=user, task_id=task_id)
     encrypted = task.collaboration.encrypted
-    runs = run_list(principal=user).filter(task=task).select_related("node").order_by("organization__name")
+    # Logs are shown, inputs never (they may be megabytes, and users do not read them back).
+    runs = (run_list(principal=user).filter(task=task).select_related("node").defer("input")
+            .order_by("organization__name"))
     views = []
     for run in runs:
         preview = _result_preview(run, encrypted=encrypted)

@@ -201,6 +201,7 @@ def test_task_page_shows_runs_logs_and_results_as_tables(browser_for, member, ta
     runs = {view.run.organization_id: view for view in page.context["runs"]}
     assert runs[org_a.pk].run.status == "completed" and runs[org_b.pk].run.status == "pending"
     assert runs[org_a.pk].preview.value == result and runs[org_b.pk].preview is None
+    assert "input" in runs[org_a.pk].run.get_deferred_fields()  # never read back for a page
     body = page.content.decode()
     assert "<caption>aggregate</caption>" in body
     assert '<span class="num" title="53.25">53.25</span>' in body
