@@ -81,9 +81,12 @@ def _name(key) -> SafeString:
 def _count_table(value: dict) -> SafeString | None:
     """A count_table of one or two dimensions as a crosstab; None for other shapes."""
     dimensions, levels, counts = value.get("dimensions"), value.get("levels"), value.get("counts")
+    # Results are whatever an algorithm wrote: anything but the documented shape is drawn generically.
     if not (isinstance(dimensions, list) and isinstance(levels, list) and isinstance(counts, list)):
         return None
-    if len(dimensions) != len(levels) or len(dimensions) not in (1, 2) or len(counts) != len(levels[0]):
+    if len(dimensions) != len(levels) or len(dimensions) not in (1, 2):
+        return None
+    if not all(_is_scalar_list(lv) for lv in levels) or len(counts) != len(levels[0]):
         return None
     min_cell = value.get("min_cell")
     hidden = format_html('<span class="null" title="suppressed: fewer than {} units">&lt;{}</span>',
@@ -93,9 +96,12 @@ def _count_table(value: dict) -> SafeString | None:
         return hidden if count is None else count
 
     if len(dimensions) == 1:
+        if not all(_is_scalar(c) for c in counts):
+            return None
         header, rows = [dimensions[0], "count"], [[_name(level), cell(c)] for level, c in zip(levels[0], counts)]
     else:
-        if not all(isinstance(row, list) and len(row) == len(levels[1]) for row in counts):
+        if not all(isinstance(row, list) and len(row) == len(levels[1]) and all(_is_scalar(c) for c in row)
+                   for row in counts):
             return None
         header = [f"{dimensions[0]} \\ {dimensions[1]}", *levels[1]]
         rows = [[_name(level), *(cell(c) for c in row)] for level, row in zip(levels[0], counts)]

@@ -108,3 +108,18 @@ def test_nothing_in_a_result_becomes_markup():
 def test_deep_values_end_as_indented_json():
     deep = {"a": {"b": {"c": {"d": {"e": [1, {"f": 2}]}}}}}
     assert '<pre>{\n  &quot;e&quot;: [\n    1,' in str(render_result(deep))
+
+
+def test_odd_shapes_claiming_a_type_are_drawn_generically_and_never_fail():
+    odd = [
+        {"type": "count_table", "dimensions": ["a"], "levels": "x", "counts": [1]},
+        {"type": "count_table", "dimensions": ["a"], "levels": [[1, 2]], "counts": [[1], [2]]},
+        {"type": "count_table", "dimensions": ["a", "b"], "levels": [["x"], ["y", "z"]], "counts": [[1]]},
+        {"type": "count_table", "dimensions": ["a", "b", "c"], "levels": [[], [], []], "counts": []},
+        {"type": "aggregate", "n": 3, "values": {"n": 4}},
+        {"type": 7, "values": []},
+        [[1, 2], [3]], [{}], {"": None}, [[]],
+    ]
+    for value in odd:
+        assert str(render_result(value)).startswith(("<table", "<span", "<pre"))
+    assert _tables(odd[0]) == [["count_table", [["levels", "x"]]], ["", [["dimensions", "counts"], ["a", "1"]]]]
