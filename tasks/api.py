@@ -154,11 +154,17 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     rules = rules_for(Resource.RUN, list=Action.VIEW, retrieve=Action.VIEW, result=Action.VIEW)
     container_actions = {"list", "retrieve", "result"}
 
+    # Actions that answer from their service: looking the run up only decides 404.
+    LOOKUP_ONLY_ACTIONS = {"claim", "start", "log", "finish"}
+
     def get_queryset(self):
         if is_container(self.request.user):
             return selectors.container_run_list(container=self.request.user)
         # Only a run's detail shows its input or log; the other actions answer from the service.
-        return selectors.run_list(principal=self.request.user, defer_payload=self.action != "retrieve")
+        runs = selectors.run_list(principal=self.request.user, defer_payload=self.action != "retrieve")
+        if self.action in self.LOOKUP_ONLY_ACTIONS:
+            return runs.select_related(None).only("pk")
+        return runs
 
     def list(self, request):
         # Plain rows rendered as RunSerializer renders them (tasks.serializers.run_data).
@@ -204,7 +210,15 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
     def start(self, request, pk=None):
         """Mark a run this node claimed as running: its container has started."""
-        run = services.run_start(run_id=self.get_object().pk, node=request.user)
+        # As for a claim: the start is scoped to the node that claimed the run, so the run is
+        # looked up only when it fails, to answer 404 rather than 409 for a run it cannot see.
+        try:
+            run = services.run_start(run_id=pk, node=request.user) if str(pk).isdigit() else None
+        except Conflict:
+            self.get_object()
+            raise
+        if run is None:
+            self.get_object()
         return Response(run_data(vars(run)))
 
     @extend_schema(request=RunLogSerializer, responses=RunSerializer)

@@ -333,8 +333,9 @@ def task_delete(*, actor, task: Task) -> None:
 
 
 def _lock_node_run(run_id: int, node: Node) -> Run:
+    # The input is never needed once a run is claimed: only its log is appended to.
     run = (
-        Run.objects.select_for_update(of=("self",)).select_related("task")
+        Run.objects.select_for_update(of=("self",)).select_related("task").defer("input")
         .filter(pk=run_id, organization_id=node.organization_id, task__collaboration_id=node.collaboration_id)
         .first()
     )
@@ -474,7 +475,8 @@ def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, l
         combined = run.log + log
         run.log_truncated = run.log_truncated or len(combined) > limit
         run.log = combined[-limit:]
-    run.save()
+    run.save(update_fields=["status", "exit_code", "error_kind", "finished_at", "node", "result", "result_size",
+                            "result_sha256", "log", "log_truncated"])
     audit_record(actor=node, verb=f"run.{status}", target=run,
                  details={"exit_code": exit_code, "error_kind": error_kind, "result_size": run.result_size})
     task_events.run_updated(run, run.task)

@@ -532,3 +532,22 @@ def test_result_is_forbidden_without_a_run_role(api_for, run_reader_less, finish
 def test_result_refuses_anonymous_callers(anon, finished_run):
     run, _ = finished_run
     assert anon.get(f"/api/runs/{run.pk}/result/").status_code == 401
+
+
+def test_start_and_finish_cost_a_fixed_number_of_queries(api_for, node_a, run_a, django_assert_num_queries):
+    client = api_for(node_a)
+    client.post(f"/api/runs/{run_a.pk}/claim/")  # the node is cached from here on
+    # savepoint, start, run with its task, audit (3), release
+    with django_assert_num_queries(7):
+        assert client.post(f"/api/runs/{run_a.pk}/start/").status_code == 200
+    # the run's id (404 for a run the node cannot see), savepoint, run locked, its update, audit (3), release
+    with django_assert_num_queries(8):
+        response = client.post(f"/api/runs/{run_a.pk}/finish/", {"status": "completed", "exit_code": "0"},
+                               format="multipart")
+    assert response.status_code == 200
+
+
+def test_starting_a_run_of_another_organisation_is_absent_not_conflicting(api_for, node_b, node_a, run_a):
+    api_for(node_a).post(f"/api/runs/{run_a.pk}/claim/")
+    assert api_for(node_b).post(f"/api/runs/{run_a.pk}/start/").status_code == 404
+    assert api_for(node_a).post("/api/runs/nonsense/start/").status_code == 404
