@@ -54,6 +54,7 @@ def run(module_name: str, env: Mapping[str, str]) -> None:
     if fn.vantage_kind == methods.PARTIAL:
         if not databases:
             raise AlgorithmError(f"method {method_name} reads data: the task must name a database")
+        policy.check_selection(selection)
         first = data.load(databases[0], **selection)
     else:
         with open(_required(env, "TOKEN_FILE"), encoding="utf-8") as fh:

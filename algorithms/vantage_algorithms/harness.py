@@ -38,7 +38,8 @@ def _round_trip(value: Any) -> Any:
     return json.loads(json.dumps(value, allow_nan=False))
 
 
-def _site_frame(source: Any, selection: dict) -> pd.DataFrame:
+def _site_frame(source: Any, selection: dict, policy: Policy) -> pd.DataFrame:
+    policy.check_selection(selection)
     if isinstance(source, pd.DataFrame):
         if selection:
             raise AlgorithmError("table and query apply to SQL databases, not to a DataFrame site")
@@ -105,7 +106,8 @@ class LocalClient(Client):
             raise AlgorithmError(f"{name} is a central method; subtasks run partial methods")
         kwargs, selection, _ = methods.split_kwargs(fn, kwargs)
         methods.check_arguments(fn, args, kwargs)
-        return methods.call(fn, _site_frame(self.sites[org], selection), self.policies[org], args, kwargs)
+        policy = self.policies[org]
+        return methods.call(fn, _site_frame(self.sites[org], selection, policy), policy, args, kwargs)
 
 
 def run_local(module_name: str, method: str, *, kwargs: dict | None = None, args: list | None = None,

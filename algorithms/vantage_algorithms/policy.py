@@ -19,6 +19,7 @@ SETTINGS = (
     ("VANTAGE_MIN_EVENTS", "min_events", 10),
     ("VANTAGE_ALLOW_EXACT_EVENT_TIMES", "allow_exact_event_times", False),
     ("VANTAGE_ALLOW_MIN_MAX", "allow_min_max", False),
+    ("VANTAGE_ALLOW_SQL_QUERY", "allow_sql_query", False),
 )
 # A misspelt setting would otherwise leave its default silently in force.
 SETTING_PREFIXES = ("VANTAGE_MIN_", "VANTAGE_ALLOW_")
@@ -37,6 +38,9 @@ class Policy:
     min_events: int = 10
     allow_exact_event_times: bool = False
     allow_min_max: bool = False
+    # A query from the task picks the rows (say, everyone but one patient), and two
+    # answers differ by one person; a table name cannot.
+    allow_sql_query: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Policy:
@@ -86,6 +90,12 @@ class Policy:
         if n < self.min_leavers:
             raise DisclosureError(f"this site has {n} {what}, fewer than its policy's minimum of "
                                   f"{self.min_leavers} (VANTAGE_MIN_RISKSET_LEAVERS)")
+
+    def check_selection(self, selection: dict) -> None:
+        """The task's choice of rows of an SQL database: a table always, a query only if allowed."""
+        if "query" in selection and not self.allow_sql_query:
+            raise DisclosureError("this node does not take SQL queries from tasks (VANTAGE_ALLOW_SQL_QUERY); "
+                                  "name a table instead")
 
     def suppress(self, count: int) -> int | None:
         """The count itself, or None when it is a small cell (1 .. min_cell-1)."""

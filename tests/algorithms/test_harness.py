@@ -72,8 +72,12 @@ def test_sites_load_from_csv_parquet_excel_and_sqlite_files(tmp_path):
     result = run_local("reference.summary", "summary", kwargs={"columns": ["age", "grade"]},
                        sites={k: v for k, v in sites.items() if k != 4})
     assert result["n"] == 42
-    sql = run_local("reference.summary", "summary_site",
-                    kwargs={"query": "SELECT age, grade FROM patients WHERE age > 0"}, sites={4: sites[4]})
+    query = {"query": "SELECT age, grade FROM patients WHERE age > 0"}
+    with pytest.raises(SubtaskFailed, match=r"organisation 4: refused by its disclosure policy: this node does not "
+                                            r"take SQL queries from tasks \(VANTAGE_ALLOW_SQL_QUERY\)"):
+        run_local("reference.summary", "summary_site", kwargs=query, sites={4: sites[4]})
+    sql = run_local("reference.summary", "summary_site", kwargs=query, sites={4: sites[4]},
+                    env={4: {"VANTAGE_ALLOW_SQL_QUERY": "true"}})
     assert sql[0]["n"] == int((frames[3]["age"] > 0).sum())
     with pytest.raises(SubtaskFailed, match="organisation 4: database 'd' has no table 'nothing'"):
         run_local("reference.summary", "summary", kwargs={"table": "nothing"}, sites={4: sites[4]})
@@ -86,7 +90,8 @@ def test_an_sql_query_cannot_change_the_database(tmp_path):
     with sqlite3.connect(path) as conn:
         site(12).to_sql("patients", conn, index=False)
     with pytest.raises(SubtaskFailed, match="organisation 1: database 'd': OperationalError"):
-        run_local("reference.summary", "summary_site", kwargs={"query": "DELETE FROM patients"}, sites={1: str(path)})
+        run_local("reference.summary", "summary_site", kwargs={"query": "DELETE FROM patients"}, sites={1: str(path)},
+                  env={1: {"VANTAGE_ALLOW_SQL_QUERY": "true"}})
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM patients").fetchone() == (12,)
 

@@ -21,14 +21,15 @@ def test_policy_defaults_are_the_safe_ones():
     policy = Policy.from_env({})
     assert (policy.min_rows, policy.min_cell, policy.min_leavers, policy.min_events) == (10, 5, 5, 10)
     assert policy.allow_exact_event_times is False and policy.allow_min_max is False
+    assert policy.allow_sql_query is False
 
 
 def test_policy_reads_every_setting_from_the_env():
     policy = Policy.from_env({"VANTAGE_MIN_ROWS": "20", "VANTAGE_MIN_CELL": "3", "VANTAGE_MIN_RISKSET_LEAVERS": "7",
                               "VANTAGE_MIN_EVENTS": "15", "VANTAGE_ALLOW_EXACT_EVENT_TIMES": "true",
-                              "VANTAGE_ALLOW_MIN_MAX": "yes", "OTHER": "ignored"})
+                              "VANTAGE_ALLOW_MIN_MAX": "yes", "VANTAGE_ALLOW_SQL_QUERY": "1", "OTHER": "ignored"})
     assert policy == Policy(min_rows=20, min_cell=3, min_leavers=7, min_events=15, allow_exact_event_times=True,
-                            allow_min_max=True)
+                            allow_min_max=True, allow_sql_query=True)
 
 
 @pytest.mark.parametrize("env, message", [
