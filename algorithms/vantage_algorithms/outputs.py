@@ -61,23 +61,19 @@ class CountTable:
     @classmethod
     def suppressed(cls, dimensions: Sequence[str], levels: Sequence[Sequence], counts, *, min_cell: int,
                    total: int | None = None) -> CountTable:
-        """Primary suppression of cells 1..min_cell-1, and secondary suppression of the
-        smallest other non-zero cell when only one cell was hidden: the released total
-        would otherwise give that one back."""
+        """Primary suppression of cells 1..min_cell-1, then secondary suppression: no row,
+        column or other line of the table keeps exactly one hidden cell, since that line's
+        sum (the total here, or a margin another query gives) would give the cell back."""
         array = np.asarray(counts, dtype=np.int64)
         if array.ndim != len(dimensions) or any(array.shape[i] != len(levels[i]) for i in range(array.ndim)):
             raise ValueError("counts must have one axis per dimension, as long as its levels")
         total = int(array.sum()) if total is None else int(total)
         hidden = (array > 0) & (array < min_cell)
-        if hidden.sum() == 1:
-            visible = np.where((array > 0) & ~hidden, array, np.iinfo(np.int64).max)
-            if (visible < np.iinfo(np.int64).max).any():
-                hidden.flat[int(np.argmin(visible))] = True
-            else:
-                # One small cell is the whole table: the total is that cell.
-                total = None
+        exposed = _protect_lines(array, hidden)
         released = np.where(hidden, None, array.astype(object))
-        return cls(list(dimensions), [[str(v) for v in lv] for lv in levels], released.tolist(), total, min_cell)
+        # A line that cannot be protected (one level only): its sum is the hidden cell.
+        return cls(list(dimensions), [[str(v) for v in lv] for lv in levels], released.tolist(),
+                   None if exposed else total, min_cell)
 
     @property
     def suppressed_cells(self) -> int:
@@ -128,6 +124,30 @@ class Intermediate:
                 "shapes": {name: list(a.shape) for name, a in arrays.items()},
                 "arrays": {name: to_jsonable(a) for name, a in arrays.items()},
                 "scalars": to_jsonable(self.scalars)}
+
+
+def _protect_lines(array: np.ndarray, hidden: np.ndarray) -> bool:
+    """Hide more cells (in place) until no line has exactly one hidden cell, taking the
+    smallest visible non-zero cell of such a line (a zero if none is left). True if some
+    line still has one hidden cell because nothing else in it can be hidden."""
+    exposed = False
+    changed = True
+    while changed:
+        changed, exposed = False, False
+        for axis in range(array.ndim):
+            values, mask = np.moveaxis(array, axis, -1), np.moveaxis(hidden, axis, -1)
+            for line in np.ndindex(values.shape[:-1]):
+                if mask[line].sum() != 1:
+                    continue
+                visible = np.flatnonzero(~mask[line])
+                if visible.size == 0:
+                    exposed = True
+                    continue
+                nonzero = visible[values[line][visible] > 0]
+                pool = nonzero if nonzero.size else visible
+                mask[line + (pool[np.argmin(values[line][pool])],)] = True
+                changed = True
+    return exposed
 
 
 def _flatten(nested):

@@ -79,10 +79,24 @@ def test_count_table_suppresses_small_cells_and_one_more_when_only_one_was_small
     # 3 alone would follow from the total minus the others; the next smallest (12) goes too.
     assert table.to_json() == {"type": "count_table", "dimensions": ["grade"], "levels": [["I", "II", "III", "IV"]],
                                "counts": [None, 40, None, 0], "total": 55, "min_cell": 5, "suppressed_cells": 2}
-    two = outputs.CountTable.suppressed(["a", "b"], [["x", "y"], ["u", "v"]], [[1, 2], [30, 40]], min_cell=5)
-    assert two.counts == [[None, None], [30, 40]] and two.total == 73
-    alone = outputs.CountTable.suppressed(["a"], [["x", "y"]], [3, 0], min_cell=5)
-    assert alone.counts == [None, 0] and alone.total is None
+    zero = outputs.CountTable.suppressed(["a"], [["x", "y"]], [3, 0], min_cell=5)
+    assert zero.counts == [None, None] and zero.total == 3  # 3 rows in x or y: which, unknown
+    alone = outputs.CountTable.suppressed(["a"], [["x"]], [3], min_cell=5)
+    assert alone.counts == [None] and alone.total is None
+
+
+def test_count_table_leaves_no_row_or_column_with_one_hidden_cell():
+    # (yes, I) = 3 is small; a margin from another query (all "yes", all "I") would give it
+    # back unless its row and its column each hide one more cell, and then those lines too.
+    table = outputs.CountTable.suppressed(["horTh", "tgrade"], [["no", "yes"], ["I", "II", "III"]],
+                                          [[20, 150, 60], [3, 80, 30]], min_cell=5)
+    hidden = np.array([[c is None for c in row] for row in table.counts])
+    assert hidden[1, 0]
+    for line in [*hidden, *hidden.T]:
+        assert line.sum() != 1
+    assert table.counts == [[None, 150, None], [None, 80, None]] and table.total == 343
+    none = outputs.CountTable.suppressed(["a", "b"], [["x", "y"], ["u", "v"]], [[10, 20], [30, 40]], min_cell=5)
+    assert none.suppressed_cells == 0 and none.total == 100
 
 
 def test_intermediate_and_model_say_their_shape_and_units():
