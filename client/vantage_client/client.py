@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 FINAL_TASK_STATUSES = ("completed", "failed", "killed")
 FINAL_RUN_STATUSES = ("completed", "failed", "crashed", "killed", "rejected", "timed_out")
 PAGE_SIZE = 500
+TRANSIENT_STATUSES = (502, 503, 504)  # a proxy in front of a restarting server
 REFRESH_MARGIN = 30  # seconds: refresh an access token this close to its expiry before using it
 
 
@@ -359,22 +360,37 @@ class Tasks(_Resource):
             return live_events.wait(self.client, task_id, deadline, progress, poll_interval)
         return self._poll(task_id, deadline, progress, poll_interval)
 
+    def _read(self, task_id: int) -> dict | None:
+        """The task, or None while the server cannot be reached or is restarting."""
+        try:
+            return self.get(task_id)
+        except VantageError as exc:
+            if exc.status is None or exc.status in TRANSIENT_STATUSES:
+                log.info("task %s: the server is away (%s); trying again", task_id, exc)
+                return None
+            raise
+
+    @staticmethod
+    def _late(task_id: int, status: str | None) -> VantageError:
+        return VantageError(f"task {task_id} did not finish in time (still {status or 'unknown: server unreachable'})")
+
     def _poll(self, task_id: int, deadline: float | None, progress, poll_interval: float) -> dict:
         known: dict[int, str] = {}
         status = None
         while True:
-            task = self.get(task_id)
-            if progress is not None:
-                for run in task.get("runs", []):
-                    if known.get(run["id"]) != run["status"]:
-                        known[run["id"]] = run["status"]
-                        progress({"type": "run.updated", "run": {**run, "task": task_id}})
-                if task["status"] != status:
-                    progress({"type": "task.completed" if task["status"] in FINAL_TASK_STATUSES
-                              else "task.updated", "task": {"id": task_id, "status": task["status"]}})
-            status = task["status"]
-            if status in FINAL_TASK_STATUSES:
-                return task
+            task = self._read(task_id)
+            if task is not None:
+                if progress is not None:
+                    for run in task.get("runs", []):
+                        if known.get(run["id"]) != run["status"]:
+                            known[run["id"]] = run["status"]
+                            progress({"type": "run.updated", "run": {**run, "task": task_id}})
+                    if task["status"] != status:
+                        progress({"type": "task.completed" if task["status"] in FINAL_TASK_STATUSES
+                                  else "task.updated", "task": {"id": task_id, "status": task["status"]}})
+                status = task["status"]
+                if status in FINAL_TASK_STATUSES:
+                    return task
             if deadline is not None and time.monotonic() >= deadline:
-                raise VantageError(f"task {task_id} did not finish in time (still {status})")
+                raise self._late(task_id, status)
             time.sleep(poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - time.monotonic())))

@@ -6,8 +6,6 @@ import json
 import logging
 import time
 
-from .errors import VantageError
-
 log = logging.getLogger(__name__)
 
 FINAL_TASK_STATUSES = ("completed", "failed", "killed")
@@ -41,47 +39,68 @@ def _ours(event: dict, task_id: int) -> bool:
 def wait(client, task_id: int, deadline: float | None, progress, poll_interval: float) -> dict:
     """The task once final. Subscribes first and reads the status second, so an end
     before the subscription shows in the read, and one after it arrives as an event;
-    a connection that drops is followed by a fresh read and a new connection."""
+    a connection that drops is followed by a fresh read and a new connection. While
+    the server is away (a restart), it keeps trying until the deadline."""
     url = client.url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws/events/"
     quiet = poll_interval * QUIET_RECHECKS
-    failures = 0
+    tasks = client.tasks
+    last = None  # the last status read, for the timeout message
+    failures = 0  # websocket failures in a row while HTTP answered
     while True:
         if failures >= MAX_FAILED_CONNECTS:
             log.info("events websocket unavailable; polling task %s instead", task_id)
-            return client.tasks._poll(task_id, deadline, progress, poll_interval)
+            return tasks._poll(task_id, deadline, progress, poll_interval)
         try:
             with connect(url, additional_headers={"Authorization": f"Bearer {client.access_token}"},
                          open_timeout=10,
                          proxy=True if client.session.trust_env else None) as socket:
                 socket.recv(timeout=10)  # the server's hello: from here on, events reach us
                 failures = 0
-                task = client.tasks.get(task_id)
-                if task["status"] in FINAL_TASK_STATUSES:
-                    return task
+                read = True
                 while True:
+                    task = tasks._read(task_id) if read else None
+                    if task is not None:
+                        last = task["status"]
+                        if last in FINAL_TASK_STATUSES:
+                            return task
                     remaining = _remaining(deadline)
                     if remaining == 0:
-                        raise VantageError(f"task {task_id} did not finish in time (still {task['status']})")
-                    wait_for = quiet if remaining is None else min(quiet, remaining)
+                        raise tasks._late(task_id, last)
+                    # Until the next event, or a quiet spell after which the status is read again
+                    # (soon, when the end was announced but could not be read back).
+                    spell = poll_interval if last in FINAL_TASK_STATUSES else quiet
                     try:
-                        event = json.loads(socket.recv(timeout=wait_for))
+                        event = _next_event(socket, task_id, spell if remaining is None else min(spell, remaining))
                     except TimeoutError:
-                        task = client.tasks.get(task_id)  # a quiet socket: make sure nothing was missed
-                        if task["status"] in FINAL_TASK_STATUSES:
-                            return task
-                        continue
-                    if not isinstance(event, dict) or not _ours(event, task_id):
+                        read = True
                         continue
                     if progress is not None:
                         progress(event)
-                    if event["type"] == "task.completed":
-                        return client.tasks.get(task_id)
+                    # On the end, read the task back: the caller gets it as the API shows it.
+                    read = event["type"] == "task.completed"
+                    if read:
+                        last = event["task"].get("status", last)
         except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as exc:
             log.info("events websocket for task %s lost (%s); reading the status and reconnecting", task_id, exc)
+        task = tasks._read(task_id)
+        if task is not None:
             failures += 1
-            task = client.tasks.get(task_id)
-            if task["status"] in FINAL_TASK_STATUSES:
+            last = task["status"]
+            if last in FINAL_TASK_STATUSES:
                 return task
-            if _remaining(deadline) == 0:
-                raise VantageError(f"task {task_id} did not finish in time (still {task['status']})") from None
-            time.sleep(min(RECONNECT_PAUSE, _remaining(deadline) or RECONNECT_PAUSE))
+        if _remaining(deadline) == 0:
+            raise tasks._late(task_id, last)
+        time.sleep(min(RECONNECT_PAUSE, _remaining(deadline) or RECONNECT_PAUSE))
+
+
+def _next_event(socket, task_id: int, timeout: float) -> dict:
+    """The next event about this task; TimeoutError when none comes within `timeout`."""
+    until = time.monotonic() + timeout
+    while True:
+        frame = socket.recv(timeout=max(0.0, until - time.monotonic()))
+        try:
+            event = json.loads(frame)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and _ours(event, task_id):
+            return event
