@@ -23,6 +23,7 @@ COLLABORATION_TASKS = 50
 # Results up to this size are decoded and shown on the task page; larger ones are only
 # offered for download, so a page never reads a big file into memory.
 RESULT_PREVIEW_BYTES = 512 * 1024
+RESULT_PREVIEW_NESTING = 100
 OPEN_TASK_STATUSES = (Task.Status.PENDING, Task.Status.ACTIVE)
 
 
@@ -125,10 +126,28 @@ def _result_preview(run: Run, *, encrypted: bool) -> ResultPreview | None:
             raw = handle.read(RESULT_PREVIEW_BYTES + 1)
     except NotFound as exc:
         return ResultPreview("missing", message=exc.message)
+    too_deep = ResultPreview("not_json", message="Nested too deeply to show here: download it to read it.")
     try:
-        return ResultPreview("shown", value=json.loads(raw.decode("utf-8")))
+        value = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return ResultPreview("not_json", message="Not JSON: download it to read it.")
+    except RecursionError:
+        return too_deep
+    # Rendering recurses (tables, then indented JSON): keep far from Python's recursion limit.
+    if _nesting(value) > RESULT_PREVIEW_NESTING:
+        return too_deep
+    return ResultPreview("shown", value=value)
+
+
+def _nesting(value) -> int:
+    """How deeply lists and objects nest in a decoded JSON value, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def task_page(*, user, task_id: int) -> dict:

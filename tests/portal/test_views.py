@@ -511,3 +511,17 @@ def test_new_task_form_suggests_the_images_and_methods_of_recent_jobs(browser_fo
     body = page.content.decode()
     assert 'list="image-suggestions"' in body and '<option value="127.0.0.1:5000/algo:1">' in body
     assert 'list="method-suggestions"' in body and '<option value="summary">' in body
+
+
+@pytest.mark.parametrize("depth", [101, 900, 100_000])  # past the preview's limit; near and past Python's
+def test_a_result_nested_too_deeply_is_offered_for_download(browser_for, owner, task, org_a, node_a, finish_run,
+                                                            depth):
+    finish_run(task, org_a, node_a, b"[" * depth + b"]" * depth)
+    page = browser_for(owner).get(f"/portal/tasks/{task.pk}/")
+    assert page.status_code == 200 and b"Nested too deeply to show here" in page.content
+
+
+def test_a_result_nested_up_to_the_limit_is_shown(browser_for, owner, task, org_a, node_a, finish_run):
+    finish_run(task, org_a, node_a, b'{"a": ' * 99 + b"[1]" + b"}" * 99)
+    page = browser_for(owner).get(f"/portal/tasks/{task.pk}/")
+    assert page.status_code == 200 and page.context["runs"][0].preview.state == "shown"
