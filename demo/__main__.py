@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from demo import network, study
+from demo import catalogue, network, study
 from demo.console import Progress, say
 
 
@@ -27,7 +27,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     up.add_argument("--registry-password-file", type=Path,
                     help="the registry password the nodes pull with (default: STATE_DIR/registry-password)")
     up.add_argument("--elapsed", type=int, default=0, help="seconds ./vantage.sh up took before this")
-    up.add_argument("--no-study", action="store_true", help="start the network, skip the analyses")
+    up.add_argument("--no-study", action="store_true", help="start the network and its catalogue, skip the analyses")
     return parser.parse_args(argv)
 
 
@@ -55,9 +55,16 @@ def up(args: argparse.Namespace) -> None:
         raise network.DemoError("the researcher's password was changed since the demo was seeded; set "
                                 "VANTAGE_DEMO_RESEARCHER_PASSWORD to it and run ./vantage.sh up again")
 
+    admin = user_entry(seed, "admin")
+    if not admin["password"]:
+        raise network.DemoError("the admin's password was changed since the demo was seeded; set "
+                                "VANTAGE_DEMO_ADMIN_PASSWORD to it and run ./vantage.sh up again")
     api = study.connect(args.server, researcher["username"], researcher["password"])
     # Built before the nodes start, so the first study task does not wait for a build.
-    images = {} if args.no_study else study.build_images(args.registry_port)
+    images = study.build_images(args.registry_port)
+    algorithms = catalogue.register(study.connect(args.server, "admin", admin["password"]).client, images)
+    say("catalogue: " + ", ".join(f"{catalogue.TITLES.get(name, name)} (algorithm {pk})"
+                                  for name, pk in algorithms.items()) + " approved")
     nodes_dir = args.state_dir / "demo-nodes"
     nodes = [
         network.DemoNode(name=n["name"], organization=n["organization"], key_file=Path(n["key_file"]),
@@ -75,7 +82,7 @@ def up(args: argparse.Namespace) -> None:
                             {n.name: args.state_dir / f"node-{n.name}.pid" for n in nodes})
 
     if not args.no_study:
-        study.run(api, seed, images, nodes)
+        study.run(api, seed, algorithms, nodes)
 
     print_addresses(args, seed, nodes, time.monotonic() - started)
 

@@ -77,24 +77,24 @@ def build_images(registry_port: int) -> dict[str, str]:
         raise DemoError(f"algorithms/build.py printed no image list: {output[:200]!r}")
 
 
-def run(api: DemoApi, seed: dict, images: dict[str, str], nodes: list) -> None:
+def run(api: DemoApi, seed: dict, algorithms: dict[str, int], nodes: list) -> None:
     collaboration = seed["collaboration"]["id"]
     home = next(o for o in seed["organizations"] if o["name"] == researcher_organization(seed))
     reference = PooledReference([node.name for node in nodes])
     print()
     say(f"study: GBSG2 breast cancer, {len(nodes)} hospitals, run from {home['name']}")
 
-    summary = analysis(api, collaboration, home["id"], images["summary"], "summary",
+    summary = analysis(api, collaboration, home["id"], algorithms["summary"], "summary",
                        {"columns": SUMMARY_COLUMNS + CATEGORICAL, "categorical": CATEGORICAL},
                        "summary statistics")
     print_summary(summary, reference)
 
-    km = analysis(api, collaboration, home["id"], images["kaplan_meier"], "kaplan_meier",
+    km = analysis(api, collaboration, home["id"], algorithms["kaplan_meier"], "kaplan_meier",
                   {"duration": "time", "event": "cens", "group": "horTh"},
                   "Kaplan–Meier by hormonal therapy, with the log-rank test")
     print_kaplan_meier(km, reference)
 
-    cox = analysis(api, collaboration, home["id"], images["cox"], "cox",
+    cox = analysis(api, collaboration, home["id"], algorithms["cox"], "cox",
                    {"duration": "time", "event": "cens", "covariates": COX_COVARIATES,
                     "categories": COX_CATEGORIES, "ties": "efron", "model": "stratified",
                     # The table needs no baseline hazard: skip its extra rounds.
@@ -110,13 +110,13 @@ def researcher_organization(seed: dict) -> str:
     raise DemoError("the demo summary has no researcher")
 
 
-def analysis(api: DemoApi, collaboration: int, organization: int, image: str, method: str,
+def analysis(api: DemoApi, collaboration: int, organization: int, algorithm: int, method: str,
              kwargs: dict, title: str) -> dict:
     client = api.client
     with Progress(f"task: {title}") as progress:
         try:
             task = client.tasks.create(
-                collaboration=collaboration, organizations=[organization], image=image, method=method,
+                collaboration=collaboration, organizations=[organization], algorithm=algorithm, method=method,
                 kwargs=kwargs, databases=[DATABASE_LABEL], name=f"demo: {title}",
             )
             progress.update(f"task {task['id']} created")
