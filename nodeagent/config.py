@@ -131,6 +131,9 @@ class NodeConfig:
                 "deadline": self.limits.deadline, "max_concurrent_runs": self.limits.max_concurrent_runs,
             },
             "algorithm_env": sorted(self.algorithm_env),
+            # Public: lets an administrator see whether the node holds the key its organisation publishes.
+            "encryption": ({"public_key_fingerprint": envelope.fingerprint(self.private_key).hex()}
+                           if self.private_key is not None else None),
         }
 
 

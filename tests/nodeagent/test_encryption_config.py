@@ -57,3 +57,11 @@ def test_check_names_the_key_by_fingerprint(tmp_path):
     finding = checks._check_encryption(loaded)
     assert (finding.level, finding.topic) == (checks.OK, "encryption")
     assert finding.message == f"RSA 2048-bit private key, public key fingerprint {crypto.fingerprint(KEY).hex()}"
+
+
+def test_the_node_reports_its_public_key_fingerprint_never_the_key(tmp_path):
+    crypto.write_private_key(tmp_path / "org.pem", KEY)
+    summary = _load(tmp_path, '[encryption]\nprivate_key_file = "org.pem"\n').summary()
+    assert summary["encryption"] == {"public_key_fingerprint": crypto.fingerprint(KEY).hex()}
+    assert "PRIVATE" not in repr(summary) and "org.pem" not in repr(summary)
+    assert _load(tmp_path, "").summary()["encryption"] is None
