@@ -66,7 +66,7 @@ def audit_record(*, actor, verb: str, target=None, details: dict | None = None) 
     # The head row lock serialises appenders, so each event links to exactly one predecessor.
     event.prev_hash = _lock_head()
     event.hash = _event_hash(event.prev_hash, _hashed_fields(event))
-    event.save()
+    AuditEvent.objects.bulk_create([event])  # one INSERT, without save()'s per-instance machinery
     connection = transaction.get_connection()
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {_head_table(connection)} SET last_hash = %s WHERE id = 1", [event.hash])

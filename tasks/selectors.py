@@ -15,18 +15,17 @@ S = Run.Status
 FAILED_STATUSES = (S.FAILED, S.CRASHED, S.REJECTED, S.TIMED_OUT)
 
 
-def _status_expression(runs: str) -> Case:
-    """The derived status over the runs reached by the path `runs` ("runs" from a task,
-    "id" over a queryset of one task's runs).
+def _status_expression() -> Case:
+    """A task's derived status over its runs.
 
     pending: every run still pending; active: some run open (pending, claimed,
     running) and some not pending; then, once all runs are final: failed if any run
     failed, crashed, was rejected or timed out; killed if any was killed; else completed.
     """
-    status = "runs__status" if runs == "runs" else "status"
 
     def count(**condition):
-        return Count(runs, filter=Q(**{status + k: v for k, v in condition.items()})) if condition else Count(runs)
+        return Count("runs", filter=Q(**{"runs__status" + k: v for k, v in condition.items()})) if condition \
+            else Count("runs")
 
     n_runs = count()
     return Case(
@@ -42,14 +41,12 @@ def _status_expression(runs: str) -> Case:
 
 def with_status(qs: QuerySet[Task]) -> QuerySet[Task]:
     """Annotate each task with `status`, derived from its runs by the database."""
-    return qs.annotate(status=_status_expression("runs"))
+    return qs.annotate(status=_status_expression())
 
 
 def task_status(*, task_id: int) -> str | None:
-    """One task's derived status, aggregated over its runs alone (None for an unknown task)."""
-    if not Task.objects.filter(pk=task_id).exists():
-        return None
-    return Run.objects.filter(task_id=task_id).aggregate(status=_status_expression("id"))["status"]
+    """One task's derived status (None for an unknown task), in one query."""
+    return with_status(Task.objects.filter(pk=task_id)).order_by("pk").values_list("status", flat=True).first()
 
 
 def _task_scope_q(user, scope: int, prefix: str = "") -> Q:

@@ -347,21 +347,27 @@ def _lock_node_run(run_id: int, node: Node) -> Run:
 @transaction.atomic
 def run_claim(*, run_id: int, node: Node) -> Run | None:
     """Move a pending run to claimed for this node; None if another node won."""
+    # The node's answer names the task's creator and collaboration (tasks.serializers.node_run_data).
+    # Read first: what decides the claim is the compare-and-swap below, and nothing read
+    # here changes while the run is pending except its status, which the swap checks.
+    run = (
+        Run.objects.select_related("task__created_by", "task__collaboration")
+        .filter(pk=run_id, organization_id=node.organization_id, task__collaboration_id=node.collaboration_id)
+        .first()
+    )
+    if run is None:
+        return None
     now = timezone.now()
+    deadline = now + timedelta(seconds=settings.VANTAGE_RUN_DEADLINE_SECONDS)
     # Every condition stays on the run's own row: a join would make Django update
     # `WHERE id IN (SELECT ... status = 'pending')`, which PostgreSQL does not re-check
     # when the competing claim commits first, so both claims would win.
-    won = Run.objects.filter(
-        pk=run_id, status=S.PENDING, organization_id=node.organization_id,
-        task__in=Task.objects.filter(collaboration_id=node.collaboration_id),
-    ).update(
-        status=S.CLAIMED, node=node, claimed_at=now,
-        deadline_at=now + timedelta(seconds=settings.VANTAGE_RUN_DEADLINE_SECONDS),
+    won = Run.objects.filter(pk=run_id, status=S.PENDING).update(
+        status=S.CLAIMED, node=node, claimed_at=now, deadline_at=deadline
     )
     if won != 1:
         return None
-    # Answered with NodeRunSerializer, which names the task's creator and collaboration.
-    run = Run.objects.select_related("task__created_by", "task__collaboration").get(pk=run_id)
+    run.status, run.node, run.claimed_at, run.deadline_at = S.CLAIMED, node, now, deadline
     audit_record(actor=node, verb="run.claimed", target=run)
     task_events.run_updated(run, run.task)
     return run

@@ -104,3 +104,16 @@ def test_task_list_derives_the_status_of_every_task_in_one_query(owner, collab, 
     with django_assert_num_queries(1):
         statuses = dict(tasks.values_list("pk", "status"))
     assert statuses == {killed.pk: "killed", active.pk: "active", pending.pk: "pending"}
+
+
+def test_one_tasks_status_is_read_in_one_query_as_lists_derive_it(pair, org_a, org_b, django_assert_num_queries):
+    from tasks.selectors import task_status
+
+    task, end = pair
+    end(org_a, S.COMPLETED)
+    with django_assert_num_queries(1):
+        status = task_status(task_id=task.pk)
+    assert status == _status(task) == Task.Status.ACTIVE
+    end(org_b, S.CRASHED)
+    assert task_status(task_id=task.pk) == _status(task) == Task.Status.FAILED
+    assert task_status(task_id=task.pk + 1000) is None
