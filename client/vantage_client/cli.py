@@ -2,7 +2,7 @@
 
     vantage-client keygen org-key.pem                      # new private key, 0600; prints the public key
     vantage-client publish-key org-key.pem --url URL --username alice [--organization 3]
-    vantage-client public-key org-key.pem                  # print the public key of a private key
+    vantage-client public-key org-key.pem                  # print its public key (fingerprint on stderr)
 
 The password comes from VANTAGE_PASSWORD, or is asked for. A failure prints one line
 and exits with 1 (2 for bad arguments).
@@ -49,7 +49,9 @@ def run(argv: list[str] | None = None) -> int:
         print(crypto.public_key_pem(key), end="")
         print(f"wrote {args.path} (fingerprint {crypto.fingerprint(key).hex()})", file=sys.stderr)
     elif args.command == "public-key":
-        print(crypto.public_key_pem(crypto.read_private_key(args.path)), end="")
+        key = crypto.read_private_key(args.path)
+        print(crypto.public_key_pem(key), end="")
+        print(f"fingerprint {crypto.fingerprint(key).hex()}", file=sys.stderr)
     else:
         password = os.environ.get("VANTAGE_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
         client = Client(args.url)

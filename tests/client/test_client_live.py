@@ -284,3 +284,13 @@ def test_an_unusable_private_key_is_a_client_error(daphne_server, tmp_path):
         Client(daphne_server.url, private_key=missing)
     with pytest.raises(VantageError, match="the private key cannot be used: not a PEM private key"):
         Client(daphne_server.url, private_key=b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+
+
+def test_cli_public_key_prints_the_key_and_its_fingerprint(tmp_path):
+    path = tmp_path / "org.pem"
+    key = crypto.generate_private_key(2048)
+    crypto.write_private_key(path, key)
+    done = _cli("public-key", str(path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == crypto.public_key_pem(key)
+    assert done.stderr == f"fingerprint {crypto.fingerprint(key).hex()}\n"
