@@ -223,8 +223,8 @@ class RunJob:
             try:
                 # In an encrypted collaboration the container reads the opened input, and
                 # the key its output is sealed for is fixed now, while the server answers.
-                run_input = sealing.open_input(task, self.input_bytes, self.ctx.config.private_key)
-                if sealing.is_encrypted(task):
+                run_input = sealing.open_input(self.state.run, self.input_bytes, self.ctx.config.private_key)
+                if sealing.is_encrypted(self.state.run):
                     self.state.run["result_public_key"] = sealing.fetch_public_key(
                         self.ctx.config.server.url, token, _id(task.get("init_organization")))
             except sealing.SealingError as exc:
