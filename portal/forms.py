@@ -79,9 +79,10 @@ class TaskCreateForm(forms.Form):
         self.fields["organizations"].widget = OrganizationCheckboxes(memberships)
         self.fields["organizations"].queryset = choices["organizations"]
         self.fields["algorithm"].queryset = choices["algorithms"]
-        # Suggestions (a <datalist>) from the jobs the user sees: the demo's images and
-        # methods, once its study has run, are a click away.
+        # Suggestions (a <datalist>): the catalogue's functions, and the images and methods
+        # of the jobs the user sees.
         self.suggestions = {"image": choices["recent_images"], "method": choices["recent_methods"]}
+        self.catalogue_guide = choices["guide"]
         for name, values in self.suggestions.items():
             if values:
                 self.fields[name].widget.attrs["list"] = f"{name}-suggestions"

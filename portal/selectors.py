@@ -183,14 +183,65 @@ def task_form_choices(*, user) -> dict:
     """What a new task may name: active collaborations, their organisations, approved
     algorithms; and, as suggestions, the images and methods of the latest jobs the user sees."""
     collaborations = collaboration_list(user=user).filter(status=Collaboration.Status.ACTIVE)
+    algorithms = algorithm_list(user=user).filter(status=Algorithm.Status.APPROVED)
+    guide = catalogue_guide(algorithms)
     recent = list(task_list(user=user).filter(parent__isnull=True).values_list("image", "method")
                   [:RECENT_SUGGESTIONS])
     return {
         "recent_images": _recent(image for image, _method in recent),
-        "recent_methods": _recent(method for _image, method in recent),
+        "recent_methods": _recent([*(f.name for entry in guide for f in entry.functions),
+                                   *(method for _image, method in recent)]),
+        "guide": guide,
         "collaborations": collaborations,
         "organizations": organization_list(user=user).filter(collaborations__in=collaborations).distinct(),
         "memberships": organization_list(user=user).filter(collaborations__in=collaborations)
         .values_list("pk", "collaborations"),
-        "algorithms": algorithm_list(user=user).filter(status=Algorithm.Status.APPROVED),
+        "algorithms": algorithms,
     }
+
+
+@dataclass
+class Argument:
+    name: str
+    type: str
+    required: bool
+    default: Any
+
+
+@dataclass
+class Function:
+    name: str
+    kind: str
+    description: str
+    arguments: list[Argument]
+
+
+@dataclass
+class CatalogueEntry:
+    algorithm: Algorithm
+    functions: list[Function]
+
+
+def catalogue_guide(algorithms) -> list[CatalogueEntry]:
+    """Each algorithm's functions and their arguments, read from its catalogue entry
+    (`functions`: name, kind, a JSON schema of the arguments), central functions first."""
+    guide = []
+    for algorithm in algorithms:
+        functions = []
+        for fn in algorithm.functions if isinstance(algorithm.functions, list) else []:
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                continue
+            schema = fn.get("arguments") if isinstance(fn.get("arguments"), dict) else {}
+            properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+            required = schema.get("required") if isinstance(schema.get("required"), list) else []
+            arguments = [
+                Argument(name=str(name), type=str(spec.get("type", "")) if isinstance(spec, dict) else "",
+                         required=name in required,
+                         default=spec.get("default") if isinstance(spec, dict) else None)
+                for name, spec in properties.items()
+            ]
+            functions.append(Function(name=fn["name"], kind=str(fn.get("kind", "partial")),
+                                      description=str(fn.get("description", "")), arguments=arguments))
+        functions.sort(key=lambda f: f.kind != "central")
+        guide.append(CatalogueEntry(algorithm=algorithm, functions=functions))
+    return guide

@@ -525,3 +525,27 @@ def test_a_result_nested_up_to_the_limit_is_shown(browser_for, owner, task, org_
     finish_run(task, org_a, node_a, b'{"a": ' * 99 + b"[1]" + b"}" * 99)
     page = browser_for(owner).get(f"/portal/tasks/{task.pk}/")
     assert page.status_code == 200 and page.context["runs"][0].preview.state == "shown"
+
+
+def test_new_task_form_lists_the_catalogues_functions_and_their_arguments(browser_for, owner, root):
+    functions = [
+        {"name": "summary_site", "kind": "partial", "arguments": {"type": "object", "properties": {}}},
+        {"name": "summary", "kind": "central", "description": "Pooled per-column statistics.",
+         "arguments": {"type": "object", "required": ["columns"],
+                       "properties": {"columns": {"type": "array"}, "categorical": {"type": "array",
+                                                                                     "default": None},
+                                      "min_rows": {"type": "integer", "default": 10}, "odd": "not a schema"}}},
+    ]
+    algorithm = algorithm_submit(actor=owner, name="Summary statistics", image="127.0.0.1:5000/vantage/alg-summary",
+                                 digest=DIGEST, functions=functions)
+    algorithm_review(actor=root, algorithm=algorithm, status=Algorithm.Status.APPROVED)
+    page = browser_for(owner).get("/portal/tasks/new/")
+    [entry] = page.context["form"].catalogue_guide
+    assert [f.name for f in entry.functions] == ["summary", "summary_site"]  # central first
+    assert [(a.name, a.type, a.required, a.default) for a in entry.functions[0].arguments] == [
+        ("columns", "array", True, None), ("categorical", "array", False, None),
+        ("min_rows", "integer", False, 10), ("odd", "", False, None)]
+    body = page.content.decode()
+    assert "<code>summary</code> <span class=\"tag\">central</span> Pooled per-column statistics." in body
+    assert '<code>min_rows</code> <span class="meta">integer</span> <span class="meta">= 10</span>' in body
+    assert '<option value="summary">' in body and '<option value="summary_site">' in body
