@@ -85,12 +85,15 @@ def study_list_with_members(*, user, action: str = Action.VIEW) -> QuerySet[Stud
     return study_list(user=user, action=action).prefetch_related(_member_ids_prefetch())
 
 
+def collaboration_members_among(*, collaboration: Collaboration, organization_ids) -> set[int]:
+    """The given organisation ids that ARE members of the collaboration (one query)."""
+    return set(
+        Membership.objects.filter(collaboration=collaboration, organization_id__in=set(organization_ids))
+        .values_list("organization_id", flat=True)
+    )
+
+
 def collaboration_non_members(*, collaboration: Collaboration, organization_ids) -> set[int]:
     """The given organisation ids that are NOT members of the collaboration."""
     wanted = set(organization_ids)
-    members = set(
-        Membership.objects.filter(collaboration=collaboration, organization_id__in=wanted).values_list(
-            "organization_id", flat=True
-        )
-    )
-    return wanted - members
+    return wanted - collaboration_members_among(collaboration=collaboration, organization_ids=wanted)

@@ -24,7 +24,7 @@ from client.vantage_client import crypto
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import is_node, user_scope
 from collaborations.models import Collaboration, Node, Organization, Study
-from collaborations.selectors import collaboration_non_members, member_collaboration_ids
+from collaborations.selectors import collaboration_members_among, collaboration_non_members
 from tasks import events as task_events
 from tasks.models import Algorithm, DatabaseType, Run, Task
 from tasks.selectors import task_allows
@@ -130,16 +130,22 @@ def _check_sealed(collaboration: Collaboration, organization_inputs: dict[int, b
                               field="organizations")
 
 
-def _check_task_create_allowed(actor, collaboration: Collaboration) -> None:
+def _check_task_create_allowed(actor, collaboration: Collaboration, organization_ids) -> set[int]:
+    """Refuse an actor who may not create tasks here; return which of `organization_ids` are members.
+
+    The actor's own organisation is looked up with the targets, in one query.
+    """
     scope = user_scope(actor, Resource.TASK, Action.CREATE)
     if scope is None:
         raise NotAllowed("Your roles do not allow creating tasks.")
     if actor.organization_id is None:
         raise DomainError("Your account belongs to no organisation, so it cannot start tasks.")
-    if scope != Scope.GLOBAL and not member_collaboration_ids(actor.organization_id).filter(
-        collaboration_id=collaboration.pk
-    ).exists():
+    members = collaboration_members_among(
+        collaboration=collaboration, organization_ids=[*organization_ids, actor.organization_id]
+    )
+    if scope != Scope.GLOBAL and actor.organization_id not in members:
         raise NotAllowed("You can only create tasks in collaborations your organisation belongs to.")
+    return members
 
 
 @transaction.atomic
@@ -149,7 +155,7 @@ def task_create(
     study: Study | None = None, algorithm: Algorithm | None = None,
 ) -> Task:
     """Create a task and one pending run per target organisation."""
-    _check_task_create_allowed(actor, collaboration)
+    members = _check_task_create_allowed(actor, collaboration, organization_inputs)
     if collaboration.status != Collaboration.Status.ACTIVE:
         raise DomainError("The collaboration is archived and accepts no new tasks.", field="collaboration")
     if study is not None and study.collaboration_id != collaboration.pk:
@@ -166,7 +172,7 @@ def task_create(
         digest = _image_digest(image)
     cleaned_databases = _validate_databases(databases or [])
     _validate_inputs(collaboration, organization_inputs)
-    outsiders = collaboration_non_members(collaboration=collaboration, organization_ids=organization_inputs)
+    outsiders = set(organization_inputs) - members
     if outsiders:
         raise DomainError(
             f"Organisations {sorted(outsiders)} are not members of collaboration {collaboration.pk}.",
