@@ -461,9 +461,11 @@ class Ours(Target):
         self.api_keys = seed["api_keys"]
         log(f"ours: seeded in {time.monotonic() - t0:.1f}s")
         # As documented for production: daphne through vantage.server (bodies kept out of memory).
+        # Verbosity 0: no access log line per request, as vantage6 runs with --disable-logging.
         self.server = ServerProcess(
             "our server (daphne)",
-            [str(self.python), "-m", "vantage.server", "-b", HOST, "-p", str(self.port), "vantage.asgi:application"],
+            [str(self.python), "-m", "vantage.server", "-v", "0", "-b", HOST, "-p", str(self.port),
+             "vantage.asgi:application"],
             env=self.env, cwd=REPO, logfile=self.workdir / "server.log",
         )
         self.server.wait_healthy(self.port, self.health_path, self.args.start_timeout)
@@ -1003,8 +1005,10 @@ def report(all_results: dict[str, dict[str, OpResult]], args, meta: dict) -> boo
     print(f"latency in ms; {meta['requests']} requests per op ({meta['login_requests']} logins), "
           f"{meta['concurrency']} client threads, {meta['backlog']} pending runs for node 1 before the run")
     if "v6_version" in meta:
-        print(f"v6: vantage6-server {meta['v6_version']} served by {meta['v6_mode']}; "
-              f"ours: daphne (1 process) at {meta['ours_commit']}")
+        v6_server = ("uWSGI, 1 worker process, gevent 1000" if meta["v6_mode"] == "uwsgi"
+                     else "gevent WSGIServer, 1 process")
+        print(f"v6: vantage6-server {meta['v6_version']} on {v6_server}; ours: daphne (python -m vantage.server), "
+              f"1 process, {meta['ours_threads']} HTTP threads, at {meta['ours_commit']}; both SQLite, no Redis")
     print(f"machine load (1-min average) at start {meta['load_before']:.1f}, at end {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs; nice {meta['nice']}")
     print(line)
@@ -1096,6 +1100,7 @@ def main(argv=None) -> int:
     all_results: dict[str, dict[str, OpResult]] = {}
     meta = {"requests": args.requests, "login_requests": args.login_requests, "rounds": args.rounds,
             "nice": args.nice, "load_before": os.getloadavg()[0], "ours_commit": git_describe(),
+            "ours_threads": os.environ.get("VANTAGE_HTTP_THREADS", "8"),
             "concurrency": args.concurrency, "backlog": args.backlog, "page_size": args.page_size,
             "result_bytes": args.result_bytes}
     failed = True
