@@ -31,6 +31,7 @@ from accounts.permissions import HasRule, IsContainer, IsNode, is_container, is_
 from tasks import container_tokens, selectors, services
 from tasks.filters import AlgorithmFilter, RunFilter, TaskFilter
 from tasks.serializers import (
+    RUN_COLUMNS,
     AlgorithmReviewSerializer,
     AlgorithmSerializer,
     AlgorithmSubmitSerializer,
@@ -41,7 +42,6 @@ from tasks.serializers import (
     RunLogSerializer,
     RunSerializer,
     SubtaskCreateSerializer,
-    RUN_COLUMNS,
     TaskCreateSerializer,
     TaskSerializer,
     node_run_data,
@@ -49,7 +49,7 @@ from tasks.serializers import (
     task_data,
 )
 from tasks.uploads import ResultUploadHandler
-from vantage.errors import Conflict
+from vantage.errors import Conflict, NotFound
 
 
 class ChunkedFileResponse(FileResponse):
@@ -212,13 +212,13 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         """Mark a run this node claimed as running: its container has started."""
         # As for a claim: the start is scoped to the node that claimed the run, so the run is
         # looked up only when it fails, to answer 404 rather than 409 for a run it cannot see.
+        if not str(pk).isdigit():
+            raise NotFound("No such run.")
         try:
-            run = services.run_start(run_id=pk, node=request.user) if str(pk).isdigit() else None
+            run = services.run_start(run_id=pk, node=request.user)
         except Conflict:
-            self.get_object()
+            self.get_object()  # 404 when the run is not this node's to see
             raise
-        if run is None:
-            self.get_object()
         return Response(run_data(vars(run)))
 
     @extend_schema(request=RunLogSerializer, responses=RunSerializer)
