@@ -1,6 +1,7 @@
 """Reads for algorithms, tasks and runs, scoped to the caller (user or node)."""
 
 from django.core.files.base import File
+from django.db import connections
 from django.db.models import Case, CharField, Count, Prefetch, Q, QuerySet, Value, When
 from django.db.models.lookups import Exact, GreaterThan
 
@@ -44,9 +45,28 @@ def with_status(qs: QuerySet[Task]) -> QuerySet[Task]:
     return qs.annotate(status=_status_expression())
 
 
+# Building the status expression's SQL costs far more than running it, and every final
+# run needs its task's status for the event: the ORM compiles this query once per
+# database, with a marker where the task id goes, and later calls only run it.
+_TASK_ID_MARKER = -7_302_011
+_task_status_sql: dict[str, tuple[str, list, int]] = {}
+
+
 def task_status(*, task_id: int) -> str | None:
     """One task's derived status (None for an unknown task), in one query."""
-    return with_status(Task.objects.filter(pk=task_id)).order_by("pk").values_list("status", flat=True).first()
+    connection = connections[Task.objects.db]
+    compiled = _task_status_sql.get(connection.alias)
+    if compiled is None:
+        query = with_status(Task.objects.filter(pk=_TASK_ID_MARKER)).order_by("pk").values_list("status")[:1].query
+        sql, params = query.get_compiler(connection=connection).as_sql()
+        params = list(params)
+        compiled = _task_status_sql[connection.alias] = (sql, params, params.index(_TASK_ID_MARKER))
+    sql, params, marker = compiled
+    params = [*params[:marker], int(task_id), *params[marker + 1:]]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return row[0] if row is not None else None
 
 
 def _task_scope_q(user, scope: int, prefix: str = "") -> Q:
