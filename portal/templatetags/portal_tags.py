@@ -18,13 +18,16 @@ through format_html, so nothing in a result can add markup to the page.
 
 import json
 import math
+import os
 from collections import Counter
 
 from django import template
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from portal import selectors
+from portal.views import ASSETS_DIR
 
 register = template.Library()
 
@@ -201,3 +204,11 @@ def get_item(mapping: dict, key):
 @register.simple_tag
 def may_create_tasks(user) -> bool:
     return selectors.may_create_tasks(user=user)
+
+
+@register.simple_tag
+def asset_url(name: str) -> str:
+    """A portal asset's address, versioned by its modification time: after an upgrade no
+    browser keeps running the old script against new pages."""
+    # os.path: pathlib refuses the SafeString a template literal arrives as.
+    return f"{reverse('portal:asset', args=[name])}?v={int(os.stat(os.path.join(ASSETS_DIR, name)).st_mtime)}"

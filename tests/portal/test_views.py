@@ -462,6 +462,8 @@ def test_new_task_post_without_the_csrf_token_is_refused(browser_for, owner, tas
 
 
 def test_the_portal_serves_its_own_script_and_stylesheet_without_a_session(client):
+    page = client.get("/portal/login/").content.decode()
+    assert '<script src="/portal/assets/portal.js?v=' in page and 'href="/portal/assets/portal.css?v=' in page
     script = client.get("/portal/assets/portal.js")
     assert script.status_code == 200 and script["Content-Type"].startswith("text/javascript")
     assert b"/ws/events/" in b"".join(script.streaming_content)
