@@ -35,6 +35,9 @@ LIMITS = "max_concurrent_runs = 4"
 # so the live tests compare them with the pooled data too.
 ALGORITHM_ENV = 'VANTAGE_ALLOW_MIN_MAX = "true"'
 SMALL_ROWS = 6
+# A Newton-Raphson fit is one round of three containers per iteration: on a machine
+# shared with other work, minutes.
+TASK_TIMEOUT = 900
 
 
 def build_image(name: str) -> str:
@@ -85,7 +88,7 @@ class AlgorithmNetwork:
         return self.images[name]
 
     def submit(self, image_name: str, method: str, kwargs: dict, database: str,
-               organizations: list[int] | None = None, timeout: float = 240) -> dict:
+               organizations: list[int] | None = None, timeout: float = TASK_TIMEOUT) -> dict:
         """Run the central method on organisation A; the central run's detail once final."""
         if organizations is not None:
             kwargs = {**kwargs, "organizations": organizations}
@@ -103,8 +106,8 @@ class AlgorithmNetwork:
         return detail
 
     def run(self, image_name: str, method: str, kwargs: dict, database: str,
-            organizations: list[int] | None = None):
-        detail = self.submit(image_name, method, kwargs, database, organizations)
+            organizations: list[int] | None = None, timeout: float = TASK_TIMEOUT):
+        detail = self.submit(image_name, method, kwargs, database, organizations, timeout)
         if detail["status"] != "completed":
             raise AssertionError(f"{image_name}.{method} ended {detail['status']}:\n{self.logs(detail['task'])}")
         return self.researcher.result(detail["id"])
@@ -153,6 +156,8 @@ def algorithm_network(tmp_path_factory):
     docker_client = images.docker_client()
     registry = images.registry()
     server = LiveServer(tmp_path_factory.mktemp("algorithm-network"))
+    # One researcher login serves the whole session, longer than the default 15 minutes.
+    server.env["VANTAGE_ACCESS_TOKEN_MINUTES"] = "240"
     server.setup()
     network = None
     try:
