@@ -3,7 +3,6 @@
 import sys
 from pathlib import Path
 
-import pytest
 
 ALGORITHMS_DIR = Path(__file__).resolve().parents[2] / "algorithms"
 sys.path.insert(0, str(ALGORITHMS_DIR))
