@@ -1,8 +1,7 @@
-"""algorithms/build.py: what goes into an image's tag and context; the images' data formats."""
+"""algorithms/build.py: what goes into an image's tag and build context."""
 
 import sys
 from pathlib import Path
-
 
 ALGORITHMS_DIR = Path(__file__).resolve().parents[2] / "algorithms"
 sys.path.insert(0, str(ALGORITHMS_DIR))
