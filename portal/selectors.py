@@ -224,7 +224,8 @@ class CatalogueEntry:
 
 def catalogue_guide(algorithms) -> list[CatalogueEntry]:
     """Each algorithm's functions and their arguments, read from its catalogue entry
-    (`functions`: name, kind, a JSON schema of the arguments), central functions first."""
+    (`functions`: name, kind, a JSON schema of the arguments), central functions first,
+    required arguments first."""
     guide = []
     for algorithm in algorithms:
         functions = []
@@ -240,6 +241,8 @@ def catalogue_guide(algorithms) -> list[CatalogueEntry]:
                          default=spec.get("default") if isinstance(spec, dict) else None)
                 for name, spec in properties.items()
             ]
+            # Required first, then by name: PostgreSQL's jsonb keeps no key order.
+            arguments.sort(key=lambda a: (not a.required, a.name))
             functions.append(Function(name=fn["name"], kind=str(fn.get("kind", "partial")),
                                       description=str(fn.get("description", "")), arguments=arguments))
         functions.sort(key=lambda f: f.kind != "central")
