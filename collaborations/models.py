@@ -1,11 +1,14 @@
 from django.db import models
 
+from collaborations.validators import validate_public_key
+
 
 class Organization(models.Model):
     name = models.CharField(max_length=200, unique=True)
     country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2 code")
     domain = models.CharField(max_length=253, blank=True)
-    public_key = models.TextField(blank=True, help_text="PEM public key for end-to-end encryption")
+    public_key = models.TextField(blank=True, validators=[validate_public_key],
+                                  help_text="PEM public key for end-to-end encryption")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

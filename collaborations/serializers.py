@@ -6,11 +6,12 @@ collaborations.services. Related objects are given and shown as ids.
 
 import json
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from client.vantage_client import crypto
 from collaborations.models import Collaboration, Node, Organization, Study
 from collaborations.selectors import collaboration_list, organization_list
+from collaborations.validators import validate_public_key
 from vantage.renderers import iso_datetime
 
 MAX_REPORTED_CONFIG_BYTES = 64 * 1024
@@ -90,14 +91,12 @@ class OrganizationInputSerializer(serializers.Serializer):
     )
 
     def validate_public_key(self, value: str) -> str:
-        # Checked here, not on each task: a key no client can encrypt for would only
-        # show up later as every task of an encrypted collaboration failing.
         if not value.strip():
             return ""
         try:
-            crypto.load_public_key(value)
-        except crypto.KeyFormatError as exc:
-            raise serializers.ValidationError(f"Not a usable public key: {exc}.")
+            validate_public_key(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages)
         return value.strip() + "\n"
 
 

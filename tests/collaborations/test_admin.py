@@ -52,6 +52,24 @@ def test_a_duplicate_organisation_name_is_a_form_error(staff, org_a):
     assert "name" in response.context["adminform"].form.errors
 
 
+def test_a_malformed_public_key_is_a_form_error_and_a_good_one_is_kept(staff, org_a):
+    from client.vantage_client import crypto
+
+    url = reverse("admin:collaborations_organization_change", args=[org_a.pk])
+    data = {"name": org_a.name, "country": org_a.country, "domain": org_a.domain,
+            "public_key": "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n"}
+    response = staff.post(url, data)
+    assert response.status_code == 200
+    assert "Not a usable public key" in " ".join(response.context["adminform"].form.errors["public_key"])
+    org_a.refresh_from_db()
+    assert org_a.public_key == ""
+
+    good = crypto.public_key_pem(crypto.generate_private_key())
+    assert staff.post(url, {**data, "public_key": good}).status_code == 302
+    org_a.refresh_from_db()
+    assert org_a.public_key.strip() == good.strip()
+
+
 def test_organisations_cannot_be_deleted(staff, org_c):
     assert staff.get(reverse("admin:collaborations_organization_delete", args=[org_c.pk])).status_code == 403
 
