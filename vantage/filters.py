@@ -1,3 +1,5 @@
+"""The list filter backend: django-filter, without its cost when no filter is asked for."""
+
 from django_filters.rest_framework import DjangoFilterBackend
 
 
