@@ -35,6 +35,7 @@ kept), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -254,18 +255,19 @@ class Bench:
         log(f"{'(b) task on 3 organisations, 3 node agents':44} {b:7.2f}s {pct(task_times, 0.95):7.2f}s")
         log(f"ratio (b)/(a) of medians: {ratio:.2f}   goal <= {GOAL_RATIO}: {'met' if met else 'MISSED'}")
 
+    @contextlib.contextmanager
     def researcher_events(self, researcher: Researcher):
         """The researcher's live events socket, past its hello."""
         url = self.server.url.replace("http://", "ws://", 1) + "/ws/events/"
+        headers = {"Authorization": researcher.session.headers["Authorization"]}
         try:
-            socket = ws_connect(url, additional_headers={"Authorization": researcher.session.headers["Authorization"]},
-                                open_timeout=10, close_timeout=2)
-            hello = json.loads(socket.recv(timeout=10))
+            with ws_connect(url, additional_headers=headers, open_timeout=10, close_timeout=2) as socket:
+                hello = json.loads(socket.recv(timeout=10))
+                if hello.get("type") != "hello":
+                    raise BenchError(f"the researcher's websocket said {hello} instead of hello")
+                yield socket
         except (OSError, TimeoutError, WebSocketException) as exc:
-            raise BenchError(f"the researcher's websocket {url} did not open: {exc}")
-        if hello.get("type") != "hello":
-            raise BenchError(f"the researcher's websocket said {hello} instead of hello")
-        return socket
+            raise BenchError(f"the researcher's websocket {url} failed: {exc}")
 
     # --- queue -----------------------------------------------------------------------
 
