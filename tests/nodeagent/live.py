@@ -24,6 +24,8 @@ from pathlib import Path
 
 import requests
 
+from tests.nodeagent.images import BASE_IMAGE
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 # Most tests poll fast, so they do not depend on the websocket; test_websocket_* turn polling down.
@@ -203,11 +205,14 @@ class NodeProcess:
         self.task_folder = self.dir / "tasks"
         self.config_path = self.dir / "node.toml"
         self.log_path = self.dir / "agent.log"
+        # The base image the tests were set up with (VANTAGE_BASE_IMAGE) relays, unless a test names another.
+        forwarder = "" if "forwarder_image" in top else f'forwarder_image = "{BASE_IMAGE}"'
         db_lines = "".join(
             f'[databases.{label}]\ntype = "csv"\npath = "{path}"\n' for label, path in databases.items()
         )
         self.config_path.write_text(
             f'task_folder = "{self.task_folder}"\n{top}\n'
+            f"{forwarder}\n"
             f"[server]\nurl = \"{server_url}\"\napi_key = \"{api_key}\"\n"
             f"{server or FAST_POLLING}\n"
             f'[registries."{registry.host}"]\nusername = "{registry.username}"\n'
