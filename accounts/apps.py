@@ -6,6 +6,10 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts, roles and audit"
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_out
+
         from accounts import principal_cache
+        from accounts.consumers import close_session_sockets
 
         principal_cache.connect_signals()
+        user_logged_out.connect(close_session_sockets, dispatch_uid="accounts.close_session_sockets")

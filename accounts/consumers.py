@@ -4,6 +4,8 @@ Thin by design: authenticate (middleware), read the user's scopes and collaborat
 once on connect, join groups, forward what this user may see. Never writes.
 """
 
+import hashlib
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -14,6 +16,24 @@ from vantage import events
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 WATCHED = (Resource.TASK, Resource.RUN, Resource.NODE)
+
+
+def session_fingerprint(session_key: str) -> str:
+    """What travels over the channel layer instead of the session key itself (a secret)."""
+    return hashlib.sha256(session_key.encode()).hexdigest()
+
+
+def close_session_sockets(sender, request, user, **kwargs) -> None:
+    """user_logged_out: close the sockets opened with that session, wherever they are served.
+
+    The session's cookie no longer opens a socket after logout; this ends the ones already
+    open (another tab, another server process), which would otherwise go on receiving events.
+    """
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if user is None or not session_key:
+        return
+    message = {"type": "session.ended", "session": session_fingerprint(session_key)}
+    events.send_to_consumers([events.user_group(user.pk)], message)
 
 
 async def accept_principal(consumer, *, node: bool, wrong_kind_reason: str):
@@ -66,6 +86,13 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content, **kwargs):
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong"})
+
+    async def session_ended(self, message):
+        """The browser session this socket was opened with was logged out (in any tab)."""
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None) if self.scope.get("principal") is not None else None
+        if key and session_fingerprint(key) == message["session"]:
+            await self.close(code=CLOSE_UNAUTHENTICATED, reason="logged out")
 
     async def event_forward(self, message):
         event = message["event"]

@@ -85,12 +85,17 @@ async def _send(groups: list[str], message: dict) -> None:
         for group in groups:
             await layer.group_send(group, message)
     except Exception:  # the change is committed; clients catch up by listing on reconnect
-        log.exception("could not publish %s to %s", message["event"].get("type"), groups)
+        what = message["event"].get("type") if "event" in message else message["type"]
+        log.exception("could not publish %s to %s", what, groups)
 
 
 def publish(groups: list[str], event: dict) -> None:
     """Send after the fact: a failing channel layer must not fail a committed request."""
-    message = {"type": "event.forward", "event": event}
+    send_to_consumers(groups, {"type": "event.forward", "event": event})
+
+
+def send_to_consumers(groups: list[str], message: dict) -> None:
+    """A channel-layer message to the consumers in `groups` (its type names their handler)."""
     publisher = _publisher
     if publisher is not None and publisher.loop.is_running() and not _on_loop(publisher.loop):
         publisher.submit(groups, message)

@@ -48,3 +48,32 @@ def test_after_logout_the_old_session_cookie_opens_nothing(owner):
     cookie = _session_cookie(client)
     client.post("/portal/logout/", {"csrfmiddlewaretoken": csrf_token(client)})
     assert _open(cookie, "http://testserver") == {"code": 4401, "reason": "not logged in"}
+
+
+def test_logging_out_closes_the_sockets_of_that_session_only(owner):
+    from asgiref.sync import sync_to_async
+
+    leaving, staying = Client(enforce_csrf_checks=True), Client(enforce_csrf_checks=True)
+    leaving.force_login(owner)
+    staying.force_login(owner)
+
+    async def connect(client):
+        comm = WebsocketCommunicator(application, "/ws/events/", headers=[
+            (b"cookie", _session_cookie(client).encode()), (b"origin", b"http://testserver")])
+        connected, _ = await comm.connect()
+        assert connected
+        assert (await comm.receive_json_from(timeout=5))["type"] == "hello"
+        return comm
+
+    async def scenario():
+        other_tab, other_browser = await connect(leaving), await connect(staying)
+        token = await sync_to_async(csrf_token)(leaving)
+        await sync_to_async(leaving.post)("/portal/logout/", {"csrfmiddlewaretoken": token})
+        closed = await other_tab.receive_output(timeout=5)
+        still_open = await other_browser.receive_nothing(0.5)
+        await other_browser.disconnect()
+        return closed, still_open
+
+    closed, still_open = async_to_sync(scenario)()
+    assert (closed["type"], closed.get("code"), closed.get("reason")) == ("websocket.close", 4401, "logged out")
+    assert still_open
