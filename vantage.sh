@@ -3,10 +3,11 @@
 # (Named vantage.sh because ./vantage is the Django project package.)
 #
 #   ./vantage.sh test [pytest args]    the test suite on SQLite, then on PostgreSQL
-#   ./vantage.sh up [--no-study]       the demo network: Docker engine, registry, algorithm
+#   ./vantage.sh up [--no-study|--rerun]  the demo network: Docker engine, registry, algorithm
 #                                      images, server, three hospital nodes with their data,
 #                                      then a federated study of GBSG2 printed next to the
-#                                      pooled reference; ends with URLs and credentials
+#                                      pooled reference (completed tasks are reused unless
+#                                      --rerun); ends with URLs and credentials
 #   ./vantage.sh stop [--keep-docker]  stop the server and demo node agents; also the
 #                                      registry and dockerd unless --keep-docker
 #   ./vantage.sh status                what runs
@@ -135,7 +136,11 @@ run_pytest() {
     local took=$((SECONDS - start))
     case "$rc" in
         0) say "pytest on $label: passed (${took}s)" ;;
-        5) say "pytest on $label: FAILED: no tests were collected (${took}s)"; rc=1 ;;
+        5) if [ "${VANTAGE_TEST_SECOND_PASS:-0}" = 1 ]; then
+               say "pytest on $label: every selected test is database_independent and ran in the first pass"; rc=0
+           else
+               say "pytest on $label: FAILED: no tests were collected (${took}s)"; rc=1
+           fi ;;
         *) say "pytest on $label: FAILED (pytest exit code $rc, ${took}s)" ;;
     esac
     return "$rc"
@@ -156,13 +161,15 @@ cmd_test() {
         [ -z "$why" ] ||
             die "PostgreSQL for the tests is not reachable at ${TEST_DATABASE_URL%/*} ($why); start it, or run VANTAGE_TEST_DB=sqlite ./vantage.sh test"
     fi
-    local db failed="" summary=""
+    local db failed="" summary="" second=0
     for db in $dbs; do
+        # The second pass leaves out the tests marked database_independent (tests/conftest.py).
         if [ "$db" = sqlite ]; then
-            run_pytest SQLite "" "$@" || failed="$failed SQLite"
+            VANTAGE_TEST_SECOND_PASS=$second run_pytest SQLite "" "$@" || failed="$failed SQLite"
         else
-            run_pytest PostgreSQL "$TEST_DATABASE_URL" "$@" || failed="$failed PostgreSQL"
+            VANTAGE_TEST_SECOND_PASS=$second run_pytest PostgreSQL "$TEST_DATABASE_URL" "$@" || failed="$failed PostgreSQL"
         fi
+        second=1
     done
     [ -z "$failed" ] || die "tests failed on:$failed"
     say "tests passed on: $dbs"

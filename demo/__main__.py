@@ -28,6 +28,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="the registry password the nodes pull with (default: STATE_DIR/registry-password)")
     up.add_argument("--elapsed", type=int, default=0, help="seconds ./vantage.sh up took before this")
     up.add_argument("--no-study", action="store_true", help="start the network and its catalogue, skip the analyses")
+    up.add_argument("--rerun", action="store_true",
+                    help="run every analysis again, even where a completed task already answers it")
     return parser.parse_args(argv)
 
 
@@ -82,7 +84,7 @@ def up(args: argparse.Namespace) -> None:
                             {n.name: args.state_dir / f"node-{n.name}.pid" for n in nodes})
 
     if not args.no_study:
-        study.run(api, seed, algorithms, nodes)
+        study.run(api, seed, algorithms, nodes, record_file=args.state_dir / "demo-study.json", rerun=args.rerun)
 
     print_addresses(args, seed, nodes, time.monotonic() - started)
 

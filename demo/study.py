@@ -6,11 +6,14 @@ aggregates and returns the answer. Nothing here sees a site's rows; only the poo
 reference (demo/reference.py) reads the bundled files, to show the answers agree.
 """
 
+import hashlib
 import json
 import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from client.vantage_client import Client, VantageError
@@ -77,30 +80,82 @@ def build_images(registry_port: int) -> dict[str, str]:
         raise DemoError(f"algorithms/build.py printed no image list: {output[:200]!r}")
 
 
-def run(api: DemoApi, seed: dict, algorithms: dict[str, int], nodes: list) -> None:
+@dataclass(frozen=True)
+class Analysis:
+    name: str       # also the algorithm (image) that answers it
+    method: str
+    kwargs: dict
+    title: str
+    show: Callable[[dict, PooledReference], None]
+
+
+def analyses() -> list[Analysis]:
+    return [
+        Analysis("summary", "summary", {"columns": SUMMARY_COLUMNS + CATEGORICAL, "categorical": CATEGORICAL},
+                 "summary statistics", print_summary),
+        Analysis("kaplan_meier", "kaplan_meier", {"duration": "time", "event": "cens", "group": "horTh"},
+                 "Kaplan–Meier by hormonal therapy, with the log-rank test", print_kaplan_meier),
+        Analysis("cox", "cox", {"duration": "time", "event": "cens", "covariates": COX_COVARIATES,
+                                "categories": COX_CATEGORIES, "ties": "efron", "model": "stratified",
+                                # The table needs no baseline hazard: skip its extra rounds.
+                                "baseline": False},
+                 "Cox regression stratified by hospital (Efron ties)", print_cox),
+    ]
+
+
+def fingerprint(analysis: Analysis, algorithm: int, organization: int, data_files: list[Path]) -> str:
+    """What a completed task's answer depends on: the same fingerprint, the same answer."""
+    digest = hashlib.sha256(json.dumps([analysis.method, analysis.kwargs, algorithm, organization],
+                                       sort_keys=True).encode())
+    for path in data_files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run(api: DemoApi, seed: dict, algorithms: dict[str, int], nodes: list, *, record_file: Path,
+        rerun: bool = False) -> None:
+    """The study; an analysis whose completed task still answers for the same algorithm,
+    input and data is read back from the server instead of being run again."""
     collaboration = seed["collaboration"]["id"]
     home = next(o for o in seed["organizations"] if o["name"] == researcher_organization(seed))
     reference = PooledReference([node.name for node in nodes])
+    data_files = [node.data_file for node in nodes]
+    try:
+        previous = {} if rerun else json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        previous = {}
+    record = {}
     print()
     say(f"study: GBSG2 breast cancer, {len(nodes)} hospitals, run from {home['name']}")
+    for analysis in analyses():
+        key = fingerprint(analysis, algorithms[analysis.name], home["id"], data_files)
+        known = previous.get(analysis.name) or {}
+        result = reused(api, known["task"], analysis.title) if known.get("key") == key else None
+        if result is not None:
+            task_id = known["task"]
+        else:
+            task_id, result = submit(api, collaboration, home["id"], algorithms[analysis.name], analysis)
+        record[analysis.name] = {"key": key, "task": task_id}
+        record_file.write_text(json.dumps({**previous, **record}, indent=2))
+        analysis.show(result, reference)
+    if any(previous.get(name) == entry for name, entry in record.items()):
+        print("\n(Answers of earlier tasks were read back from the server: nothing they depend on has "
+              "changed. ./vantage.sh up --rerun runs every analysis again.)")
 
-    summary = analysis(api, collaboration, home["id"], algorithms["summary"], "summary",
-                       {"columns": SUMMARY_COLUMNS + CATEGORICAL, "categorical": CATEGORICAL},
-                       "summary statistics")
-    print_summary(summary, reference)
 
-    km = analysis(api, collaboration, home["id"], algorithms["kaplan_meier"], "kaplan_meier",
-                  {"duration": "time", "event": "cens", "group": "horTh"},
-                  "Kaplan–Meier by hormonal therapy, with the log-rank test")
-    print_kaplan_meier(km, reference)
-
-    cox = analysis(api, collaboration, home["id"], algorithms["cox"], "cox",
-                   {"duration": "time", "event": "cens", "covariates": COX_COVARIATES,
-                    "categories": COX_CATEGORIES, "ties": "efron", "model": "stratified",
-                    # The table needs no baseline hazard: skip its extra rounds.
-                    "baseline": False},
-                   "Cox regression stratified by hospital (Efron ties)")
-    print_cox(cox, reference)
+def reused(api: DemoApi, task_id: int, title: str) -> dict | None:
+    """The result of an earlier completed task of this analysis, or None to run it again."""
+    try:
+        task = api.client.tasks.get(task_id)
+        if task["status"] != "completed":
+            return None
+        results = api.client.results(task_id)
+    except VantageError:
+        return None  # deleted, purged or unreadable: run it again
+    if len(results) != 1:
+        return None
+    say(f"task: {title}: reusing completed task {task_id}")
+    return results[0]
 
 
 def researcher_organization(seed: dict) -> str:
@@ -110,9 +165,11 @@ def researcher_organization(seed: dict) -> str:
     raise DemoError("the demo summary has no researcher")
 
 
-def analysis(api: DemoApi, collaboration: int, organization: int, algorithm: int, method: str,
-             kwargs: dict, title: str) -> dict:
+def submit(api: DemoApi, collaboration: int, organization: int, algorithm: int,
+           analysis: Analysis) -> tuple[int, dict]:
+    """Run one analysis as a task of the researcher's organisation; (task id, its result)."""
     client = api.client
+    method, kwargs, title = analysis.method, analysis.kwargs, analysis.title
     with Progress(f"task: {title}") as progress:
         try:
             task = client.tasks.create(
@@ -138,7 +195,7 @@ def analysis(api: DemoApi, collaboration: int, organization: int, algorithm: int
             raise DemoError(f"{title}: {exc}")
     if len(results) != 1:
         raise DemoError(f"{title}: expected one result, got {len(results)}")
-    return results[0]
+    return task["id"], results[0]
 
 
 def last_log_line(run: dict) -> str:

@@ -6,12 +6,27 @@ partner; viewer (org_a, viewer role) may read but not write; outsider (org_c) se
 nothing of `collab`; root is a superuser. node_a/node_b are nodes of org_a/org_b in collab.
 """
 
+import os
+
 import pytest
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.authentication import node_access_token
 from tests import factories
+
+
+def pytest_collection_modifyitems(config, items):
+    """In the second database pass of ./vantage.sh test, leave out the tests marked
+    `database_independent`: what they check (numbers computed inside algorithm containers,
+    the demo's printed study) does not depend on the server's database, and they are the
+    slowest of the suite. Every other test runs on both databases."""
+    if os.environ.get("VANTAGE_TEST_SECOND_PASS") != "1":
+        return
+    kept = [item for item in items if item.get_closest_marker("database_independent") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
 
 
 @pytest.fixture

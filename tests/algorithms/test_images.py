@@ -10,7 +10,7 @@ import pytest
 from tests.algorithms.conftest import build_image
 from tests.nodeagent import images
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 
 READ_ALL = """
 import json

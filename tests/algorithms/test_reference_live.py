@@ -13,7 +13,7 @@ import pytest
 
 from tests.algorithms import pooled
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 
 GBSG2_COLUMNS = ["age", "tsize", "pnodes", "progrec", "estrec", "time", "cens", "horTh", "menostat", "tgrade"]
 

@@ -14,7 +14,7 @@ import pytest
 from tests.algorithms.test_survival import (SURVIVAL, assert_close, assert_cox_matches, assert_curve_matches,
                                             design, lifelines_cox, pooled_frame, statsmodels_cox)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 
 # Rossi follows everyone up to week 52. One cut before it gives two intervals every site
 # accepts for both values of fin; of these three, the Cox model's sums keep one.

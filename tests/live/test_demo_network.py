@@ -19,6 +19,7 @@ from tests.live.conftest import BASE_DIR
 from tests.nodeagent import images
 
 DEMO_SECONDS = 900
+pytestmark = pytest.mark.database_independent
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +72,20 @@ def test_demo_runs_the_study_and_reuses_the_network(demo_world):
     researcher = next(u for u in demo_world["seed"]["users"] if u["username"] == "researcher")
     assert researcher["password"] in out
 
-    # A second run reuses the nodes (and the images) and skips the study when asked.
-    second = demo_up(demo_world, "--no-study")
+    # A second run reuses the nodes, the images and the completed tasks: it reads their
+    # answers back from the server and prints the same tables.
+    second = demo_up(demo_world)
     assert second.returncode == 0, f"stdout:\n{second.stdout}\nstderr:\n{second.stderr}"
     for node in demo_world["seed"]["nodes"]:
         assert re.search(rf"node {node['name']}: running \(pid \d+\)", second.stdout)
-    assert "Summary statistics" not in second.stdout
+    assert len(re.findall(r"reusing completed task \d+", second.stdout)) == 3
+    assert not re.search(r"task \d+ created", second.stdout)
+    assert largest_differences(second.stdout) == differences
+
+    # --no-study only makes sure everything runs.
+    third = demo_up(demo_world, "--no-study")
+    assert third.returncode == 0, f"stdout:\n{third.stdout}\nstderr:\n{third.stderr}"
+    assert "Summary statistics (federated vs pooled)" not in third.stdout and "Portal:" in third.stdout
 
 
 def test_demo_names_a_server_that_does_not_answer(demo_world, tmp_path):
