@@ -4,13 +4,12 @@ The live server fixture duplicates what tests/live/conftest.py is meant to provi
 (daphne on a free loopback port with its own database); merge them once it lands.
 """
 
-import hashlib
 import time
 
 import pytest
 
 from tests.nodeagent import images
-from tests.nodeagent.live import LiveServer, NodeProcess, Researcher
+from tests.nodeagent.live import LiveServer, NodeProcess, Researcher, tear_down
 
 
 @pytest.fixture(scope="session")
@@ -90,13 +89,4 @@ class Site:
 def site(daphne_server, registry, docker_client, tmp_path):
     made = Site(daphne_server, tmp_path, registry, daphne_server.world())
     yield made
-    for node in made.nodes:
-        node.stop()
-    print(made.agent_logs())
-    # Stopped agents leave their containers for the next agent; in a test there is none.
-    server_key = hashlib.sha256(daphne_server.url.encode()).hexdigest()[:10]
-    for node in made.world["nodes"]:
-        for node_label in ("vantage.node_id", "vantage.forwarder_node_id"):
-            labels = [f"vantage.server={server_key}", f"{node_label}={node['id']}"]
-            for container in docker_client.api.containers(all=True, filters={"label": labels}):
-                docker_client.api.remove_container(container["Id"], force=True)
+    tear_down(made, daphne_server.url, docker_client)

@@ -12,6 +12,7 @@ no DATABASE_URL, its own node.toml.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -250,3 +251,17 @@ class NodeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def tear_down(site, server_url: str, docker_client) -> None:
+    """Stop a site's agents, print their logs, and remove their containers and forwarders:
+    stopped agents leave them for the next agent, and in a test there is none."""
+    for node in site.nodes:
+        node.stop()
+    print(site.agent_logs())
+    server_key = hashlib.sha256(server_url.encode()).hexdigest()[:10]
+    for node in site.world["nodes"]:
+        for node_label in ("vantage.node_id", "vantage.forwarder_node_id"):
+            labels = [f"vantage.server={server_key}", f"{node_label}={node['id']}"]
+            for container in docker_client.api.containers(all=True, filters={"label": labels}):
+                docker_client.api.remove_container(container["Id"], force=True)

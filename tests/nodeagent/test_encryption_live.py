@@ -8,7 +8,6 @@ The server's stored inputs and result files are checked to be envelopes, not JSO
 """
 
 import base64
-import hashlib
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeagent.live import PYTHON, REPO_ROOT, NodeProcess
+from tests.nodeagent.live import PYTHON, REPO_ROOT, NodeProcess, tear_down
 
 CLIENT_DIR = REPO_ROOT / "client"
 if str(CLIENT_DIR) not in sys.path:  # the client is its own distribution: see tests/client/conftest.py
@@ -96,15 +95,7 @@ class SealedSite:
 def sealed_site(daphne_server, registry, docker_client, tmp_path):
     site = SealedSite(daphne_server, registry, tmp_path, daphne_server.world())
     yield site
-    for node in site.nodes:
-        node.stop()
-    print(site.agent_logs())
-    server_key = hashlib.sha256(daphne_server.url.encode()).hexdigest()[:10]
-    for node in site.world["nodes"]:
-        for node_label in ("vantage.node_id", "vantage.forwarder_node_id"):
-            labels = [f"vantage.server={server_key}", f"{node_label}={node['id']}"]
-            for container in docker_client.api.containers(all=True, filters={"label": labels}):
-                docker_client.api.remove_container(container["Id"], force=True)
+    tear_down(site, daphne_server.url, docker_client)
 
 
 def _assert_only_ciphertext(site: SealedSite, task_ids: list[int], expected_runs: int) -> None:
