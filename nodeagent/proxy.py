@@ -27,6 +27,7 @@ import binascii
 import json
 import logging
 import os
+import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -268,10 +269,29 @@ class RunProxy:
             self.socket_path.unlink()  # left by an agent that stopped; this one serves anew
         self._server = _UnixServer(str(self.socket_path), Upstream(server_url, token, sealing), run_id, api_path)
         os.chmod(self.socket_path, 0o666)
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"proxy-{run_id}", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=f"proxy-{run_id}", daemon=True)
         self._thread.start()
 
+    def _serve(self) -> None:
+        """Accept until close() shuts the listening socket down, which ends accept() at once.
+        (serve_forever notices shutdown() only at its next poll, up to 0.5 s later, and every
+        run's upload waited for that: the proxy closes before the run's slot is released.)"""
+        while True:
+            try:
+                request, address = self._server.get_request()
+            except OSError:
+                return
+            try:
+                self._server.process_request(request, address)
+            except Exception:
+                self._server.handle_error(request, address)
+                self._server.shutdown_request(request)
+
     def close(self) -> None:
-        self._server.shutdown()
+        try:
+            self._server.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already shut
+        self._thread.join()
         self._server.server_close()
 

@@ -169,3 +169,13 @@ def test_anything_else_is_not_offered(running, api):
 
 def test_the_socket_is_open_to_the_forwarder_user(running):
     assert running.socket_path.stat().st_mode & 0o777 == 0o666
+
+
+def test_close_ends_the_serving_thread_and_refuses_new_connections(api, tmp_path):
+    proxy = RunProxy(socket_dir=tmp_path, run_id=7, server_url=f"http://127.0.0.1:{api.port}", token=TOKEN)
+    assert ask(proxy, "GET", "/blobstream/status")[0] == 200
+    proxy.close()
+    # close() returns only once the accepting thread is gone: the slot may be lent at once.
+    assert not proxy._thread.is_alive()
+    with pytest.raises(ConnectionRefusedError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(str(proxy.socket_path))
