@@ -9,6 +9,8 @@ from django.db.models import Prefetch, Q, QuerySet
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import user_scope
 from collaborations.models import Collaboration, Node, Organization, Study
+from vantage.pagination import stable_order
+from vantage.prepared import PreparedQuery
 
 Membership = Collaboration.organizations.through
 
@@ -27,14 +29,39 @@ def partner_organization_ids(organization_id: int | None):
 
 def organization_list(*, user, action: str = Action.VIEW) -> QuerySet[Organization]:
     scope = user_scope(user, Resource.ORGANIZATION, action)
-    qs = Organization.objects.all()
     if scope is None:
-        return qs.none()
+        return Organization.objects.none()
+    return _organizations_in_scope(scope, user.organization_id)
+
+
+def _organizations_in_scope(scope: int, organization_id) -> QuerySet[Organization]:
+    qs = Organization.objects.all()
     if scope == Scope.GLOBAL:
         return qs
     if scope == Scope.COLLABORATION:
-        return qs.filter(Q(pk=user.organization_id) | Q(pk__in=partner_organization_ids(user.organization_id)))
-    return qs.filter(pk=user.organization_id)
+        return qs.filter(Q(pk=organization_id) | Q(pk__in=partner_organization_ids(organization_id)))
+    return qs.filter(pk=organization_id)
+
+
+def organization_first_rows(*, user, columns: tuple[str, ...], limit: int) -> list[dict] | None:
+    """The first `limit` rows of organization_list(user) as values(*columns), in the list's
+    order; None where only the queryset can answer (a user without an organisation)."""
+    scope = user_scope(user, Resource.ORGANIZATION, Action.VIEW)
+    if scope is None:
+        return []
+    if scope == Scope.GLOBAL:
+        return _all_organizations_page.values(columns, limit, scope)
+    if user.organization_id is None:
+        return None
+    return _scoped_organizations_page.values(columns, limit, scope, organization_id=user.organization_id)
+
+
+def _organizations_page(columns, limit, scope, organization_id=None):
+    return stable_order(_organizations_in_scope(scope, organization_id).values(*columns))[:limit]
+
+
+_all_organizations_page = PreparedQuery(_organizations_page)
+_scoped_organizations_page = PreparedQuery(_organizations_page, "organization_id")
 
 
 def collaboration_list(*, user, action: str = Action.VIEW) -> QuerySet[Collaboration]:

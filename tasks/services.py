@@ -30,6 +30,7 @@ from tasks.models import Algorithm, DatabaseType, Run, Task
 from tasks.selectors import task_allows
 from tasks.uploads import ReceivedResult
 from vantage.errors import Conflict, DomainError, NotAllowed, NotFound, TooLarge
+from vantage.prepared import PreparedQuery, PreparedUpdate
 
 LABEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -356,20 +357,18 @@ def run_claim(*, run_id: int, node: Node) -> Run | None:
     # The node's answer names the task's creator and collaboration (tasks.serializers.node_run_data).
     # Read first: what decides the claim is the compare-and-swap below, and nothing read
     # here changes while the run is pending except its status, which the swap checks.
-    run = (
-        Run.objects.select_related("task__created_by", "task__collaboration")
-        .filter(pk=run_id, organization_id=node.organization_id, task__collaboration_id=node.collaboration_id)
-        .first()
+    run = _claim_lookup.first(
+        run_id=int(run_id), organization_id=node.organization_id, collaboration_id=node.collaboration_id
     )
     if run is None:
         return None
     now = timezone.now()
     deadline = now + timedelta(seconds=settings.VANTAGE_RUN_DEADLINE_SECONDS)
-    # Every condition stays on the run's own row: a join would make Django update
-    # `WHERE id IN (SELECT ... status = 'pending')`, which PostgreSQL does not re-check
-    # when the competing claim commits first, so both claims would win.
-    won = Run.objects.filter(pk=run_id, status=S.PENDING).update(
-        status=S.CLAIMED, node=node, claimed_at=now, deadline_at=deadline
+    # Every condition stays on the run's own row: PostgreSQL re-checks it when a
+    # competing claim commits first, so exactly one claim wins.
+    won = _claim_swap(
+        where={"id": run.pk, "status": S.PENDING},
+        status=S.CLAIMED, node=node, claimed_at=now, deadline_at=deadline,
     )
     if won != 1:
         return None
@@ -377,6 +376,16 @@ def run_claim(*, run_id: int, node: Node) -> Run | None:
     audit_record(actor=node, verb="run.claimed", target=run)
     task_events.run_updated(run, run.task)
     return run
+
+
+# Claims are the node's hottest write: both statements are built once (vantage.prepared).
+_claim_lookup = PreparedQuery(
+    lambda *, run_id, organization_id, collaboration_id: Run.objects.select_related(
+        "task__created_by", "task__collaboration"
+    ).filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id).order_by("pk")[:1],
+    "run_id", "organization_id", "collaboration_id",
+)
+_claim_swap = PreparedUpdate(Run, set=("status", "node", "claimed_at", "deadline_at"), where=("id", "status"))
 
 
 @transaction.atomic

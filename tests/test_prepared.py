@@ -1,0 +1,84 @@
+"""Prepared queries give what the plain ORM gives, for any argument values and shapes."""
+
+import pytest
+from django.db.models import Q
+
+from collaborations.models import Organization
+from tasks.models import Run
+from tasks.services import run_claim
+from tests.factories import make_task
+from vantage.prepared import PreparedQuery
+
+run_with_task = PreparedQuery(
+    lambda *, run_id, org_id: Run.objects.select_related("task__created_by", "task__collaboration").filter(
+        pk=run_id, organization_id=org_id
+    ),
+    "run_id", "org_id",
+)
+
+organizations_named = PreparedQuery(
+    lambda descending, *, org_id, name: Organization.objects.filter(Q(pk=org_id) | Q(name=name))
+    .order_by("-name" if descending else "name")
+    .values("id", "name", "country"),
+    "org_id", "name",
+)
+
+
+def _same_instance(a, b):
+    assert type(a) is type(b)
+    assert a.__dict__.keys() - {"_state"} == b.__dict__.keys() - {"_state"}
+    for key in a.__dict__.keys() - {"_state"}:
+        assert getattr(a, key) == getattr(b, key), key
+    assert a._state.adding is b._state.adding is False
+    assert a._state.db == b._state.db
+
+
+def test_models_match_the_orm_with_related_objects_and_converted_values(owner, collab, org_a, org_b, node_a):
+    tasks = [make_task(owner, collab, [org_a, org_b], name=f"t{i}") for i in range(3)]
+    run = tasks[1].runs.get(organization=org_a)
+    run_claim(run_id=run.pk, node=node_a)  # a datetime and a foreign key set, for the converters
+    for candidate in Run.objects.all():
+        for org in (org_a, org_b):
+            expected = list(
+                Run.objects.select_related("task__created_by", "task__collaboration").filter(
+                    pk=candidate.pk, organization_id=org.pk
+                )
+            )
+            got = run_with_task.models(run_id=candidate.pk, org_id=org.pk)
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected):
+                _same_instance(a, b)
+                _same_instance(a.task, b.task)
+                _same_instance(a.task.created_by, b.task.created_by)
+                _same_instance(a.task.collaboration, b.task.collaboration)
+    claimed = run_with_task.first(run_id=run.pk, org_id=org_a.pk)
+    assert claimed.claimed_at is not None and claimed.claimed_at.tzinfo is not None
+    assert claimed.input == Run.objects.get(pk=run.pk).input
+    assert run_with_task.first(run_id=run.pk, org_id=org_b.pk) is None
+
+
+def test_values_match_the_orm_for_each_shape(org_a, org_b, org_c):
+    for descending in (False, True):
+        for org in (org_a, org_b):
+            for name in (org_c.name, "nobody", org.name):
+                expected = list(
+                    Organization.objects.filter(Q(pk=org.pk) | Q(name=name))
+                    .order_by("-name" if descending else "name")
+                    .values("id", "name", "country")
+                )
+                assert organizations_named.values(descending, org_id=org.pk, name=name) == expected
+
+
+def test_wrong_arguments_are_refused(org_a):
+    with pytest.raises(TypeError, match="takes"):
+        run_with_task.models(run_id=1)
+    with pytest.raises(TypeError, match="use .values"):
+        organizations_named.models(False, org_id=org_a.pk, name="x")
+    with pytest.raises(TypeError, match="use .models"):
+        run_with_task.values(run_id=1, org_id=org_a.pk)
+
+
+def test_an_argument_missing_from_the_sql_is_refused(db):
+    unused = PreparedQuery(lambda *, org_id: Organization.objects.all(), "org_id")
+    with pytest.raises(ValueError, match="org_id"):
+        unused.models(org_id=1)

@@ -1,0 +1,227 @@
+"""ORM queries of a fixed shape whose SQL Django builds once, not once per request.
+
+On the hot API paths (a node claiming, starting and finishing runs, a user listing
+organisations) building a queryset's SQL — filters, joins, select_related, ordering —
+costs 0.3-1 ms of CPU each time, several times what running it costs. A prepared
+query is built once per database and shape, with marker values where its arguments
+go; every later call runs that SQL with the arguments bound in the markers' places.
+
+Rows come back as the ORM would give them: model instances with their select_related
+objects (`models`), or dicts for a `values()` queryset (`values`), with the database's
+converters applied (dates, JSON, booleans). This rests on the compiler attributes that
+Django's own ModelIterable reads (select, klass_info, annotation_col_map), a stable part
+of Django 5.2; tests/test_prepared.py checks the results against the plain ORM.
+
+Only plain values can be arguments (ints and strings compared with =, a single-value
+IN): anything that changes the SQL itself (a list's length, LIMIT, which filter
+applies) is part of the shape, so it goes in `shape`, and each shape is built once.
+"""
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Model, QuerySet
+from django.db.models.query import get_related_populators
+
+# Far from any id or value a real query uses; one per argument.
+_MARKER_BASE = -7_300_000_001
+
+
+class _Plan:
+    __slots__ = ("sql", "params", "slots", "compiler", "converters", "values_names", "model_plan")
+
+    def __init__(self, queryset: QuerySet, markers: dict[str, Any], connection):
+        compiler = queryset.query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
+        params = list(params)
+        slots = {}
+        for name, marker in markers.items():
+            # A text column gets the marker as a string: the ORM prepares values by field.
+            where = [i for i, p in enumerate(params) if type(p) in (int, str) and p in (marker, str(marker))]
+            if not where:
+                raise ValueError(f"prepared query: argument {name!r} is not a bound parameter of its SQL")
+            slots[name] = where
+        self.sql, self.params, self.slots, self.compiler = sql, params, slots, compiler
+        fields = [s[0] for s in compiler.select[: compiler.col_count]]
+        # Converter functions read no per-connection state but the database's time zone,
+        # which every connection to one alias shares: any thread's connection may apply them.
+        self.converters = compiler.get_converters(fields)
+        query = queryset.query
+        if queryset._fields is not None:
+            # As ValuesIterable names a row's columns.
+            self.values_names = list(query.selected) if query.selected else [
+                *query.extra_select, *query.values_select, *query.annotation_select
+            ]
+            self.model_plan = None
+        else:
+            self.values_names = None
+            klass_info = compiler.klass_info
+            start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+            self.model_plan = (
+                klass_info["model"],
+                start,
+                end,
+                [f[0].target.attname for f in compiler.select[start:end]],
+                get_related_populators(klass_info, compiler.select, connection.alias),
+                dict(compiler.annotation_col_map or {}),
+            )
+
+    def rows(self, arguments: dict[str, Any], connection) -> list:
+        params = list(self.params)
+        for name, positions in self.slots.items():
+            for i in positions:
+                params[i] = arguments[name]
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, params)
+            rows = cursor.fetchall()
+        if self.compiler.has_extra_select:  # ordering columns the rows do not include
+            rows = [row[: self.compiler.col_count] for row in rows]
+        if self.converters:
+            rows = [_convert(row, self.converters, connection) for row in rows]
+        return rows
+
+
+def _convert(row, converters, connection) -> tuple:
+    row = list(row)
+    for pos, (convs, expression) in converters.items():
+        value = row[pos]
+        for converter in convs:
+            value = converter(value, expression, connection)
+        row[pos] = value
+    return tuple(row)
+
+
+class PreparedQuery:
+    """`build(*shape, **markers)` returns the queryset; each argument name is a keyword.
+
+        claim_lookup = PreparedQuery(
+            lambda *, run_id, org_id: Run.objects.select_related("task").filter(pk=run_id, organization_id=org_id),
+            "run_id", "org_id",
+        )
+        run = claim_lookup.first(run_id=5, org_id=2)
+    """
+
+    def __init__(self, build: Callable[..., QuerySet], *arguments: str, using: str = DEFAULT_DB_ALIAS):
+        self._build = build
+        self._arguments = arguments
+        self._using = using
+        self._plans: dict[tuple, _Plan] = {}
+        self._lock = threading.Lock()
+
+    def _plan(self, shape: tuple, connection) -> _Plan:
+        key = (connection.alias, connection.vendor, shape)
+        plan = self._plans.get(key)
+        if plan is None:
+            with self._lock:
+                plan = self._plans.get(key)
+                if plan is None:
+                    markers = {name: _MARKER_BASE - i for i, name in enumerate(self._arguments)}
+                    queryset = self._build(*shape, **markers)
+                    plan = self._plans[key] = _Plan(queryset, markers, connection)
+        return plan
+
+    def _check(self, arguments: dict) -> None:
+        if set(arguments) != set(self._arguments):
+            raise TypeError(f"prepared query takes {sorted(self._arguments)}, got {sorted(arguments)}")
+
+    def models(self, *shape, **arguments) -> list[Model]:
+        self._check(arguments)
+        connection = connections[self._using]
+        plan = self._plan(shape, connection)
+        if plan.model_plan is None:
+            raise TypeError("prepared query: a values() queryset gives dicts, use .values()")
+        model, start, end, init_list, populators, annotations = plan.model_plan
+        objects = []
+        for row in plan.rows(arguments, connection):
+            obj = model.from_db(connection.alias, init_list, row[start:end])
+            for populator in populators:
+                populator.populate(row, obj)
+            for name, pos in annotations.items():
+                setattr(obj, name, row[pos])
+            objects.append(obj)
+        return objects
+
+    def first(self, *shape, **arguments) -> Model | None:
+        objects = self.models(*shape, **arguments)
+        return objects[0] if objects else None
+
+    def values(self, *shape, **arguments) -> list[dict]:
+        self._check(arguments)
+        connection = connections[self._using]
+        plan = self._plan(shape, connection)
+        if plan.values_names is None:
+            raise TypeError("prepared query: a model queryset gives instances, use .models()")
+        names = plan.values_names
+        return [dict(zip(names, row)) for row in plan.rows(arguments, connection)]
+
+
+class PreparedUpdate:
+    """`UPDATE table SET <fields> WHERE <conditions>`, each condition a column = value.
+
+    The ORM's update() builds an UpdateQuery and compiles it on every call; this writes
+    the statement once per database and prepares each value by its field, as save() does.
+    Returns the number of rows changed, so a condition on the old state makes it a
+    compare-and-swap.
+    """
+
+    def __init__(self, model: type[Model], *, set: tuple[str, ...], where: tuple[str, ...], using=DEFAULT_DB_ALIAS):
+        meta = model._meta
+        self._set = [meta.get_field(name) for name in set]
+        self._where = [meta.get_field(name) for name in where]
+        self._table = meta.db_table
+        self._using = using
+        self._sql: dict[str, str] = {}
+
+    def __call__(self, *, where: dict[str, Any], **values) -> int:
+        if set(values) != {f.name for f in self._set} or set(where) != {f.name for f in self._where}:
+            raise TypeError("prepared update: the values and conditions must name exactly its fields")
+        connection = connections[self._using]
+        sql = self._sql.get(connection.vendor)
+        if sql is None:
+            quote = connection.ops.quote_name
+            sql = self._sql[connection.vendor] = (
+                f"UPDATE {quote(self._table)} SET "
+                + ", ".join(f"{quote(f.column)} = %s" for f in self._set)
+                + " WHERE "
+                + " AND ".join(f"{quote(f.column)} = %s" for f in self._where)
+            )
+        params = [f.get_db_prep_save(_key(values[f.name]), connection) for f in self._set]
+        params += [f.get_db_prep_value(_key(where[f.name]), connection, prepared=False) for f in self._where]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+
+
+class PreparedInsert:
+    """`INSERT INTO table (<fields>) VALUES (...)` for one row, without reading its id back.
+
+    For append-only rows written on every request (the audit log), where bulk_create's
+    query building is most of the cost. Values are prepared by field, as save() does.
+    """
+
+    def __init__(self, model: type[Model], *, fields: tuple[str, ...], using=DEFAULT_DB_ALIAS):
+        self._fields = [model._meta.get_field(name) for name in fields]
+        self._table = model._meta.db_table
+        self._using = using
+        self._sql: dict[str, str] = {}
+
+    def __call__(self, **values) -> None:
+        if set(values) != {f.name for f in self._fields}:
+            raise TypeError("prepared insert: the values must name exactly its fields")
+        connection = connections[self._using]
+        sql = self._sql.get(connection.vendor)
+        if sql is None:
+            quote = connection.ops.quote_name
+            sql = self._sql[connection.vendor] = (
+                f"INSERT INTO {quote(self._table)} ({', '.join(quote(f.column) for f in self._fields)}) "
+                f"VALUES ({', '.join(['%s'] * len(self._fields))})"
+            )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [f.get_db_prep_save(_key(values[f.name]), connection) for f in self._fields])
+
+
+def _key(value):
+    """A related object stands for its primary key, as in filter(node=node)."""
+    return value.pk if isinstance(value, Model) else value
