@@ -7,6 +7,7 @@ ServerRefused (any other 4xx: retrying the same request will not help).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -101,7 +102,8 @@ class MultipartStream:
 
 
 class ServerClient:
-    """Thread-safe: each thread has its own HTTP session; the token is shared."""
+    """Thread-safe: a request borrows an idle HTTP session (one at a time per session), so
+    the short-lived threads of runs reuse kept-alive connections; the token is shared."""
 
     def __init__(self, url: str, api_key: str):
         self.url = url.rstrip("/")
@@ -109,15 +111,21 @@ class ServerClient:
         self._token: str | None = None
         self._token_renew_at = 0.0
         self._token_lock = threading.Lock()
-        self._local = threading.local()
+        self._idle_sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[requests.Session]:
+        with self._sessions_lock:
+            session = self._idle_sessions.pop() if self._idle_sessions else None
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = f"vantage-node/{VERSION}"
-            self._local.session = session
-        return session
+        try:
+            yield session
+        finally:
+            with self._sessions_lock:
+                self._idle_sessions.append(session)
 
     # ---------------------------------------------------------------- auth
 
@@ -162,10 +170,12 @@ class ServerClient:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            response = self._session().request(
-                method, f"{self.url}{path}", headers=headers,
-                timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs,
-            )
+            # Not streamed: the body is read and the connection idle again when the session goes back.
+            with self._session() as session:
+                response = session.request(
+                    method, f"{self.url}{path}", headers=headers,
+                    timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs,
+                )
         except requests.RequestException as exc:
             raise ServerUnavailable(f"{method} {path}: {_reason(exc)}") from exc
         if response.status_code >= 500:
