@@ -174,28 +174,29 @@ class Executor:
                pids: int | None = None) -> Container:
         limits = self.limits
         memory = memory or limits.memory
+        api = self.docker.api
         try:
-            return self.docker.containers.create(
-                spec.image,
-                command=spec.command,
-                name=spec.name,
-                environment=spec.environment,
-                labels=spec.labels,
+            host_config = api.create_host_config(
                 mounts=spec.mounts,
                 network_mode=spec.network_mode,
                 read_only=True,
                 tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs}"},
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
-                user=limits.user,
                 mem_limit=memory,
                 memswap_limit=memory,
                 nano_cpus=int((cpus or limits.cpus) * 1e9),
                 pids_limit=pids or limits.pids,
                 ipc_mode="private",
                 log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "20m", "max-file": "2"}),
-                detach=True,
             )
+            created = api.create_container(
+                spec.image, command=spec.command, name=spec.name, environment=spec.environment,
+                labels=spec.labels, user=limits.user, detach=True, host_config=host_config,
+            )
+            # The low-level call: containers.create would inspect the new container once more,
+            # and nothing here reads more of it than its id and name before it runs.
+            return self.docker.containers.prepare_model({"Id": created["Id"], "Name": f"/{spec.name}"})
         except docker.errors.ImageNotFound as exc:
             raise StartupError(f"the image is gone from the Docker engine: {_explain(exc)}")
         except docker.errors.APIError as exc:
@@ -254,9 +255,11 @@ class Executor:
     def wait(self, container: Container, timeout: float) -> ExitInfo | None:
         """The exit of the container, or None if it still runs after `timeout` seconds."""
         try:
-            container.wait(timeout=timeout)
+            status = container.wait(timeout=timeout)
         except (requests.ConnectionError, requests.ReadTimeout):
             return None
+        if status.get("StatusCode") == 0 and not status.get("Error"):
+            return ExitInfo(exit_code=0, oom_killed=False, error="")  # a clean exit needs no inspection
         return self.exit_info(container)
 
     def exit_info(self, container: Container) -> ExitInfo | None:
@@ -278,13 +281,15 @@ class Executor:
             # Already stopped between our check and the kill: nothing left to do.
             log.debug("kill %s: %s", container.name, _explain(exc))
 
-    def remove(self, container: Container) -> None:
+    def remove(self, container: Container | str) -> None:
+        """Stop and remove a container, or the one of this name if there is one."""
+        name = container if isinstance(container, str) else container.name
         try:
-            container.remove(force=True)
+            self.docker.api.remove_container(container if isinstance(container, str) else container.id, force=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
-            log.warning("could not remove container %s: %s", container.name, _explain(exc))
+            log.warning("could not remove container %s: %s", name, _explain(exc))
 
     def logs(self, container: Container, since: float | None) -> Iterator[bytes]:
         """stdout and stderr as they come, until the container stops."""

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -170,7 +171,9 @@ class RunJob:
     # ---------------------------------------------------------------- steps
 
     def _to_outcome(self) -> None:
-        container = self.ctx.executor.find(self.state.container_name)
+        # A run claimed just now (its input still in memory) has no container yet.
+        fresh = self.input_bytes is not None
+        container = None if fresh else self.ctx.executor.find(self.state.container_name)
         if container is None:
             if self.state.phase == Phase.STARTED:
                 self._decide(Outcome("failed", None, "internal",
@@ -179,13 +182,17 @@ class RunJob:
             container = self._launch()
             if container is None:
                 return
+        elif self.state.phase == Phase.PREPARED:
+            # A container from before a restart, perhaps never started: its token may still be
+            # missing. Its forwarder still relays to this socket path.
+            if not self._token_ready(None):
+                self.ctx.executor.remove(container)
+                return
+            self._adopt(container)
+            if self.state.phase != Phase.STARTED:
+                return
         else:
-            # A container from before a restart: its forwarder still relays to this socket path.
             self._open_proxy()
-            if self.state.phase == Phase.PREPARED:
-                self._adopt(container)
-                if self.state.phase != Phase.STARTED:
-                    return
         self._supervise(container)
 
     def _launch(self) -> Container | None:
@@ -214,23 +221,19 @@ class RunJob:
             self._decide(Outcome("rejected", None, "policy",
                                  f"database {', '.join(missing)} is not configured on this node (it has: {have})"))
             return None
+        # The container token (and, in an encrypted collaboration, the key the output is
+        # sealed for) is fetched while the image is checked and the container created:
+        # only the container's start needs it.
+        credentials = None
         if self.input_bytes is not None:
             try:
-                token = self.ctx.client.container_token(self.run_id)
-            except (ServerUnavailable, ServerRefused) as exc:
-                self._decide(Outcome("failed", None, "internal", f"the run's container token could not be had: {exc}"))
-                return None
-            try:
-                # In an encrypted collaboration the container reads the opened input, and
-                # the key its output is sealed for is fixed now, while the server answers.
+                # In an encrypted collaboration the container reads the opened input.
                 run_input = sealing.open_input(self.state.run, self.input_bytes, self.ctx.config.private_key)
-                if sealing.is_encrypted(self.state.run):
-                    self.state.run["result_public_key"] = sealing.fetch_public_key(
-                        self.ctx.config.server.url, token, _id(task.get("init_organization")))
             except sealing.SealingError as exc:
                 self._decide(Outcome("failed", None, "startup", str(exc)))
                 return None
-            self.folder.prepare(input_bytes=run_input, token=token)
+            credentials = _in_background(self._fetch_credentials, name=f"token-{self.run_id}")
+            self.folder.prepare(input_bytes=run_input)
             self.input_bytes = None
             self.folder.save(self.state)
         try:
@@ -246,20 +249,58 @@ class RunJob:
         log.debug("run %s: image %s ready", self.run_id, image)
         try:
             self.slot = self.ctx.forwarders.acquire(self.run_id, reserved=self.slot)
-            # Before the container exists: a restarted agent gives this run back its slot.
-            self.state.slot = self.slot.index
-            self.folder.save(self.state)
-            self._open_proxy()
-        except (StartupError, OSError) as exc:
+        except StartupError as exc:
             self._decide(Outcome("failed", None, "startup", f"the node proxy could not start for this run: {exc}"))
             return None
+        # Before the container exists: a restarted agent gives this run back its slot.
+        self.state.slot = self.slot.index
+        self.folder.save(self.state)
         spec = self._spec(image_id, labels, network_mode=f"container:{self.slot.container.id}")
         try:
             container = self.ctx.executor.create(spec)
         except StartupError as exc:
             self._decide(Outcome("failed", None, "startup", str(exc)))
             return None
+        if not self._token_ready(credentials):
+            self.ctx.executor.remove(container)
+            return None
         return self._start(container)
+
+    def _fetch_credentials(self) -> tuple[str, str | None]:
+        """The run's container token, and the public key its output is sealed for (fixed
+        now, while the server answers) when the collaboration is encrypted."""
+        token = self.ctx.client.container_token(self.run_id)
+        if not sealing.is_encrypted(self.state.run):
+            return token, None
+        return token, sealing.fetch_public_key(self.ctx.config.server.url, token,
+                                               _id(self._task().get("init_organization")))
+
+    def _token_ready(self, credentials: Future | None) -> bool:
+        """Fill the token file before the container starts, and open the run's proxy with it;
+        False with the run's outcome decided when that cannot be done.
+
+        `credentials` is the fetch started at the claim; without it (a restarted agent) a
+        token file that is still empty is filled now."""
+        if credentials is not None or not self.folder.token.stat().st_size:
+            try:
+                token, result_key = credentials.result() if credentials is not None else self._fetch_credentials()
+            except (ServerUnavailable, ServerRefused) as exc:
+                self._decide(Outcome("failed", None, "internal", f"the run's container token could not be had: {exc}"))
+                return False
+            except sealing.SealingError as exc:
+                self._decide(Outcome("failed", None, "startup", str(exc)))
+                return False
+            if result_key is not None:
+                self.state.run["result_public_key"] = result_key
+                self.folder.save(self.state)
+            # After the state file: a token in its file says the result key is saved too.
+            self.folder.write_token(token)
+        try:
+            self._open_proxy()
+        except OSError as exc:
+            self._decide(Outcome("failed", None, "startup", f"the node proxy could not start for this run: {exc}"))
+            return False
+        return True
 
     def _open_proxy(self) -> None:
         if self.proxy is None and self.slot is not None:
@@ -519,14 +560,26 @@ class RunJob:
             return  # stopping: the state file keeps the outcome for the next agent
         # The container goes only now: until the server has the outcome, a restarted
         # agent can still find it.
-        container = self.ctx.executor.find(self.state.container_name)
-        if container is not None:
-            self.ctx.executor.remove(container)
+        self.ctx.executor.remove(self.state.container_name)
         self.folder.remove()
 
     def _task(self) -> dict:
         task = self.state.run.get("task")
         return task if isinstance(task, dict) else self.state.run
+
+
+def _in_background(fn, *, name: str) -> Future:
+    """fn() in a thread of its own; the Future holds what it returned or raised."""
+    future: Future = Future()
+
+    def body():
+        try:
+            future.set_result(fn())
+        except Exception as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=body, name=name, daemon=True).start()
+    return future
 
 
 def json_problem(path: Path, size: int) -> str | None:

@@ -81,19 +81,29 @@ class RunFolder:
     def exists(self) -> bool:
         return (self.path / STATE_FILE).exists()
 
-    def prepare(self, *, input_bytes: bytes, token: str) -> None:
-        """Write the run's files fresh (a half-prepared folder from a crash is replaced)."""
+    def prepare(self, *, input_bytes: bytes) -> None:
+        """Write the run's files fresh (a half-prepared folder from a crash is replaced).
+        The token file stays empty until write_token: the container token is fetched
+        while the container is created, which needs every mounted file to exist."""
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(mode=0o700, parents=True)
         self.input.write_bytes(input_bytes)
         self.input.chmod(0o644)
-        self.token.write_text(token)
+        self.token.write_bytes(b"")
         self.token.chmod(0o644)
         self.output.write_bytes(b"")
         self.output.chmod(0o666)
         self.tmp.mkdir()
         self.tmp.chmod(0o1777)
+
+    def write_token(self, token: str) -> None:
+        """Replace the token file whole, before the container starts (its bind mount is made
+        at the start): an agent stopped half-way leaves it empty, never half written."""
+        tmp = self.path / ".token.tmp"
+        tmp.write_text(token)
+        tmp.chmod(0o644)
+        os.replace(tmp, self.token)
 
     def save(self, state: RunState) -> None:
         """Replace state.json atomically, so a kill at any instant leaves old or new, never half."""

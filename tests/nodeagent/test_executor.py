@@ -31,6 +31,7 @@ def test_every_container_is_isolated_and_limited(executor, test_images, tmp_path
     )
     container = executor.create(spec)
     try:
+        container = executor.docker.containers.get(spec.name)  # as the engine has it
         host = container.attrs["HostConfig"]
         assert host["NetworkMode"] == "none"
         assert host["ReadonlyRootfs"] is True
