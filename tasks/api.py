@@ -236,8 +236,10 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     @action(detail=True, methods=["post"], permission_classes=[IsNode], parser_classes=[MultiPartParser, FormParser])
     def finish(self, request, pk=None):
         """Report the run's final state, with its output file as the multipart part `result`."""
-        run = self.get_object()
-        run = services.run_finish(run_id=run.pk, node=request.user, **self._input(RunFinishSerializer))
+        # The service finds the run among this node's own (404 otherwise), as get_object would.
+        if not str(pk).isdigit():
+            raise NotFound("No such run.")
+        run = services.run_finish(run_id=int(pk), node=request.user, **self._input(RunFinishSerializer))
         return Response(run_data(vars(run)))
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,

@@ -340,15 +340,23 @@ def task_delete(*, actor, task: Task) -> None:
 
 
 def _lock_node_run(run_id: int, node: Node) -> Run:
-    # The input is never needed once a run is claimed: only its log is appended to.
-    run = (
-        Run.objects.select_for_update(of=("self",)).select_related("task").defer("input")
-        .filter(pk=run_id, organization_id=node.organization_id, task__collaboration_id=node.collaboration_id)
-        .first()
+    run = _node_run_for_update.first(
+        run_id=int(run_id), organization_id=node.organization_id, collaboration_id=node.collaboration_id
     )
     if run is None:
         raise NotFound("No such run for this node.")
     return run
+
+
+# Every upload and log line of a node locks its run first: the statement is built once.
+# The input is never needed once a run is claimed: only its log is appended to.
+_node_run_for_update = PreparedQuery(
+    lambda *, run_id, organization_id, collaboration_id: Run.objects.select_for_update(of=("self",))
+    .select_related("task").defer("input")
+    .filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id)
+    .order_by("pk")[:1],
+    "run_id", "organization_id", "collaboration_id",
+)
 
 
 @transaction.atomic
@@ -391,15 +399,18 @@ _claim_swap = PreparedUpdate(Run, set=("status", "node", "claimed_at", "deadline
 @transaction.atomic
 def run_start(*, run_id: int, node: Node) -> Run:
     """Mark a claimed run as running (its container has started)."""
-    won = Run.objects.filter(pk=run_id, status=S.CLAIMED, node=node).update(
-        status=S.RUNNING, started_at=timezone.now()
-    )
+    won = _start_swap(where={"id": int(run_id), "status": S.CLAIMED, "node": node},
+                      status=S.RUNNING, started_at=timezone.now())
     if won != 1:
         raise Conflict("Only a run this node has claimed can start.")
-    run = Run.objects.select_related("task").get(pk=run_id)
+    run = _run_with_task.first(run_id=int(run_id))
     audit_record(actor=node, verb="run.started", target=run)
     task_events.run_updated(run, run.task)
     return run
+
+
+_start_swap = PreparedUpdate(Run, set=("status", "started_at"), where=("id", "status", "node"))
+_run_with_task = PreparedQuery(lambda *, run_id: Run.objects.select_related("task").filter(pk=run_id), "run_id")
 
 
 @transaction.atomic
@@ -496,12 +507,19 @@ def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, l
         combined = run.log + log
         run.log_truncated = run.log_truncated or len(combined) > limit
         run.log = combined[-limit:]
-    run.save(update_fields=["status", "exit_code", "error_kind", "finished_at", "node", "result", "result_size",
-                            "result_sha256", "log", "log_truncated"])
+    _finish_update(where={"id": run.pk}, **{f.name: getattr(run, f.attname) for f in _FINISH_FIELDS})
     audit_record(actor=node, verb=f"run.{status}", target=run,
                  details={"exit_code": exit_code, "error_kind": error_kind, "result_size": run.result_size})
     task_events.run_updated(run, run.task)
     return run
+
+
+_finish_update = PreparedUpdate(
+    Run, set=("status", "exit_code", "error_kind", "finished_at", "node", "result", "result_size", "result_sha256", "log",
+              "log_truncated"),
+    where=("id",),
+)
+_FINISH_FIELDS = [Run._meta.get_field(name) for name in _finish_update.fields]
 
 
 @transaction.atomic

@@ -18,6 +18,14 @@ SWEEP_INTERVAL_SECONDS = 1.0
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
     _swept_at = float("-inf")
 
+    async def group_send(self, group, message):
+        # Most events go to groups nobody listens to right now (a collaboration without
+        # an open portal page): Channels would still set up an empty fan-out for them.
+        if group not in self.groups:
+            self.require_valid_group_name(group)
+            return
+        await super().group_send(group, message)
+
     def _clean_expired(self):
         now = time.monotonic()
         if now - self._swept_at >= SWEEP_INTERVAL_SECONDS:

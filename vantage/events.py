@@ -12,7 +12,9 @@ user consumer can drop what this particular user may not see without a query.
 """
 
 import asyncio
+import collections
 import logging
+import threading
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -44,27 +46,48 @@ def visibility(resource: str, *, collaboration: int, organizations: list[int], o
 
 
 class _LoopPublisher:
-    """Publishes from worker threads through one task on the server's event loop.
+    """Publishes from worker threads through the server's event loop.
 
     HTTP requests run on plain worker threads (vantage.wsgi_bridge). Calling the channel
     layer from there with async_to_sync would start a new event loop in a new thread
     per event (milliseconds each), and the in-memory layer's queues belong to the
-    server's loop. Instead each event is queued to a task on that loop, which sends
-    them one at a time, in commit order, while the request goes on.
+    server's loop. Instead events wait in a queue that one task on that loop sends, one
+    at a time, in commit order, while the request goes on. Waking the loop costs about
+    as much as sending, so a request's events share one wake-up, and none is needed
+    while the task is still sending earlier ones.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.task = loop.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            groups, message = await self.queue.get()
-            await _send(groups, message)
+        self.pending: collections.deque = collections.deque()
+        self.lock = threading.Lock()
+        self.scheduled = False
+        self.task: asyncio.Task | None = None
 
     def submit(self, groups: list[str], message: dict) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (groups, message))
+        with self.lock:
+            self.pending.append((groups, message))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        self.loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                with self.lock:
+                    if not self.pending:
+                        self.scheduled = False
+                        return
+                    groups, message = self.pending.popleft()
+                await _send(groups, message)
+        finally:  # cancelled (the loop is closing): the next event starts a new task
+            with self.lock:
+                self.scheduled = False
 
 
 _publisher: _LoopPublisher | None = None
@@ -73,7 +96,7 @@ _publisher: _LoopPublisher | None = None
 def attach_to_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Called from the server's event loop: route later publishing through it."""
     global _publisher
-    if _publisher is None or _publisher.loop is not loop or _publisher.task.done():
+    if _publisher is None or _publisher.loop is not loop:
         _publisher = _LoopPublisher(loop)
 
 

@@ -168,6 +168,7 @@ class PreparedUpdate:
 
     def __init__(self, model: type[Model], *, set: tuple[str, ...], where: tuple[str, ...], using=DEFAULT_DB_ALIAS):
         meta = model._meta
+        self.fields = set
         self._set = [meta.get_field(name) for name in set]
         self._where = [meta.get_field(name) for name in where]
         self._table = meta.db_table

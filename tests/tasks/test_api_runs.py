@@ -415,9 +415,13 @@ def test_finish_of_a_final_run_conflicts_and_keeps_no_file(api_for, node_a, run_
     assert _stored_files() == []
 
 
-def test_finish_of_another_organisations_run_is_not_found(api_for, node_a, node_b, run_a):
+def test_finish_of_another_organisations_run_is_not_found_and_keeps_no_file(api_for, node_a, node_b, run_a):
     _running(run_a, node_a)
-    assert _finish(api_for(node_b), run_a, status="completed").status_code == 404
+    response = _finish(api_for(node_b), run_a, status="completed", result=_result(b'{"stolen": true}'))
+    assert response.status_code == 404
+    assert _stored_files() == []
+    run_a.refresh_from_db()
+    assert run_a.status == Run.Status.RUNNING
 
 
 def test_finish_is_forbidden_to_users(api_for, owner, node_a, run_a):
@@ -540,8 +544,8 @@ def test_start_and_finish_cost_a_fixed_number_of_queries(api_for, node_a, run_a,
     # savepoint, start, run with its task, audit (3), release
     with django_assert_num_queries(7):
         assert client.post(f"/api/runs/{run_a.pk}/start/").status_code == 200
-    # the run's id (404 for a run the node cannot see), savepoint, run locked, its update, audit (3), release
-    with django_assert_num_queries(8):
+    # savepoint, run locked (404 for a run the node cannot see), its update, audit (3), release
+    with django_assert_num_queries(7):
         response = client.post(f"/api/runs/{run_a.pk}/finish/", {"status": "completed", "exit_code": "0"},
                                format="multipart")
     assert response.status_code == 200
