@@ -29,6 +29,7 @@ REPORT_INTERVAL = 60.0
 # Listing runs and kill requests while the websocket is up only guards against a lost event.
 CONNECTED_POLL_SECONDS = 60.0
 STOP_JOIN_SECONDS = 10.0
+PENDING_PAGE = 100  # pending runs asked for at once; a full page says there may be more
 
 
 class FatalError(Exception):
@@ -47,6 +48,11 @@ class NodeAgent:
         self._jobs_lock = threading.Lock()
         self._wake = threading.Event()
         self._hints: list[int] = []
+        self._list_requested = False  # by wake(): list pending runs at once
+        self._slot_freed = False
+        # Pending runs may be waiting for a slot (a listing or an event left some unclaimed):
+        # only then is a freed slot worth a listing while the websocket brings new runs.
+        self._backlog = True
         self.ctx: AgentContext | None = None
         self.events: EventListener | None = None
         self._next_report = 0.0
@@ -119,14 +125,17 @@ class NodeAgent:
         self._next_report = time.monotonic() + REPORT_INTERVAL
 
     def _loop(self) -> None:
-        """Claim when a slot is free (at each poll, or at once when a job frees one);
-        watch for kill requests more often than that while containers run."""
+        """Claim when a slot is free (at each poll, at once when an event names a run, and
+        when a job frees a slot that runs may wait for); watch for kill requests more often
+        than that while containers run."""
         failures = 0
         next_poll = next_kill_watch = 0.0
         settings = self.config.server
         while not self.stop.is_set():
-            woken = self._wake.is_set()
             self._wake.clear()
+            with self._jobs_lock:
+                list_requested, self._list_requested = self._list_requested, False
+                slot_freed, self._slot_freed = self._slot_freed, False
             now = time.monotonic()
             try:
                 if now >= self._next_report:
@@ -137,12 +146,13 @@ class NodeAgent:
                     next_kill_watch = now + max(settings.kill_poll_interval, CONNECTED_POLL_SECONDS if live else 0)
                     self._watch_kills()
                 hinted = self._take_hints()
-                if hinted and now < next_poll:
-                    self._claim(hinted)  # told by an event: no need to list
-                elif woken or now >= next_poll:
+                must_list = list_requested or now >= next_poll or (slot_freed and (self._backlog or not live))
+                if hinted and not must_list:
+                    self._backlog |= self._claim(hinted)  # told by an event: no need to list
+                elif must_list:
                     next_poll = now + max(settings.poll_interval, CONNECTED_POLL_SECONDS if live else 0)
-                    self._claim(hinted)
-                    self._claim_what_fits()
+                    left = self._claim(hinted)
+                    self._backlog = self._claim_what_fits() or left
                 failures = 0
                 wait = max(0.0, min(next_poll, next_kill_watch) - time.monotonic())
             except ServerUnavailable as exc:
@@ -174,14 +184,18 @@ class NodeAgent:
             busy = sum(1 for job in self.jobs.values() if job.holds_slot)
         return self.config.limits.max_concurrent_runs - busy
 
-    def _claim_what_fits(self) -> None:
-        if self._free_slots() > 0:
-            self._claim([run["id"] for run in self.client.pending_runs(limit=100)])
+    def _claim_what_fits(self) -> bool:
+        """True when pending runs may be left waiting for a slot."""
+        if self._free_slots() <= 0:
+            return True
+        pending = self.client.pending_runs(limit=PENDING_PAGE)
+        return self._claim([run["id"] for run in pending]) or len(pending) == PENDING_PAGE
 
-    def _claim(self, run_ids: list[int]) -> None:
+    def _claim(self, run_ids: list[int]) -> bool:
+        """Claim these runs while slots are free; True when some were left for want of one."""
         for run_id in run_ids:
             if self.stop.is_set() or self._free_slots() <= 0:
-                return
+                return True
             if run_id in self.jobs:
                 continue
             claimed = self.client.claim(run_id)
@@ -189,6 +203,7 @@ class NodeAgent:
                 continue  # another node of this organisation won it, or it was killed
             log.info("run %s: claimed", run_id)
             self._start(RunJob.claimed(self.ctx, self.task_folder.run(run_id), claimed))
+        return False
 
     def hint_run(self, run_id: int) -> None:
         """An event named a new run: claim it without listing first."""
@@ -209,9 +224,13 @@ class NodeAgent:
     def _job_done(self, job: RunJob) -> None:
         with self._jobs_lock:
             self.jobs.pop(job.run_id, None)
+            self._slot_freed = True
         self._wake.set()
 
     def wake(self) -> None:
+        """List pending runs at once (the websocket is back: events may have been missed)."""
+        with self._jobs_lock:
+            self._list_requested = True
         self._wake.set()
 
     def request_kill(self, run_id: int) -> None:
