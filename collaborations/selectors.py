@@ -66,12 +66,33 @@ _scoped_organizations_page = PreparedQuery(_organizations_page, "organization_id
 
 def collaboration_list(*, user, action: str = Action.VIEW) -> QuerySet[Collaboration]:
     scope = user_scope(user, Resource.COLLABORATION, action)
-    qs = Collaboration.objects.all()
     if scope is None:
-        return qs.none()
+        return Collaboration.objects.none()
+    return _collaborations_in_scope(scope, user.organization_id)
+
+
+def _collaborations_in_scope(scope: int, organization_id) -> QuerySet[Collaboration]:
+    qs = Collaboration.objects.all()
     if scope == Scope.GLOBAL:
         return qs
-    return qs.filter(pk__in=member_collaboration_ids(user.organization_id))
+    return qs.filter(pk__in=member_collaboration_ids(organization_id))
+
+
+def collaboration_visible(*, user, pk: int) -> Collaboration | None:
+    """collaboration_list(user).filter(pk=pk).first(), as one prepared query (every task creation asks)."""
+    scope = user_scope(user, Resource.COLLABORATION, Action.VIEW)
+    if scope is None or (scope != Scope.GLOBAL and user.organization_id is None):
+        return None
+    if scope == Scope.GLOBAL:
+        return _any_collaboration.first(pk=pk)
+    return _member_collaboration.first(scope, pk=pk, organization_id=user.organization_id)
+
+
+_any_collaboration = PreparedQuery(lambda *, pk: Collaboration.objects.filter(pk=pk)[:1], "pk")
+_member_collaboration = PreparedQuery(
+    lambda scope, *, pk, organization_id: _collaborations_in_scope(scope, organization_id).filter(pk=pk)[:1],
+    "pk", "organization_id",
+)
 
 
 def study_list(*, user, action: str = Action.VIEW) -> QuerySet[Study]:
@@ -114,10 +135,16 @@ def study_list_with_members(*, user, action: str = Action.VIEW) -> QuerySet[Stud
 
 def collaboration_members_among(*, collaboration: Collaboration, organization_ids) -> set[int]:
     """The given organisation ids that ARE members of the collaboration (one query)."""
-    return set(
-        Membership.objects.filter(collaboration=collaboration, organization_id__in=set(organization_ids))
-        .values_list("organization_id", flat=True)
-    )
+    members = _member_ids.values(collaboration_id=collaboration.pk)
+    return {row["organization_id"] for row in members} & set(organization_ids)
+
+
+# A collaboration has tens of members at most: reading them all lets one prepared query
+# serve any list of candidates.
+_member_ids = PreparedQuery(
+    lambda *, collaboration_id: Membership.objects.filter(collaboration_id=collaboration_id).values("organization_id"),
+    "collaboration_id",
+)
 
 
 def collaboration_non_members(*, collaboration: Collaboration, organization_ids) -> set[int]:

@@ -30,14 +30,19 @@ class ScopedIdField(serializers.IntegerField):
 
     default_error_messages = {"does_not_exist": "No object with id {pk} (or not visible to you)."}
 
-    def __init__(self, *, selector, **kwargs):
+    def __init__(self, *, selector, lookup=None, **kwargs):
         self.selector = selector
+        # `lookup(user=..., pk=...)`, where given, answers as the selector would, faster.
+        self.lookup = lookup
         kwargs.setdefault("min_value", 1)
         super().__init__(**kwargs)
 
     def run_validation(self, data=serializers.empty):
         pk = super().run_validation(data)
-        found = self.selector(user=_caller(self)).filter(pk=pk).first()
+        if self.lookup is not None:
+            found = self.lookup(user=_caller(self), pk=pk)
+        else:
+            found = self.selector(user=_caller(self)).filter(pk=pk).first()
         if found is None:
             self.fail("does_not_exist", pk=pk)
         return found

@@ -19,7 +19,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from collaborations.selectors import collaboration_list, study_list
+from collaborations.selectors import collaboration_list, collaboration_visible, study_list
 from collaborations.serializers import ScopedIdField
 from tasks.models import Algorithm, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
@@ -113,7 +113,7 @@ class DatabaseSerializer(serializers.Serializer):
 
 
 class TaskCreateSerializer(serializers.Serializer):
-    collaboration = ScopedIdField(selector=collaboration_list)
+    collaboration = ScopedIdField(selector=collaboration_list, lookup=collaboration_visible)
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="")
     image = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",

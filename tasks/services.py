@@ -30,7 +30,7 @@ from tasks.models import Algorithm, DatabaseType, Run, Task
 from tasks.selectors import task_allows
 from tasks.uploads import ReceivedResult
 from vantage.errors import Conflict, DomainError, NotAllowed, NotFound, TooLarge
-from vantage.prepared import PreparedQuery, PreparedUpdate
+from vantage.prepared import PreparedInsert, PreparedQuery, PreparedUpdate
 
 LABEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -196,12 +196,11 @@ def task_create(
     # The related objects were all loaded and checked above: skip re-reading each one.
     task.full_clean(exclude=["job", "collaboration", "study", "algorithm", "init_organization", "created_by",
                              "created_by_run", "parent"])
-    task.save()
-    Task.objects.filter(pk=task.pk).update(job=task)
+    _insert_task.save_new(task)
     task.job = task
-    runs = Run.objects.bulk_create(
-        [Run(task=task, organization_id=org_id, input=payload) for org_id, payload in organization_inputs.items()]
-    )
+    _set_job(where={"id": task.pk}, job=task)
+    runs = [Run(task=task, organization_id=org_id, input=payload) for org_id, payload in organization_inputs.items()]
+    _insert_run.save_new(*runs)
     audit_record(actor=actor, verb="task.created", target=task,
                  details={"organizations": sorted(organization_inputs), "image": image, "method": method})
     task_events.task_created(task, runs)
@@ -209,6 +208,12 @@ def task_create(
     task.status = Task.Status.PENDING
     task.created_runs = runs
     return task
+
+
+# Researchers create tasks all day: the three statements are written once (vantage.prepared).
+_insert_task = PreparedInsert(Task, fields=tuple(f.name for f in Task._meta.concrete_fields if not f.primary_key))
+_set_job = PreparedUpdate(Task, set=("job",), where=("id",))
+_insert_run = PreparedInsert(Run, fields=tuple(f.name for f in Run._meta.concrete_fields if not f.primary_key))
 
 
 def _check_subtask_request(parent_task: Task, collaboration: int | None, image: str) -> None:

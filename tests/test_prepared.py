@@ -4,10 +4,11 @@ import pytest
 from django.db.models import Q
 
 from collaborations.models import Organization
+from collaborations.selectors import collaboration_list, collaboration_visible
 from tasks.models import Run
 from tasks.services import run_claim
 from tests.factories import make_task
-from vantage.prepared import PreparedQuery
+from vantage.prepared import PreparedInsert, PreparedQuery, PreparedUpdate
 
 run_with_task = PreparedQuery(
     lambda *, run_id, org_id: Run.objects.select_related("task__created_by", "task__collaboration").filter(
@@ -82,3 +83,39 @@ def test_an_argument_missing_from_the_sql_is_refused(db):
     unused = PreparedQuery(lambda *, org_id: Organization.objects.all(), "org_id")
     with pytest.raises(ValueError, match="org_id"):
         unused.models(org_id=1)
+
+
+def test_save_new_gives_each_row_its_id_and_prepares_values_as_save_does(owner, collab, org_a, org_b):
+    task = make_task(owner, collab, [org_a])  # a task for the runs to belong to
+    task.runs.all().delete()
+    runs = [Run(task=task, organization_id=org.pk, input=b"payload-%d" % org.pk) for org in (org_a, org_b)]
+    columns = tuple(f.name for f in Run._meta.concrete_fields if not f.primary_key)
+    PreparedInsert(Run, fields=columns).save_new(*runs)
+    for run in runs:
+        assert run.pk is not None and not run._state.adding
+        stored = Run.objects.get(pk=run.pk)
+        assert (stored.task_id, stored.organization_id, bytes(stored.input)) == (task.pk, run.organization_id,
+                                                                               bytes(run.input))
+        assert stored.created_at == run.created_at is not None  # auto_now_add filled in by pre_save
+    with pytest.raises(ValueError, match="new instances"):
+        PreparedInsert(Run, fields=columns).save_new(runs[0])
+
+
+def test_update_changes_only_rows_matching_every_condition(owner, collab, org_a, node_a):
+    task = make_task(owner, collab, [org_a])
+    run = task.runs.get()
+    swap = PreparedUpdate(Run, set=("status", "node"), where=("id", "status"))
+    assert swap(where={"id": run.pk, "status": Run.Status.CLAIMED}, status=Run.Status.RUNNING, node=node_a) == 0
+    assert swap(where={"id": run.pk, "status": Run.Status.PENDING}, status=Run.Status.CLAIMED, node=node_a) == 1
+    run.refresh_from_db()
+    assert (run.status, run.node_id) == (Run.Status.CLAIMED, node_a.pk)
+    with pytest.raises(TypeError, match="exactly"):
+        swap(where={"id": run.pk}, status=Run.Status.RUNNING, node=node_a)
+
+
+def test_visible_collaboration_agrees_with_the_collaboration_list(owner, outsider, root, collab, other_collab):
+    for user in (owner, outsider, root):
+        for collaboration in (collab, other_collab):
+            expected = collaboration_list(user=user).filter(pk=collaboration.pk).first()
+            assert collaboration_visible(user=user, pk=collaboration.pk) == expected
+        assert collaboration_visible(user=user, pk=10**9) is None

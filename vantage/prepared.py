@@ -196,31 +196,65 @@ class PreparedUpdate:
 
 
 class PreparedInsert:
-    """`INSERT INTO table (<fields>) VALUES (...)` for one row, without reading its id back.
+    """`INSERT INTO table (<fields>) VALUES (...)`, written once per database and row count.
 
-    For append-only rows written on every request (the audit log), where bulk_create's
-    query building is most of the cost. Values are prepared by field, as save() does.
+    For rows written on every request (the audit log, a task and its runs), where
+    save() and bulk_create() spend most of their time building the statement. Values
+    are prepared by field as save() prepares them (pre_save included, so auto_now_add
+    and file fields behave); no model signals are sent.
+
+    `__call__(**values)` inserts one row from plain values; `save_new(*instances)`
+    inserts new instances and gives each its primary key, read back in the same
+    statement (RETURNING, as bulk_create does on PostgreSQL and SQLite).
     """
 
     def __init__(self, model: type[Model], *, fields: tuple[str, ...], using=DEFAULT_DB_ALIAS):
+        self._model = model
         self._fields = [model._meta.get_field(name) for name in fields]
-        self._table = model._meta.db_table
         self._using = using
-        self._sql: dict[str, str] = {}
+        self._sql: dict[tuple, str] = {}
+
+    def _statement(self, connection, rows: int, returning: bool) -> str:
+        key = (connection.vendor, rows, returning)
+        sql = self._sql.get(key)
+        if sql is None:
+            quote = connection.ops.quote_name
+            row = f"({', '.join(['%s'] * len(self._fields))})"
+            sql = (
+                f"INSERT INTO {quote(self._model._meta.db_table)} ({', '.join(quote(f.column) for f in self._fields)}) "
+                f"VALUES {', '.join([row] * rows)}"
+            )
+            if returning:
+                sql += f" RETURNING {quote(self._model._meta.pk.column)}"
+            sql = self._sql[key] = sql
+        return sql
 
     def __call__(self, **values) -> None:
         if set(values) != {f.name for f in self._fields}:
             raise TypeError("prepared insert: the values must name exactly its fields")
         connection = connections[self._using]
-        sql = self._sql.get(connection.vendor)
-        if sql is None:
-            quote = connection.ops.quote_name
-            sql = self._sql[connection.vendor] = (
-                f"INSERT INTO {quote(self._table)} ({', '.join(quote(f.column) for f in self._fields)}) "
-                f"VALUES ({', '.join(['%s'] * len(self._fields))})"
-            )
         with connection.cursor() as cursor:
-            cursor.execute(sql, [f.get_db_prep_save(_key(values[f.name]), connection) for f in self._fields])
+            cursor.execute(
+                self._statement(connection, 1, False),
+                [f.get_db_prep_save(_key(values[f.name]), connection) for f in self._fields],
+            )
+
+    def save_new(self, *instances: Model) -> None:
+        connection = connections[self._using]
+        if not connection.features.can_return_rows_from_bulk_insert:
+            raise NotImplementedError("prepared insert: this database cannot return the new rows' ids")
+        params = []
+        for instance in instances:
+            if not instance._state.adding:
+                raise ValueError("prepared insert: only new instances can be inserted")
+            params += [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in self._fields]
+        with connection.cursor() as cursor:
+            cursor.execute(self._statement(connection, len(instances), True), params)
+            ids = [row[0] for row in cursor.fetchall()]
+        for instance, pk in zip(instances, ids, strict=True):
+            instance.pk = pk
+            instance._state.adding = False
+            instance._state.db = connection.alias
 
 
 def _key(value):
