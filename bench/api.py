@@ -204,6 +204,7 @@ class ServerProcess:
     """A server subprocess in its own process group, with a log file."""
 
     nice = 0  # set from --nice
+    cpu: int | None = None  # set from --cpu
 
     def __init__(self, name: str, cmd: list[str], *, env: dict, cwd: Path, logfile: Path):
         self.name = name
@@ -211,9 +212,12 @@ class ServerProcess:
         self._log = open(logfile, "ab")
         # Servers inherit the driver's nice value (see --nice).
         try:
+            cpu = self.cpu
             self.proc = subprocess.Popen(
                 cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
+                # Set before exec: every process and thread the server starts inherits it.
+                preexec_fn=None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu})),
             )
         except OSError as exc:
             self._log.close()
@@ -1009,8 +1013,10 @@ def report(all_results: dict[str, dict[str, OpResult]], args, meta: dict) -> boo
                      else "gevent WSGIServer, 1 process")
         print(f"v6: vantage6-server {meta['v6_version']} on {v6_server}; ours: daphne (python -m vantage.server), "
               f"1 process, {meta['ours_threads']} HTTP threads, at {meta['ours_commit']}; both SQLite, no Redis")
+    pinning = (f"both servers pinned to CPU {meta['cpu']}, the driver to the others" if meta.get("cpu") is not None
+               else "no CPU pinning")
     print(f"machine load (1-min average) at start {meta['load_before']:.1f}, at end {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} CPUs; nice {meta['nice']}")
+          f"on {os.cpu_count()} CPUs; nice {meta['nice']}; {pinning}")
     print(line)
     print("-" * len(line))
     for r in rows:
@@ -1059,6 +1065,9 @@ def parse_args(argv=None):
     p.add_argument("--nice", type=int, default=0,
                    help="renice the driver and both servers by this much (e.g. -10 as root on a "
                         "machine busy with other work; both sides get the same priority)")
+    p.add_argument("--cpu", default="auto",
+                   help="pin both servers to this CPU and the driver to the others (default auto: the "
+                        "last CPU, when there are two or more; none: no pinning)")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON to this file")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directories (DBs, logs)")
     p.add_argument("--_seed-ours", dest="seed_ours", help=argparse.SUPPRESS)
@@ -1072,6 +1081,18 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.requests < 3:
         p.error("--requests must be at least 3 (one task per organisation)")
+    usable = sorted(os.sched_getaffinity(0))
+    if args.cpu == "none" or (args.cpu == "auto" and len(usable) < 2):
+        args.cpu = None
+    elif args.cpu == "auto":
+        args.cpu = usable[-1]
+    else:
+        try:
+            args.cpu = int(args.cpu)
+        except ValueError:
+            p.error(f"--cpu: expected a CPU number, auto or none, not {args.cpu!r}")
+        if args.cpu not in usable or len(usable) < 2:
+            p.error(f"--cpu {args.cpu}: pick one of CPUs {usable} (and leave one for the driver)")
     return args
 
 
@@ -1095,11 +1116,16 @@ def main(argv=None) -> int:
             print(f"bench: FAILED: --nice {args.nice}: {exc.strerror}", file=sys.stderr)
             return 2
         ServerProcess.nice = args.nice  # their own sessions: renice those autogroups too
+    if args.cpu is not None:
+        # One core for each server, the same one in turn (they run alternately), as a
+        # production host runs one pinned process per core; the driver keeps off it.
+        ServerProcess.cpu = args.cpu
+        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - {args.cpu})
     tmp = Path(tempfile.mkdtemp(prefix="vantage-bench-"))
     targets: list[Target] = []
     all_results: dict[str, dict[str, OpResult]] = {}
     meta = {"requests": args.requests, "login_requests": args.login_requests, "rounds": args.rounds,
-            "nice": args.nice, "load_before": os.getloadavg()[0], "ours_commit": git_describe(),
+            "nice": args.nice, "cpu": args.cpu, "load_before": os.getloadavg()[0], "ours_commit": git_describe(),
             "ours_threads": os.environ.get("VANTAGE_HTTP_THREADS", "8"),
             "concurrency": args.concurrency, "backlog": args.backlog, "page_size": args.page_size,
             "result_bytes": args.result_bytes}
