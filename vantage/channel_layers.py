@@ -18,6 +18,10 @@ SWEEP_INTERVAL_SECONDS = 1.0
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
     _swept_at = float("-inf")
 
+    def listened_groups(self, groups: list[str]) -> list[str]:
+        """Those of `groups` with a member; callable from any thread (a dict lookup each)."""
+        return [group for group in groups if group in self.groups]
+
     async def group_send(self, group, message):
         # Most events go to groups nobody listens to right now (a collaboration without
         # an open portal page): Channels would still set up an empty fan-out for them.

@@ -119,6 +119,15 @@ def publish(groups: list[str], event: dict) -> None:
 
 def send_to_consumers(groups: list[str], message: dict) -> None:
     """A channel-layer message to the consumers in `groups` (its type names their handler)."""
+    layer = get_channel_layer()
+    listened = getattr(layer, "listened_groups", None)
+    if listened is not None:
+        # The in-process layer knows its groups: most events go to groups nobody listens
+        # to right now, and need not wake the event loop. (A consumer joining meanwhile
+        # lists what it missed, as after any reconnect.)
+        groups = listened(groups)
+        if not groups:
+            return
     publisher = _publisher
     if publisher is not None and publisher.loop.is_running() and not _on_loop(publisher.loop):
         publisher.submit(groups, message)

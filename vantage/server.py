@@ -23,11 +23,18 @@ bodies in memory: a 1 GiB result upload through it peaked at 13.4 GiB of RSS and
 import asyncio
 import weakref
 
-from daphne.cli import CommandLineInterface
-from daphne.server import Server
-from twisted.internet.interfaces import IPushProducer
-from twisted.web import http
-from zope.interface import implementer
+import uvloop
+
+# Daphne runs Twisted on the asyncio loop it creates when daphne.server is imported:
+# uvloop's loop in C instead of asyncio's in Python takes about 5 % off a small API
+# request's CPU (bench/api.py, same run).
+asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+from daphne.cli import CommandLineInterface  # noqa: E402
+from daphne.server import Server  # noqa: E402
+from twisted.internet.interfaces import IPushProducer  # noqa: E402
+from twisted.web import http  # noqa: E402
+from zope.interface import implementer  # noqa: E402
 
 BODY_CHUNK_BYTES = 256 * 1024
 
