@@ -172,8 +172,7 @@ class RunJob:
 
     def _to_outcome(self) -> None:
         # A run claimed just now (its input still in memory) has no container yet.
-        fresh = self.input_bytes is not None
-        container = None if fresh else self.ctx.executor.find(self.state.container_name)
+        container = None if self.input_bytes is not None else self.ctx.executor.find(self.state.container_name)
         if container is None:
             if self.state.phase == Phase.STARTED:
                 self._decide(Outcome("failed", None, "internal",
@@ -183,8 +182,8 @@ class RunJob:
             if container is None:
                 return
         elif self.state.phase == Phase.PREPARED:
-            # A container from before a restart, perhaps never started: its token may still be
-            # missing. Its forwarder still relays to this socket path.
+            # A container from before a restart, perhaps never started: its token file may
+            # still be empty.
             if not self._token_ready(None):
                 self.ctx.executor.remove(container)
                 return
@@ -192,6 +191,7 @@ class RunJob:
             if self.state.phase != Phase.STARTED:
                 return
         else:
+            # A container from before a restart: its forwarder still relays to this socket path.
             self._open_proxy()
         self._supervise(container)
 
