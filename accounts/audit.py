@@ -34,17 +34,19 @@ def _event_hash(prev_hash: str, fields: dict) -> str:
     return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
 
 
-def _hashed_fields(event: AuditEvent) -> dict:
+def _hashed_fields(event) -> dict:
+    """What an event's hash covers, from a stored AuditEvent or the values being inserted."""
+    get = event.get if isinstance(event, dict) else event.__dict__.get
     return {
-        "created_at": event.created_at.isoformat(),
-        "actor_type": event.actor_type,
-        "actor_id": event.actor_id,
-        "actor_label": event.actor_label,
-        "verb": event.verb,
-        "target_type": event.target_type,
-        "target_id": event.target_id,
-        "target_label": event.target_label,
-        "details": event.details,
+        "created_at": get("created_at").isoformat(),
+        "actor_type": get("actor_type"),
+        "actor_id": get("actor_id"),
+        "actor_label": get("actor_label"),
+        "verb": get("verb"),
+        "target_type": get("target_type"),
+        "target_id": get("target_id"),
+        "target_label": get("target_label"),
+        "details": get("details"),
     }
 
 
@@ -53,24 +55,25 @@ def audit_record(*, actor, verb: str, target=None, details: dict | None = None) 
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_record must run inside the transaction of the change it records")
     actor_type, actor_id, actor_label = _actor_fields(actor)
-    event = AuditEvent(
-        created_at=timezone.now(),
-        actor_type=actor_type,
-        actor_id=actor_id,
-        actor_label=actor_label[:200],
-        verb=verb,
-        target_type=target._meta.model_name if target is not None else "",
-        target_id=str(target.pk) if target is not None else "",
-        target_label=str(target)[:200] if target is not None else "",
-        details=details or {},
-    )
+    # Plain values, not an AuditEvent instance: this runs in every audited write.
+    event = {
+        "created_at": timezone.now(),
+        "actor_type": actor_type,
+        "actor_id": actor_id,
+        "actor_label": actor_label[:200],
+        "verb": verb,
+        "target_type": target._meta.model_name if target is not None else "",
+        "target_id": str(target.pk) if target is not None else "",
+        "target_label": str(target)[:200] if target is not None else "",
+        "details": details or {},
+    }
     # The head row lock serialises appenders, so each event links to exactly one predecessor.
-    event.prev_hash = _lock_head()
-    event.hash = _event_hash(event.prev_hash, _hashed_fields(event))
-    _insert_event(**{name: getattr(event, name) for name in _EVENT_COLUMNS})
+    prev_hash = _lock_head()
+    new_hash = _event_hash(prev_hash, _hashed_fields(event))
+    _insert_event(**event, prev_hash=prev_hash, hash=new_hash)
     connection = transaction.get_connection()
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {_head_table(connection)} SET last_hash = %s WHERE id = 1", [event.hash])
+        cursor.execute(f"UPDATE {_head_table(connection)} SET last_hash = %s WHERE id = 1", [new_hash])
 
 
 # Every audited write inserts its event, then reads and updates the head row: as plain
