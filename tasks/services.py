@@ -392,9 +392,17 @@ def run_claim(*, run_id: int, node: Node) -> Run | None:
 
 
 # Claims are the node's hottest write: both statements are built once (vantage.prepared).
+# Only the columns the claim's answer (tasks.serializers.node_run_data), its audit row and
+# its event read: the creator's row alone holds a dozen columns the node never sees.
 _claim_lookup = PreparedQuery(
     lambda *, run_id, organization_id, collaboration_id: Run.objects.select_related(
         "task__created_by", "task__collaboration"
+    ).only(
+        "task", "organization", "node", "status", "exit_code", "error_kind", "result_size", "result_sha256",
+        "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at", "input",
+        "task__collaboration", "task__init_organization", "task__job", "task__image", "task__digest", "task__method",
+        "task__databases", "task__created_by", "task__parent", "task__created_by_run", "task__created_by__username",
+        "task__collaboration__encrypted",
     ).filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id).order_by("pk")[:1],
     "run_id", "organization_id", "collaboration_id",
 )
