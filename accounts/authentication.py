@@ -16,8 +16,8 @@ import time
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from rest_framework import exceptions
-from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework import HTTP_HEADER_ENCODING, exceptions
+from rest_framework.authentication import BaseAuthentication
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -66,7 +66,12 @@ class NodeOrUserJWTAuthentication(BaseAuthentication):
     keyword = b"bearer"
 
     def authenticate(self, request):
-        header = get_authorization_header(request).split()
+        # From META, as DRF did before 3.16: its get_authorization_header builds
+        # request.headers, a parsed copy of every header, for this one.
+        header = request.META.get("HTTP_AUTHORIZATION", b"")
+        if isinstance(header, str):
+            header = header.encode(HTTP_HEADER_ENCODING)
+        header = header.split()
         if not header or header[0].lower() != self.keyword:
             return None
         if len(header) != 2:
