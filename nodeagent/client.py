@@ -7,6 +7,7 @@ ServerRefused (any other 4xx: retrying the same request will not help).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
 import threading
@@ -23,6 +24,9 @@ CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
 UPLOAD_READ_TIMEOUT = 300
 CHUNK = 256 * 1024
+# Results up to this size are sent inline (base64 in JSON, 4/3 of it on the wire);
+# the server's default request limit (VANTAGE_MAX_REQUEST_BYTES) is 20 MiB.
+INLINE_RESULT_BYTES = 1024 * 1024
 
 
 def _reason(exc: requests.RequestException) -> str:
@@ -257,11 +261,29 @@ class ServerClient:
 
     def finish(self, run_id: int, *, status: str, exit_code: int | None, error_kind: str, log: str,
                result: Path | None) -> None:
+        """Report a run's end. A result up to INLINE_RESULT_BYTES goes inline as base64 in a
+        JSON body (half the server's work of a multipart upload for a small aggregate);
+        a larger one, or one whose JSON body the server refuses as too large, is streamed
+        from disk as a multipart upload."""
+        what = f"finishing run {run_id}"
+        if result is None or result.stat().st_size <= INLINE_RESULT_BYTES:
+            body = {"status": status, "error_kind": error_kind, "log": log, "exit_code": exit_code}
+            if result is not None:
+                body["result"] = base64.b64encode(result.read_bytes()).decode("ascii")
+            try:
+                self._call("POST", f"/api/runs/{run_id}/finish/", what, json=body,
+                           timeout=(CONNECT_TIMEOUT, UPLOAD_READ_TIMEOUT))
+                return
+            except ServerRefused as exc:
+                if exc.status != 413:
+                    raise
+                # The server's VANTAGE_MAX_REQUEST_BYTES is below this body: its result
+                # limit, which the multipart upload is held to, may still allow it.
         fields = {"status": status, "error_kind": error_kind, "log": log}
         if exit_code is not None:
             fields["exit_code"] = str(exit_code)
         self._call(
-            "POST", f"/api/runs/{run_id}/finish/", f"finishing run {run_id}",
+            "POST", f"/api/runs/{run_id}/finish/", what,
             body_factory=lambda: MultipartStream(fields, "result" if result else None, result),
             timeout=(CONNECT_TIMEOUT, UPLOAD_READ_TIMEOUT),
         )

@@ -22,7 +22,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from accounts.api import GuardedViewSet, ScopedViewSet, rules_for
@@ -38,6 +38,7 @@ from tasks.serializers import (
     ContainerTokenSerializer,
     NodeRunSerializer,
     RunDetailSerializer,
+    RunFinishInlineSerializer,
     RunFinishSerializer,
     RunLogSerializer,
     RunSerializer,
@@ -230,16 +231,20 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         return Response(RunSerializer(run).data)
 
     @extend_schema(
-        request={"multipart/form-data": RunFinishSerializer},
+        request={"multipart/form-data": RunFinishSerializer, "application/json": RunFinishInlineSerializer},
         responses={200: RunSerializer, 413: OpenApiResponse(description="The result exceeds VANTAGE_MAX_RESULT_BYTES.")},
     )
-    @action(detail=True, methods=["post"], permission_classes=[IsNode], parser_classes=[MultiPartParser, FormParser])
+    @action(detail=True, methods=["post"], permission_classes=[IsNode],
+            parser_classes=[MultiPartParser, JSONParser, FormParser])
     def finish(self, request, pk=None):
-        """Report the run's final state, with its output file as the multipart part `result`."""
+        """Report the run's final state with its output: streamed as the multipart file part
+        `result`, or, when small, inline as base64 in a JSON body (one parse, no file part)."""
         # The service finds the run among this node's own (404 otherwise), as get_object would.
         if not str(pk).isdigit():
             raise NotFound("No such run.")
-        run = services.run_finish(run_id=int(pk), node=request.user, **self._input(RunFinishSerializer))
+        inline = request.content_type.startswith("application/json")
+        fields = self._input(RunFinishInlineSerializer if inline else RunFinishSerializer)
+        run = services.run_finish(run_id=int(pk), node=request.user, **fields)
         return Response(run_data(vars(run)))
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,

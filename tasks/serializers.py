@@ -2,7 +2,8 @@
 
 Input serializers parse and resolve ids against what the caller may see; the rules about
 what may be created or changed live in tasks.services. Binary run inputs travel as
-base64 strings inside JSON; result files travel as multipart uploads and downloads.
+base64 strings inside JSON; results travel as multipart uploads (or, when small, as
+base64 inside the JSON of the finish request) and as streamed downloads.
 
 The node's hot path (its run list, claim, start, finish) and task creation answer with
 plain dicts (`run_data`, `node_run_data`, `task_data`) in exactly the shape of the
@@ -24,6 +25,7 @@ from collaborations.serializers import ScopedIdField
 from tasks.models import Algorithm, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
 from vantage.renderers import iso_datetime
+from vantage.serializers import FlatSerializer
 
 
 @extend_schema_field(OpenApiTypes.BYTE)
@@ -190,11 +192,11 @@ class NodeRunSerializer(RunSerializer):
         read_only_fields = fields
 
 
-class RunLogSerializer(serializers.Serializer):
+class RunLogSerializer(FlatSerializer):
     text = serializers.CharField(trim_whitespace=False)
 
 
-class RunFinishSerializer(serializers.Serializer):
+class RunFinishSerializer(FlatSerializer):
     status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
     error_kind = serializers.ChoiceField(choices=Run.ErrorKind.choices, required=False, allow_blank=True,
@@ -202,6 +204,14 @@ class RunFinishSerializer(serializers.Serializer):
     log = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
     result = serializers.FileField(required=False, allow_empty_file=True, use_url=False,
                                    help_text="The output file, streamed; at most VANTAGE_MAX_RESULT_BYTES.")
+
+
+class RunFinishInlineSerializer(RunFinishSerializer):
+    """A finish request as JSON, its (small) result inline as base64, as vantage6's node sends it."""
+
+    result = Base64Field(required=False, help_text=(
+        "The output, base64; the whole request at most VANTAGE_MAX_REQUEST_BYTES. "
+        "Larger results go as a multipart upload."))
 
 
 # A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or vars(run).

@@ -14,7 +14,7 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.files.base import File
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
@@ -490,6 +490,10 @@ def run_finish(
 def _store_result(run_id: int, result) -> tuple[str, int, str]:
     """Save a result file to storage; returns its stored name, size and SHA-256."""
     name = f"results/run-{run_id}"
+    if isinstance(result, bytes):  # sent inline (RunFinishInlineSerializer): already in memory, and small
+        if len(result) > settings.VANTAGE_MAX_RESULT_BYTES:
+            raise TooLarge(f"The result exceeds the limit of {settings.VANTAGE_MAX_RESULT_BYTES} bytes.")
+        return default_storage.save(name, ContentFile(result)), len(result), hashlib.sha256(result).hexdigest()
     if isinstance(result, ReceivedResult):
         # Counted, limited and hashed while it arrived (tasks.uploads); a filesystem
         # storage then moves the temporary file instead of copying it.

@@ -1,6 +1,8 @@
 """The one DRF exception handler: domain and model errors become clean HTTP answers."""
 
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.conf import settings
 from django.db import IntegrityError
 from rest_framework import status
 from rest_framework.response import Response
@@ -19,6 +21,14 @@ def exception_handler(exc, context):
         else:
             body = {"non_field_errors": exc.messages}
         return Response(body, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, RequestDataTooBig):
+        # Django refuses a JSON or form body above DATA_UPLOAD_MAX_MEMORY_SIZE before reading
+        # it; as a SuspiciousOperation it would answer a bare 400.
+        return Response(
+            {"detail": f"The request body exceeds the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
+                       "(VANTAGE_MAX_REQUEST_BYTES).", "code": "too_large"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, IntegrityError):
         # A race lost against a uniqueness constraint: the other request's row stands.
         return Response(

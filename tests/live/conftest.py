@@ -203,6 +203,12 @@ def small_limit_daphne(live_db, live_seed):
     yield from _serve(live_db, 3, VANTAGE_MAX_RESULT_BYTES=str(1024 * 1024))
 
 
+@pytest.fixture(scope="session")
+def small_request_daphne(live_db, live_seed):
+    """A server refusing JSON and form bodies above 64 KiB (VANTAGE_MAX_REQUEST_BYTES)."""
+    yield from _serve(live_db, 4, VANTAGE_MAX_REQUEST_BYTES=str(64 * 1024))
+
+
 def _session(token: str) -> requests.Session:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"

@@ -2,7 +2,8 @@
 
 Org A (two nodes, for claim races) and org B (one node) collaborate; `owner` is a
 researcher of org A. Prints one line `SEED <json>` with ids and access tokens, signed
-with the server's SECRET_KEY, so the tests need no login endpoint.
+with the server's SECRET_KEY, so the tests need no login endpoint, and the nodes' API
+keys, for tests of the node agent's own client.
 """
 
 import json
@@ -18,16 +19,17 @@ def main() -> None:
     org_b = factories.make_organization("Live Hospital B")
     collab = factories.make_collaboration([org_a, org_b], name="Live collaboration")
     owner = factories.make_user(org_a, username="live-owner")
-    nodes = {
-        "a1": factories.make_node(org_a, collab, name="live-node-a1")[0],
-        "a2": factories.make_node(org_a, collab, name="live-node-a2")[0],
-        "b": factories.make_node(org_b, collab, name="live-node-b")[0],
+    made = {
+        "a1": factories.make_node(org_a, collab, name="live-node-a1"),
+        "a2": factories.make_node(org_a, collab, name="live-node-a2"),
+        "b": factories.make_node(org_b, collab, name="live-node-b"),
     }
     seed = {
         "collaboration": collab.pk,
         "org_a": org_a.pk,
         "org_b": org_b.pk,
         "owner_token": str(AccessToken.for_user(owner)),
-        "nodes": {key: {"id": node.pk, "token": str(node_access_token(node))} for key, node in nodes.items()},
+        "nodes": {key: {"id": node.pk, "token": str(node_access_token(node)), "api_key": api_key}
+                  for key, (node, api_key) in made.items()},
     }
     print("SEED " + json.dumps(seed))

@@ -400,10 +400,73 @@ def test_finish_takes_one_result_file(api_for, node_a, run_a):
     assert _stored_files() == []
 
 
-def test_finish_as_json_is_refused(api_for, node_a, run_a):
+def _finish_inline(client, run, **body):
+    return client.post(f"/api/runs/{run.pk}/finish/", body, format="json")
+
+
+def test_node_finishes_a_run_with_its_result_inline(api_for, node_a, run_a):
     _running(run_a, node_a)
-    response = api_for(node_a).post(f"/api/runs/{run_a.pk}/finish/", {"status": "completed"}, format="json")
-    assert response.status_code == 415
+    data = bytes(range(256)) * 3  # binary, not only text
+    response = _finish_inline(api_for(node_a), run_a, status="completed", exit_code=0, log="done\n",
+                              result=base64.b64encode(data).decode())
+    assert response.status_code == 200
+    assert (response.data["result_size"], response.data["result_sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    run_a.refresh_from_db()
+    assert (run_a.status, run_a.exit_code, run_a.log) == (Run.Status.COMPLETED, 0, "done\n")
+    with run_a.result.open("rb") as stored:
+        assert stored.read() == data
+    assert AuditEvent.objects.filter(verb="run.completed", target_id=str(run_a.pk)).exists()
+
+
+def test_inline_finish_without_a_result_stores_no_file(api_for, node_a, run_a):
+    _running(run_a, node_a)
+    response = _finish_inline(api_for(node_a), run_a, status="crashed", exit_code=3, error_kind="algorithm")
+    assert response.status_code == 200
+    assert (response.data["status"], response.data["result_size"]) == ("crashed", None)
+    assert _stored_files() == []
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"status": "completed", "result": "not base64!"}, "result"),
+    ({"status": "completed", "result": 12}, "result"),
+    ({"status": "pending", "result": ""}, "status"),
+    ({"status": "crashed", "exit_code": "three"}, "exit_code"),
+])
+def test_inline_finish_names_the_bad_field_and_keeps_no_file(api_for, node_a, run_a, body, field):
+    _running(run_a, node_a)
+    response = _finish_inline(api_for(node_a), run_a, **body)
+    assert response.status_code == 400
+    assert field in response.data
+    run_a.refresh_from_db()
+    assert run_a.status == Run.Status.RUNNING
+    assert _stored_files() == []
+
+
+def test_inline_result_above_the_result_limit_answers_413_and_keeps_no_file(api_for, node_a, run_a, settings):
+    settings.VANTAGE_MAX_RESULT_BYTES = 1024
+    _running(run_a, node_a)
+    response = _finish_inline(api_for(node_a), run_a, status="completed", result=base64.b64encode(b"z" * 1025).decode())
+    assert response.status_code == 413
+    run_a.refresh_from_db()
+    assert (run_a.status, run_a.result_size) == (Run.Status.RUNNING, None)
+    assert _stored_files() == []
+
+
+def test_json_body_above_the_request_limit_answers_413_unread(api_for, node_a, run_a, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    _running(run_a, node_a)
+    response = _finish_inline(api_for(node_a), run_a, status="completed", result=base64.b64encode(b"z" * 4096).decode())
+    assert response.status_code == 413
+    assert "VANTAGE_MAX_REQUEST_BYTES" in response.data["detail"]
+    run_a.refresh_from_db()
+    assert run_a.status == Run.Status.RUNNING
+
+
+def test_inline_finish_of_another_organisations_run_is_not_found(api_for, node_a, node_b, run_a):
+    _running(run_a, node_a)
+    response = _finish_inline(api_for(node_b), run_a, status="completed", result=base64.b64encode(b"{}").decode())
+    assert response.status_code == 404
+    assert _stored_files() == []
 
 
 def test_finish_of_a_final_run_conflicts_and_keeps_no_file(api_for, node_a, run_a):
