@@ -114,7 +114,7 @@ class RunView:
 
 
 def _result_preview(run: Run, *, encrypted: bool) -> ResultPreview | None:
-    if not run.result:
+    if not run.has_stored_result:
         return None
     if encrypted:
         return ResultPreview("encrypted", message="Encrypted for your organisation: download it and decrypt it "

@@ -6,7 +6,7 @@ runs are written by nodes alone and are read-only.
 """
 
 from django.contrib import admin
-from django.db.models import Count
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 from django.contrib.admin import helpers
 from django.db.models.functions import Length
 from django.template.response import TemplateResponse
@@ -114,7 +114,8 @@ class RunInline(ReadOnlyMixin, admin.TabularInline):
     extra = 0
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("organization", "node").defer("input", "log")
+        return super().get_queryset(request).select_related("organization", "node").defer(
+            "input", "log", "result_data")
 
 
 @admin.register(Task)
@@ -184,14 +185,18 @@ class RunAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request):
         # Inputs (up to VANTAGE_MAX_INPUT_BYTES, often ciphertext) are never loaded here: only their size.
-        return super().get_queryset(request).defer("input", "log").annotate(input_bytes=Length("input"))
+        return super().get_queryset(request).defer("input", "log", "result_data").annotate(
+            input_bytes=Length("input"),
+            result_in_row=ExpressionWrapper(Q(result_data__isnull=False), output_field=BooleanField()))
 
     @admin.display(description="input size (bytes)")
     def input_size(self, run):
         return run.input_bytes
 
-    @admin.display(description="result file")
+    @admin.display(description="result stored")
     def result_name(self, run):
+        if run.result_in_row:
+            return "in the database (small result)"
         return run.result.name or "-"
 
     @admin.display(description="log")

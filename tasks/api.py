@@ -165,6 +165,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         runs = selectors.run_list(principal=self.request.user, defer_payload=self.action != "retrieve")
         if self.action in self.LOOKUP_ONLY_ACTIONS:
             return runs.select_related(None).only("pk")
+        if self.action == "result":
+            return runs.defer(None).defer("input", "log")  # a small result is in the row
         return runs
 
     def list(self, request):

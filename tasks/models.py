@@ -132,6 +132,10 @@ class Run(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     input = models.BinaryField(blank=True, default=b"", editable=False)
     result = models.FileField(upload_to="results/%Y/%m/", blank=True)
+    result_data = models.BinaryField(
+        null=True, blank=True, editable=False,
+        help_text="A result of at most VANTAGE_RESULT_IN_DATABASE_BYTES, kept in the row instead of a file.",
+    )
     result_size = models.BigIntegerField(null=True, blank=True)
     result_sha256 = models.CharField(max_length=64, blank=True)
     log = models.TextField(blank=True)
@@ -169,3 +173,8 @@ class Run(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
+
+    @property
+    def has_stored_result(self) -> bool:
+        """Whether the result is still kept: as a file, or in the row when small (not yet purged)."""
+        return bool(self.result) or self.result_data is not None

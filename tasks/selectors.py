@@ -1,6 +1,6 @@
 """Reads for algorithms, tasks and runs, scoped to the caller (user or node)."""
 
-from django.core.files.base import File
+from django.core.files.base import ContentFile, File
 from django.db import connections
 from django.db.models import Case, CharField, Count, Prefetch, Q, QuerySet, Value, When
 from django.db.models.lookups import Exact, GreaterThan
@@ -113,11 +113,12 @@ def task_allows(*, user, task: Task, action: str) -> bool:
 def run_list(*, principal, action: str = Action.VIEW, defer_payload: bool = False) -> QuerySet[Run]:
     """Runs a user may see, or the runs addressed to a node's organisation in its collaboration.
 
-    `defer_payload` leaves the input and log columns unloaded, for listings that show neither.
+    `defer_payload` leaves the input, log and result columns unloaded, for listings that
+    show none of them.
     """
     qs = Run.objects.select_related("task", "organization")
     if defer_payload:
-        qs = qs.defer("input", "log")
+        qs = qs.defer("input", "log", "result_data")
     if is_node(principal):
         # The node's run detail names the task's creator and collaboration (NodeRunSerializer).
         return qs.select_related("task__created_by", "task__collaboration").filter(
@@ -135,6 +136,8 @@ def run_list(*, principal, action: str = Action.VIEW, defer_payload: bool = Fals
 
 def run_result_file(*, run: Run) -> File:
     """The stored result of a run, opened for reading; NotFound when it has none."""
+    if run.result_data is not None:
+        return ContentFile(bytes(run.result_data), name=f"run-{run.pk}-result")
     if not run.result:
         raise NotFound("This run has no result.")
     try:

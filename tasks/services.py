@@ -11,12 +11,14 @@ and a researcher can never both win):
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.audit import audit_record
@@ -357,7 +359,7 @@ def _lock_node_run(run_id: int, node: Node) -> Run:
 # The input is never needed once a run is claimed: only its log is appended to.
 _node_run_for_update = PreparedQuery(
     lambda *, run_id, organization_id, collaboration_id: Run.objects.select_for_update(of=("self",))
-    .select_related("task").defer("input")
+    .select_related("task").defer("input", "result_data")
     .filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id)
     .order_by("pk")[:1],
     "run_id", "organization_id", "collaboration_id",
@@ -466,10 +468,12 @@ def run_finish(
     *, run_id: int, node: Node, status: str, exit_code: int | None = None,
     error_kind: str = "", result=None, log: str = "",
 ) -> Run:
-    """Record a run's final state, with its result file streamed into storage.
+    """Record a run's final state with its result: bytes, or a file streamed into storage.
 
-    The file is written before the transaction and deleted again if the transaction
-    fails, so neither a result without a final state nor an orphan file remains.
+    A result of at most VANTAGE_RESULT_IN_DATABASE_BYTES is kept in the run's row, in
+    the same transaction as its state. A larger one is written to storage before the
+    transaction and deleted again if the transaction fails, so neither a result without
+    a final state nor an orphan file remains.
     """
     if status not in Run.FINAL_STATUSES:
         raise DomainError(f"{status!r} is not a final state ({', '.join(Run.FINAL_STATUSES)}).", field="status")
@@ -482,24 +486,45 @@ def run_finish(
             stored=stored, log=log,
         )
     except BaseException:
-        if stored:
-            default_storage.delete(stored[0])
+        if stored and stored.name:
+            default_storage.delete(stored.name)
         raise
 
 
-def _store_result(run_id: int, result) -> tuple[str, int, str]:
-    """Save a result file to storage; returns its stored name, size and SHA-256."""
+@dataclass(frozen=True)
+class StoredResult:
+    """Where a result went: `data` for one kept in the row, else the storage `name` of its file."""
+
+    size: int
+    sha256: str
+    data: bytes | None = None
+    name: str = ""
+
+
+def _too_large() -> TooLarge:
+    return TooLarge(f"The result exceeds the limit of {settings.VANTAGE_MAX_RESULT_BYTES} bytes.")
+
+
+def _store_result(run_id: int, result) -> StoredResult:
+    """Keep a small result for the run's row; save a larger one to storage."""
+    size = len(result) if isinstance(result, bytes) else getattr(result, "size", None)
+    if size is not None and size > settings.VANTAGE_MAX_RESULT_BYTES:
+        raise _too_large()
+    if size is not None and size <= settings.VANTAGE_RESULT_IN_DATABASE_BYTES:
+        data = result if isinstance(result, bytes) else result.read(size + 1)
+        if len(data) != size:
+            raise DomainError("The result file changed size while it was read.", field="result")
+        return StoredResult(size, hashlib.sha256(data).hexdigest(), data=data)
     name = f"results/run-{run_id}"
-    if isinstance(result, bytes):  # sent inline (RunFinishInlineSerializer): already in memory, and small
-        if len(result) > settings.VANTAGE_MAX_RESULT_BYTES:
-            raise TooLarge(f"The result exceeds the limit of {settings.VANTAGE_MAX_RESULT_BYTES} bytes.")
-        return default_storage.save(name, ContentFile(result)), len(result), hashlib.sha256(result).hexdigest()
+    if isinstance(result, bytes):
+        return StoredResult(size, hashlib.sha256(result).hexdigest(), name=default_storage.save(name, ContentFile(result)))
     if isinstance(result, ReceivedResult):
         # Counted, limited and hashed while it arrived (tasks.uploads); a filesystem
         # storage then moves the temporary file instead of copying it.
-        return default_storage.save(name, result), result.size, result.sha256
+        return StoredResult(result.size, result.sha256, name=default_storage.save(name, result))
     hashed = _HashingFile(result)
-    return default_storage.save(name, hashed), hashed.bytes_read, hashed.sha256.hexdigest()
+    saved = default_storage.save(name, hashed)
+    return StoredResult(hashed.bytes_read, hashed.sha256.hexdigest(), name=saved)
 
 
 @transaction.atomic
@@ -517,8 +542,10 @@ def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, l
     run.finished_at = timezone.now()
     if run.node_id is None:
         run.node = node
+    # Always assigned: the lock leaves the old value unloaded, and the update writes it.
+    run.result_data = stored.data if stored else None
     if stored:
-        run.result.name, run.result_size, run.result_sha256 = stored
+        run.result.name, run.result_size, run.result_sha256 = stored.name, stored.size, stored.sha256
     if log:
         limit = settings.VANTAGE_RUN_LOG_MAX_CHARS
         combined = run.log + log
@@ -532,8 +559,8 @@ def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, l
 
 
 _finish_update = PreparedUpdate(
-    Run, set=("status", "exit_code", "error_kind", "finished_at", "node", "result", "result_size", "result_sha256", "log",
-              "log_truncated"),
+    Run, set=("status", "exit_code", "error_kind", "finished_at", "node", "result", "result_data", "result_size",
+              "result_sha256", "log", "log_truncated"),
     where=("id",),
 )
 _FINISH_FIELDS = [Run._meta.get_field(name) for name in _finish_update.fields]
@@ -617,16 +644,17 @@ def runs_time_out_overdue(*, now=None) -> int:
 
 
 def results_purge_expired(*, now=None) -> int:
-    """Delete result files older than their collaboration's retention period.
+    """Delete results older than their collaboration's retention period.
 
-    The run keeps its size, hash and audit trail; only the file goes. The database row
-    is updated first, the file deleted after commit: a crash in between leaves an
-    unreferenced file (harmless, found by size), never a row pointing at nothing.
+    The run keeps its size, hash and audit trail; only the result goes (its row copy, or
+    its file). The database row is updated first, a file deleted after commit: a crash
+    in between leaves an unreferenced file (harmless, found by size), never a row
+    pointing at nothing.
     """
     now = now or timezone.now()
     candidates = (
         Run.objects.filter(task__collaboration__result_retention_days__isnull=False, result_purged_at__isnull=True)
-        .exclude(result="")
+        .filter(~Q(result="") | Q(result_data__isnull=False))
         .select_related("task__collaboration")
         .only("pk", "result", "finished_at", "task__collaboration__result_retention_days")
     )
@@ -637,10 +665,13 @@ def results_purge_expired(*, now=None) -> int:
             continue
         name = run.result.name
         with transaction.atomic():
-            if not Run.objects.filter(pk=run.pk, result=name).update(result="", result_purged_at=now):
+            if not Run.objects.filter(pk=run.pk, result_purged_at__isnull=True).update(
+                result="", result_data=None, result_purged_at=now
+            ):
                 continue
             audit_record(actor=None, verb="run.result_purged", target=run,
                          details={"retention_days": run.task.collaboration.result_retention_days})
-            transaction.on_commit(lambda name=name: default_storage.delete(name))
+            if name:
+                transaction.on_commit(lambda name=name: default_storage.delete(name))
         purged += 1
     return purged

@@ -211,13 +211,13 @@ def test_encrypted_task_server_holds_only_ciphertext_and_researcher_reads_the_an
     assert {r["sum"] for r in researcher.results(task["id"])} == {42}
 
     stored_inputs = live_db.query("SELECT input FROM tasks_run WHERE task_id = %s", task["id"])
-    result_files = live_db.query("SELECT result FROM tasks_run WHERE task_id = %s", task["id"])
+    stored_results = live_db.query("SELECT result, result_data FROM tasks_run WHERE task_id = %s", task["id"])
     assert len(stored_inputs) == 2
     for (stored,) in stored_inputs:
         assert crypto.is_envelope(bytes(stored)) and b"sum" not in bytes(stored)
     media = Path(live_db.env["VANTAGE_MEDIA_ROOT"])
-    for (name,) in result_files:
-        data = (media / name).read_bytes()
+    for name, in_row in stored_results:  # small results are kept in the row, larger ones as files
+        data = bytes(in_row) if in_row is not None else (media / name).read_bytes()
         assert crypto.is_envelope(data) and b"sum" not in data
 
 

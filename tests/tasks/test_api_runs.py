@@ -44,6 +44,13 @@ def _body(response) -> bytes:
     return async_to_sync(collect)()
 
 
+@pytest.fixture(autouse=True)
+def results_as_files(settings):
+    """Every result goes to storage as a file here, however small: these tests follow the
+    files (none left behind by a failure). Results kept in the row: test_result_storage.py."""
+    settings.VANTAGE_RESULT_IN_DATABASE_BYTES = 0
+
+
 def _stored_files() -> list[str]:
     return default_storage.listdir("results")[1] if default_storage.exists("results") else []
 

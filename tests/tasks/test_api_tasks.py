@@ -323,7 +323,8 @@ def _finish_with_result(run, node):
 
 
 def test_owner_deletes_a_finished_task_with_its_result_files(api_for, owner, task, run_a, run_b, node_a, node_b,
-                                                             django_capture_on_commit_callbacks):
+                                                             django_capture_on_commit_callbacks, settings):
+    settings.VANTAGE_RESULT_IN_DATABASE_BYTES = 0
     stored = _finish_with_result(run_a, node_a).result.name
     _finish_with_result(run_b, node_b)
     assert default_storage.exists(stored)

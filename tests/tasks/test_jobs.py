@@ -38,8 +38,9 @@ def test_claim_sets_the_deadline_from_settings(owner, collab, org_a, node_a, set
 
 
 def test_results_past_retention_are_purged_but_metadata_stays(
-    owner, collab, org_a, org_b, node_a, node_b, django_capture_on_commit_callbacks
+    owner, collab, org_a, org_b, node_a, node_b, django_capture_on_commit_callbacks, settings
 ):
+    settings.VANTAGE_RESULT_IN_DATABASE_BYTES = 0  # files; results kept in the row: test_result_storage.py
     collab.result_retention_days = 30
     collab.save()
     task = make_task(owner, collab, [org_a, org_b])
@@ -66,7 +67,8 @@ def test_results_past_retention_are_purged_but_metadata_stays(
     default_storage.delete(recent.result.name)
 
 
-def test_collaborations_without_retention_keep_results(owner, collab, org_a, node_a):
+def test_collaborations_without_retention_keep_results(owner, collab, org_a, node_a, settings):
+    settings.VANTAGE_RESULT_IN_DATABASE_BYTES = 0
     run = make_task(owner, collab, [org_a]).runs.get()
     run_claim(run_id=run.pk, node=node_a)
     run_finish(run_id=run.pk, node=node_a, status=Run.Status.COMPLETED, exit_code=0,
