@@ -59,13 +59,16 @@ def run_updated(run: Run, task: Task) -> None:
 
 
 def _publish_task_status(task: Task, status: str | None) -> None:
+    groups = [events.collaboration_group(task.collaboration_id), events.GLOBAL_GROUP]
+    if not events.anyone_listening(groups):
+        return  # deriving the status is a query: not for an event nobody receives
     if status is None:
         status = task_status(task_id=task.pk)
     if status is None:
         return
     final = status in (Task.Status.COMPLETED, Task.Status.FAILED, Task.Status.KILLED)
     events.publish(
-        [events.collaboration_group(task.collaboration_id), events.GLOBAL_GROUP],
+        groups,
         {"type": "task.completed" if final else "task.updated",
          "task": {"id": task.pk, "status": status, "collaboration": task.collaboration_id},
          "visibility": _task_visibility(task)},

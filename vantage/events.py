@@ -136,6 +136,13 @@ def send_to_consumers(groups: list[str], message: dict) -> None:
     async_to_sync(_send)(groups, message)
 
 
+def anyone_listening(groups: list[str]) -> bool:
+    """Whether an event to `groups` may reach someone: always, unless the channel layer
+    is this process's own and nobody here listens to any of them."""
+    listened = getattr(get_channel_layer(), "listened_groups", None)
+    return listened is None or bool(listened(groups))
+
+
 def _on_loop(loop) -> bool:
     try:
         return asyncio.get_running_loop() is loop
