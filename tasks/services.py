@@ -356,10 +356,16 @@ def _lock_node_run(run_id: int, node: Node) -> Run:
 
 
 # Every upload and log line of a node locks its run first: the statement is built once.
-# The input is never needed once a run is claimed: only its log is appended to.
+# It loads what the answer (tasks.serializers.run_data), the log, the finish and their
+# events read; never the input, which is not needed once a run is claimed, nor the
+# task's own columns beyond those naming who may see the events.
 _node_run_for_update = PreparedQuery(
     lambda *, run_id, organization_id, collaboration_id: Run.objects.select_for_update(of=("self",))
-    .select_related("task").defer("input", "result_data")
+    .select_related("task").only(
+        "task", "organization", "node", "status", "exit_code", "error_kind", "result", "result_size",
+        "result_sha256", "log", "log_truncated", "kill_requested_at", "created_at", "claimed_at", "started_at",
+        "finished_at", "task__collaboration", "task__init_organization", "task__created_by",
+    )
     .filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id)
     .order_by("pk")[:1],
     "run_id", "organization_id", "collaboration_id",
