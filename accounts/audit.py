@@ -52,7 +52,8 @@ def _hashed_fields(event) -> dict:
 
 def audit_record(*, actor, verb: str, target=None, details: dict | None = None) -> None:
     """Append one event to the chain, in the caller's transaction."""
-    if not transaction.get_connection().in_atomic_block:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
         raise RuntimeError("audit_record must run inside the transaction of the change it records")
     actor_type, actor_id, actor_label = _actor_fields(actor)
     # Plain values, not an AuditEvent instance: this runs in every audited write.
@@ -67,12 +68,11 @@ def audit_record(*, actor, verb: str, target=None, details: dict | None = None) 
         "target_label": str(target)[:200] if target is not None else "",
         "details": details or {},
     }
-    # The head row lock serialises appenders, so each event links to exactly one predecessor.
-    prev_hash = _lock_head()
-    new_hash = _event_hash(prev_hash, _hashed_fields(event))
-    _insert_event(**event, prev_hash=prev_hash, hash=new_hash)
-    connection = transaction.get_connection()
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor:  # one cursor for the three statements
+        # The head row lock serialises appenders, so each event links to exactly one predecessor.
+        prev_hash = _lock_head(connection, cursor)
+        new_hash = _event_hash(prev_hash, _hashed_fields(event))
+        _insert_event.execute(connection, cursor, **event, prev_hash=prev_hash, hash=new_hash)
         cursor.execute(f"UPDATE {_head_table(connection)} SET last_hash = %s WHERE id = 1", [new_hash])
 
 
@@ -88,13 +88,11 @@ def _head_table(connection) -> str:
     return connection.ops.quote_name(AuditChainHead._meta.db_table)
 
 
-def _lock_head() -> str:
+def _lock_head(connection, cursor) -> str:
     """The chain's newest hash, with the head row locked until the transaction ends."""
-    connection = transaction.get_connection()
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""  # SQLite: the write lock serialises
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT last_hash FROM {_head_table(connection)} WHERE id = 1{lock}")
-        row = cursor.fetchone()
+    cursor.execute(f"SELECT last_hash FROM {_head_table(connection)} WHERE id = 1{lock}")
+    row = cursor.fetchone()
     if row is not None:
         return row[0]
     head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1, defaults={"last_hash": GENESIS_HASH})

@@ -230,14 +230,18 @@ class PreparedInsert:
         return sql
 
     def __call__(self, **values) -> None:
-        if set(values) != {f.name for f in self._fields}:
-            raise TypeError("prepared insert: the values must name exactly its fields")
         connection = connections[self._using]
         with connection.cursor() as cursor:
-            cursor.execute(
-                self._statement(connection, 1, False),
-                [f.get_db_prep_save(_key(values[f.name]), connection) for f in self._fields],
-            )
+            self.execute(connection, cursor, **values)
+
+    def execute(self, connection, cursor, **values) -> None:
+        """Insert one row through a cursor the caller holds on `connection` (several statements, one cursor)."""
+        if set(values) != {f.name for f in self._fields}:
+            raise TypeError("prepared insert: the values must name exactly its fields")
+        cursor.execute(
+            self._statement(connection, 1, False),
+            [f.get_db_prep_save(_key(values[f.name]), connection) for f in self._fields],
+        )
 
     def save_new(self, *instances: Model) -> None:
         connection = connections[self._using]
