@@ -73,11 +73,11 @@ class SealedSite:
         return node
 
     def stored(self, task_ids: list[int]) -> list[tuple[bytes, bytes | None]]:
-        """(input, result file) of every run of these tasks, as the server holds them."""
+        """(input, result) of every run of these tasks, as the server holds them (row or file)."""
         out = _server_shell(self.server, (
-            "import base64, json\nfrom tasks.models import Run\n"
+            "import base64, json\nfrom tasks.models import Run\nfrom tasks.selectors import run_result_file\n"
             f"for run in Run.objects.filter(task_id__in={task_ids!r}):\n"
-            "    data = run.result.read() if run.result else b''\n"
+            "    data = run_result_file(run=run).read() if run.has_stored_result else b''\n"
             "    print('RUN', json.dumps([base64.b64encode(bytes(run.input)).decode(), "
             "base64.b64encode(data).decode()]))\n"
         ))
