@@ -466,7 +466,7 @@ class _HashingFile(File):
             self.sha256.update(chunk)
             self.bytes_read += len(chunk)
             if self.bytes_read > settings.VANTAGE_MAX_RESULT_BYTES:
-                raise TooLarge(f"The result exceeds the limit of {settings.VANTAGE_MAX_RESULT_BYTES} bytes.")
+                raise _too_large()
             yield chunk
 
 
@@ -523,7 +523,7 @@ def _store_result(run_id: int, result) -> StoredResult:
         return StoredResult(size, hashlib.sha256(data).hexdigest(), data=data)
     name = f"results/run-{run_id}"
     if isinstance(result, bytes):
-        return StoredResult(size, hashlib.sha256(result).hexdigest(), name=default_storage.save(name, ContentFile(result)))
+        result = ContentFile(result)  # hashed on its way to storage, as any other file
     if isinstance(result, ReceivedResult):
         # Counted, limited and hashed while it arrived (tasks.uploads); a filesystem
         # storage then moves the temporary file instead of copying it.

@@ -1,8 +1,8 @@
 """The one DRF exception handler: domain and model errors become clean HTTP answers."""
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.conf import settings
 from django.db import IntegrityError
 from rest_framework import status
 from rest_framework.response import Response
