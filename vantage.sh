@@ -32,12 +32,12 @@ PORT="${VANTAGE_PORT:-8000}"
 VENV="$REPO_DIR/.venv"
 VPY="$VENV/bin/python"
 SERVER_DATA_DIR="$STATE_DIR/server"
-DAPHNE_PID_FILE="$STATE_DIR/daphne.pid"
-DAPHNE_LOG="$STATE_DIR/daphne.log"
+SERVER_PID_FILE="$STATE_DIR/server.pid"
+SERVER_LOG="$STATE_DIR/server.log"
 TEST_DATABASE_URL="${VANTAGE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/vantage_run$$}"
 DOCKER_ENV="$REPO_DIR/scripts/docker-env.sh"
 # Pid files in $STATE_DIR that belong to docker-env.sh; every other *.pid is the demo's
-# (daphne.pid, and node agents' node-<slug>.pid).
+# (server.pid, and node agents' node-<slug>.pid).
 DOCKER_PID_FILES=" dockerd.pid registry.pid "
 
 say() { printf 'vantage: %s\n' "$*"; }
@@ -192,17 +192,17 @@ port_taken() {
     ss -Hltn "sport = :$PORT" 2>/dev/null | grep -q .
 }
 
-our_daphne_pid() {
-    # The pid of the daphne this launcher started, if it still runs.
+our_server_pid() {
+    # The pid of the server this launcher started, if it still runs.
     local pid
-    pid="$(read_pid "$DAPHNE_PID_FILE")"
-    pid_alive "$pid" && [[ "$(cmdline_of "$pid")" == *daphne* || "$(cmdline_of "$pid")" == *vantage.server* ]] &&
+    pid="$(read_pid "$SERVER_PID_FILE")"
+    pid_alive "$pid" && [[ "$(cmdline_of "$pid")" == *vantage.server* ]] &&
         echo "$pid"
 }
 
 start_server() {
     local pid
-    pid="$(our_daphne_pid)"
+    pid="$(our_server_pid)"
     if [ -n "$pid" ]; then
         if [[ "$(cmdline_of "$pid")" == *" -p $PORT "* ]] && health_ok; then
             say "server: already running (pid $pid)"
@@ -211,29 +211,26 @@ start_server() {
         if [[ "$(cmdline_of "$pid")" != *" -p $PORT "* ]] && port_taken; then
             die "port $PORT on 127.0.0.1 is used by another program; stop it or set VANTAGE_PORT"
         fi
-        say "server: restarting the daphne started earlier (pid $pid)"
-        stop_pid "$DAPHNE_PID_FILE" daphne
+        say "server: restarting the server started earlier (pid $pid)"
+        stop_pid "$SERVER_PID_FILE" server
     fi
     if port_taken; then
         die "port $PORT on 127.0.0.1 is used by another program; stop it or set VANTAGE_PORT"
     fi
-    # vantage.server is daphne with its options, keeping request/response bodies out of
-    # memory (see README); plain daphne where it does not exist.
-    local server=("$VENV/bin/daphne")
-    [ -f "$REPO_DIR/vantage/server.py" ] && server=("$VPY" -m vantage.server)
-    say "server: starting ${server[*]##*/} on 127.0.0.1:$PORT (log: $DAPHNE_LOG)"
-    printf '\n==== %s server start (vantage.sh up)\n' "$(date -Is)" >>"$DAPHNE_LOG"
+    local server=("$VPY" -m vantage.server)
+    say "server: starting python -m vantage.server on 127.0.0.1:$PORT (log: $SERVER_LOG)"
+    printf '\n==== %s server start (vantage.sh up)\n' "$(date -Is)" >>"$SERVER_LOG"
     (cd "$REPO_DIR" && exec setsid "${server[@]}" -b 127.0.0.1 -p "$PORT" vantage.asgi:application \
-        </dev/null >>"$DAPHNE_LOG" 2>&1) &
+        </dev/null >>"$SERVER_LOG" 2>&1) &
     pid=$!
-    echo "$pid" >"$DAPHNE_PID_FILE"
+    echo "$pid" >"$SERVER_PID_FILE"
     local waited=0
     until health_ok; do
         if ! pid_alive "$pid"; then
-            rm -f "$DAPHNE_PID_FILE"
-            die "the server exited during startup: $(last_line "$DAPHNE_LOG") (see $DAPHNE_LOG)"
+            rm -f "$SERVER_PID_FILE"
+            die "the server exited during startup: $(last_line "$SERVER_LOG") (see $SERVER_LOG)"
         fi
-        [ "$waited" -ge 120 ] && die "the server did not answer /api/health/ within 60s (see $DAPHNE_LOG)"
+        [ "$waited" -ge 120 ] && die "the server did not answer /api/health/ within 60s (see $SERVER_LOG)"
         sleep 0.5; waited=$((waited + 1))
     done
     say "server: running (pid $pid)"
@@ -272,7 +269,7 @@ stop_pid() {
     pid="$(read_pid "$file")"
     if ! pid_alive "$pid"; then rm -f "$file"; return 0; fi
     local cmd; cmd="$(cmdline_of "$pid")"
-    if [[ "$cmd" != *"$REPO_DIR"* && "$cmd" != *daphne* && "$cmd" != *manage.py* && "$cmd" != *vantage* ]]; then
+    if [[ "$cmd" != *"$REPO_DIR"* && "$cmd" != *manage.py* && "$cmd" != *vantage* ]]; then
         say "$file names pid $pid, which is not a Vantage process ($cmd); removed the stale pid file"
         rm -f "$file"; return 0
     fi
@@ -300,14 +297,14 @@ cmd_stop() {
         esac
     done
     local file name
-    # Node agents first (they talk to the server), daphne last.
+    # Node agents first (they talk to the server), the server last.
     for file in "$STATE_DIR"/*.pid; do
         [ -e "$file" ] || continue
         name="$(basename "$file" .pid)"
-        [[ "$DOCKER_PID_FILES" == *" $name.pid "* || "$name" == daphne ]] && continue
+        [[ "$DOCKER_PID_FILES" == *" $name.pid "* || "$name" == server ]] && continue
         stop_pid "$file" "$name"
     done
-    stop_pid "$DAPHNE_PID_FILE" daphne
+    stop_pid "$SERVER_PID_FILE" server
     if [ "$keep_docker" -eq 0 ]; then
         VANTAGE_STATE_DIR="$STATE_DIR" "$DOCKER_ENV" down || die "scripts/docker-env.sh down failed"
     fi
@@ -316,18 +313,18 @@ cmd_stop() {
 
 cmd_status() {
     local pid file name
-    pid="$(our_daphne_pid)"
+    pid="$(our_server_pid)"
     if [ -n "$pid" ] && health_ok; then
-        say "server: running on http://127.0.0.1:$PORT/ (pid $pid, log $DAPHNE_LOG)"
+        say "server: running on http://127.0.0.1:$PORT/ (pid $pid, log $SERVER_LOG)"
     elif [ -n "$pid" ]; then
-        say "server: daphne runs (pid $pid) but http://127.0.0.1:$PORT/api/health/ does not answer"
+        say "server: runs (pid $pid) but http://127.0.0.1:$PORT/api/health/ does not answer"
     else
         say "server: not running"
     fi
     for file in "$STATE_DIR"/*.pid; do
         [ -e "$file" ] || continue
         name="$(basename "$file" .pid)"
-        [[ "$DOCKER_PID_FILES" == *" $name.pid "* || "$name" == daphne ]] && continue
+        [[ "$DOCKER_PID_FILES" == *" $name.pid "* || "$name" == server ]] && continue
         pid="$(read_pid "$file")"
         if pid_alive "$pid"; then say "$name: running (pid $pid)"; else say "$name: not running (stale $file)"; fi
     done

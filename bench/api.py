@@ -467,16 +467,16 @@ class Ours(Target):
         self.org_ids, self.collab_id = seed["org_ids"], seed["collab_id"]
         self.api_keys = seed["api_keys"]
         log(f"ours: seeded in {time.monotonic() - t0:.1f}s")
-        # As documented for production: daphne through vantage.server (bodies kept out of memory).
+        # As documented for production: python -m vantage.server (uvicorn, bodies streamed).
         # Verbosity 0: no access log line per request, as vantage6 runs with --disable-logging.
         self.server = ServerProcess(
-            "our server (daphne)",
+            "our server (python -m vantage.server)",
             [str(self.python), "-m", "vantage.server", "-v", "0", "-b", HOST, "-p", str(self.port),
              "vantage.asgi:application"],
             env=self.env, cwd=REPO, logfile=self.workdir / "server.log",
         )
         self.server.wait_healthy(self.port, self.health_path, self.args.start_timeout)
-        log(f"ours: daphne up on {HOST}:{self.port}")
+        log(f"ours: server up on {HOST}:{self.port}")
 
     def authenticate(self):
         c = Client(self.port)
@@ -1022,7 +1022,7 @@ def report(all_results: dict[str, dict[str, OpResult]], args, meta: dict) -> boo
     if "v6_version" in meta:
         v6_server = ("uWSGI, 1 worker process, gevent 1000" if meta["v6_mode"] == "uwsgi"
                      else "gevent WSGIServer, 1 process")
-        print(f"v6: vantage6-server {meta['v6_version']} on {v6_server}; ours: daphne (python -m vantage.server), "
+        print(f"v6: vantage6-server {meta['v6_version']} on {v6_server}; ours: uvicorn (python -m vantage.server), "
               f"1 process, {meta['ours_threads']} HTTP threads, at {meta['ours_commit']}; both SQLite, no Redis")
     pinning = (f"both servers pinned to CPU {meta['cpu']}, the driver to the others" if meta.get("cpu") is not None
                else "no CPU pinning")

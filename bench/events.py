@@ -184,7 +184,7 @@ class Listeners:
             )
 
     async def _open_one(self, url: str, token: str) -> None:
-        # No client keepalive pings: daphne pings each socket itself (every 20 s).
+        # No client keepalive pings: the server pings each socket itself (every 20 s).
         socket = await websocket_connect(
             url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None, proxy=None,
             ping_interval=None, open_timeout=60, max_queue=None,
@@ -269,7 +269,7 @@ class Round:
 
 
 class Server:
-    """One `python -m vantage.server` process (daphne with the project's streaming fixes)."""
+    """One `python -m vantage.server` process."""
 
     def __init__(self, args, env: dict, tmp: Path, name: str):
         self.port = free_port()

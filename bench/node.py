@@ -6,7 +6,7 @@
     .venv/bin/python bench/node.py --rounds 10 --queue 100
 
 Measured on this machine, with a real Docker engine, registry and live server
-(tests/nodeagent/live.py: daphne on loopback, `manage.py run_node` agents):
+(tests/nodeagent/live.py: the server on loopback, `manage.py run_node` agents):
 
 (a) three `docker run --rm --network none <base image> true`, started at once, until
     all three have exited;
@@ -334,7 +334,7 @@ class Bench:
         self.probe = images.build_and_push(self.client, self.registry, "probe")
         self.server = LiveServer(self.workdir)
         database = "PostgreSQL" if self.server.database_url.startswith("postgres") else "SQLite"
-        log(f"starting the server (daphne, {database}) on {self.server.url}")
+        log(f"starting the server ({database}) on {self.server.url}")
         self.server.setup()
         log(f"(a) vs (b), {self.args.rounds} rounds alternating; machine: {os.cpu_count()} cores, "
             f"Docker {self.client.version().get('Version')}")

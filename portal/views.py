@@ -165,8 +165,8 @@ def task_create(request: HttpRequest) -> HttpResponse:
 def asset(request: HttpRequest, path: str) -> HttpResponse:
     """The portal's stylesheet and script, served by the portal itself.
 
-    They are two small files: serving them here keeps the portal whole under daphne with
-    DEBUG off, with no static file server to configure (django.views.static answers
+    They are two small files: serving them here keeps the portal whole with DEBUG off,
+    with no static file server to configure (django.views.static answers
     If-Modified-Since and refuses paths outside the folder).
     """
     return serve(request, path, document_root=ASSETS_DIR)

@@ -1,5 +1,4 @@
-"""ASGI entry point, served by daphne: `python -m vantage.server vantage.asgi:application`
-(daphne's options; request and response bodies stay out of memory, see vantage/server.py).
+"""ASGI entry point: `python -m vantage.server vantage.asgi:application` (see vantage/server.py).
 
 HTTP goes to Django through a thread-pool WSGI bridge (see vantage.wsgi_bridge for
 why); websockets (`/ws/node/`, `/ws/events/`) to Channels consumers.
@@ -17,12 +16,17 @@ from django.conf import settings  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 from accounts.ws_auth import WebsocketAuthMiddleware  # noqa: E402
+from tasks.uploads import max_finish_request_bytes  # noqa: E402
 from vantage.routing import websocket_urlpatterns  # noqa: E402
 from vantage.wsgi_bridge import WSGIBridge  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": WSGIBridge(get_wsgi_application(), threads=settings.VANTAGE_HTTP_THREADS),
+        "http": WSGIBridge(
+            get_wsgi_application(), threads=settings.VANTAGE_HTTP_THREADS,
+            # The largest body any endpoint parses: a result upload or any other request.
+            max_body_bytes=max(settings.DATA_UPLOAD_MAX_MEMORY_SIZE, max_finish_request_bytes()),
+        ),
         "websocket": WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

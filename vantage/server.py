@@ -1,96 +1,29 @@
-"""Run daphne with request and response bodies kept out of memory.
+"""The server process: the ASGI application under uvicorn (httptools, uvloop).
 
-    python -m vantage.server [daphne options] vantage.asgi:application
+    python -m vantage.server [-b HOST] [-p PORT | -u SOCKET] [options] vantage.asgi:application
 
-Takes every daphne command-line option. Stock daphne 4.2 (Twisted 26) holds whole
-bodies in memory: a 1 GiB result upload through it peaked at 13.4 GiB of RSS and took
-160 s; a 1 GiB download to a client pausing for 3 s at 330 MiB
-(tests/live/test_result_streaming.py measures both). Three causes:
+One event loop serves HTTP and websockets on one port; HTTP requests run in Django on a
+pool of worker threads (vantage.wsgi_bridge). Bodies stay out of memory both ways:
+uvicorn stops reading a request's socket while 64 KiB of its body wait unread, and
+holds back a response chunk while the connection's send buffer is full, so a 1 GiB
+upload or download moves through a bounded buffer (tests/live/test_result_streaming.py).
 
-- Multipart requests: Twisted itself reads the whole body into memory and parses it
-  into `request.args`, which daphne never uses. Here that parsing is switched off.
-- Requests: Twisted spools the body to a temporary file; daphne then reads all of that
-  file into the application's input queue at once, before the application runs. Here
-  the application receives the body from the spool file, one chunk per `receive()`,
-  and daphne finds nothing left to copy.
-- Chunked requests: daphne passes no Content-Length, and Django parses no form without
-  one. The body is fully spooled by then, so its length is known and passed on.
-- Responses: daphne writes each body chunk to the connection's buffer at once, however
-  slowly the client reads, so a file streamed to a slow client piles up in memory. Here
-  sending waits while Twisted reports that buffer full (a registered push producer).
+Until 2026-11 this was daphne, patched to stream bodies. On the same trivial request
+uvicorn with httptools spent 76 us of CPU where daphne (Twisted) spent 202, and with the
+thread bridge 215 against 427 (bench/README.md): a tenth to a fifth of a small API
+request. Daphne's options that deployments use are kept (-b, -p, -u, --proxy-headers,
+--access-log, -v), and the line the tests and scripts wait for is printed as daphne did:
+"Listening on TCP address HOST:PORT", with the real port when asked for port 0.
 """
 
-import asyncio
+import argparse
 import gc
-import weakref
+import importlib
+import os
+import socket
+import sys
 
-import uvloop
-
-# Daphne runs Twisted on the asyncio loop it creates when daphne.server is imported:
-# uvloop's loop in C instead of asyncio's in Python takes about 5 % off a small API
-# request's CPU (bench/api.py, same run).
-asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-from daphne.cli import CommandLineInterface  # noqa: E402
-from daphne.server import Server  # noqa: E402
-from twisted.internet.interfaces import IPushProducer  # noqa: E402
-from twisted.web import http  # noqa: E402
-from zope.interface import implementer  # noqa: E402
-
-BODY_CHUNK_BYTES = 256 * 1024
-
-
-class SpooledBody:
-    """Serves a request body from Twisted's spool file, then daphne's own messages.
-
-    Daphne's queue still carries an `http.request` message (empty, since the file is
-    left at its end); it is dropped, and disconnects pass through.
-    """
-
-    def __init__(self, file, size: int, queue_receive):
-        self._file = file
-        self._size = size
-        self._offset = 0
-        self._done = False
-        self._queue_receive = queue_receive
-
-    async def receive(self) -> dict:
-        if not self._done:
-            if self._file.closed:  # Twisted closes it when the client goes away
-                self._done = True
-                return {"type": "http.disconnect"}
-            self._file.seek(self._offset)
-            chunk = self._file.read(min(BODY_CHUNK_BYTES, self._size - self._offset))
-            self._offset += len(chunk)
-            self._done = self._offset >= self._size
-            return {"type": "http.request", "body": chunk, "more_body": not self._done}
-        while True:
-            message = await self._queue_receive()
-            if message["type"] != "http.request":
-                return message
-
-
-@implementer(IPushProducer)
-class WriteGate:
-    """Open while the connection's send buffer has room; Twisted pauses and resumes it."""
-
-    def __init__(self):
-        self.open = asyncio.Event()
-        self.open.set()
-
-    def pauseProducing(self):
-        self.open.clear()
-
-    def resumeProducing(self):
-        self.open.set()
-
-    def stopProducing(self):
-        self.open.set()  # the connection is gone: nothing may wait on it any more
-
-
-def _no_twisted_access_log(request) -> None:
-    pass
-
+import uvicorn
 
 # Python's cyclic collector ran ~160 times per 1,000 small requests here, each pass
 # walking the tens of thousands of objects Django, DRF and the app loaded at start: 0.12
@@ -101,78 +34,127 @@ def _no_twisted_access_log(request) -> None:
 # larger batches.
 GC_THRESHOLDS = (20_000, 20, 20)
 
-
-class StreamingServer(Server):
-    def __init__(self, application, *args, **kwargs):
-        super().__init__(self._application_with_spooled_body, *args, **kwargs)
-        # Daphne's command line has imported the application (Django, every app) by now.
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
-        self._inner_application = application
-        self._spooled = {}
-        self._gates = weakref.WeakKeyDictionary()
-
-    # Twisted's HTTP factory formats a combined-log line for every request and hands it to
-    # Twisted's logging, which nothing here reads (daphne writes its own access log when
-    # asked, with --access-log): a few percent of a small request's CPU. Daphne assigns
-    # the factory in run(); this property takes that line out as it does.
-    @property
-    def http_factory(self):
-        return self._http_factory
-
-    @http_factory.setter
-    def http_factory(self, factory):
-        factory.log = _no_twisted_access_log
-        self._http_factory = factory
-
-    def protocol_connected(self, protocol):
-        super().protocol_connected(protocol)
-        if isinstance(protocol, http.Request):
-            # Daphne calls this right after Request.__init__, which offers no other way in
-            # for its `parsePOSTFormSubmission` argument.
-            protocol._parsePOSTFormSubmission = False
-
-    def create_application(self, protocol, scope):
-        body = getattr(protocol, "content", None)
-        if scope.get("type") != "http" or body is None:
-            return super().create_application(protocol, scope)
-        size = body.seek(0, 2)  # left at the end: daphne's own copying loop reads nothing
-        if not any(name == b"content-length" for name, _ in scope["headers"]):
-            scope["headers"] = [(n, v) for n, v in scope["headers"] if n != b"transfer-encoding"]
-            scope["headers"].append((b"content-length", str(size).encode()))
-        self._spooled[id(scope)] = (body, size)
-        try:
-            return super().create_application(protocol, scope)
-        finally:
-            self._spooled.pop(id(scope), None)
-
-    def _application_with_spooled_body(self, scope, receive, send):
-        spooled = self._spooled.pop(id(scope), None)
-        if spooled is not None:
-            receive = SpooledBody(*spooled, receive).receive
-        return self._inner_application(scope=scope, receive=receive, send=send)
-
-    async def handle_reply(self, protocol, message):
-        is_body = message.get("type") == "http.response.body"
-        more_body = is_body and message.get("more_body", False)
-        connected = getattr(protocol, "channel", None) is not None
-        gate = self._gates.get(protocol)
-        if is_body and not more_body and gate is not None:
-            # Before daphne finishes the response, which refuses a registered producer.
-            del self._gates[protocol]
-            if connected:
-                protocol.unregisterProducer()
-        elif more_body and gate is None and connected:
-            gate = self._gates[protocol] = WriteGate()
-            protocol.registerProducer(gate, True)
-        await super().handle_reply(protocol, message)
-        if more_body and gate is not None:
-            await gate.open.wait()
+LOG_LEVELS = {0: "warning", 1: "info", 2: "debug"}
+# Open websockets are told the server is going away (close code 1012) on SIGTERM; a
+# request still running after this long is cut off rather than holding up the stop.
+GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
-class StreamingCommandLineInterface(CommandLineInterface):
-    server_class = StreamingServer
+class UsageError(Exception):
+    pass
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m vantage.server", description=__doc__.split("\n\n")[0])
+    parser.add_argument("application", help="the ASGI application, as module:attribute")
+    parser.add_argument("-b", "--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("-p", "--port", type=int, default=8000, help="TCP port; 0 picks a free one (default 8000)")
+    parser.add_argument("-u", "--unix-socket", help="listen on this Unix socket instead of TCP")
+    parser.add_argument("--proxy-headers", action="store_true",
+                        help="take the client address and scheme from X-Forwarded-For/-Proto "
+                             "(only from --forwarded-allow-ips)")
+    parser.add_argument("--forwarded-allow-ips", default="127.0.0.1",
+                        help="comma-separated proxies trusted with --proxy-headers (default 127.0.0.1)")
+    parser.add_argument("--root-path", default="", help="URL prefix the application is mounted under")
+    parser.add_argument("--access-log", metavar="FILE",
+                        help="write one line per request to FILE ('-' for standard output)")
+    parser.add_argument("--keep-alive", type=int, default=5, help="idle keep-alive timeout, s (default 5)")
+    parser.add_argument("-v", "--verbosity", type=int, choices=sorted(LOG_LEVELS), default=1,
+                        help="0 warnings only, 1 start-up and errors (default), 2 debug")
+    args = parser.parse_args(argv)
+    if args.unix_socket and args.port not in (0, 8000):
+        parser.error("give either --port or --unix-socket, not both")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port}: not a port number (0-65535)")
+    return args
+
+
+def load_application(target: str):
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"application {target!r}: expected module:attribute, e.g. vantage.asgi:application")
+    sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise UsageError(f"application {target!r}: {module_name} has no attribute {attribute!r}") from None
+
+
+def listening_socket(args) -> tuple[socket.socket, str]:
+    """The bound socket (before the loop starts, so port 0 resolves) and its address for the log line."""
+    if args.unix_socket:
+        if os.path.exists(args.unix_socket):
+            os.unlink(args.unix_socket)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(args.unix_socket)
+        return sock, f"Listening on UNIX socket {args.unix_socket}"
+    family = socket.AF_INET6 if ":" in args.bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.bind, args.port))
+    host, port = sock.getsockname()[:2]
+    return sock, f"Listening on TCP address {host}:{port}"
+
+
+def access_log_config(path: str | None, level: str) -> dict:
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "server": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+            "access": {"()": "uvicorn.logging.AccessFormatter", "use_colors": False,
+                       "fmt": '%(asctime)s %(client_addr)s "%(request_line)s" %(status_code)s'},
+        },
+        "handlers": {"server": {"class": "logging.StreamHandler", "formatter": "server", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["server"], "level": level.upper(), "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "INFO", "propagate": False},
+        },
+    }
+    if path:
+        config["handlers"]["access"] = (
+            {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"} if path == "-"
+            else {"class": "logging.FileHandler", "formatter": "access", "filename": path}
+        )
+        config["loggers"]["uvicorn.access"]["handlers"] = ["access"]
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    level = LOG_LEVELS[args.verbosity]
+    try:
+        application = load_application(args.application)
+        sock, listening = listening_socket(args)
+    except (UsageError, OSError) as error:
+        print(f"vantage.server: {error}", file=sys.stderr)
+        return 2
+    # Django, every app and the URL configuration are loaded by now.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    config = uvicorn.Config(
+        application,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,  # small JSON events: compressing costs more CPU than it saves
+        lifespan="off",
+        log_config=access_log_config(args.access_log, level),
+        log_level=level,
+        access_log=bool(args.access_log),
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        root_path=args.root_path,
+        server_header=False,
+        timeout_keep_alive=args.keep_alive,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    server = uvicorn.Server(config)
+    print(listening, file=sys.stderr, flush=True)
+    server.run(sockets=[sock])
+    return 0
 
 
 if __name__ == "__main__":
-    StreamingCommandLineInterface.entrypoint()
+    sys.exit(main())

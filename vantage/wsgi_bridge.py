@@ -1,26 +1,29 @@
-"""HTTP under daphne without Django's per-request thread.
+"""HTTP under the ASGI server without Django's per-request thread.
 
 Django's ASGIHandler runs every sync view in a fresh thread-sensitive context, which
 starts and joins a thread per request and hops threads for each signal: measured at
 3-4 ms of CPU per request here, more than a whole organisation list costs. This bridge
 hands each request to Django's WSGI handler on a fixed pool of worker threads instead
-(each keeping its database connection), while daphne keeps serving websockets through
-Channels on the same port.
+(each keeping its database connection), while the server keeps serving websockets
+through Channels on the same port.
 
-The request body is read from the ASGI receive channel as Django reads wsgi.input
-(daphne has it spooled by then; see vantage.server), and streaming responses are sent
-chunk by chunk with back-pressure, so large uploads and downloads stay out of memory
-and are not copied once more.
+The request body is read from the ASGI receive channel as Django reads wsgi.input, and
+streaming responses are sent chunk by chunk with back-pressure, so large uploads and
+downloads stay out of memory. A chunked request (no Content-Length, which Django needs
+to parse a form) is first spooled to a temporary file, up to `max_body_bytes`.
 
 Every hop between the event loop and a worker thread wakes the other side (a pipe
 write, a lock, a GIL hand-over): about 0.1-0.2 ms of CPU each on these machines, and
-a small API request used to make eight of them. So the first body chunk, which daphne
-has ready, is read on the loop before the request goes to its thread, and a response
+a small API request used to make eight of them. So the first body chunk, which the
+server has ready, is read on the loop before the request goes to its thread, and a response
 that is not streamed comes back whole as the thread's result: one hop there, one back.
 """
 
 import asyncio
+import json
+import shutil
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from django.core.exceptions import RequestAborted
@@ -28,6 +31,7 @@ from django.core.exceptions import RequestAborted
 from vantage import events
 
 DOWNLOAD_CHUNK = 1024 * 1024
+SPOOL_IN_MEMORY_BYTES = 1024 * 1024
 
 
 class _FileWrapper:
@@ -48,8 +52,9 @@ class _FileWrapper:
 
 
 class WSGIBridge:
-    def __init__(self, wsgi_application, *, threads: int):
+    def __init__(self, wsgi_application, *, threads: int, max_body_bytes: int):
         self.wsgi_application = wsgi_application
+        self.max_body_bytes = max_body_bytes
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http")
 
     async def __call__(self, scope, receive, send):
@@ -83,7 +88,13 @@ class WSGIBridge:
             }
             return lambda data: None  # the legacy write() callable; Django never uses it
 
-        response = self.wsgi_application(_environ(scope, body), start_response)
+        environ = _environ(scope, body)
+        if "CONTENT_LENGTH" not in environ and environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            spooled = self._spool(body)
+            if spooled is None:
+                return _too_large(self.max_body_bytes)
+            environ["wsgi.input"], environ["CONTENT_LENGTH"] = spooled
+        response = self.wsgi_application(environ, start_response)
         if getattr(response, "streaming", True) is False:
             try:
                 content = b"".join(response)
@@ -104,6 +115,38 @@ class WSGIBridge:
         finally:
             if hasattr(response, "close"):
                 response.close()
+
+
+    def _spool(self, body) -> tuple | None:
+        """(file, length) of the whole body, or None once it passes max_body_bytes."""
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
+        shutil.copyfileobj(_Limited(body, self.max_body_bytes + 1), spool, DOWNLOAD_CHUNK)
+        size = spool.tell()
+        if size > self.max_body_bytes:
+            spool.close()
+            return None
+        spool.seek(0)
+        return spool, str(size)
+
+
+def _too_large(limit: int) -> tuple[dict, bytes]:
+    content = json.dumps({"detail": f"The request body exceeds {limit} bytes.", "code": "too_large"}).encode()
+    return {"type": "http.response.start", "status": 413, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()),
+        (b"connection", b"close"),
+    ]}, content
+
+
+class _Limited:
+    """Reads at most `limit` bytes of a file."""
+
+    def __init__(self, file, limit: int):
+        self._file, self._left = file, limit
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(self._left if size < 0 else min(size, self._left))
+        self._left -= len(data)
+        return data
 
 
 class ClientGone(RequestAborted):
@@ -174,6 +217,10 @@ def _environ(scope, body) -> dict:
     if client:
         environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
     for name, value in scope.get("headers", []):
+        if b"_" in name:
+            # X_Forwarded_For would pass for X-Forwarded-For once names are mapped to
+            # WSGI's HTTP_* keys, so names with underscores are dropped (CVE-2015-0219).
+            continue
         key = name.decode("latin1").upper().replace("-", "_")
         value = value.decode("latin1")
         if key == "CONTENT_LENGTH" or key == "CONTENT_TYPE":

@@ -1,6 +1,6 @@
 """The live algorithm network: a real server, three real node agents, real containers.
 
-`algorithm_network` (session-scoped) starts the server (daphne, its own database) and
+`algorithm_network` (session-scoped) starts the server (its own database) and
 three node agents, one per organisation A, B, C, as a hospital would run them. Each
 node holds every bundled dataset (`gbsg2`, `rossi`, `lung`, `breast_cancer`) split
 unevenly over the three sites (about 20% / 30% / 50%, see tests/algorithms/pooled.py),

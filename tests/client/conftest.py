@@ -1,4 +1,4 @@
-"""The researcher's client against a real daphne server (tests/live/conftest.py's harness).
+"""The researcher's client against a real server process (tests/live/conftest.py's harness).
 
 The client is its own distribution (client/pyproject.toml); the suite's virtualenv
 installs the server's requirements only, so `client/` is put on the path here, which is
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.live.conftest import daphne_server, live_db, live_seed  # noqa: F401  (fixtures reused, not copied)
+from tests.live.conftest import api_server, live_db, live_seed  # noqa: F401  (fixtures reused, not copied)
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
 if str(CLIENT_DIR) not in sys.path:
@@ -54,14 +54,14 @@ class FakeNode:
 
 
 @pytest.fixture
-def fake_nodes(daphne_server, client_seed):  # noqa: F811
+def fake_nodes(api_server, client_seed):  # noqa: F811
     """fake_nodes("plain" | "sealed") -> {organisation id: FakeNode}."""
     made = []
 
     def build(collaboration: str) -> dict:
         nodes = {}
         for org in (client_seed["org_1"], client_seed["org_2"]):
-            nodes[org] = FakeNode(daphne_server.url, client_seed["node_tokens"][f"{collaboration}-{org}"])
+            nodes[org] = FakeNode(api_server.url, client_seed["node_tokens"][f"{collaboration}-{org}"])
             made.append(nodes[org])
         return nodes
 

@@ -1,4 +1,4 @@
-"""The researcher's client (client/vantage_client) against a real daphne server.
+"""The researcher's client (client/vantage_client) against a real server process.
 
 Nodes are played over the REST API (FakeNode) so these tests need no Docker; the
 encrypted task through real node agents and containers is
@@ -34,19 +34,19 @@ def _client(server, seed, username=None, **kwargs) -> Client:
 
 
 @pytest.fixture
-def researcher(daphne_server, client_seed):
-    client = _client(daphne_server, client_seed)
+def researcher(api_server, client_seed):
+    client = _client(api_server, client_seed)
     yield client
     client.session.close()
 
 
 @pytest.fixture(scope="session")
-def sealed_keys(daphne_server, client_seed, tmp_path_factory):
+def sealed_keys(api_server, client_seed, tmp_path_factory):
     """Both hospitals' key pairs, made and published through the client's own helper."""
     folder = tmp_path_factory.mktemp("keys")
     paths = {}
     for org, username in ((client_seed["org_1"], client_seed["researcher"]), (client_seed["org_2"], client_seed["admin_2"])):
-        admin = _client(daphne_server, client_seed, username=username)
+        admin = _client(api_server, client_seed, username=username)
         paths[org] = folder / f"org-{org}.pem"
         admin.setup_encryption(paths[org], bits=2048)
         admin.session.close()
@@ -93,8 +93,8 @@ def test_lists_follow_every_page(researcher, client_seed, monkeypatch):
     assert [o["id"] for o in one_per_page] == [o["id"] for o in everything]
 
 
-def test_wrong_password_is_one_readable_error(daphne_server, client_seed):
-    client = Client(daphne_server.url)
+def test_wrong_password_is_one_readable_error(api_server, client_seed):
+    client = Client(api_server.url)
     client.session.trust_env = False
     with pytest.raises(VantageError) as caught:
         client.login(client_seed["researcher"], "wrong")
@@ -108,9 +108,9 @@ def test_an_expired_access_token_is_refreshed_without_the_caller_noticing(resear
     assert researcher._access != "not.a-valid.token"
 
 
-def test_without_login_the_client_says_so(daphne_server):
+def test_without_login_the_client_says_so(api_server):
     with pytest.raises(VantageError, match="not logged in"):
-        Client(daphne_server.url).collaborations.list()
+        Client(api_server.url).collaborations.list()
 
 
 # ---------------------------------------------------------------- tasks
@@ -193,8 +193,8 @@ def test_kill_ends_a_pending_task(researcher, client_seed):
 
 
 def test_encrypted_task_server_holds_only_ciphertext_and_researcher_reads_the_answer(
-        daphne_server, live_db, client_seed, sealed_keys, fake_nodes):
-    researcher = _client(daphne_server, client_seed, private_key=sealed_keys["paths"][client_seed["org_1"]])
+        api_server, live_db, client_seed, sealed_keys, fake_nodes):
+    researcher = _client(api_server, client_seed, private_key=sealed_keys["paths"][client_seed["org_1"]])
     nodes = fake_nodes("sealed")
     org_1_public = researcher.organizations.get(client_seed["org_1"])["public_key"]
 
@@ -221,15 +221,15 @@ def test_encrypted_task_server_holds_only_ciphertext_and_researcher_reads_the_an
         assert crypto.is_envelope(data) and b"sum" not in data
 
 
-def test_encrypted_results_need_the_private_key(daphne_server, client_seed, sealed_keys, fake_nodes):
-    researcher = _client(daphne_server, client_seed, private_key=sealed_keys["paths"][client_seed["org_1"]])
+def test_encrypted_results_need_the_private_key(api_server, client_seed, sealed_keys, fake_nodes):
+    researcher = _client(api_server, client_seed, private_key=sealed_keys["paths"][client_seed["org_1"]])
     task = researcher.tasks.create(collaboration=client_seed["sealed"], image=IMAGE, method="sum", args=[],
                                    kwargs={"extra": 0}, organizations=[client_seed["org_2"]])
     org_1_public = researcher.organizations.get(client_seed["org_1"])["public_key"]
     _finish_all(fake_nodes("sealed"), task,
                 lambda org, raw: crypto.encrypt(_plain_sum(org, crypto.decrypt(raw, sealed_keys[org])),
                                                 org_1_public)).join()
-    keyless = _client(daphne_server, client_seed)
+    keyless = _client(api_server, client_seed)
     with pytest.raises(VantageError, match="is encrypted: give the organisation's private key"):
         keyless.results(task["id"])
     keyless.use_private_key(sealed_keys["paths"][client_seed["org_2"]])
@@ -238,12 +238,12 @@ def test_encrypted_results_need_the_private_key(daphne_server, client_seed, seal
 
 
 def test_an_encrypted_task_for_an_organisation_without_a_key_is_refused_by_the_client(
-        daphne_server, client_seed, sealed_keys, live_db):
+        api_server, client_seed, sealed_keys, live_db):
     live_db.manage("shell", "-c", "from tests import factories\n"
                    "from collaborations.models import Collaboration\n"
                    "org = factories.make_organization('Client keyless hospital')\n"
                    "Collaboration.objects.get(name='Client sealed study').organizations.add(org)\n")
-    researcher = _client(daphne_server, client_seed)
+    researcher = _client(api_server, client_seed)
     keyless = next(o for o in researcher.organizations.list() if o["name"] == "Client keyless hospital")
     with pytest.raises(VantageError, match=f"organisation {keyless['id']} .* has no public key"):
         researcher.tasks.create(collaboration=client_seed["sealed"], image=IMAGE, method="sum",
@@ -269,21 +269,21 @@ def test_cli_keygen_writes_an_owner_only_key_and_never_overwrites_it(tmp_path):
     assert again.stderr == f"vantage-client: {path} exists already: a key is never overwritten\n"
 
 
-def test_cli_publish_key_reports_a_bad_key_file_in_one_line(daphne_server, client_seed, tmp_path):
+def test_cli_publish_key_reports_a_bad_key_file_in_one_line(api_server, client_seed, tmp_path):
     bad = tmp_path / "bad.pem"
     bad.write_text("no key here")
-    done = _cli("publish-key", str(bad), "--url", daphne_server.url, "--username", client_seed["researcher"],
+    done = _cli("publish-key", str(bad), "--url", api_server.url, "--username", client_seed["researcher"],
                 env={"VANTAGE_PASSWORD": client_seed["password"], "NO_PROXY": "127.0.0.1"})
     assert done.returncode == 1
     assert done.stderr == f"vantage-client: {bad}: not a PEM private key, or the password is wrong\n"
 
 
-def test_an_unusable_private_key_is_a_client_error(daphne_server, tmp_path):
+def test_an_unusable_private_key_is_a_client_error(api_server, tmp_path):
     missing = tmp_path / "missing.pem"
     with pytest.raises(VantageError, match=f"the private key cannot be used: cannot read the private key {missing}"):
-        Client(daphne_server.url, private_key=missing)
+        Client(api_server.url, private_key=missing)
     with pytest.raises(VantageError, match="the private key cannot be used: not a PEM private key"):
-        Client(daphne_server.url, private_key=b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+        Client(api_server.url, private_key=b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
 
 
 def test_cli_public_key_prints_the_key_and_its_fingerprint(tmp_path):

@@ -1,7 +1,7 @@
 """tasks.wait across a server restart: the websocket drops, the server is away for a
 while, and the task ends after it is back. The client must still return the end.
 
-Uses tests/nodeagent/live.py's LiveServer, which can stop and start daphne on the same
+Uses tests/nodeagent/live.py's LiveServer, which can stop and start the server on the same
 port and database (tests/live's servers cannot be restarted).
 """
 

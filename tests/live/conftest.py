@@ -1,18 +1,18 @@
-"""Real daphne servers on loopback, for tests that need real concurrency and real streaming.
+"""Real server processes on loopback, for tests that need real concurrency and real streaming.
 
 The database follows the test run: with DATABASE_URL (PostgreSQL) a dedicated database
 `vantage_live_<random>` is created next to it and dropped afterwards; without it, a
 SQLite file in a temporary folder. Either is migrated with `manage.py migrate` and seeded
 with `manage.py shell -c` (tests/live/seed.py), in the servers' own environment.
 
-Servers run as `python -m vantage.server` (daphne with bodies kept out of memory) on a
+Servers run as `python -m vantage.server` (uvicorn, bodies streamed) on a
 port the kernel picks, with in-memory channel layer and eager Celery: REDIS_URL is not
-passed on, so no worker is needed. Each server's output goes to `daphne-<n>.log` in the
+passed on, so no worker is needed. Each server's output goes to `server-<n>.log` in the
 session's temporary folder (pytest keeps the last three).
 
 Tests of the production layout (several servers sharing events, a Celery worker) ask for
 `live_redis`: one database of the local Redis (127.0.0.1:6379) held by this session
-alone, then `redis_daphne_servers` (two servers with REDIS_URL set) and `EventSocket`
+alone, then `redis_api_servers` (two servers with REDIS_URL set) and `EventSocket`
 clients.
 """
 
@@ -141,7 +141,7 @@ class LiveDatabase:
         return done.stdout
 
     def start_server(self, index: int, **env_overrides: str) -> LiveServer:
-        log_path = self.folder / f"daphne-{index}.log"
+        log_path = self.folder / f"server-{index}.log"
         log = open(log_path, "wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "vantage.server", "-b", "127.0.0.1", "-p", "0", "vantage.asgi:application"],
@@ -158,7 +158,7 @@ class LiveDatabase:
             time.sleep(0.1)
         process.kill()
         process.wait()
-        raise RuntimeError(f"daphne did not start:\n{log_path.read_text(errors='replace')}")
+        raise RuntimeError(f"the server did not start:\n{log_path.read_text(errors='replace')}")
 
 
 @pytest.fixture(scope="session")
@@ -187,26 +187,34 @@ def _serve(live_db, index: int, **env_overrides: str):
 
 
 @pytest.fixture(scope="session")
-def daphne_server(live_db, live_seed):
+def api_server(live_db, live_seed):
     yield from _serve(live_db, 1)
 
 
 @pytest.fixture(scope="session")
-def second_daphne_server(live_db, live_seed):
+def second_api_server(live_db, live_seed):
     """Another server process on the same database, as behind a load balancer."""
     yield from _serve(live_db, 2)
 
 
 @pytest.fixture(scope="session")
-def small_limit_daphne(live_db, live_seed):
+def small_limit_server(live_db, live_seed):
     """A server whose results are limited to 1 MiB."""
     yield from _serve(live_db, 3, VANTAGE_MAX_RESULT_BYTES=str(1024 * 1024))
 
 
 @pytest.fixture(scope="session")
-def small_request_daphne(live_db, live_seed):
+def small_request_server(live_db, live_seed):
     """A server refusing JSON and form bodies above 64 KiB (VANTAGE_MAX_REQUEST_BYTES)."""
     yield from _serve(live_db, 4, VANTAGE_MAX_REQUEST_BYTES=str(64 * 1024))
+
+
+@pytest.fixture(scope="session")
+def small_body_server(live_db, live_seed):
+    """A server whose largest accepted body of any kind is small: results up to 64 KiB, a
+    log of 1,024 characters, other bodies up to 64 KiB (134 KiB with the form framing)."""
+    yield from _serve(live_db, 5, VANTAGE_MAX_RESULT_BYTES=str(64 * 1024), VANTAGE_MAX_REQUEST_BYTES=str(64 * 1024),
+                      VANTAGE_RUN_LOG_MAX_CHARS="1024")
 
 
 def _session(token: str) -> requests.Session:
@@ -294,7 +302,7 @@ def live_redis():
 
 
 @pytest.fixture(scope="session")
-def redis_daphne_servers(live_db, live_seed, live_redis):
+def redis_api_servers(live_db, live_seed, live_redis):
     """Two server processes sharing the database and a Redis channel layer (production layout)."""
     servers = []
     try:

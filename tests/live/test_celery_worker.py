@@ -4,7 +4,7 @@ The worker (`celery -A vantage worker --pool=solo`) and beat run as subprocesses
 servers' environment plus REDIS_URL (the session's own Redis database). The jobs are sent
 by name from a plain Celery client on the same broker, as beat would send them; their
 effect is read from the database directly, and their events arrive on a researcher's
-websocket held by a daphne process (through the Redis channel layer).
+websocket held by a server process (through the Redis channel layer).
 """
 
 import json
@@ -117,14 +117,14 @@ def _wait_for_row(live_db, sql: str, *params, expect: tuple) -> None:
 
 @pytest.mark.slow
 def test_worker_marks_silent_nodes_offline_and_times_out_overdue_runs(
-    live_db, live_seed, redis_daphne_servers, celery_worker, celery_client
+    live_db, live_seed, redis_api_servers, celery_worker, celery_client
 ):
     out = live_db.manage("shell", "-c", SEED.format(
         collaboration=live_seed["collaboration"], claiming_node=live_seed["nodes"]["a2"]["id"],
         suffix=int(time.time() * 1000),
     ))
     seeded = json.loads(next(line for line in out.splitlines() if line.startswith("SEEDED "))[len("SEEDED "):])
-    _, server_b = redis_daphne_servers
+    _, server_b = redis_api_servers
     with (
         EventSocket(server_b, "/ws/events/", live_seed["owner_token"]) as researcher,
         EventSocket(server_b, "/ws/node/", live_seed["nodes"]["a2"]["token"]) as holder,

@@ -2,7 +2,7 @@
 
 Real concurrency needs two server processes: inside one, Django runs every synchronous
 view on a single thread, so two claims would simply queue. Here each node talks to its
-own daphne process on the shared database (as behind a load balancer), and both
+own server process on the shared database (as behind a load balancer), and both
 requests leave together from two threads released by a barrier.
 """
 
@@ -18,12 +18,12 @@ ROUNDS = 20
 
 
 @pytest.mark.slow
-def test_concurrent_claims_by_two_nodes_have_exactly_one_winner(daphne_server, second_daphne_server, live_seed,
+def test_concurrent_claims_by_two_nodes_have_exactly_one_winner(api_server, second_api_server, live_seed,
                                                                session_for):
-    runs = [create_task(daphne_server, live_seed, [live_seed["org_a"]])["runs"][0]["id"] for _ in range(ROUNDS)]
+    runs = [create_task(api_server, live_seed, [live_seed["org_a"]])["runs"][0]["id"] for _ in range(ROUNDS)]
     nodes = [
-        (daphne_server, live_seed["nodes"]["a1"], session_for(live_seed["nodes"]["a1"]["token"])),
-        (second_daphne_server, live_seed["nodes"]["a2"], session_for(live_seed["nodes"]["a2"]["token"])),
+        (api_server, live_seed["nodes"]["a1"], session_for(live_seed["nodes"]["a1"]["token"])),
+        (second_api_server, live_seed["nodes"]["a2"], session_for(live_seed["nodes"]["a2"]["token"])),
     ]
     for server, _, session in nodes:  # open the connections before the race
         assert session.get(f"{server.url}/api/runs/", params={"page_size": 1}, timeout=30).status_code == 200
@@ -47,6 +47,6 @@ def test_concurrent_claims_by_two_nodes_have_exactly_one_winner(daphne_server, s
             winner = next(index for index, (status, *_) in enumerate(outcomes) if status == 200)
             loser_body = outcomes[1 - winner][1]
             assert set(loser_body) == {"detail", "code"}
-            stored = owner.get(f"{daphne_server.url}/api/runs/{run_id}/", timeout=30).json()
+            stored = owner.get(f"{api_server.url}/api/runs/{run_id}/", timeout=30).json()
             assert (stored["status"], stored["node"]) == ("claimed", nodes[winner][1]["id"])
             assert outcomes[winner][1]["node"] == nodes[winner][1]["id"]

@@ -1,6 +1,6 @@
 """The README's first command, end to end: `python -m demo up` as ./vantage.sh up calls it.
 
-Real parts: a live daphne server seeded by `manage.py demo_seed`, the reference algorithm
+Real parts: a live server seeded by `manage.py demo_seed`, the reference algorithm
 images built and pushed to the local registry, three `run_node` agents started by the
 demo itself, real containers. The second invocation must reuse what runs.
 """

@@ -17,24 +17,24 @@ MAX_DELAY_SECONDS = 1.0
 
 @pytest.mark.slow
 def test_researcher_sees_task_completed_as_soon_as_the_last_result_is_uploaded(
-    daphne_server, live_seed, session_for
+    api_server, live_seed, session_for
 ):
     nodes = {org: session_for(live_seed["nodes"][key]["token"])
              for org, key in ((live_seed["org_a"], "a1"), (live_seed["org_b"], "b"))}
-    with EventSocket(daphne_server, "/ws/events/", live_seed["owner_token"]) as researcher:
-        task = create_task(daphne_server, live_seed, list(nodes))
+    with EventSocket(api_server, "/ws/events/", live_seed["owner_token"]) as researcher:
+        task = create_task(api_server, live_seed, list(nodes))
         about_task = _about(task["id"])
         runs = {run["organization"]: run["id"] for run in task["runs"]}
         for org, node in nodes.items():
             for step in ("claim", "start"):
-                assert node.post(f"{daphne_server.url}/api/runs/{runs[org]}/{step}/", timeout=30).status_code == 200
+                assert node.post(f"{api_server.url}/api/runs/{runs[org]}/{step}/", timeout=30).status_code == 200
 
         first_org, last_org = list(nodes)
-        _finish(daphne_server, nodes[first_org], runs[first_org])
+        _finish(api_server, nodes[first_org], runs[first_org])
         researcher.wait_for(lambda e: about_task(e) and e["type"] == "task.updated" and e["task"]["status"] == "active")
         assert not [e for e in researcher.drain(0.5) if e["type"] == "task.completed"]
 
-        responded_at = _finish(daphne_server, nodes[last_org], runs[last_org])
+        responded_at = _finish(api_server, nodes[last_org], runs[last_org])
         completed = researcher.wait_for(lambda e: about_task(e) and e["type"] == "task.completed")
 
     delay = completed.at - responded_at

@@ -45,35 +45,35 @@ def _stored(server, seed, session_for, run_id: int) -> tuple[dict, bytes]:
 @pytest.mark.parametrize("size, forms", [
     (0, ["json"]), (4096, ["json"]), (INLINE_RESULT_BYTES, ["json"]), (INLINE_RESULT_BYTES + 1, ["multipart"]),
 ])
-def test_result_is_sent_inline_up_to_the_threshold_then_streamed(daphne_server, live_seed, session_for, tmp_path,
+def test_result_is_sent_inline_up_to_the_threshold_then_streamed(api_server, live_seed, session_for, tmp_path,
                                                                   size, forms):
-    client, run_id = _running_run(daphne_server, live_seed)
+    client, run_id = _running_run(api_server, live_seed)
     result = tmp_path / "output"
     result.write_bytes(os.urandom(size))
     client.finish(run_id, status="completed", exit_code=0, error_kind="", log="done\n", result=result)
     assert client.finish_forms == forms
-    run, body = _stored(daphne_server, live_seed, session_for, run_id)
+    run, body = _stored(api_server, live_seed, session_for, run_id)
     assert (run["status"], run["exit_code"], run["result_size"]) == ("completed", 0, size)
     assert run["result_sha256"] == hashlib.sha256(result.read_bytes()).hexdigest()
     assert body == result.read_bytes()
 
 
-def test_a_failure_without_result_is_reported_inline(daphne_server, live_seed, session_for):
-    client, run_id = _running_run(daphne_server, live_seed)
+def test_a_failure_without_result_is_reported_inline(api_server, live_seed, session_for):
+    client, run_id = _running_run(api_server, live_seed)
     client.finish(run_id, status="crashed", exit_code=None, error_kind="image", log="[node] no such image\n",
                   result=None)
     assert client.finish_forms == ["json"]
-    run, _ = _stored(daphne_server, live_seed, session_for, run_id)
+    run, _ = _stored(api_server, live_seed, session_for, run_id)
     assert (run["status"], run["exit_code"], run["error_kind"], run["result_size"]) == ("crashed", None, "image", None)
 
 
-def test_inline_body_refused_as_too_large_is_streamed_instead(small_request_daphne, live_seed, session_for,
+def test_inline_body_refused_as_too_large_is_streamed_instead(small_request_server, live_seed, session_for,
                                                               tmp_path):
-    client, run_id = _running_run(small_request_daphne, live_seed)
+    client, run_id = _running_run(small_request_server, live_seed)
     result = tmp_path / "output"
     result.write_bytes(os.urandom(256 * 1024))  # inline-sized, but its JSON body is over 64 KiB
     client.finish(run_id, status="completed", exit_code=0, error_kind="", log="", result=result)
     assert client.finish_forms == ["json", "multipart"]
-    run, body = _stored(small_request_daphne, live_seed, session_for, run_id)
+    run, body = _stored(small_request_server, live_seed, session_for, run_id)
     assert (run["status"], run["result_size"]) == ("completed", 256 * 1024)
     assert body == result.read_bytes()

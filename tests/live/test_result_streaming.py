@@ -1,4 +1,4 @@
-"""Results stream through a real daphne server: 1 GiB up and down, memory flat on both sides.
+"""Results stream through a real server process: 1 GiB up and down, memory flat on both sides.
 
 The upload body is generated while it is sent (multipart framing written by hand around
 a generator), the download is hashed while it is read, and the server's peak RSS is read
@@ -91,40 +91,40 @@ def _kib(value: int) -> str:
 
 
 @pytest.mark.slow
-def test_one_gib_result_round_trip_keeps_memory_flat(daphne_server, live_seed, session_for):
+def test_one_gib_result_round_trip_keeps_memory_flat(api_server, live_seed, session_for):
     node = session_for(live_seed["nodes"]["a1"]["token"])
     user = session_for(live_seed["owner_token"])
 
     # Warm up every code path first, so imports and caches do not count as growth.
-    _, warm_run = _running_run(daphne_server, live_seed, node)
-    assert _finish(daphne_server, node, warm_run, StreamedMultipart({"status": "completed"}, MiB)).status_code == 200
-    assert _download(daphne_server, user, warm_run)[0] == MiB
+    _, warm_run = _running_run(api_server, live_seed, node)
+    assert _finish(api_server, node, warm_run, StreamedMultipart({"status": "completed"}, MiB)).status_code == 200
+    assert _download(api_server, user, warm_run)[0] == MiB
 
-    task_id, run_id = _running_run(daphne_server, live_seed, node)
+    task_id, run_id = _running_run(api_server, live_seed, node)
     body = StreamedMultipart({"status": "completed", "exit_code": "0"}, GiB)
-    server_base = reset_peak_rss(daphne_server.pid)
+    server_base = reset_peak_rss(api_server.pid)
     client_base = reset_peak_rss("self")
     started = time.monotonic()
-    response = _finish(daphne_server, node, run_id, body)
+    response = _finish(api_server, node, run_id, body)
     upload_seconds = time.monotonic() - started
     assert response.status_code == 200, response.text
-    server_upload_growth = proc_status_kib(daphne_server.pid, "VmHWM") - server_base
+    server_upload_growth = proc_status_kib(api_server.pid, "VmHWM") - server_base
     client_upload_growth = proc_status_kib("self", "VmHWM") - client_base
     expected_sha256 = body.sha256.hexdigest()
     assert (response.json()["result_size"], response.json()["result_sha256"]) == (GiB, expected_sha256)
 
-    server_base = reset_peak_rss(daphne_server.pid)
+    server_base = reset_peak_rss(api_server.pid)
     client_base = reset_peak_rss("self")
     started = time.monotonic()
-    size, sha256, headers = _download(daphne_server, user, run_id, stall=DOWNLOAD_STALL_SECONDS)
+    size, sha256, headers = _download(api_server, user, run_id, stall=DOWNLOAD_STALL_SECONDS)
     download_seconds = time.monotonic() - started
-    server_download_growth = proc_status_kib(daphne_server.pid, "VmHWM") - server_base
+    server_download_growth = proc_status_kib(api_server.pid, "VmHWM") - server_base
     client_download_growth = proc_status_kib("self", "VmHWM") - client_base
 
     print(
         f"\n1 GiB round trip: upload {upload_seconds:.1f} s, download {download_seconds:.1f} s "
         f"(incl. {DOWNLOAD_STALL_SECONDS} s stall)\n"
-        f"  daphne peak RSS growth: upload {_kib(server_upload_growth)}, download {_kib(server_download_growth)}\n"
+        f"  server peak RSS growth: upload {_kib(server_upload_growth)}, download {_kib(server_download_growth)}\n"
         f"  test process peak RSS growth: upload {_kib(client_upload_growth)}, "
         f"download {_kib(client_download_growth)}"
     )
@@ -136,5 +136,5 @@ def test_one_gib_result_round_trip_keeps_memory_flat(daphne_server, live_seed, s
     assert server_download_growth < RSS_GROWTH_LIMIT_KIB
     assert client_upload_growth < RSS_GROWTH_LIMIT_KIB
     assert client_download_growth < RSS_GROWTH_LIMIT_KIB
-    assert user.delete(f"{daphne_server.url}/api/tasks/{task_id}/", timeout=60).status_code == 204
-    assert user.get(f"{daphne_server.url}/api/runs/{run_id}/result/", timeout=30).status_code == 404
+    assert user.delete(f"{api_server.url}/api/tasks/{task_id}/", timeout=60).status_code == 204
+    assert user.get(f"{api_server.url}/api/runs/{run_id}/result/", timeout=30).status_code == 404

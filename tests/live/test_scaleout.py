@@ -1,7 +1,7 @@
 """Scale-out: two server processes share events through Redis.
 
 Process A takes the HTTP requests, process B holds the websockets, both on the same
-database and the same Redis database (`live_redis`), as two daphne processes behind a
+database and the same Redis database (`live_redis`), as two server processes behind a
 load balancer would. An event produced by a request on A must reach the sockets on B,
 and only those allowed to see it.
 """
@@ -28,9 +28,9 @@ def _about_task(task_id: int, *types: str):
 
 @pytest.mark.slow
 def test_task_created_on_one_process_reaches_sockets_held_by_another(
-    redis_daphne_servers, live_seed, live_outsider_token
+    redis_api_servers, live_seed, live_outsider_token
 ):
-    server_a, server_b = redis_daphne_servers
+    server_a, server_b = redis_api_servers
     nodes = live_seed["nodes"]
     with (
         EventSocket(server_b, "/ws/events/", live_seed["owner_token"]) as researcher,
@@ -54,9 +54,9 @@ def test_task_created_on_one_process_reaches_sockets_held_by_another(
 
 @pytest.mark.slow
 def test_run_finished_on_one_process_completes_the_task_on_sockets_of_another(
-    redis_daphne_servers, live_seed, live_outsider_token, session_for
+    redis_api_servers, live_seed, live_outsider_token, session_for
 ):
-    server_a, server_b = redis_daphne_servers
+    server_a, server_b = redis_api_servers
     node = session_for(live_seed["nodes"]["a1"]["token"])
     with (
         EventSocket(server_b, "/ws/events/", live_seed["owner_token"]) as researcher,

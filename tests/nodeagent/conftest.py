@@ -1,7 +1,7 @@
 """Fixtures for the node agent: Docker engine, registry, test images, live server.
 
 The live server fixture duplicates what tests/live/conftest.py is meant to provide
-(daphne on a free loopback port with its own database); merge them once it lands.
+(a server on a free loopback port with its own database); merge them once it lands.
 """
 
 import time
@@ -36,7 +36,7 @@ def v6_image(docker_client, registry):
 
 
 @pytest.fixture(scope="module")
-def daphne_server(tmp_path_factory):
+def api_server(tmp_path_factory):
     server = LiveServer(tmp_path_factory.mktemp("live"))
     server.setup()
     yield server
@@ -86,7 +86,7 @@ class Site:
 
 
 @pytest.fixture
-def site(daphne_server, registry, docker_client, tmp_path):
-    made = Site(daphne_server, tmp_path, registry, daphne_server.world())
+def site(api_server, registry, docker_client, tmp_path):
+    made = Site(api_server, tmp_path, registry, api_server.world())
     yield made
-    tear_down(made, daphne_server.url, docker_client)
+    tear_down(made, api_server.url, docker_client)

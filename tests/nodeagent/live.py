@@ -1,10 +1,10 @@
-"""A live Vantage server (daphne, own database) and real node agent processes.
+"""A live Vantage server (own database) and real node agent processes.
 
-LiveServer runs `python -m vantage.server vantage.asgi:application` (daphne, as in
-production) on a free loopback port with a
-database of its own (a SQLite file, or a fresh PostgreSQL database when the tests
-run with a postgres DATABASE_URL), seeds it through tests/nodeagent/seed.py, and can
-be stopped and started again on the same port (the server-down test).
+LiveServer runs `python -m vantage.server vantage.asgi:application` (as in production)
+on a free loopback port with a database of its own (a SQLite file, or a fresh
+PostgreSQL database when the tests run with a postgres DATABASE_URL), seeds it through
+tests/nodeagent/seed.py, and can be stopped and started again on the same port (the
+server-down test).
 NodeProcess runs `manage.py run_node` exactly as a hospital would: another process,
 no DATABASE_URL, its own node.toml.
 """
@@ -50,7 +50,7 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
-        self.log_path = workdir / "daphne.log"
+        self.log_path = workdir / "server.log"
         base = os.environ.get("DATABASE_URL", "")
         self._pg_name = None
         if base.startswith(("postgres://", "postgresql://")):
@@ -98,14 +98,14 @@ class LiveServer:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"the server exited:\n{self.log_path.read_text()[-3000:]}")
             try:
                 if requests.get(f"{self.url}/api/health/", timeout=2).status_code == 200:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"daphne did not answer within 60 s:\n{self.log_path.read_text()[-3000:]}")
+        raise RuntimeError(f"the server did not answer within 60 s:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -1,6 +1,6 @@
 """Server-side set-up for the live tests, run inside the live server's own database.
 
-The live server (daphne) is a separate process with its own database, so tests cannot
+The live server is a separate process with its own database, so tests cannot
 use pytest-django's test database to seed it. They run this module instead:
 `python -m tests.nodeagent.seed <op> '<json kwargs>'`, with the live server's
 DATABASE_URL, and read one JSON object from stdout. It goes through the services, as

@@ -23,10 +23,10 @@ def make_node(tmp_path, server, registry, world, **config) -> NodeProcess:
                        registry=registry, databases={"default": data}, **config)
 
 
-def test_check_passes_when_key_engine_registry_and_databases_are_right(tmp_path, daphne_server, registry,
+def test_check_passes_when_key_engine_registry_and_databases_are_right(tmp_path, api_server, registry,
                                                                         docker_client):
-    world = daphne_server.world()
-    node = make_node(tmp_path, daphne_server, registry, world, policy="require_digest = true\nallowed_images = []")
+    world = api_server.world()
+    node = make_node(tmp_path, api_server, registry, world, policy="require_digest = true\nallowed_images = []")
     registry_db = tmp_path / "registry.sqlite3"
     with sqlite3.connect(registry_db) as connection:
         connection.execute("CREATE TABLE patients (id integer)")
@@ -45,11 +45,11 @@ def test_check_passes_when_key_engine_registry_and_databases_are_right(tmp_path,
     assert "FAIL" not in done.stdout
 
 
-def test_check_names_each_problem_and_exits_1(tmp_path, daphne_server, registry, docker_client):
-    world = daphne_server.world()
+def test_check_names_each_problem_and_exits_1(tmp_path, api_server, registry, docker_client):
+    world = api_server.world()
     wrong = registry.__class__(registry.host, registry.username, "wrong", tmp_path / "wrong-password")
     wrong.password_file.write_text("not-the-password\n")
-    node = make_node(tmp_path, daphne_server, wrong, world,
+    node = make_node(tmp_path, api_server, wrong, world,
                      top=f'forwarder_image = "{registry.host}/vantage-test/no-such-forwarder:1"')
     node.config_path.write_text(
         node.config_path.read_text().replace(world["nodes"][0]["api_key"], "vnk_000000000000_wrong")

@@ -92,10 +92,10 @@ class SealedSite:
 
 
 @pytest.fixture
-def sealed_site(daphne_server, registry, docker_client, tmp_path):
-    site = SealedSite(daphne_server, registry, tmp_path, daphne_server.world())
+def sealed_site(api_server, registry, docker_client, tmp_path):
+    site = SealedSite(api_server, registry, tmp_path, api_server.world())
     yield site
-    tear_down(site, daphne_server.url, docker_client)
+    tear_down(site, api_server.url, docker_client)
 
 
 def _assert_only_ciphertext(site: SealedSite, task_ids: list[int], expected_runs: int) -> None:

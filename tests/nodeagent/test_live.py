@@ -1,4 +1,4 @@
-"""End to end: a live server (daphne), real node agent processes, real containers.
+"""End to end: a live server, real node agent processes, real containers.
 
 A researcher creates tasks through the REST API; node agents started as a hospital
 would start them (`manage.py run_node`, no database) claim, check, pull from the

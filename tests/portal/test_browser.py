@@ -1,5 +1,5 @@
 """The portal in a real browser: Debian's chromium, driven through its chromedriver by
-selenium, against a live daphne server (tests/live/conftest.py's harness and seed).
+selenium, against a live server (tests/live/conftest.py's harness and seed).
 
 A researcher logs in, creates a task, and watches its runs change state without
 reloading the page while nodes claim, start and finish them over the API (through the
@@ -41,7 +41,7 @@ def _missing(what: str):
 
 @pytest.fixture(scope="module")
 def portal_server(tmp_path_factory):
-    """A daphne server of its own with the live seed (org A with nodes a1, a2; org B with
+    """A server of its own with the live seed (org A with nodes a1, a2; org B with
     node b; `live-owner` a researcher of org A). Plain HTTP on loopback, so the session
     and CSRF cookies may not be marked Secure."""
     database = LiveDatabase(tmp_path_factory.mktemp("portal-live"))

@@ -1,0 +1,102 @@
+"""The server command (python -m vantage.server) and the HTTP bridge's request mapping."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from vantage import server
+from vantage.wsgi_bridge import _environ
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vantage.server", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("target, message", [
+    ("no_colon", "application 'no_colon': expected module:attribute, e.g. vantage.asgi:application"),
+    ("vantage.settings:nothing_here", "application 'vantage.settings:nothing_here': vantage.settings has no "
+                                      "attribute 'nothing_here'"),
+])
+def test_a_bad_application_is_one_readable_line(target, message):
+    done = _run("-p", "0", target)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"vantage.server: {message}"]
+
+
+def test_a_port_in_use_is_one_readable_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = _run("-p", str(taken.getsockname()[1]), "vantage.asgi:application")
+    assert done.returncode == 2
+    assert re.fullmatch(r"vantage\.server: \[Errno 98\] Address already in use", done.stderr.strip())
+
+
+def test_a_port_out_of_range_is_refused():
+    done = _run("-p", "70000", "vantage.asgi:application")
+    assert done.returncode == 2
+    assert "--port 70000: not a port number (0-65535)" in done.stderr
+
+
+def test_port_zero_is_reported_as_the_port_the_kernel_picked():
+    args = server.parse_args(["-b", "127.0.0.1", "-p", "0", "x:y"])
+    sock, line = server.listening_socket(args)
+    with sock:
+        port = sock.getsockname()[1]
+        assert port > 0
+        assert line == f"Listening on TCP address 127.0.0.1:{port}"
+
+
+@pytest.mark.slow
+def test_access_log_has_a_line_per_request(tmp_path):
+    access_log = tmp_path / "access.log"
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "VANTAGE_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "vantage.settings"}
+    env.pop("DATABASE_URL", None)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vantage.server", "-p", "0", "--access-log", str(access_log),
+             "vantage.asgi:application"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := re.search(r"Listening on TCP address 127\.0\.0\.1:(\d+)", log_path.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        url = f"http://127.0.0.1:{found.group(1)}/api/version/"
+        assert requests.get(url, timeout=30).status_code == 200
+        deadline = time.monotonic() + 10
+        while "GET /api/version/ HTTP/1.1\" 200" not in (access_log.read_text() if access_log.exists() else ""):
+            assert time.monotonic() < deadline, "no access log line"
+            time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _scope(headers):
+    return {"type": "http", "method": "GET", "path": "/api/x/", "query_string": b"", "headers": headers}
+
+
+def test_headers_become_wsgi_keys_and_repeated_ones_are_joined():
+    environ = _environ(_scope([(b"x-trace", b"a"), (b"x-trace", b"b"), (b"content-type", b"application/json"),
+                               (b"content-length", b"12")]), body=None)
+    assert environ["HTTP_X_TRACE"] == "a,b"
+    assert (environ["CONTENT_TYPE"], environ["CONTENT_LENGTH"]) == ("application/json", "12")
+
+
+def test_header_names_with_underscores_are_dropped():
+    # Otherwise "x_forwarded_for" would arrive as HTTP_X_FORWARDED_FOR, indistinguishable
+    # from the header a trusted proxy sets.
+    environ = _environ(_scope([(b"x_forwarded_for", b"10.0.0.1"), (b"authorization_x", b"y")]), body=None)
+    assert "HTTP_X_FORWARDED_FOR" not in environ
+    assert "HTTP_AUTHORIZATION_X" not in environ
