@@ -48,13 +48,16 @@ def test_a_port_out_of_range_is_refused():
     assert "--port 70000: not a port number (0-65535)" in done.stderr
 
 
-def test_port_zero_is_reported_as_the_port_the_kernel_picked():
+def test_port_zero_is_reported_as_the_port_the_kernel_picked_and_already_accepts():
     args = server.parse_args(["-b", "127.0.0.1", "-p", "0", "x:y"])
     sock, line = server.listening_socket(args)
     with sock:
         port = sock.getsockname()[1]
         assert port > 0
         assert line == f"Listening on TCP address 127.0.0.1:{port}"
+        # Whoever reads the line may connect before the event loop runs.
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ import uvicorn
 GC_THRESHOLDS = (20_000, 20, 20)
 
 LOG_LEVELS = {0: "warning", 1: "info", 2: "debug"}
+BACKLOG = 2048  # uvicorn's default
 # Open websockets are told the server is going away (close code 1012) on SIGTERM; a
 # request still running after this long is cut off rather than holding up the stop.
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -82,17 +83,24 @@ def load_application(target: str):
 
 
 def listening_socket(args) -> tuple[socket.socket, str]:
-    """The bound socket (before the loop starts, so port 0 resolves) and its address for the log line."""
+    """The listening socket and its address for the log line.
+
+    Made here, before the event loop starts, so that port 0 resolves to the real port,
+    and listening already, so that whoever reads the line may connect at once (the
+    connection waits in the backlog until the loop accepts it).
+    """
     if args.unix_socket:
         if os.path.exists(args.unix_socket):
             os.unlink(args.unix_socket)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(args.unix_socket)
+        sock.listen(BACKLOG)
         return sock, f"Listening on UNIX socket {args.unix_socket}"
     family = socket.AF_INET6 if ":" in args.bind else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.bind, args.port))
+    sock.listen(BACKLOG)
     host, port = sock.getsockname()[:2]
     return sock, f"Listening on TCP address {host}:{port}"
 
@@ -149,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,
         timeout_keep_alive=args.keep_alive,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        backlog=BACKLOG,
     )
     server = uvicorn.Server(config)
     print(listening, file=sys.stderr, flush=True)
