@@ -1,10 +1,12 @@
 """The server command (python -m vantage.server) and the HTTP bridge's request mapping."""
 
+import asyncio
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 import requests
 
 from vantage import server
-from vantage.wsgi_bridge import _environ
+from vantage.wsgi_bridge import _environ, _WorkerPool
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,3 +105,48 @@ def test_header_names_with_underscores_are_dropped():
     environ = _environ(_scope([(b"x_forwarded_for", b"10.0.0.1"), (b"authorization_x", b"y")]), body=None)
     assert "HTTP_X_FORWARDED_FOR" not in environ
     assert "HTTP_AUTHORIZATION_X" not in environ
+
+
+def test_worker_pool_returns_results_and_raises_errors_on_the_loop():
+    pool = _WorkerPool(2, name="test-http")
+
+    def fails():
+        raise ValueError("from the worker")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        assert await pool.run(loop, lambda a, b: a + b, 2, 3) == 5
+        with pytest.raises(ValueError, match="from the worker"):
+            await pool.run(loop, fails)
+        assert sorted(await asyncio.gather(*(pool.run(loop, lambda i=i: i * i) for i in range(20)))) == sorted(
+            i * i for i in range(20))
+
+    asyncio.run(main())
+    assert len([t for t in threading.enumerate() if t.name.startswith("test-http_")]) == 2
+
+
+def test_worker_pool_starts_no_thread_before_the_first_call():
+    _WorkerPool(3, name="idle-http")
+    assert not [t for t in threading.enumerate() if t.name.startswith("idle-http_")]
+
+
+def test_worker_pool_leaves_a_cancelled_call_alone():
+    pool = _WorkerPool(1, name="cancel-http")
+    release = threading.Event()
+    finished = threading.Event()
+
+    def slow():
+        release.wait(10)
+        finished.set()
+        return "late"
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        future = pool.run(loop, slow)
+        future.cancel()
+        release.set()
+        assert await pool.run(loop, lambda: "next") == "next"  # the same thread, after slow
+        return future
+
+    future = asyncio.run(main())
+    assert finished.is_set() and future.cancelled()
