@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import AuditChainHead, AuditEvent
-from vantage.prepared import PreparedInsert
+from vantage.prepared import PreparedInsert, execute
 
 GENESIS_HASH = "0" * 64
 
@@ -73,7 +73,7 @@ def audit_record(*, actor, verb: str, target=None, details: dict | None = None) 
         prev_hash = _lock_head(connection, cursor)
         new_hash = _event_hash(prev_hash, _hashed_fields(event))
         _insert_event.execute(connection, cursor, **event, prev_hash=prev_hash, hash=new_hash)
-        cursor.execute(f"UPDATE {_head_table(connection)} SET last_hash = %s WHERE id = 1", [new_hash])
+        execute(connection, cursor, _update_head_sql(connection), [new_hash])
 
 
 # Every audited write inserts its event, then reads and updates the head row: as plain
@@ -86,6 +86,10 @@ _insert_event = PreparedInsert(AuditEvent, fields=_EVENT_COLUMNS)
 
 def _head_table(connection) -> str:
     return connection.ops.quote_name(AuditChainHead._meta.db_table)
+
+
+def _update_head_sql(connection) -> str:
+    return f"UPDATE {_head_table(connection)} SET last_hash = %s WHERE id = 1"
 
 
 def _lock_head(connection, cursor) -> str:

@@ -119,3 +119,23 @@ def test_visible_collaboration_agrees_with_the_collaboration_list(owner, outside
             expected = collaboration_list(user=user).filter(pk=collaboration.pk).first()
             assert collaboration_visible(user=user, pk=collaboration.pk) == expected
         assert collaboration_visible(user=user, pk=10**9) is None
+
+
+@pytest.mark.parametrize("logged", [False, True], ids=["driver-sql", "django-path"])
+def test_statements_agree_and_translate_errors_whether_or_not_queries_are_logged(logged, org_a, org_b):
+    from django.db import IntegrityError, connection, transaction
+    from django.utils import timezone
+
+    insert = PreparedInsert(Organization, fields=("id", "name", "country", "domain", "public_key", "created_at"))
+    update = PreparedUpdate(Organization, set=("country",), where=("name",))
+    lookup = PreparedQuery(lambda *, name: Organization.objects.filter(name=name).values("id", "country"), "name")
+    connection.force_debug_cursor = logged
+    try:
+        insert(id=9001, name="with %s and %% in it", country="NL", domain="", public_key="", created_at=timezone.now())
+        assert update(where={"name": "with %s and %% in it"}, country="BE") == 1
+        assert lookup.values(name="with %s and %% in it") == [{"id": 9001, "country": "BE"}]
+        with pytest.raises(IntegrityError), transaction.atomic():  # the driver's error, as Django's
+            insert(id=9001, name="another", country="NL", domain="", public_key="", created_at=timezone.now())
+    finally:
+        connection.force_debug_cursor = False
+    assert Organization.objects.get(pk=9001).country == "BE"
