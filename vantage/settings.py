@@ -44,13 +44,15 @@ INSTALLED_APPS = [
     "portal",
 ]
 
+# Sessions, CSRF, the session user and messages are Django's, except that API requests
+# with a bearer token skip them (vantage/middleware.py).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "vantage.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "vantage.middleware.CsrfViewMiddleware",
+    "vantage.middleware.AuthenticationMiddleware",
+    "vantage.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
