@@ -51,3 +51,22 @@ def test_finish_input_is_validated_per_instance():
     bad = RunFinishInlineSerializer(data={"status": "completed", "result": "e30"})
     assert good.is_valid() and good.validated_data["result"] == b"{}"
     assert not bad.is_valid() and "result" in bad.errors
+
+
+class _SelfCopying(serializers.CharField):
+    copies = 0
+
+    def __copy__(self):
+        type(self).copies += 1
+        clone = _SelfCopying.__new__(_SelfCopying)
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+
+def test_a_field_that_copies_itself_is_copied_its_own_way():
+    class _WithOwnCopy(FlatSerializer):
+        name = _SelfCopying()
+
+    before = _SelfCopying.copies
+    assert _WithOwnCopy(data={"name": "x"}).is_valid()
+    assert _SelfCopying.copies == before + 1

@@ -24,4 +24,15 @@ class FlatSerializer(serializers.Serializer):
             raise TypeError(f"{cls.__name__}: nested serializers ({', '.join(nested)}) need a plain Serializer")
 
     def get_fields(self):
-        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
+        return {name: _shallow_copy(field) for name, field in self._declared_fields.items()}
+
+
+def _shallow_copy(field):
+    """copy.copy(field) without the pickle protocol's detour (__reduce_ex__): the same new
+    object with the same attributes, for ~10 us less per finish request's serializer."""
+    cls = type(field)
+    if getattr(cls, "__copy__", None) or getattr(cls, "__setstate__", None):
+        return copy.copy(field)  # the class copies itself its own way
+    clone = object.__new__(cls)
+    clone.__dict__.update(field.__dict__)
+    return clone
