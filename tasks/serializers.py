@@ -25,7 +25,7 @@ from collaborations.serializers import ScopedIdField
 from tasks.models import Algorithm, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
 from vantage.renderers import iso_datetime
-from vantage.serializers import FlatSerializer
+from vantage.serializers import FlatSerializer, LongTextField
 
 
 @extend_schema_field(OpenApiTypes.BYTE)
@@ -193,7 +193,7 @@ class NodeRunSerializer(RunSerializer):
 
 
 class RunLogSerializer(FlatSerializer):
-    text = serializers.CharField(trim_whitespace=False)
+    text = LongTextField(trim_whitespace=False)
 
 
 class RunFinishSerializer(FlatSerializer):
@@ -201,7 +201,7 @@ class RunFinishSerializer(FlatSerializer):
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
     error_kind = serializers.ChoiceField(choices=Run.ErrorKind.choices, required=False, allow_blank=True,
                                          default="")
-    log = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
+    log = LongTextField(required=False, allow_blank=True, trim_whitespace=False, default="")
     result = serializers.FileField(required=False, allow_empty_file=True, use_url=False,
                                    help_text="The output file, streamed; at most VANTAGE_MAX_RESULT_BYTES.")
 

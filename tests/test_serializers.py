@@ -70,3 +70,20 @@ def test_a_field_that_copies_itself_is_copied_its_own_way():
     before = _SelfCopying.copies
     assert _WithOwnCopy(data={"name": "x"}).is_valid()
     assert _SelfCopying.copies == before + 1
+
+
+@pytest.mark.parametrize("text", ["", "plain log\n", "ünïcödé ✓ 😀", "a\ud800b", "\udfff", "x" * 1000 + "\udc00",
+                                  "nul\x00byte"])
+def test_long_text_is_validated_as_charfield_validates_it(text):
+    from vantage.serializers import LongTextField
+
+    class _Long(serializers.Serializer):
+        text = LongTextField(trim_whitespace=False, allow_blank=True)
+
+    class _Char(serializers.Serializer):
+        text = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+    long, char = _Long(data={"text": text}), _Char(data={"text": text})
+    assert long.is_valid() == char.is_valid()
+    assert long.errors == char.errors
+    assert [e.code for e in long.errors.get("text", [])] == [e.code for e in char.errors.get("text", [])]
