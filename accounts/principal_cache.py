@@ -27,7 +27,7 @@ _entries: dict[tuple[str, int], tuple[int, float, tuple, dict | None]] = {}
 # Without REDIS_URL the cache is this process's own (LocMemCache), and so is the version:
 # it is then kept in this counter, read without the cache's key checks, lock and
 # unpickling (2-3 % of a node's request in py-spy). With a shared cache it lives there.
-_process_version = [1]
+_process_version = 1
 _version_in_process: bool | None = None
 
 
@@ -40,7 +40,7 @@ def _versioned_here() -> bool:
 
 def current_version() -> int:
     if _versioned_here():
-        return _process_version[0]
+        return _process_version
     version = cache.get(VERSION_KEY)
     if version is None:
         cache.add(VERSION_KEY, 1, timeout=None)
@@ -56,9 +56,10 @@ def bump_version(**_kwargs) -> None:
 
 
 def _bump() -> None:
+    global _process_version
     if _versioned_here():
         with _lock:
-            _process_version[0] += 1
+            _process_version += 1
         return
     try:
         cache.incr(VERSION_KEY)

@@ -150,3 +150,9 @@ def test_worker_pool_leaves_a_cancelled_call_alone():
 
     future = asyncio.run(main())
     assert finished.is_set() and future.cancelled()
+
+
+def test_a_port_and_a_unix_socket_together_are_refused(tmp_path):
+    done = _run("-u", str(tmp_path / "s.sock"), "-p", "8000", "vantage.asgi:application")
+    assert done.returncode == 2
+    assert "give either --port or --unix-socket, not both" in done.stderr

@@ -36,6 +36,7 @@ GC_THRESHOLDS = (20_000, 20, 20)
 
 LOG_LEVELS = {0: "warning", 1: "info", 2: "debug"}
 BACKLOG = 2048  # uvicorn's default
+DEFAULT_PORT = 8000
 # Open websockets are told the server is going away (close code 1012) on SIGTERM; a
 # request still running after this long is cut off rather than holding up the stop.
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -49,7 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m vantage.server", description=__doc__.split("\n\n")[0])
     parser.add_argument("application", help="the ASGI application, as module:attribute")
     parser.add_argument("-b", "--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("-p", "--port", type=int, default=8000, help="TCP port; 0 picks a free one (default 8000)")
+    parser.add_argument("-p", "--port", type=int, help="TCP port; 0 picks a free one (default 8000)")
     parser.add_argument("-u", "--unix-socket", help="listen on this Unix socket instead of TCP")
     parser.add_argument("--proxy-headers", action="store_true",
                         help="take the client address and scheme from X-Forwarded-For/-Proto "
@@ -63,8 +64,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-v", "--verbosity", type=int, choices=sorted(LOG_LEVELS), default=1,
                         help="0 warnings only, 1 start-up and errors (default), 2 debug")
     args = parser.parse_args(argv)
-    if args.unix_socket and args.port not in (0, 8000):
+    if args.unix_socket and args.port is not None:
         parser.error("give either --port or --unix-socket, not both")
+    if args.port is None:
+        args.port = DEFAULT_PORT
     if not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port}: not a port number (0-65535)")
     return args
@@ -74,7 +77,6 @@ def load_application(target: str):
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise UsageError(f"application {target!r}: expected module:attribute, e.g. vantage.asgi:application")
-    sys.path.insert(0, os.getcwd())
     module = importlib.import_module(module_name)
     try:
         return getattr(module, attribute)

@@ -15,14 +15,14 @@ to parse a form) is first spooled to a temporary file, up to `max_body_bytes`.
 Every hop between the event loop and a worker thread wakes the other side (a pipe
 write, a lock, a GIL hand-over): about 0.1-0.2 ms of CPU each on these machines, and
 a small API request used to make eight of them. So the first body chunk, which the
-server has ready, is read on the loop before the request goes to its thread, and a response
-that is not streamed comes back whole as the thread's result: one hop there, one back.
+server has ready, is read on the loop before the request goes to its thread, and a
+response that is not streamed comes back whole as the thread's result: one hop there,
+one back.
 """
 
 import asyncio
 import json
 import queue
-import shutil
 import sys
 import tempfile
 import threading
@@ -117,15 +117,15 @@ class WSGIBridge:
             if hasattr(response, "close"):
                 response.close()
 
-
     def _spool(self, body) -> tuple | None:
         """(file, length) of the whole body, or None once it passes max_body_bytes."""
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
-        shutil.copyfileobj(_Limited(body, self.max_body_bytes + 1), spool, DOWNLOAD_CHUNK)
+        while chunk := body.read(DOWNLOAD_CHUNK):
+            spool.write(chunk)
+            if spool.tell() > self.max_body_bytes:
+                spool.close()
+                return None
         size = spool.tell()
-        if size > self.max_body_bytes:
-            spool.close()
-            return None
         spool.seek(0)
         return spool, str(size)
 
@@ -136,18 +136,6 @@ def _too_large(limit: int) -> tuple[dict, bytes]:
         (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()),
         (b"connection", b"close"),
     ]}, content
-
-
-class _Limited:
-    """Reads at most `limit` bytes of a file."""
-
-    def __init__(self, file, limit: int):
-        self._file, self._left = file, limit
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._file.read(self._left if size < 0 else min(size, self._left))
-        self._left -= len(data)
-        return data
 
 
 class _WorkerPool:
