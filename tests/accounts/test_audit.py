@@ -1,8 +1,10 @@
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
+from accounts import audit
 from accounts.audit import audit_record, verify_chain
-from accounts.models import AuditEvent
+from accounts.models import AuditChainHead, AuditEvent
 from tests.factories import make_organization
 
 
@@ -63,8 +65,6 @@ def test_appends_from_concurrent_transactions_form_one_chain():
     """Each thread has its own database connection; the head row lock orders their appends."""
     import threading
 
-    from django.db import connection
-
     if connection.vendor == "sqlite":
         pytest.skip("SQLite's in-memory test database (shared cache) refuses concurrent writers instead of queueing them")
     per_thread, barrier = 15, threading.Barrier(3)
@@ -86,4 +86,50 @@ def test_appends_from_concurrent_transactions_form_one_chain():
     events = list(AuditEvent.objects.filter(verb__startswith="test.").order_by("id"))
     assert len(events) == 3 * per_thread
     assert len({event.prev_hash for event in AuditEvent.objects.all()}) == AuditEvent.objects.count()
+    assert verify_chain() is None
+
+
+def test_an_append_after_this_process_own_swaps_the_head_in_one_statement(db):
+    with transaction.atomic():
+        audit_record(actor=None, verb="test.first")
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        audit_record(actor=None, verb="test.second")
+    statements = [q["sql"].split()[0] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert statements == ["UPDATE", "INSERT"]  # the guarded head update and the event; no read
+    first, second = AuditEvent.objects.filter(verb__startswith="test.").order_by("id")
+    assert second.prev_hash == first.hash
+    assert verify_chain() is None
+
+
+def test_a_head_moved_by_someone_else_is_read_before_appending(db):
+    """Another process appended since: the guess is stale, the swap misses, the chain holds."""
+    with transaction.atomic():
+        audit_record(actor=None, verb="test.ours")
+    with transaction.atomic():
+        # As another process would: an event of its own, the head moved on to its hash.
+        other = AuditEvent.objects.create(
+            created_at=AuditEvent.objects.get(verb="test.ours").created_at, actor_type="system", actor_label="system",
+            verb="test.theirs", details={}, prev_hash=AuditChainHead.objects.get(pk=1).last_hash, hash="",
+        )
+        other.hash = audit._event_hash(other.prev_hash, audit._hashed_fields(other))
+        other.save()
+        AuditChainHead.objects.filter(pk=1).update(last_hash=other.hash)
+    with transaction.atomic():
+        audit_record(actor=None, verb="test.next")
+    assert AuditEvent.objects.get(verb="test.next").prev_hash == other.hash
+    assert verify_chain() is None
+
+
+def test_an_append_rolled_back_leaves_the_next_one_linked_to_the_committed_head(db):
+    with transaction.atomic():
+        audit_record(actor=None, verb="test.kept")
+    with pytest.raises(ZeroDivisionError):
+        with transaction.atomic():
+            audit_record(actor=None, verb="test.lost")
+            1 / 0
+    with transaction.atomic():
+        audit_record(actor=None, verb="test.after")
+    kept, after = AuditEvent.objects.filter(verb__startswith="test.").order_by("id")
+    assert (kept.verb, after.verb) == ("test.kept", "test.after")
+    assert after.prev_hash == kept.hash
     assert verify_chain() is None
