@@ -483,7 +483,7 @@ def run_finish(
     """
     if status not in Run.FINAL_STATUSES:
         raise DomainError(f"{status!r} is not a final state ({', '.join(Run.FINAL_STATUSES)}).", field="status")
-    if error_kind not in Run.ErrorKind.values:
+    if error_kind not in _ERROR_KINDS:
         raise DomainError(f"Unknown error kind {error_kind!r}.", field="error_kind")
     stored = _store_result(run_id, result) if result is not None else None
     try:
@@ -495,6 +495,9 @@ def run_finish(
         if stored and stored.name:
             default_storage.delete(stored.name)
         raise
+
+
+_ERROR_KINDS = frozenset(Run.ErrorKind.values)  # .values builds a new list at every use
 
 
 @dataclass(frozen=True)
