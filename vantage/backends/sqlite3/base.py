@@ -21,8 +21,11 @@ _queues_guard = threading.Lock()
 
 def _queue_for(path: str) -> threading.Lock:
     """One lock per database file, shared by every connection of this process to it."""
-    with _queues_guard:
-        return _queues.setdefault(path, threading.Lock())
+    queue = _queues.get(path)  # every transaction asks: no guard, no new Lock, once it exists
+    if queue is None:
+        with _queues_guard:
+            queue = _queues.setdefault(path, threading.Lock())
+    return queue
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
