@@ -1,6 +1,5 @@
 """The list filter backend: django-filter, without its cost when no filter is asked for."""
 
-from django_filters import utils
 from django_filters.rest_framework import DjangoFilterBackend
 
 
@@ -18,17 +17,26 @@ class FilterBackend(DjangoFilterBackend):
             param.startswith(name) for param in request.query_params for name in filterset_class.base_filters
         ):
             return queryset
-        filterset = self.get_filterset(request, queryset, view)
+        try:
+            return super().filter_queryset(request, queryset, view)
+        finally:
+            self._release_filterset()
+
+    # DRF builds a backend per filtering, so the set it made can wait here for its release.
+    _filterset = None
+
+    def get_filterset(self, request, queryset, view):
+        self._filterset = super().get_filterset(request, queryset, view)
+        return self._filterset
+
+    def _release_filterset(self) -> None:
+        """The filter set and its form are tangled in reference cycles (each filter points
+        to its set, each bound field to its form): emptied, they are freed right away
+        instead of by the cyclic collector, a hundred-odd objects per list request."""
+        filterset, self._filterset = self._filterset, None
         if filterset is None:
-            return queryset
-        if not filterset.is_valid() and self.raise_exception:
-            raise utils.translate_validation(filterset.errors)
-        filtered = filterset.qs
-        # The filter set and its form are tangled in reference cycles (each filter points
-        # to its set, each bound field to its form): emptied, they are freed right away
-        # instead of by the cyclic collector, a hundred-odd objects per list request.
+            return
         form = filterset.__dict__.get("_form")
         if form is not None:
             form.__dict__.clear()
         filterset.__dict__.clear()
-        return filtered
