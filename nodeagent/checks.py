@@ -182,6 +182,32 @@ def _check_policy(config: NodeConfig) -> list[Finding]:
         findings.append(Finding(OK, "policy", f"{len(policy.allowed_images)} allowed image pattern(s)"))
     if not policy.require_digest:
         findings.append(Finding(WARN, "policy", "require_digest is off: tasks may name images by tag"))
+    findings += _check_signatures(policy)
+    return findings
+
+
+def _check_signatures(policy) -> list[Finding]:
+    # Unreadable key files never get here: the config refuses to load (nodeagent/config.py).
+    findings = []
+    for key in policy.trusted_keys:
+        state = ""
+        if key.fingerprint in policy.revoked_keys:
+            state = " (revoked)"
+        elif key.not_after is not None:
+            state = f" (valid until {key.not_after.isoformat()})"
+        findings.append(Finding(OK, "trusted key", f"{key.name}: ECDSA P-256, fingerprint {key.fingerprint}{state}"))
+    if not policy.require_signature:
+        findings.append(Finding(WARN, "signatures", "require_signature = false: this node runs unsigned images"))
+    elif not policy.trusted_keys:
+        default = "" if policy.require_signature_set else " (the default since signed images came in)"
+        findings.append(Finding(FAIL, "signatures", (
+            f"require_signature is on{default} but no trusted_keys are set: every run will be rejected; "
+            "add the reviewers' public keys to [policy] trusted_keys (or set require_signature = false)")))
+    else:
+        findings.append(Finding(OK, "signatures", f"images must be signed by one of {len(policy.trusted_keys)} "
+                                                  "trusted key(s)"))
+    if policy.require_catalogue:
+        findings.append(Finding(OK, "catalogue", "only images the catalogue lists as approved run here"))
     return findings
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from docker.models.containers import Container
 
-from nodeagent import contract
+from nodeagent import contract, signatures
 from nodeagent import crypto as sealing
 from nodeagent.client import Conflict, NotFound, ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
@@ -214,6 +214,17 @@ class RunJob:
         if why:
             self._decide(Outcome("rejected", None, "policy", f"refused by this node's policy: {why}"))
             return None
+        try:
+            # Before anything is pulled: the digest is resolved here and is what runs.
+            image = signatures.admit(self.ctx.config.policy, self.ctx.config.registries, image,
+                                     self.ctx.client.catalogue_status)
+        except signatures.Rejected as exc:
+            self._decide(Outcome("rejected", None, "policy", f"refused by this node's policy: {exc}"))
+            return None
+        except (ServerUnavailable, ServerRefused) as exc:
+            self._decide(Outcome("failed", None, "internal", f"the catalogue could not be asked: {exc}"))
+            return None
+        self.state.run["executed_digest"] = image.digest
         labels = [entry.get("label") for entry in task.get("databases") or [] if isinstance(entry, dict)]
         missing = [label for label in labels if label not in self.ctx.config.databases]
         if missing:
@@ -366,7 +377,7 @@ class RunJob:
 
     def _report_start(self) -> None:
         try:
-            self.ctx.client.start(self.run_id)
+            self.ctx.client.start(self.run_id, self.state.run.get("executed_digest") or "")
             self._start_reported = True
         except ServerUnavailable as exc:
             log.warning("run %s: could not tell the server it started (will retry): %s", self.run_id, exc)

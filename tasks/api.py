@@ -35,6 +35,7 @@ from tasks.serializers import (
     AlgorithmReviewSerializer,
     AlgorithmSerializer,
     AlgorithmSubmitSerializer,
+    CatalogueStatusSerializer,
     ContainerTokenSerializer,
     NodeRunSerializer,
     RunDetailSerializer,
@@ -42,6 +43,7 @@ from tasks.serializers import (
     RunFinishSerializer,
     RunLogSerializer,
     RunSerializer,
+    RunStartSerializer,
     SubtaskCreateSerializer,
     TaskCreateSerializer,
     TaskSerializer,
@@ -99,6 +101,16 @@ class AlgorithmViewSet(ScopedViewSet):
             actor=request.user, algorithm=self.get_object(), **self._input(AlgorithmReviewSerializer)
         )
         return Response(AlgorithmSerializer(algorithm).data)
+
+    @extend_schema(parameters=[CatalogueStatusSerializer], responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["get"], permission_classes=[IsNode], url_path="catalogue-status")
+    def catalogue_status(self, request):
+        """For nodes with require_catalogue: the catalogue's status for an image digest
+        ("approved", "retired", "rejected", "submitted" or "unknown")."""
+        serializer = CatalogueStatusSerializer(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        found = selectors.catalogue_status(**serializer.validated_data)
+        return Response({**serializer.validated_data, "status": found})
 
 
 class TaskViewSet(ScopedViewSet):
@@ -209,7 +221,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         token, expires_in = container_tokens.container_token_issue(run=self.get_object(), node=request.user)
         return Response(ContainerTokenSerializer({"token": token, "expires_in": expires_in}).data)
 
-    @extend_schema(request=None, responses=RunSerializer)
+    @extend_schema(request=RunStartSerializer, responses=RunSerializer)
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
     def start(self, request, pk=None):
         """Mark a run this node claimed as running: its container has started."""
@@ -218,7 +230,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         if not str(pk).isdigit():
             raise NotFound("No such run.")
         try:
-            run = services.run_start(run_id=pk, node=request.user)
+            run = services.run_start(run_id=pk, node=request.user, **self._input(RunStartSerializer))
         except Conflict:
             self.get_object()  # 404 when the run is not this node's to see
             raise
