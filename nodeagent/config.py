@@ -109,6 +109,7 @@ class Limits:
     deadline: int = 3600
     max_concurrent_runs: int = 2
     tmpfs: int = 64 * 1024**2
+    scratch: int = 256 * 1024**2  # TEMPORARY_FOLDER, a tmpfs: counted within `memory`
     max_output: int = 256 * 1024**2
     user: str = "65534:65534"
 
@@ -505,6 +506,7 @@ def _limits(reader: _Reader) -> Limits:
         raise reader.error("cpus", f"expected 0.01 to {available} (the CPUs of this machine), got {cpus}")
     memory = _size(reader, "memory", defaults.memory, minimum=6 * 1024**2)
     tmpfs = _size(reader, "tmpfs", defaults.tmpfs, minimum=1024**2)
+    scratch = _size(reader, "scratch", defaults.scratch, minimum=1024**2)
     max_output = _size(reader, "max_output", defaults.max_output, minimum=1024**2)
     pids = reader.get("pids", (int,), "a whole number", default=defaults.pids)
     if pids < 8:
@@ -523,7 +525,7 @@ def _limits(reader: _Reader) -> Limits:
     reader.finish()
     return Limits(
         cpus=float(cpus), memory=memory, pids=pids, deadline=deadline, max_concurrent_runs=concurrent,
-        tmpfs=tmpfs, max_output=max_output, user=user,
+        tmpfs=tmpfs, scratch=scratch, max_output=max_output, user=user,
     )
 
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import random
+import resource
 import subprocess
 import sys
 import threading
@@ -47,7 +48,11 @@ from nodeagent.workspace import Outcome, Phase, RunFolder, RunState
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between looks at a running container
-IN_PROCESS_JSON_BYTES = 4 * 1024 * 1024
+# json.load holds ~27 times the size of an output like `[[],[],...]`: small outputs are
+# checked here (at most ~30 MB), larger ones in a child process whose address space is
+# capped, so an output built to blow up the parser costs the host JSON_CHECK_MEMORY at most.
+IN_PROCESS_JSON_BYTES = 1024 * 1024
+JSON_CHECK_MEMORY = 1024**3
 JSON_CHECK_TIMEOUT = 600
 LOG_BATCH_CHARS = 64 * 1024  # one POST /log/ at most
 RETRY_BASE, RETRY_MAX = 1.0, 30.0
@@ -392,7 +397,6 @@ class RunJob:
             bind(str(self.folder.input), contract.INPUT_PATH, read_only=True),
             bind(str(self.folder.output), contract.OUTPUT_PATH, read_only=False),
             bind(str(self.folder.token), contract.TOKEN_PATH, read_only=True),
-            bind(str(self.folder.tmp), contract.TEMP_PATH, read_only=False),
         ]
         data_mounts = {}
         for label in labels:
@@ -408,6 +412,7 @@ class RunJob:
                     LABEL_TASK: str(_id(self.state.run.get("task")) or "")},
             mounts=mounts,
             network_mode=network_mode,
+            scratch=contract.TEMP_PATH,
         )
 
     # ---------------------------------------------------------------- supervision
@@ -485,6 +490,9 @@ class RunJob:
             lines = [f"[node] the algorithm exited with code {code}"]
             if exit_info.oom_killed:
                 lines.append(f"[node] it ran out of memory (limit {self.ctx.config.limits.memory} bytes)")
+            limit = self.ctx.config.limits.max_output
+            if self.folder.output.exists() and self.folder.output.stat().st_size > limit:
+                lines.append(f"[node] it tried to write a file larger than {limit} bytes (limits.max_output)")
             if exit_info.error:
                 lines.append(f"[node] Docker: {exit_info.error}")
             return Outcome("crashed", code, "algorithm", "\n".join(lines))
@@ -606,15 +614,23 @@ def json_problem(path: Path, size: int) -> str | None:
         return None
     checker = ("import json, sys\n"
                "try:\n    json.load(open(sys.argv[1], 'rb'))\n"
-               "except (ValueError, RecursionError) as exc:\n    print(exc or type(exc).__name__); sys.exit(1)\n")
+               "except (ValueError, RecursionError) as exc:\n    print(exc or type(exc).__name__); sys.exit(1)\n"
+               "except MemoryError:\n    print('MemoryError'); sys.exit(2)\n")
     try:
         done = subprocess.run([sys.executable, "-c", checker, str(path)], capture_output=True, text=True,
-                              timeout=JSON_CHECK_TIMEOUT)
+                              timeout=JSON_CHECK_TIMEOUT, preexec_fn=_cap_memory)
     except subprocess.TimeoutExpired:
         return f"checking it took longer than {JSON_CHECK_TIMEOUT} s"
+    if done.returncode == 2 or "MemoryError" in done.stderr:
+        return f"it takes more than {JSON_CHECK_MEMORY // 1024**2} MiB to parse (the node's bound for checking outputs)"
     if done.returncode != 0:
         return done.stdout.strip() or done.stderr.strip()[-300:] or f"the checker exited with {done.returncode}"
     return None
+
+
+def _cap_memory() -> None:
+    """In the checker child, before exec: its address space may not pass JSON_CHECK_MEMORY."""
+    resource.setrlimit(resource.RLIMIT_AS, (JSON_CHECK_MEMORY, JSON_CHECK_MEMORY))
 
 
 def _id(value) -> int | None:
