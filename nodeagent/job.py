@@ -226,6 +226,9 @@ class RunJob:
         except signatures.Rejected as exc:
             self._decide(Outcome("rejected", None, "policy", f"refused by this node's policy: {exc}"))
             return None
+        except signatures.Unavailable as exc:
+            self._decide(Outcome("failed", None, "image", str(exc)))
+            return None
         except (ServerUnavailable, ServerRefused) as exc:
             self._decide(Outcome("failed", None, "internal", f"the catalogue could not be asked: {exc}"))
             return None

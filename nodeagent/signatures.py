@@ -36,6 +36,11 @@ class Rejected(Exception):
     """The image may not run here; str() is the one-sentence reason."""
 
 
+class Unavailable(Exception):
+    """The image's digest could not be had from its registry (not there, credentials
+    refused, registry away): the run fails as an image problem, not a policy refusal."""
+
+
 @dataclass(frozen=True)
 class Verified:
     digest: str
@@ -50,21 +55,28 @@ def registry_for(ref: ImageRef, registries: dict[str, RegistryCredentials]) -> R
 def resolve_digest(registry: Registry, ref: ImageRef) -> str:
     """The manifest digest the registry serves for this reference (checked against the
     bytes when the reference pins one)."""
-    path = ref.repository.split("/", 1)[1]
+    path = ref.repository.split("/", 1)[1] if "/" in ref.repository else ref.repository
     try:
         found = registry.manifest(path, ref.digest or ref.tag or "latest")
     except SigningError as exc:
-        raise Rejected(f"the image's digest could not be resolved: {exc}") from None
+        raise Unavailable(f"the digest of image {ref} could not be resolved: {exc}") from None
     if found is None:
-        raise Rejected(f"image {ref} is not in its registry")
+        raise Unavailable(f"image {ref} is not in its registry")
     return found[2]
 
 
 def verify(policy: Policy, registry: Registry, ref: ImageRef, *, now: datetime | None = None) -> Verified:
-    """Resolve the digest and check its signature; raises Rejected with the reason."""
-    digest = resolve_digest(registry, ref)
+    """Resolve the digest and check its signature; raises Rejected with the reason, or
+    Unavailable when the registry cannot say which digest the reference names.
+
+    Without require_signature the digest is resolved where the registry answers (so the
+    run records what it executed) and the pull reports any problem, as before."""
     if not policy.require_signature:
-        return Verified(digest, None)
+        try:
+            return Verified(resolve_digest(registry, ref), None)
+        except Unavailable:
+            return Verified(ref.digest, None)
+    digest = resolve_digest(registry, ref)
     if not policy.trusted_keys:
         raise Rejected("this node requires signed images (policy.require_signature) but trusts no key: "
                        "add policy.trusted_keys")
@@ -159,4 +171,4 @@ def admit(policy: Policy, registries: dict[str, RegistryCredentials], ref: Image
             shown = "not in the catalogue" if status in (None, "", "unknown") else f"{status} in the catalogue"
             raise Rejected(f"image {ref.repository}@{verified.digest} is {shown} "
                            "and this node runs approved catalogue entries only (policy.require_catalogue)")
-    return ImageRef(repository=ref.repository, tag=ref.tag, digest=verified.digest)
+    return ImageRef(repository=ref.repository, tag=ref.tag, digest=verified.digest or ref.digest)

@@ -17,7 +17,7 @@ import pytest
 from client.vantage_client import signing
 from nodeagent.config import Policy, RegistryCredentials, TrustedKey
 from nodeagent.images import ImageRef
-from nodeagent.signatures import Rejected, admit, verify
+from nodeagent.signatures import Rejected, Unavailable, admit, verify
 
 REPO = "vantage-test/signed"
 
@@ -199,8 +199,10 @@ def test_revoked_and_expired_keys_are_refused(reg, fresh, tmp_path):
 def test_a_pinned_digest_the_registry_does_not_have_is_rejected(reg, tmp_path):
     _, trusted = _key(tmp_path, "reviewer")
     missing = ImageRef.parse(f"{reg.host}/{REPO}@sha256:{hashlib.sha256(b'nothing').hexdigest()}")
-    with pytest.raises(Rejected, match="is not in its registry"):
+    with pytest.raises(Unavailable, match="is not in its registry"):
         verify(_policy(trusted), reg, missing)
+    # Without required signatures the pull reports it, as before: the task's digest is kept.
+    assert verify(Policy(require_signature=False), reg, missing).digest == missing.digest
 
 
 def test_catalogue_refusal_comes_after_a_valid_signature(reg, fresh, tmp_path, registry):
