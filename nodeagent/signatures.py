@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -28,6 +29,8 @@ from client.vantage_client.signing import (
 )
 from nodeagent.config import Policy, RegistryCredentials, TrustedKey
 from nodeagent.images import ImageRef
+
+log = logging.getLogger(__name__)
 
 MAX_SIGNATURES = 32  # layers of one .sig manifest looked at; more is a registry flooding the node
 
@@ -165,6 +168,9 @@ def admit(policy: Policy, registries: dict[str, RegistryCredentials], ref: Image
     digest (only with require_catalogue): the catalogue can refuse an image, never admit
     one on its own, because the signature is checked first either way."""
     verified = verify(policy, registry_for(ref, registries), ref)
+    if verified.key is not None:
+        log.info("image %s@%s: signed by trusted key %s (%s)", ref.repository, verified.digest, verified.key.name,
+                 verified.key.fingerprint[:16])
     if policy.require_catalogue:
         status = catalogue_status(ref.repository, verified.digest)
         if status != "approved":
