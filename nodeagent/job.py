@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import random
-import resource
 import subprocess
 import sys
 import threading
@@ -615,13 +614,16 @@ def json_problem(path: Path, size: int) -> str | None:
         except (ValueError, RecursionError) as exc:
             return str(exc) or type(exc).__name__
         return None
-    checker = ("import json, sys\n"
+    # The child caps its own address space first (preexec_fn is unsafe in a threaded agent).
+    checker = ("import json, resource, sys\n"
+               "limit = int(sys.argv[2])\n"
+               "resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
                "try:\n    json.load(open(sys.argv[1], 'rb'))\n"
                "except (ValueError, RecursionError) as exc:\n    print(exc or type(exc).__name__); sys.exit(1)\n"
                "except MemoryError:\n    print('MemoryError'); sys.exit(2)\n")
     try:
-        done = subprocess.run([sys.executable, "-c", checker, str(path)], capture_output=True, text=True,
-                              timeout=JSON_CHECK_TIMEOUT, preexec_fn=_cap_memory)
+        done = subprocess.run([sys.executable, "-c", checker, str(path), str(JSON_CHECK_MEMORY)],
+                              capture_output=True, text=True, timeout=JSON_CHECK_TIMEOUT)
     except subprocess.TimeoutExpired:
         return f"checking it took longer than {JSON_CHECK_TIMEOUT} s"
     if done.returncode == 2 or "MemoryError" in done.stderr:
@@ -629,11 +631,6 @@ def json_problem(path: Path, size: int) -> str | None:
     if done.returncode != 0:
         return done.stdout.strip() or done.stderr.strip()[-300:] or f"the checker exited with {done.returncode}"
     return None
-
-
-def _cap_memory() -> None:
-    """In the checker child, before exec: its address space may not pass JSON_CHECK_MEMORY."""
-    resource.setrlimit(resource.RLIMIT_AS, (JSON_CHECK_MEMORY, JSON_CHECK_MEMORY))
 
 
 def _id(value) -> int | None:
