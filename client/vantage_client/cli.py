@@ -60,6 +60,7 @@ def _sign(args) -> None:
         if not sep or not name:
             raise VantageError(f"annotation {item!r} must read KEY=VALUE")
         annotations[name] = value
+    repository, _ = signing.Repository.parse(args.image)  # a bad reference is named before the key is opened
     key = signing.read_private_key(args.key, os.environ.get("VANTAGE_SIGNING_PASSWORD", "").encode() or None)
     username = args.registry_username or os.environ.get("VANTAGE_REGISTRY_USERNAME")
     password = os.environ.get("VANTAGE_REGISTRY_PASSWORD")
@@ -68,7 +69,6 @@ def _sign(args) -> None:
             password = open(args.registry_password_file).read().strip()
         except OSError as exc:
             raise VantageError(f"cannot read {args.registry_password_file}: {exc.strerror}") from None
-    repository, _ = signing.Repository.parse(args.image)
     signed = signing.sign_image(signing.Registry(repository.host, username, password), args.image, key,
                                 annotations or None)
     print(f"signed {repository.reference}@{signed.image_digest}")
