@@ -45,6 +45,7 @@ def test_r_unit(r_library, test_file):
     assert counts["passed"] > 0
 
 
+@pytest.mark.database_independent
 def test_unit_files_exist():
     assert len(UNIT_FILES) >= 3, UNIT_FILES
 
