@@ -227,7 +227,7 @@ print.vantage_survfit <- function(x, digits = max(1L, getOption("digits") - 3L),
   colnames(rows) <- c("n", "events", "median", paste0("0.", level, "LCL"), paste0("0.", level, "UCL"))
   print(rows, digits = digits)
   cat(sprintf("\nTimes grouped into %d intervals (%s grid); medians are interval ends.\n",
-              length(x$cut_points) + 1, x$grid$kind %||% x$grid$method %||% "released"))
+              length(x$cut_points) + 1, x$grid$grid %||% "released"))
   if (!is.null(x$logrank)) {
     cat(sprintf("Log-rank test: Chisq= %s on %d degrees of freedom, p= %s\n",
                 format(round(x$logrank$test_statistic, 1)), as.integer(x$logrank$degrees_of_freedom),
@@ -289,15 +289,19 @@ plot.vantage_survfit <- function(x, conf.int = TRUE, col = seq_along(x$curves), 
   col <- rep_len(col, length(x$curves))
   lty <- rep_len(lty, length(x$curves))
   ends <- unlist(lapply(x$curves, function(c) c$end[!is.na(c$end)]))
-  plot(NA, xlim = c(0, max(c(ends, 1))), ylim = ylim, xlab = xlab, ylab = ylab, ...)
+  # The last interval has no end: the value after the last finite one is held a little
+  # past it, so the final step shows.
+  right <- max(c(ends, 1)) * 1.1
+  plot(NA, xlim = c(0, right), ylim = ylim, xlab = xlab, ylab = ylab, ...)
   for (i in seq_along(x$curves)) {
     c <- x$curves[[i]]
     keep <- !is.na(c$end)
-    time <- c(0, c$end[keep])
-    lines(time, c(1, c$surv[keep]), type = "s", col = col[i], lty = lty[i])
+    time <- c(0, c$end[keep], right)
+    held <- function(values) c(1, values[keep], utils::tail(values[keep], 1))
+    lines(time, held(c$surv), type = "s", col = col[i], lty = lty[i])
     if (conf.int) {
-      lines(time, c(1, c$lower[keep]), type = "s", col = col[i], lty = 2)
-      lines(time, c(1, c$upper[keep]), type = "s", col = col[i], lty = 2)
+      lines(time, held(c$lower), type = "s", col = col[i], lty = 2)
+      lines(time, held(c$upper), type = "s", col = col[i], lty = 2)
     }
   }
   graphics::rug(x$cut_points, ticksize = 0.02)
