@@ -30,6 +30,17 @@ km_result <- function() {
     logrank = list(test_statistic = 3.2, degrees_of_freedom = 1, p_value = 0.0736, groups = list("no", "yes"))))
 }
 
+glm_result <- function() {
+  fit <- glm(am ~ wt + hp, family = binomial, data = mtcars)
+  b <- coef(fit)
+  se <- sqrt(diag(vcov(fit)))
+  list(type = "model", model = "logistic", n = 32, residual_df = 29, terms = list("intercept", "wt", "hp"),
+       coefficients = unname(b), standard_errors = unname(se), z = unname(b / se), p_values = unname(2 * pnorm(-abs(b / se))),
+       confidence = 0.95, ci_lower = unname(b - qnorm(0.975) * se), ci_upper = unname(b + qnorm(0.975) * se),
+       odds_ratios = unname(exp(b)), loglik = as.numeric(logLik(fit)), iterations = fit$iter, converged = TRUE,
+       covariance = lapply(1:3, function(i) unname(vcov(fit)[i, ])), organizations = list(7, 8))
+}
+
 analysis_api <- function(results, damaged = FALSE) {
   app <- webfakes::new_app()
   app$use(webfakes::mw_json())
@@ -54,7 +65,9 @@ analysis_api <- function(results, damaged = FALSE) {
     json(res, page(list(list(id = 4, name = "Cox", status = "approved", image = "r/cox",
                              functions = list(list(name = "cox", kind = "central"))),
                         list(id = 5, name = "KM", status = "approved", image = "r/km",
-                             functions = list(list(name = "kaplan_meier", kind = "central"))))))
+                             functions = list(list(name = "kaplan_meier", kind = "central"))),
+                        list(id = 6, name = "Logistic", status = "approved", image = "r/logistic",
+                             functions = list(list(name = "logistic", kind = "central"))))))
   })
   # Tasks 1.. answer with the scripted results in turn; a task whose result is "fail"
   # fails, with a subtask whose run at Leuven UZ failed.
@@ -168,4 +181,22 @@ test_that("a result that arrives damaged is refused", {
   use_collaboration(3)
   expect_error(vantage_coxph(Surv(time, status) ~ age, quiet = TRUE), "arrived damaged \\(SHA-256 mismatch\\)",
                class = "vantage_error")
+})
+
+test_that("vantage_glm sends the logistic method's input and prints like glm", {
+  web <- webfakes::local_app_process(analysis_api(list(glm_result())), start = TRUE)
+  vantage_login(web$url(), "alice", "secret")
+  use_collaboration(3)
+  fit <- vantage_glm(am ~ wt + hp, family = binomial, quiet = TRUE)
+  created <- jsonlite::fromJSON(httr2::resp_body_string(httr2::req_perform(httr2::request(web$url("/created")))),
+                                simplifyVector = FALSE)
+  expect_equal(created$algorithm, 6)
+  input <- jsonlite::fromJSON(rawToChar(jsonlite::base64_dec(created$organizations[[1]]$input)), simplifyVector = FALSE)
+  expect_equal(input$kwargs[c("outcome", "covariates", "intercept")], list(outcome = "am", covariates = list("wt", "hp"), intercept = TRUE))
+  reference <- glm(am ~ wt + hp, family = binomial, data = mtcars)
+  expect_equal(unname(coef(fit)), unname(coef(reference)))
+  expect_equal(names(coef(fit)), c("intercept", "wt", "hp"))
+  expect_output(print(fit), "converged after")
+  expect_output(print(summary(fit)), "Estimate Std. Error z value Pr\\(>\\|z\\|\\)")
+  expect_output(print(summary(fit)), "odds ratio lower 95% upper 95%")
 })
