@@ -93,6 +93,6 @@ def test_r_live_against_the_demo_network(r_library, demo_network):
     }
     done = run_testthat(r_library, LIVE_FILE, env=env, timeout=DEMO_SECONDS)
     counts = outcome(done)
-    print("\n".join(line for line in done.stderr.splitlines() if line.startswith("timing:")))
+    print("\n".join(line for line in done.stderr.splitlines() if line.startswith(("timing:", "output:"))))
     assert done.returncode == 0 and counts["failed"] == counts["errors"] == 0, done.stdout[-8000:] + done.stderr[-4000:]
     assert counts["skipped"] == 0 and counts["passed"] >= 30, done.stdout[-4000:]

@@ -382,8 +382,9 @@ errors <- function(task = NULL, conn = vantage_connection()) {
       detail <- api_get(conn, sprintf("runs/%d/", run$id))
       kind <- if (is.null(run$error_kind) || !nzchar(run$error_kind)) "" else paste0(", ", run$error_kind)
       code <- if (is.null(run$exit_code)) "" else paste0(", exit code ", run$exit_code)
+      log <- last_lines(detail$log)
       text <- sprintf("task %d, run %d: %s%s%s: %s", t, run$id, run$status, kind, code,
-                      { tail <- last_lines(detail$log); if (nzchar(tail)) tail else "no log" })
+                      if (nzchar(log)) log else "no log")
       who <- org_name(conn, run$organization)
       messages[[who]] <- c(messages[[who]], text)
     }

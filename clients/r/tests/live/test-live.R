@@ -43,6 +43,9 @@ timed <- function(label, expr) {
   value
 }
 
+# What an R user sees, on stderr for the pytest report (-rP).
+show_output <- function(x) message(paste0("output: ", utils::capture.output(print(x)), collapse = "\n"))
+
 categories <- list(horTh = c("no", "yes"), menostat = c("Pre", "Post"), tgrade = c("I", "II", "III"))
 
 test_that("the three nodes are online and the catalogue offers the reference methods", {
@@ -70,6 +73,7 @@ test_that("the federated Cox model stratified by site equals survival::coxph wit
   expect_close(ours$logtest[["test"]], 2 * diff(reference$loglik), 1e-7)
   expect_close(ours$waldtest[["test"]], reference$wald.test, 1e-6)
   expect_output(print(fit), "Likelihood ratio test=104.09  on 9 df")
+  show_output(fit)
   expect_output(print(fit), "n= 686, number of events= 299")
   expect_output(print(ours), "exp\\(-coef\\) lower \\.95 upper \\.95")
   expect_length(results(fit$task), 1)
@@ -100,6 +104,7 @@ test_that("the federated Kaplan-Meier curves equal survival::survfit at the rele
   }
   expect_close(km$logrank$test_statistic, survdiff(Surv(interval, cens) ~ horTh, data = grouped)$chisq, 1e-8)
   expect_output(print(km), "horTh=no")
+  show_output(km)
   path <- tempfile(fileext = ".png")
   png(path)
   plot(km)
