@@ -222,7 +222,7 @@ print.vantage_survfit <- function(x, digits = max(1L, getOption("digits") - 3L),
   level <- format(100 * (1 - x$alpha))
   rows <- t(vapply(x$curves, function(c) {
     c(n = c$n.risk[1], events = sum(c$n.event), median = first_below(c$end, c$surv),
-      lcl = first_below(c$end, c$upper), ucl = first_below(c$end, c$lower))
+      lcl = first_below(c$end, c$lower), ucl = first_below(c$end, c$upper))
   }, numeric(5)))
   colnames(rows) <- c("n", "events", "median", paste0("0.", level, "LCL"), paste0("0.", level, "UCL"))
   print(rows, digits = digits)

@@ -149,7 +149,8 @@ test_that("vantage_survfit reads the released curves: print, summary(times =) an
   use_collaboration(3)
   km <- vantage_survfit(Surv(time, cens) ~ horTh, quiet = TRUE)
   expect_equal(names(km$curves), c("horTh=no", "horTh=yes"))
-  expect_output(print(km), "horTh=no\\s+50\\s+25\\s+200")       # median: the end of the interval reaching 0.5
+  # median: the end of the interval reaching 0.5; its limits where the lower and upper bands do
+  expect_output(print(km), "horTh=no\\s+50\\s+25\\s+200\\s+200\\s+NA")
   expect_output(print(km), "Log-rank test: Chisq= 3.2 on 1 degrees of freedom")
   at <- summary(km, times = c(50, 150, 250))$tables[["horTh=no"]]
   expect_equal(at$survival, c(1, 0.8, 0.48))
