@@ -100,7 +100,14 @@ def _check_task_folder(config: NodeConfig) -> list[Finding]:
     probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("/"))
     if not os.access(probe, os.W_OK | os.X_OK):
         return [Finding(FAIL, "task_folder", f"{folder}: not writable by this user")]
-    return [Finding(OK, "task_folder", f"{folder} is usable")]
+    findings = [Finding(OK, "task_folder", f"{folder} is usable")]
+    home = str(Path.home())
+    if home not in ("/", "") and (str(folder) + "/").startswith(home.rstrip("/") + "/"):
+        # Bind mounts show their host path in the container's /proc/self/mountinfo.
+        findings.append(Finding(WARN, "task_folder", (
+            f"{folder} is under the home folder {home}: algorithms see this path in /proc/self/mountinfo; "
+            "choose one that names no person, such as /var/lib/vantage-node")))
+    return findings
 
 
 def _readable_by(path: Path, user: str) -> bool:

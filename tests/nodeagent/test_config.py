@@ -214,3 +214,12 @@ def test_check_prints_the_trusted_keys_and_fails_without_any(tmp_path):
         (f.level, f.topic, f.message) for f in findings]
     (missing,) = [f for f in _check_signatures(config.load(write(tmp_path, GOOD)).policy) if f.level == FAIL]
     assert "the default since signed images came in" in missing.message and "trusted_keys" in missing.message
+
+
+def test_check_warns_when_the_task_folder_names_the_operators_home(tmp_path, monkeypatch):
+    from nodeagent.checks import WARN, _check_task_folder
+    monkeypatch.setenv("HOME", str(tmp_path))
+    loaded = config.load(write(tmp_path, GOOD))  # task_folder = "tasks", next to node.toml: under HOME here
+    assert [f.level for f in _check_task_folder(loaded)] == ["ok", WARN]
+    monkeypatch.setenv("HOME", "/nonexistent-home")
+    assert [f.level for f in _check_task_folder(loaded)] == ["ok"]
