@@ -8,6 +8,7 @@ import tracemalloc
 import pytest
 
 from nodeagent import gate
+from demo import network, study
 from nodeagent.config import OutputPolicy
 from tests.algorithms import pooled
 from vantage_algorithms import harness
@@ -234,12 +235,20 @@ REFERENCE_RUNS = {
     "kaplan_meier": ("reference.kaplan_meier", "kaplan_meier", {"duration": "time", "event": "cens",
                                                                 "group": "horTh"}, "gbsg2", {}),
 }
+# The demo study's own analyses (demo/study.py), which its nodes release without a steward.
+REFERENCE_RUNS.update({
+    f"demo_{analysis.name}": (f"reference.{analysis.name}", analysis.method, analysis.kwargs, "demo", {})
+    for analysis in study.analyses()
+})
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_RUNS))
 def test_the_reference_algorithms_outputs_pass_the_gate_under_the_same_defaults(tmp_path, monkeypatch, name):
     module, method, kwargs, label, env = REFERENCE_RUNS[name]
-    sites = dict(zip((11, 12, 13), pooled.split(pooled.datasets()[label])))
+    if label == "demo":  # the demo hospitals' own files
+        sites = dict(zip((11, 12, 13), sorted(network.DATA_DIR.glob("*.csv")), strict=True))
+    else:
+        sites = dict(zip((11, 12, 13), pooled.split(pooled.datasets()[label])))
     outputs = _outputs_of(monkeypatch, module, method, kwargs, sites, env)
     assert len(outputs) > 1
     for number, output in enumerate(outputs):
