@@ -32,6 +32,7 @@ from docker.models.containers import Container
 
 from nodeagent import contract
 from nodeagent import crypto as sealing
+from nodeagent import gate
 from nodeagent.client import Conflict, NotFound, ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
 from nodeagent.executor import (
@@ -520,6 +521,10 @@ class RunJob:
         if gated:
             outcome = output_gate(self, outcome, remaining)
         else:
+            if remaining and self.ctx.config.output.logs != "release":
+                # A container ran, but its outcome is the node's (an internal error): its
+                # log has not passed the gate, so it stays here.
+                remaining = gate.withheld_log_note(remaining, self.ctx.config.output.logs)
             lines = [remaining.rstrip("\n")] if remaining else []
             if outcome.log:
                 lines.append(outcome.log if outcome.log.startswith("[node]") else f"[node] {outcome.log}")

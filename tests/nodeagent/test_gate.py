@@ -255,3 +255,20 @@ def test_the_reference_algorithms_outputs_pass_the_gate_under_the_same_defaults(
         kind, _, flags = examine(tmp_path, output)
         assert kind in gate.TYPED, f"output {number} of {name} is not typed: {str(output)[:200]}"
         assert flags == [], f"output {number} ({kind}) of {name}: {flags}"
+
+
+def test_check_warns_when_untyped_outputs_leave_unchecked_or_nobody_can_review_held_ones(tmp_path):
+    from nodeagent import checks
+    from nodeagent.config import parse
+
+    def findings(output, steward=None):
+        raw = {"task_folder": str(tmp_path), "server": {"url": "http://127.0.0.1:1", "api_key": "k"},
+               "output": output}
+        if steward:
+            raw["steward"] = steward
+        return [(f.level, f.topic) for f in checks.check_output(parse(raw, source="n", base_dir=tmp_path))]
+
+    assert findings({"opaque": "release", "logs": "release", "failed_checks": "refuse"}) == [
+        ("warn", "output"), ("warn", "output")]
+    assert ("warn", "steward") in findings({})
+    assert findings({}, {"password_hash": "scrypt$16384$8$1$c2FsdA==$aGFzaA=="}) == [("ok", "output")]
