@@ -264,3 +264,23 @@ def test_a_missing_entry_is_not_found(page):
     session, _ = _login(url)
     assert session.get(f"{url}/runs/srv-run404").status_code == 404
     assert session.get(f"{url}/runs/..%2F..%2Fetc").status_code == 404
+
+
+def test_a_release_is_sealed_for_the_tasks_organisation_and_suppressed_when_asked(tmp_path):
+    from client.vantage_client import crypto as envelope
+
+    key = envelope.generate_private_key(2048)
+    airlock = Airlock(tmp_path / "state")
+    table = {"type": "count_table", "dimensions": ["sex"], "levels": [["f", "m", "x"]], "counts": [2, 40, 30],
+             "total": 72, "min_cell": 1}
+    name = _entry(airlock, tmp_path, output=json.dumps(table).encode(), output_type="count_table")
+    airlock.update(name, task={**airlock.get(name)["task"], "result_public_key": envelope.public_key_pem(key)})
+    meta = airlock.decide(name, decision=RELEASED, actor="steward", suppress=True)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    sealed = airlock._released_output(name, meta, workdir, min_cell=5)
+    assert sealed.name == "output.sealed"
+    released = json.loads(envelope.decrypt(sealed.read_bytes(), key))
+    # Two hidden cells: the total gives only their sum (32), not either of them.
+    assert released["counts"] == [None, 40, None] and released["total"] == 72
+    assert released["suppressed_cells"] == 2
