@@ -136,9 +136,10 @@ class _Checker:
         if counts is None:
             self.flag(where, f"its counts do not have the shape of its levels {list(shape)}")
             return
-        small = sorted({c for c in counts.values() if c is not None and 0 < c < self.t.min_cell})
         if any(c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 0) for c in counts.values()):
             self.flag(where, "a count is not a whole number ≥ 0")
+            return
+        small = sorted({c for c in counts.values() if c is not None and 0 < c < self.t.min_cell})
         if small:
             self.flag(where, f"{sum(1 for c in counts.values() if c in small)} cell(s) with counts "
                              f"{', '.join(map(str, small[:5]))} below this node's min_cell {self.t.min_cell}")
@@ -331,7 +332,10 @@ def examine(path: Path | None, policy: OutputPolicy, thresholds: Thresholds) -> 
     checker = _Checker(policy, thresholds)
     if size > policy.max_sizes[kind]:
         checker.flag("", f"{size} bytes, more than this node's cap for a {kind} ({policy.max_sizes[kind]})")
-    checker.typed(value, "")
+    try:
+        checker.typed(value, "")
+    except RecursionError:
+        checker.flag("", "nested too deeply to check")
     return kind, size, checker.flags
 
 

@@ -272,3 +272,15 @@ def test_check_warns_when_untyped_outputs_leave_unchecked_or_nobody_can_review_h
         ("warn", "output"), ("warn", "output")]
     assert ("warn", "steward") in findings({})
     assert findings({}, {"password_hash": "scrypt$16384$8$1$c2FsdA==$aGFzaA=="}) == [("ok", "output")]
+
+
+def test_malformed_typed_outputs_are_flagged_not_fatal(tmp_path):
+    table = {"type": "count_table", "levels": [["a", "b"]], "counts": ["x", 10]}
+    assert any("not a whole number" in f for f in examine(tmp_path, table)[2])
+    deep = {"type": "aggregate", "n": 100, "values": {}}
+    inner = deep["values"]
+    for _ in range(900):  # as deep as json.dumps goes: checked, not a crash of the agent
+        inner["k"] = {}
+        inner = inner["k"]
+    assert examine(tmp_path, deep) == ("aggregate", (tmp_path / "output").stat().st_size, [])
+    assert examine(tmp_path, {"type": "aggregate"})[2] == ["aggregate: n is missing or not a whole number"]
