@@ -181,7 +181,7 @@ class RunSerializer(serializers.ModelSerializer):
         model = Run
         fields = ["id", "task", "organization", "node", "status", "exit_code", "error_kind",
                   "result_size", "result_sha256", "kill_requested", "kill_requested_at",
-                  "created_at", "claimed_at", "started_at", "finished_at", "executed_digest"]
+                  "created_at", "claimed_at", "started_at", "finished_at", "hold_info", "executed_digest"]
         read_only_fields = fields
 
     def get_kill_requested(self, run: Run) -> bool:
@@ -227,6 +227,14 @@ class RunLogSerializer(FlatSerializer):
     text = LongTextField(trim_whitespace=False)
 
 
+class RunHoldSerializer(FlatSerializer):
+    """What a node's output gate tells the server about a result it holds: never the result."""
+
+    output_type = serializers.CharField(max_length=40)
+    size = serializers.IntegerField(min_value=0)
+    flags = serializers.ListField(child=serializers.CharField(max_length=300), max_length=20, allow_empty=True)
+
+
 class RunFinishSerializer(FlatSerializer):
     status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
@@ -248,7 +256,7 @@ class RunFinishInlineSerializer(RunFinishSerializer):
 # A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or vars(run).
 RUN_COLUMNS = ("id", "task_id", "organization_id", "node_id", "status", "exit_code", "error_kind", "result_size",
                "result_sha256", "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at",
-               "digest")
+               "hold_info", "digest")
 
 
 def run_data(run: Mapping) -> dict:
@@ -260,7 +268,9 @@ def run_data(run: Mapping) -> dict:
         "kill_requested": run["kill_requested_at"] is not None,
         "kill_requested_at": iso_datetime(run["kill_requested_at"]), "created_at": iso_datetime(run["created_at"]),
         "claimed_at": iso_datetime(run["claimed_at"]), "started_at": iso_datetime(run["started_at"]),
-        "finished_at": iso_datetime(run["finished_at"]), "executed_digest": run["digest"],
+        "finished_at": iso_datetime(run["finished_at"]),
+        # Absent where a node's answer loaded only the columns it needs: nothing was held then.
+        "hold_info": run.get("hold_info"), "executed_digest": run["digest"],
     }
 
 

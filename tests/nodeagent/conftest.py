@@ -29,9 +29,9 @@ def test_images(docker_client, registry):
 
 
 @pytest.fixture(scope="session")
-def hostile_image(docker_client, registry, test_images):
-    """algorithms/testimages/hostile, pushed next to the probe (whose repository holds the base layers)."""
-    return images.build_and_push(docker_client, registry, "hostile", repository_path="vantage-test/probe")
+def hog_image(docker_client, registry, test_images):
+    """algorithms/testimages/hog, pushed next to the probe (whose repository holds the base layers)."""
+    return images.build_and_push(docker_client, registry, "hog", repository_path="vantage-test/probe")
 
 
 @pytest.fixture(scope="session")

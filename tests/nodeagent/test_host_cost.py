@@ -24,11 +24,11 @@ def _final(site, task):
     return run
 
 
-def test_hostile_container_cannot_grow_the_agent_fill_the_disk_or_run_another_image(site, hostile_image):
+def test_hog_container_cannot_grow_the_agent_fill_the_disk_or_run_another_image(site, hog_image):
     node = site.node(0, limits='scratch = "32m"\nmax_output = "8m"\nmax_concurrent_runs = 1')
     node.wait_connected()
     disk_before = shutil.disk_usage(node.task_folder).used
-    flood = _final(site, site.task(hostile_image, "proxy_flood", kwargs={"mib": 400}))
+    flood = _final(site, site.task(hog_image, "proxy_flood", kwargs={"mib": 400}))
     assert flood["status"] == "completed", f"{flood['log']}\n{site.agent_logs()}"
     seen = site.researcher.result(flood["id"])
     assert seen["negative"]["status"] == "400" and seen["huge"]["status"] == "413", seen
@@ -38,19 +38,19 @@ def test_hostile_container_cannot_grow_the_agent_fill_the_disk_or_run_another_im
     peak = _peak_rss_mib(node.process.pid)
     assert peak < 250, f"the agent peaked at {peak:.0f} MiB"
 
-    scratch = _final(site, site.task(hostile_image, "fill_scratch"))
+    scratch = _final(site, site.task(hog_image, "fill_scratch"))
     assert scratch["status"] == "completed", f"{scratch['log']}\n{site.agent_logs()}"
     seen = site.researcher.result(scratch["id"])
     assert seen["error"] == "No space left on device" and seen["written_mib"] <= 32, seen
     assert seen["exec"] == "Permission denied", seen  # the scratch folder is noexec
 
-    huge = _final(site, site.task(hostile_image, "huge_output", kwargs={"mib": 64}))
+    huge = _final(site, site.task(hog_image, "huge_output", kwargs={"mib": 64}))
     assert (huge["status"], huge["error_kind"]) == ("crashed", "algorithm"), huge
     assert "tried to write a file larger than 8388608 bytes (limits.max_output)" in huge["log"], huge["log"]
     # What the runs left on the host's disk while they ran is gone, and was never more than the output bound.
     assert shutil.disk_usage(node.task_folder).used - disk_before < 64 * MIB
 
-    other = _final(site, site.task(hostile_image, "other_image", kwargs={"organization": site.organizations[0]}))
+    other = _final(site, site.task(hog_image, "other_image", kwargs={"organization": site.organizations[0]}))
     assert other["status"] == "completed", f"{other['log']}\n{site.agent_logs()}"
     seen = site.researcher.result(other["id"])
     assert seen["image"]["status"] == 400 and "its own image only" in seen["image"]["body"], seen

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tasks', '0004_drop_redundant_status_index'),
+        ('tasks', '0005_run_awaiting_release'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
