@@ -10,6 +10,7 @@ from accounts.models import AuditEvent, Role, Rule, User
 from accounts.selectors import rule_list
 from collaborations.selectors import organization_list
 from collaborations.serializers import ScopedIdField, ScopedIdsField
+from vantage.inputs import DESCRIPTION_MAX_CHARS, InputSerializer
 
 
 class UserSerializer(serializers.ModelSerializer):
@@ -24,7 +25,7 @@ class UserSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class _UserFieldsSerializer(serializers.Serializer):
+class _UserFieldsSerializer(InputSerializer):
     email = serializers.EmailField(allow_blank=True, required=False)
     first_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
     last_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
@@ -62,9 +63,9 @@ class RoleSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RoleCreateSerializer(serializers.Serializer):
+class RoleCreateSerializer(InputSerializer):
     name = serializers.CharField(max_length=64)
-    description = serializers.CharField(allow_blank=True, required=False)
+    description = serializers.CharField(allow_blank=True, required=False, max_length=DESCRIPTION_MAX_CHARS)
     rules = ScopedIdsField(selector=rule_list, help_text="Rule ids.")
 
 
@@ -91,11 +92,11 @@ class RefreshSerializer(TokenRefreshSerializer):
             raise exceptions.AuthenticationFailed(self.error_messages["no_active_account"], "no_active_account")
 
 
-class PasswordResetSerializer(serializers.Serializer):
+class PasswordResetSerializer(InputSerializer):
     email = serializers.EmailField()
 
 
-class PasswordResetConfirmSerializer(serializers.Serializer):
+class PasswordResetConfirmSerializer(InputSerializer):
     uid = serializers.CharField(max_length=64)
     token = serializers.CharField(max_length=128)
     password = serializers.CharField(write_only=True, max_length=256, style={"input_type": "password"})

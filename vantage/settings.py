@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 # Sessions, CSRF, the session user and messages are Django's, except that API requests
 # with a bearer token skip them (vantage/middleware.py).
 MIDDLEWARE = [
+    "vantage.api_errors.ApiErrorsAsJson",
     "django.middleware.security.SecurityMiddleware",
     "vantage.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -126,6 +127,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "vantage.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["vantage.filters.FilterBackend"],
+    "DEFAULT_PARSER_CLASSES": [
+        "vantage.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "vantage.exceptions.exception_handler",
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "vantage.negotiation.ContentNegotiation",
