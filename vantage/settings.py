@@ -116,6 +116,12 @@ VANTAGE_RESULT_IN_DATABASE_BYTES = env_int("VANTAGE_RESULT_IN_DATABASE_BYTES", 6
 VANTAGE_MAX_INPUT_BYTES = env_int("VANTAGE_MAX_INPUT_BYTES", 8 * 1024 * 1024, minimum=1)
 VANTAGE_RUN_LOG_MAX_CHARS = env_int("VANTAGE_RUN_LOG_MAX_CHARS", 256 * 1024, minimum=1024)
 VANTAGE_NODE_KEY_SECRET = env_str("VANTAGE_NODE_KEY_SECRET") or SECRET_KEY
+# The audit chain's HMAC key: outside the database, so that whoever can write the
+# database cannot rewrite the log unnoticed (accounts.audit). Without it the key is
+# derived from SECRET_KEY, and `check --deploy` warns (vantage.W001).
+VANTAGE_AUDIT_KEY = env_str("VANTAGE_AUDIT_KEY") or ""
+if VANTAGE_AUDIT_KEY and len(VANTAGE_AUDIT_KEY) < 32:
+    raise ImproperlyConfigured("VANTAGE_AUDIT_KEY: use at least 32 characters")
 VANTAGE_HTTP_THREADS = env_int("VANTAGE_HTTP_THREADS", 8, minimum=1)
 
 REST_FRAMEWORK = {
