@@ -102,7 +102,13 @@ class ServiceAdminMixin:
 
         def write_through_service(form):
             if change:
-                return self.update_object(request, form.instance, form)
+                # By now ModelForm's validation has copied the new values onto
+                # form.instance. A service compares what changes against the object it
+                # is given (to run its guards and to name the changes in the audit), so
+                # it gets the stored object, as the API's views give it: handed the
+                # form's instance it saw no change, skipped its guards and saved anyway.
+                stored = self.model._default_manager.get(pk=form.instance.pk)
+                return self.update_object(request, stored, form)
             return self.create_object(request, form)
 
         return type(
