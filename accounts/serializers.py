@@ -13,8 +13,18 @@ from collaborations.serializers import ScopedIdField, ScopedIdsField
 from vantage.inputs import DESCRIPTION_MAX_CHARS, InputSerializer
 
 
+class OptionalEmailField(serializers.EmailField):
+    """An email address or "" (users need not have one). Blank allowed, the OpenAPI schema
+    says so too (`oneOf` an email or an empty string), as the data does: it said only
+    `format: email` while users without an address were sent as ""."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_blank=True, **kwargs)
+
+
 class UserSerializer(serializers.ModelSerializer):
     roles = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    email = OptionalEmailField(read_only=True)
 
     class Meta:
         model = User
@@ -26,7 +36,7 @@ class UserSerializer(serializers.ModelSerializer):
 
 
 class _UserFieldsSerializer(InputSerializer):
-    email = serializers.EmailField(allow_blank=True, required=False)
+    email = OptionalEmailField(required=False)
     first_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
     last_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
     roles = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
