@@ -152,6 +152,17 @@ class NodeSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class NodeMeSerializer(NodeSerializer):
+    """A node's own record, with its organisation's published public key: `run_node --check`
+    compares it with the node's private key."""
+
+    organization_public_key = serializers.CharField(source="organization.public_key", read_only=True)
+
+    class Meta(NodeSerializer.Meta):
+        fields = [*NodeSerializer.Meta.fields, "organization_public_key"]
+        read_only_fields = fields
+
+
 class NodeWithKeySerializer(NodeSerializer):
     """The answer to creating a node or rotating its key: the only time the key is shown.
 

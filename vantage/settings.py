@@ -127,6 +127,9 @@ STORAGES = {
 # Request bodies: form/JSON bodies stay small; result files stream to disk in chunks.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("VANTAGE_MAX_REQUEST_BYTES", 20 * 1024 * 1024, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Result files are readable by the server's own user only (Django's default is 0644).
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 VANTAGE_MAX_RESULT_BYTES = env_int("VANTAGE_MAX_RESULT_BYTES", 2 * 1024**3, minimum=1)
 # Results up to this size are kept in the run's row rather than as files: aggregates are
 # small, and a row costs a fraction of a file's creation (0 keeps every result as a file).
