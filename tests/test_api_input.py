@@ -46,6 +46,19 @@ def test_huge_ids_in_a_task_body_are_a_400_naming_the_field(api_for, owner, body
     assert Task.objects.count() == 0
 
 
+@pytest.mark.parametrize("url, body", [
+    ("/api/collaborations/", {"name": "c", "organizations": [1, 10**25]}),
+    ("/api/studies/", {"name": "s", "collaboration": 10**25, "organizations": []}),
+    ("/api/nodes/", {"name": "n", "organization": 2**63, "collaboration": 1}),
+    ("/api/users/", {"username": "u", "password": "p" * 12, "organization": -(2**64)}),
+])
+def test_huge_ids_in_organisation_and_other_id_lists_are_a_400(api_for, root, url, body):
+    data = _assert_json_error(api_for(root).post(url, body, format="json"), 400)
+    huge = next(key for key, value in body.items() if value in (10**25, 2**63, -(2**64)) or
+                (isinstance(value, list) and 10**25 in value))
+    assert huge in data
+
+
 def test_huge_rule_ids_in_a_role_are_a_400(api_for, root):
     before = Role.objects.count()
     data = _assert_json_error(api_for(root).post("/api/roles/", {"name": "x", "rules": [10**25]}, format="json"), 400)
