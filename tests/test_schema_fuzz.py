@@ -10,7 +10,9 @@ not list (a 400 or 404 that drf-spectacular leaves out) are not failures here.
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from rest_framework_simplejwt.tokens import AccessToken
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
@@ -19,12 +21,21 @@ from schemathesis.checks import not_a_server_error
 from accounts.authentication import node_access_token
 from tests import factories
 
-EXAMPLES = 12  # per operation and persona; ~2 minutes for the whole schema on this machine
+EXAMPLES = 10  # per operation; about a minute of CPU for the whole schema (3-4 min wall on a loaded 2-core machine)
 
 
 @pytest.fixture
 def api_schema(db):
-    return schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
+    # Django's WSGI handler closes the database connection at the end of each request when
+    # it is inside a transaction, as the test's is: on PostgreSQL that would end the test's
+    # transaction. Django's own test client keeps it open the same way, for the same reason.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
