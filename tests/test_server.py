@@ -1,6 +1,7 @@
 """The server command (python -m vantage.server) and the HTTP bridge's request mapping."""
 
 import asyncio
+import io
 import os
 import re
 import socket
@@ -92,9 +93,13 @@ def _scope(headers):
     return {"type": "http", "method": "GET", "path": "/api/x/", "query_string": b"", "headers": headers}
 
 
+def _body(content: bytes = b"") -> dict:
+    return {"file": io.BytesIO(content), "length": len(content)}
+
+
 def test_headers_become_wsgi_keys_and_repeated_ones_are_joined():
     environ = _environ(_scope([(b"x-trace", b"a"), (b"x-trace", b"b"), (b"content-type", b"application/json"),
-                               (b"content-length", b"12")]), body=None)
+                               (b"content-length", b"12")]), _body(b"twelve bytes"))
     assert environ["HTTP_X_TRACE"] == "a,b"
     assert (environ["CONTENT_TYPE"], environ["CONTENT_LENGTH"]) == ("application/json", "12")
 
@@ -102,7 +107,7 @@ def test_headers_become_wsgi_keys_and_repeated_ones_are_joined():
 def test_header_names_with_underscores_are_dropped():
     # Otherwise "x_forwarded_for" would arrive as HTTP_X_FORWARDED_FOR, indistinguishable
     # from the header a trusted proxy sets.
-    environ = _environ(_scope([(b"x_forwarded_for", b"10.0.0.1"), (b"authorization_x", b"y")]), body=None)
+    environ = _environ(_scope([(b"x_forwarded_for", b"10.0.0.1"), (b"authorization_x", b"y")]), _body())
     assert "HTTP_X_FORWARDED_FOR" not in environ
     assert "HTTP_AUTHORIZATION_X" not in environ
 

@@ -116,6 +116,14 @@ VANTAGE_MAX_INPUT_BYTES = env_int("VANTAGE_MAX_INPUT_BYTES", 8 * 1024 * 1024, mi
 VANTAGE_RUN_LOG_MAX_CHARS = env_int("VANTAGE_RUN_LOG_MAX_CHARS", 256 * 1024, minimum=1024)
 VANTAGE_NODE_KEY_SECRET = env_str("VANTAGE_NODE_KEY_SECRET") or SECRET_KEY
 VANTAGE_HTTP_THREADS = env_int("VANTAGE_HTTP_THREADS", 8, minimum=1)
+# Request bodies are read whole before Django runs (vantage/body.py): a body must arrive
+# within VANTAGE_BODY_TIMEOUT_SECONDS plus one second per VANTAGE_BODY_MIN_RATE bytes,
+# with no silence longer than VANTAGE_BODY_IDLE_SECONDS (else 408); at most
+# VANTAGE_MAX_SPOOLING_BODIES arrive at once per process (else 503).
+VANTAGE_BODY_TIMEOUT_SECONDS = env_int("VANTAGE_BODY_TIMEOUT_SECONDS", 30, minimum=1)
+VANTAGE_BODY_IDLE_SECONDS = env_int("VANTAGE_BODY_IDLE_SECONDS", 10, minimum=1)
+VANTAGE_BODY_MIN_RATE = env_int("VANTAGE_BODY_MIN_RATE", 64 * 1024, minimum=1)
+VANTAGE_MAX_SPOOLING_BODIES = env_int("VANTAGE_MAX_SPOOLING_BODIES", 128, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
