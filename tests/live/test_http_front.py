@@ -1,4 +1,4 @@
-"""Slow and aborted request bodies at a real `python -m vantage.server` (vantage/body.py).
+"""The HTTP front of a real `python -m vantage.server`: slow and aborted bodies (vantage/body.py), unknown websockets.
 
 Bodies are read whole on the event loop before Django runs, so clients dripping their
 bodies hold no worker thread: the API keeps answering while a hundred of them are open,
@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as websocket_connect
 
 from tests.live.conftest import create_task
 
@@ -188,3 +190,14 @@ def test_an_upload_cut_off_midway_leaves_no_file_and_one_quiet_line(body_timeout
     assert not [line for line in new_lines if " 500" in line or "ERROR" in line], new_lines
     run = session_for(live_seed["owner_token"]).get(f"{server.url}/api/runs/{run_id}/", timeout=30).json()
     assert run["status"] == "running"
+
+
+def test_an_unknown_websocket_path_is_closed_cleanly_not_answered_500(body_timeout_server):
+    log_before = body_timeout_server.log_path.read_text(errors="replace")
+    url = body_timeout_server.url.replace("http://", "ws://") + "/ws/no-such-socket/"
+    with websocket_connect(url, open_timeout=10, proxy=None) as socket_:
+        with pytest.raises(ConnectionClosed) as closed:
+            socket_.recv(timeout=10)
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4404, "No websocket at this path.")
+    new = body_timeout_server.log_path.read_text(errors="replace")[len(log_before):]
+    assert "Traceback" not in new and "500" not in new
