@@ -228,3 +228,19 @@ def test_websockets_and_other_scopes_pass_through():
     run(CompleteBody(app, max_body_bytes=1, timeout_seconds=1, idle_seconds=1, min_rate=1, max_spooling=1)(
         {"type": "websocket", "path": "/ws/x/", "headers": []}, None, None))
     assert seen == ["websocket"]
+
+
+def test_only_upload_paths_may_send_bodies_up_to_the_upload_limit():
+    import re
+
+    app = App()
+    component = _component(app, max_body_bytes=100, upload_paths=re.compile(r"/api/runs/[^/]+/finish/$"),
+                           max_upload_bytes=1000)
+    big = (b"content-length", b"500")
+    elsewhere = run(_call(component, _scope(big), _messages(b"x" * 500)))
+    finish = run(_call(component, {**_scope(big), "path": "/api/runs/7/finish/"}, _messages(b"x" * 500)))
+    beyond = run(_call(component, {**_scope((b"content-length", b"1001")), "path": "/api/runs/7/finish/"},
+                       _messages(b"x" * 1001)))
+    assert elsewhere[0] == 413 and json.loads(elsewhere[1])["detail"] == "The request body exceeds 100 bytes."
+    assert finish[0] == 200 and app.calls[0]["length"] == 500
+    assert beyond[0] == 413 and json.loads(beyond[1])["detail"] == "The request body exceeds 1000 bytes."

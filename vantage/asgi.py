@@ -6,6 +6,7 @@ Django through a thread-pool WSGI bridge (see vantage.wsgi_bridge for why); webs
 """
 
 import os
+import re
 
 import django
 
@@ -26,8 +27,10 @@ application = ProtocolTypeRouter(
     {
         "http": CompleteBody(
             WSGIBridge(get_wsgi_application(), threads=settings.VANTAGE_HTTP_THREADS),
-            # The largest body any endpoint parses: a result upload or any other request.
-            max_body_bytes=max(settings.DATA_UPLOAD_MAX_MEMORY_SIZE, max_finish_request_bytes()),
+            # A JSON or form body as Django would take it; a run's result upload, larger.
+            max_body_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+            upload_paths=re.compile(r"/api/runs/[^/]+/finish/$"),
+            max_upload_bytes=max_finish_request_bytes(),
             timeout_seconds=settings.VANTAGE_BODY_TIMEOUT_SECONDS,
             idle_seconds=settings.VANTAGE_BODY_IDLE_SECONDS,
             min_rate=settings.VANTAGE_BODY_MIN_RATE,

@@ -6,8 +6,9 @@ An ASGI middleware (public ASGI spec only: the scope, receive and send) for HTTP
   SPOOL_IN_MEMORY_BYTES, so that no slow client ever holds one of the threads that run
   Django: a body dripped one byte every two seconds costs a coroutine, not a worker;
 - it answers without calling the application when the body cannot be had:
-  400 for a Content-Length that is not a number, 413 past `max_body_bytes` (the
-  Content-Length checked up front, a chunked body counted as it arrives), 503 with
+  400 for a Content-Length that is not a number, 413 past `max_body_bytes`, or
+  `max_upload_bytes` for the paths that take uploads (the Content-Length checked up
+  front, a chunked body counted as it arrives), 503 with
   Retry-After while `max_spooling` bodies are already arriving, 408 when the client
   stops sending for `idle_seconds` or falls behind its deadline: `timeout_seconds` plus
   one second per `min_rate` bytes received, so a client that keeps up the minimum rate
@@ -27,6 +28,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import tempfile
 
 log = logging.getLogger("vantage.http")
@@ -42,9 +44,14 @@ class BodyTooLarge(Exception):
 
 class CompleteBody:
     def __init__(self, app, *, max_body_bytes: int, timeout_seconds: float, idle_seconds: float, min_rate: int,
-                 max_spooling: int):
+                 max_spooling: int, upload_paths: re.Pattern | None = None, max_upload_bytes: int = 0):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Only the paths that take files may send large bodies: elsewhere a client could
+        # otherwise make the server write up to the upload limit to disk before Django,
+        # which would refuse it, ever looked at the request.
+        self.upload_paths = upload_paths
+        self.max_upload_bytes = max_upload_bytes
         self.timeout_seconds = timeout_seconds
         self.idle_seconds = idle_seconds
         self.min_rate = min_rate
@@ -63,15 +70,18 @@ class CompleteBody:
                 length = int(value)
             elif name == b"transfer-encoding":
                 chunked = True
-        if length is not None and length > self.max_body_bytes:
-            return await _answer(send, 413, self._too_large(), "too_large")
+        limit = self.max_body_bytes
+        if self.upload_paths is not None and self.upload_paths.search(scope["path"]):
+            limit = max(limit, self.max_upload_bytes)
+        if length is not None and length > limit:
+            return await _answer(send, 413, _too_large(limit), "too_large")
         if length or chunked:
             if self.spooling >= self.max_spooling:
                 return await _answer(send, 503, "The server is busy receiving other requests; try again shortly.",
                                      "busy", retry_after=True)
             self.spooling += 1
             try:
-                body = await self._read(scope, receive, send, length)
+                body = await self._read(scope, receive, send, length, limit)
             finally:
                 self.spooling -= 1
             if body is None:
@@ -91,7 +101,7 @@ class CompleteBody:
         finally:
             body.close()
 
-    async def _read(self, scope, receive, send, length):
+    async def _read(self, scope, receive, send, length, limit):
         """The whole body as a file at position 0; None once answered (408, 413) or the client left."""
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -116,8 +126,8 @@ class CompleteBody:
                 chunk = message.get("body", b"")
                 more = message.get("more_body", False)
                 received += len(chunk)
-                if received > self.max_body_bytes:
-                    await _answer(send, 413, self._too_large(), "too_large")
+                if received > limit:
+                    await _answer(send, 413, _too_large(limit), "too_large")
                     return None
                 if spool is None:
                     if not more:
@@ -130,9 +140,6 @@ class CompleteBody:
         finally:
             if spool is not None:  # not handed on: answered, or the client left
                 spool.close()
-
-    def _too_large(self) -> str:
-        return f"The request body exceeds {self.max_body_bytes} bytes."
 
 
 class _Replay:
@@ -155,6 +162,10 @@ class _Replay:
             self._left = None
             self._body.seek(0)  # for whoever reads the file in place after all
         return {"type": "http.request", "body": chunk, "more_body": more}
+
+
+def _too_large(limit: int) -> str:
+    return f"The request body exceeds {limit} bytes."
 
 
 async def _answer(send, status: int, detail: str, code: str, *, retry_after: bool = False) -> None:

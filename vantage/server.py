@@ -2,11 +2,15 @@
 
     python -m vantage.server [-b HOST] [-p PORT | -u SOCKET] [options] vantage.asgi:application
 
-One event loop serves HTTP and websockets on one port; HTTP requests run in Django on a
-pool of worker threads (vantage.wsgi_bridge). Bodies stay out of memory both ways:
-uvicorn stops reading a request's socket while 64 KiB of its body wait unread, and
-holds back a response chunk while the connection's send buffer is full, so a 1 GiB
-upload or download moves through a bounded buffer (tests/live/test_result_streaming.py).
+One event loop serves HTTP and websockets on one port. An HTTP request's body is read
+whole on the loop first (vantage.body: timeouts, size limit, a cap on bodies arriving at
+once), then the request runs in Django on a pool of worker threads (vantage.wsgi_bridge),
+so a slow client never holds a thread. Responses go out with back-pressure: uvicorn
+holds back a chunk while the connection's send buffer is full, so a 1 GiB download moves
+through a bounded buffer (tests/live/test_result_streaming.py).
+
+It refuses to listen beyond loopback with the development SECRET_KEY, or with DEBUG on
+unless --debug-off-loopback forces it (refusal()).
 
 Until 2026-11 this was daphne, patched to stream bodies. On the same trivial request
 uvicorn with httptools spent 76 us of CPU where daphne (Twisted) spent 202, and with the
@@ -17,7 +21,6 @@ request. Daphne's options that deployments use are kept (-b, -p, -u, --proxy-hea
 """
 
 import argparse
-import gc
 import importlib
 import ipaddress
 import os
@@ -27,15 +30,6 @@ import sys
 import uvicorn
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-
-# Python's cyclic collector ran ~160 times per 1,000 small requests here, each pass
-# walking the tens of thousands of objects Django, DRF and the app loaded at start: 0.12
-# ms of a claim's 1.7 ms. Those objects live as long as the process, so they are moved
-# out of the collector's sight once the application is loaded (gc.freeze), and the
-# youngest generation is collected after 20,000 new container objects instead of 700:
-# 0.04 ms per claim (bench/README.md). Garbage cycles are still collected, only in
-# larger batches.
-GC_THRESHOLDS = (20_000, 20, 20)
 
 LOG_LEVELS = {0: "warning", 1: "info", 2: "debug"}
 BACKLOG = 2048  # uvicorn's default
@@ -178,9 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, OSError, ImproperlyConfigured) as error:
         print(f"vantage.server: {error}", file=sys.stderr)
         return 2
-    # Django, every app and the URL configuration are loaded by now.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
     config = uvicorn.Config(
         application,
         loop="uvloop",

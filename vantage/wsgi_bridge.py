@@ -89,7 +89,6 @@ class WSGIBridge:
                 content = b"".join(response)
             finally:
                 response.close()  # in this thread: it ends the request (signals, database connection)
-                _release(response)
             return started["message"], content
         try:
             for chunk in response:
@@ -105,27 +104,6 @@ class WSGIBridge:
         finally:
             if hasattr(response, "close"):
                 response.close()
-            _release(response)
-
-
-def _release(response) -> None:
-    """Break the cycles between a finished API request's view, request and response.
-
-    DRF's view holds its request and response, and each of those holds the view back
-    (parser and renderer contexts), so the whole request (the Django request, the
-    principal, models, serializers: a hundred objects or more) outlived it until Python's
-    cyclic collector found it, at about 1 us per object in collections of 20-30 ms. Once
-    the response is closed nothing reads them again; emptied, they are freed by
-    reference counting as the request ends (bench/README.md).
-    """
-    context = getattr(response, "renderer_context", None)
-    if not context:
-        return  # not a DRF response
-    view, request = context.get("view"), context.get("request")
-    for obj in (view, request, getattr(request, "_request", None)):
-        if obj is not None:
-            obj.__dict__.clear()
-    context.clear()
 
 
 class _WorkerPool:
