@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 15.0
 CLOSE_UNAUTHENTICATED = 4401
 MAX_MESSAGE_BYTES = 1024 * 1024
+# A refused connection costs the server nothing, and the websocket's return is what sends
+# the outcomes held through an outage (nodeagent.job.ServerBack): retried at least this often.
+RECONNECT_MAX_SECONDS = 5.0
 
 
 class EventListener:
@@ -61,7 +64,7 @@ class EventListener:
             finally:
                 self.connected.clear()
             self._attempt += 1
-            self.stop.wait(self.backoff(self._attempt))
+            self.stop.wait(min(self.backoff(self._attempt), RECONNECT_MAX_SECONDS))
 
     def _session(self) -> None:
         headers = {"Authorization": f"Bearer {self.client.access_token()}"}
