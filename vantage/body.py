@@ -38,10 +38,6 @@ REPLAY_CHUNK = 1024 * 1024
 RETRY_AFTER_SECONDS = 5
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class CompleteBody:
     def __init__(self, app, *, max_body_bytes: int, timeout_seconds: float, idle_seconds: float, min_rate: int,
                  max_spooling: int, upload_paths: re.Pattern | None = None, max_upload_bytes: int = 0):
