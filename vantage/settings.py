@@ -144,6 +144,14 @@ VANTAGE_AUDIT_KEY = env_str("VANTAGE_AUDIT_KEY") or ""
 if VANTAGE_AUDIT_KEY and len(VANTAGE_AUDIT_KEY) < 32:
     raise ImproperlyConfigured("VANTAGE_AUDIT_KEY: use at least 32 characters")
 VANTAGE_HTTP_THREADS = env_int("VANTAGE_HTTP_THREADS", 8, minimum=1)
+# Request bodies are read whole before Django runs (vantage/body.py): a body must arrive
+# within VANTAGE_BODY_TIMEOUT_SECONDS plus one second per VANTAGE_BODY_MIN_RATE bytes,
+# with no silence longer than VANTAGE_BODY_IDLE_SECONDS (else 408); at most
+# VANTAGE_MAX_SPOOLING_BODIES arrive at once per process (else 503).
+VANTAGE_BODY_TIMEOUT_SECONDS = env_int("VANTAGE_BODY_TIMEOUT_SECONDS", 30, minimum=1)
+VANTAGE_BODY_IDLE_SECONDS = env_int("VANTAGE_BODY_IDLE_SECONDS", 10, minimum=1)
+VANTAGE_BODY_MIN_RATE = env_int("VANTAGE_BODY_MIN_RATE", 64 * 1024, minimum=1)
+VANTAGE_MAX_SPOOLING_BODIES = env_int("VANTAGE_MAX_SPOOLING_BODIES", 128, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
