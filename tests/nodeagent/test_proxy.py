@@ -229,7 +229,7 @@ def test_connections_beyond_the_bound_are_answered_503_at_once(running, api, mon
     finally:
         for client in idle:
             client.close()
-    deadline = time.monotonic() + 5  # the handlers notice the closed connections and free their slots
+    deadline = time.monotonic() + 15  # the handlers notice the closed connections and free their slots
     while time.monotonic() < deadline:
         status, _ = raw(running, b"GET /blobstream/status HTTP/1.1\r\nHost: x\r\n")
         if status == 200:
