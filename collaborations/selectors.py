@@ -9,7 +9,6 @@ from django.db.models import Prefetch, Q, QuerySet
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import user_scope
 from collaborations.models import Collaboration, Node, Organization, Study
-from vantage.pagination import stable_order
 from vantage.prepared import PreparedQuery
 
 Membership = Collaboration.organizations.through
@@ -41,27 +40,6 @@ def _organizations_in_scope(scope: int, organization_id) -> QuerySet[Organizatio
     if scope == Scope.COLLABORATION:
         return qs.filter(Q(pk=organization_id) | Q(pk__in=partner_organization_ids(organization_id)))
     return qs.filter(pk=organization_id)
-
-
-def organization_first_rows(*, user, columns: tuple[str, ...], limit: int) -> list[dict] | None:
-    """The first `limit` rows of organization_list(user) as values(*columns), in the list's
-    order; None where only the queryset can answer (a user without an organisation)."""
-    scope = user_scope(user, Resource.ORGANIZATION, Action.VIEW)
-    if scope is None:
-        return []
-    if scope == Scope.GLOBAL:
-        return _all_organizations_page.values(columns, limit, scope)
-    if user.organization_id is None:
-        return None
-    return _scoped_organizations_page.values(columns, limit, scope, organization_id=user.organization_id)
-
-
-def _organizations_page(columns, limit, scope, organization_id=None):
-    return stable_order(_organizations_in_scope(scope, organization_id).values(*columns))[:limit]
-
-
-_all_organizations_page = PreparedQuery(_organizations_page)
-_scoped_organizations_page = PreparedQuery(_organizations_page, "organization_id")
 
 
 def collaboration_list(*, user, action: str = Action.VIEW) -> QuerySet[Collaboration]:
@@ -133,10 +111,9 @@ def study_list_with_members(*, user, action: str = Action.VIEW) -> QuerySet[Stud
     return study_list(user=user, action=action).prefetch_related(_member_ids_prefetch())
 
 
-def collaboration_members_among(*, collaboration: Collaboration, organization_ids) -> set[int]:
-    """The given organisation ids that ARE members of the collaboration (one query)."""
-    members = _member_ids.values(collaboration_id=collaboration.pk)
-    return {row["organization_id"] for row in members} & set(organization_ids)
+def collaboration_member_ids(*, collaboration: Collaboration) -> set[int]:
+    """The ids of every member organisation of the collaboration (one query)."""
+    return {row["organization_id"] for row in _member_ids.values(collaboration_id=collaboration.pk)}
 
 
 # A collaboration has tens of members at most: reading them all lets one prepared query
@@ -149,5 +126,14 @@ _member_ids = PreparedQuery(
 
 def collaboration_non_members(*, collaboration: Collaboration, organization_ids) -> set[int]:
     """The given organisation ids that are NOT members of the collaboration."""
-    wanted = set(organization_ids)
-    return wanted - collaboration_members_among(collaboration=collaboration, organization_ids=wanted)
+    return set(organization_ids) - collaboration_member_ids(collaboration=collaboration)
+
+
+def organization_public_keys(*, organization_ids) -> dict[int, str]:
+    """Each given organisation's public key (PEM, or '' when it has none), by id."""
+    return dict(Organization.objects.filter(pk__in=list(organization_ids)).values_list("pk", "public_key"))
+
+
+def study_organization_ids(*, study: Study) -> set[int]:
+    """The ids of the organisations taking part in a study."""
+    return set(study.organizations.values_list("pk", flat=True))

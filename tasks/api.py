@@ -182,12 +182,11 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         return RunDetailSerializer
 
     def initialize_request(self, request, *args, **kwargs):
-        request = super().initialize_request(request, *args, **kwargs)
-        if self.action == "finish":
+        if self.action_map.get(request.method.lower()) == "finish":
             # Before anything (even a CSRF check) parses the body: the result goes to a
             # temporary file, counted against the limit, never into memory.
-            request._request.upload_handlers = [ResultUploadHandler(request._request)]
-        return request
+            request.upload_handlers = [ResultUploadHandler(request)]
+        return super().initialize_request(request, *args, **kwargs)
 
     @extend_schema(request=None, responses={200: NodeRunSerializer,
                                             409: OpenApiResponse(description="Another node claimed it first.")})

@@ -25,7 +25,7 @@ from collaborations.serializers import ScopedIdField
 from tasks.models import Algorithm, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
 from vantage.renderers import iso_datetime
-from vantage.serializers import FlatSerializer, LongTextField
+from vantage.serializers import LongTextField
 
 
 @extend_schema_field(OpenApiTypes.BYTE)
@@ -192,11 +192,11 @@ class NodeRunSerializer(RunSerializer):
         read_only_fields = fields
 
 
-class RunLogSerializer(FlatSerializer):
+class RunLogSerializer(serializers.Serializer):
     text = LongTextField(trim_whitespace=False)
 
 
-class RunFinishSerializer(FlatSerializer):
+class RunFinishSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
     error_kind = serializers.ChoiceField(choices=Run.ErrorKind.choices, required=False, allow_blank=True,

@@ -1,4 +1,5 @@
-"""Prepared queries give what the plain ORM gives, for any argument values and shapes."""
+"""Prepared queries give what the plain ORM gives, for any argument values and shapes, and
+the Django internals they read are still there (vantage.prepared lists them)."""
 
 import pytest
 from django.db.models import Q
@@ -27,11 +28,36 @@ organizations_named = PreparedQuery(
 
 def _same_instance(a, b):
     assert type(a) is type(b)
-    assert a.__dict__.keys() - {"_state"} == b.__dict__.keys() - {"_state"}
-    for key in a.__dict__.keys() - {"_state"}:
-        assert getattr(a, key) == getattr(b, key), key
-    assert a._state.adding is b._state.adding is False
-    assert a._state.db == b._state.db
+    assert a.get_deferred_fields() == b.get_deferred_fields()
+    for field in a._meta.concrete_fields:
+        if field.attname not in a.get_deferred_fields():
+            assert getattr(a, field.attname) == getattr(b, field.attname), field.attname
+
+
+def test_the_django_internals_it_reads_are_there(owner, collab, org_a):
+    """Fails naming the internal that a Django upgrade moved, instead of a wrong row later."""
+    from django.db import connection
+    from django.db.models import query as query_module
+
+    from vantage import prepared
+
+    make_task(owner, collab, [org_a])
+    compiler = Run.objects.select_related("task").filter(pk=1).query.get_compiler(connection=connection)
+    sql, params = compiler.as_sql()
+    assert isinstance(sql, str) and list(params) == [1]
+    for name in ("select", "col_count", "klass_info", "annotation_col_map", "has_extra_select"):
+        assert hasattr(compiler, name), f"SQLCompiler.{name} is gone: vantage.prepared reads it"
+    assert {"model", "select_fields", "related_klass_infos"} <= set(compiler.klass_info), compiler.klass_info
+    assert callable(getattr(compiler, "get_converters", None)), "SQLCompiler.get_converters is gone"
+    assert callable(getattr(query_module, "get_related_populators", None)), "get_related_populators is gone"
+    values = Organization.objects.values("id", "name")
+    assert values._fields == ("id", "name"), "QuerySet._fields no longer names a values() queryset's columns"
+    for name in ("selected", "extra_select", "values_select", "annotation_select"):
+        assert hasattr(values.query, name), f"Query.{name} is gone: vantage.prepared reads it"
+    plain = Run(task_id=1, organization_id=org_a.pk)
+    assert plain._state.adding is True and plain._state.db is None, "Model._state changed"
+    # And the module still works end to end on this database.
+    assert prepared.PreparedQuery(lambda *, pk: Organization.objects.filter(pk=pk), "pk").first(pk=org_a.pk) == org_a
 
 
 def test_models_match_the_orm_with_related_objects_and_converted_values(owner, collab, org_a, org_b, node_a):
@@ -92,11 +118,13 @@ def test_save_new_gives_each_row_its_id_and_prepares_values_as_save_does(owner, 
     columns = tuple(f.name for f in Run._meta.concrete_fields if not f.primary_key)
     PreparedInsert(Run, fields=columns).save_new(*runs)
     for run in runs:
-        assert run.pk is not None and not run._state.adding
+        assert run.pk is not None
+        run.save()  # an update of the inserted row, not a second insert
         stored = Run.objects.get(pk=run.pk)
         assert (stored.task_id, stored.organization_id, bytes(stored.input)) == (task.pk, run.organization_id,
                                                                                bytes(run.input))
         assert stored.created_at == run.created_at is not None  # auto_now_add filled in by pre_save
+    assert Run.objects.filter(task=task).count() == 2
     with pytest.raises(ValueError, match="new instances"):
         PreparedInsert(Run, fields=columns).save_new(runs[0])
 
@@ -121,7 +149,7 @@ def test_visible_collaboration_agrees_with_the_collaboration_list(owner, outside
         assert collaboration_visible(user=user, pk=10**9) is None
 
 
-@pytest.mark.parametrize("logged", [False, True], ids=["driver-sql", "django-path"])
+@pytest.mark.parametrize("logged", [False, True], ids=["unlogged", "logged"])
 def test_statements_agree_and_translate_errors_whether_or_not_queries_are_logged(logged, org_a, org_b):
     from django.db import IntegrityError, connection, transaction
     from django.utils import timezone

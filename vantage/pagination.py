@@ -1,6 +1,5 @@
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from rest_framework import pagination
-from rest_framework.response import Response
 
 
 def stable_order(queryset):
@@ -29,13 +28,13 @@ class FirstPageCountingPaginator(Paginator):
             self.count = len(rows)  # fills the cached property: no COUNT query
         # The count (a query when the page is full) also checks an empty first page.
         self.validate_number(1)
-        return self._get_page(rows, 1, self)
+        return Page(rows, 1, self)
 
 
 class PageNumberPagination(pagination.PageNumberPagination):
     """Page numbers over a stable ordering; `next` is null on the last page.
 
-    Every list view orders by a unique key (views add `pk` as tie-breaker), so walking
+    Every list view orders by a unique key (`pk` added as tie-breaker), so walking
     `next` visits each row once and terminates whatever the page size.
     """
 
@@ -45,26 +44,3 @@ class PageNumberPagination(pagination.PageNumberPagination):
 
     def paginate_queryset(self, queryset, request, view=None):
         return super().paginate_queryset(stable_order(queryset), request, view)
-
-    # The most frequent list request asks for the first page of an unfiltered list, which
-    # a prepared query (vantage.prepared) can answer: these two say when, and answer.
-
-    def plain_first_page_size(self, request) -> int | None:
-        """The page size when the request asks for the first page and nothing else, else None."""
-        params = request.query_params
-        if any(key not in (self.page_query_param, self.page_size_query_param) for key in params):
-            return None
-        if params.get(self.page_query_param, "1") != "1":
-            return None
-        return self.get_page_size(request)
-
-    def first_page_response(self, request, rows: list, page_size: int, count) -> Response:
-        """The response for a first page whose rows came from elsewhere (a prepared query).
-
-        `count()` is called only when the page is full, as the paginator would count.
-        """
-        paginator = self.django_paginator_class((), page_size)
-        paginator.count = len(rows) if len(rows) < page_size else count()
-        self.request = request
-        self.page = paginator._get_page(rows, 1, paginator)
-        return self.get_paginated_response(rows)
