@@ -5,8 +5,9 @@
 
 A line counts when it
 - reads, writes, calls or overrides an underscore name (not a dunder) that the
-  frameworks define and this repository does not (`paginator._get_page`,
-  `super()._commit()`, `def _clean_expired`), or imports one;
+  frameworks define (`paginator._get_page`, `super()._commit()`, `def _clean_expired`,
+  `queryset._fields`), or imports one; a name this repository defines too counts
+  only when it is read on another object than `self`/`cls`;
 - uses `__dict__` or `vars()` on an object (emptying or copying a framework object's
   state, or reading a model instance's columns from it);
 - uses one of the undocumented compiler, query and connection attributes in
@@ -76,9 +77,13 @@ def framework_names() -> set[str]:
 
 
 def repository_files() -> list[Path]:
-    listed = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True)
     me = Path(__file__).resolve()
-    return [ROOT / line for line in listed.stdout.split() if (ROOT / line).resolve() != me]
+    listed = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode == 0:
+        paths = [ROOT / line for line in listed.stdout.split()]
+    else:  # an exported tree without .git (e.g. `git archive` of an older commit, to compare)
+        paths = [p for p in ROOT.rglob("*.py") if not {".venv", "node_modules"} & set(p.relative_to(ROOT).parts)]
+    return [path for path in paths if path.resolve() != me]
 
 
 def _imports_framework(tree: ast.AST) -> bool:
@@ -158,10 +163,14 @@ def scan(files: list[Path], framework: set[str]) -> list[tuple[str, int, str, st
         overridden_names = {name for _, name in overrides}
         # An underscore name this module, or a module of ours it imports, defines is ours,
         # unless it overrides a framework's.
-        own = _defined_names(tree)
+        own_here = _defined_names(tree)
+        own_imported = set()
         for imported in _project_imports(tree, modules):
-            own |= _defined_names(trees[imported])
-        private = (framework - (own - overridden_names)) | overridden_names
+            own_imported |= _defined_names(trees[imported])
+        private = (framework - ((own_here | own_imported) - overridden_names)) | overridden_names
+        # A framework's name that only this module's own classes define too (`self._fields`
+        # here, `queryset._fields` there) is the framework's when read on another object.
+        shared = (framework & own_here) - own_imported
 
         def hit(node, why):
             hits.setdefault((relative, node.lineno), set()).add(why)
@@ -172,7 +181,8 @@ def scan(files: list[Path], framework: set[str]) -> list[tuple[str, int, str, st
                     hit(item, f"def {item.name}")
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute):
-                if node.attr in private:
+                on_self = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+                if node.attr in private or (node.attr in shared and not on_self):
                     hit(node, node.attr)
                 elif node.attr in INTERNAL_NAMES:
                     hit(node, node.attr)

@@ -113,13 +113,13 @@ def study_list_with_members(*, user, action: str = Action.VIEW) -> QuerySet[Stud
 
 def collaboration_member_ids(*, collaboration: Collaboration) -> set[int]:
     """The ids of every member organisation of the collaboration (one query)."""
-    return {row["organization_id"] for row in _member_ids.values(collaboration_id=collaboration.pk)}
+    return {member.organization_id for member in _members.models(collaboration_id=collaboration.pk)}
 
 
 # A collaboration has tens of members at most: reading them all lets one prepared query
 # serve any list of candidates.
-_member_ids = PreparedQuery(
-    lambda *, collaboration_id: Membership.objects.filter(collaboration_id=collaboration_id).values("organization_id"),
+_members = PreparedQuery(
+    lambda *, collaboration_id: Membership.objects.only("organization_id").filter(collaboration_id=collaboration_id),
     "collaboration_id",
 )
 

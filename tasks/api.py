@@ -46,6 +46,7 @@ from tasks.serializers import (
     TaskCreateSerializer,
     TaskSerializer,
     node_run_data,
+    run_columns,
     run_data,
     task_data,
 )
@@ -221,7 +222,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         except Conflict:
             self.get_object()  # 404 when the run is not this node's to see
             raise
-        return Response(run_data(vars(run)))
+        return Response(run_data(run_columns(run)))
 
     @extend_schema(request=RunLogSerializer, responses=RunSerializer)
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
@@ -246,7 +247,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         inline = request.content_type.startswith("application/json")
         fields = self._input(RunFinishInlineSerializer if inline else RunFinishSerializer)
         run = services.run_finish(run_id=int(pk), node=request.user, **fields)
-        return Response(run_data(vars(run)))
+        return Response(run_data(run_columns(run)))
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
                               404: OpenApiResponse(description="No such run, or it has no result.")})

@@ -47,14 +47,14 @@ def with_status(qs: QuerySet[Task]) -> QuerySet[Task]:
 
 def task_status(*, task_id: int) -> str | None:
     """One task's derived status (None for an unknown task), in one query."""
-    rows = _task_status.values(task_id=int(task_id))
-    return rows[0]["status"] if rows else None
+    task = _task_status.first(task_id=int(task_id))
+    return task.status if task is not None else None
 
 
 # Building the status expression's SQL costs far more than running it, and every final
 # run needs its task's status for its event: the query is prepared (vantage.prepared).
 _task_status = PreparedQuery(
-    lambda *, task_id: with_status(Task.objects.filter(pk=task_id)).order_by("pk").values("status")[:1], "task_id"
+    lambda *, task_id: with_status(Task.objects.only("pk").filter(pk=task_id)).order_by("pk")[:1], "task_id"
 )
 
 

@@ -214,9 +214,14 @@ class RunFinishInlineSerializer(RunFinishSerializer):
         "Larger results go as a multipart upload."))
 
 
-# A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or vars(run).
+# A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or run_columns(run).
 RUN_COLUMNS = ("id", "task_id", "organization_id", "node_id", "status", "exit_code", "error_kind", "result_size",
                "result_sha256", "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at")
+
+
+def run_columns(run: Run) -> dict:
+    """A loaded run's RUN_COLUMNS, as `values(*RUN_COLUMNS)` gives them."""
+    return {name: getattr(run, name) for name in RUN_COLUMNS}
 
 
 def run_data(run: Mapping) -> dict:
@@ -237,7 +242,7 @@ def node_run_data(run: Run) -> dict:
     task = run.task
     creator = task.created_by
     return {
-        **run_data(vars(run)),
+        **run_data(run_columns(run)),
         "collaboration": task.collaboration_id, "init_organization": task.init_organization_id, "job": task.job_id,
         "image": task.image, "digest": task.digest, "method": task.method, "databases": task.databases,
         "created_by": task.created_by_id, "created_by_username": creator.username if creator is not None else None,

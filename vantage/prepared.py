@@ -9,18 +9,16 @@ where its arguments go; every later call runs that SQL with the arguments bound 
 markers' places.
 
 Rows come back as the ORM would give them: model instances with their select_related
-objects (`models`), or dicts for a `values()` queryset (`values`), with the database's
-converters applied (dates, JSON, booleans).
+objects and annotations, with the database's converters applied (dates, JSON, booleans).
 
 Private or undocumented Django internals this module touches (Django 5.2), each checked
 by tests/test_prepared.py::test_the_django_internals_it_reads_are_there, which fails
 naming the one that changed:
 - `QuerySet.query.get_compiler()` and the compiler's `as_sql()`, `select`, `col_count`,
   `klass_info`, `annotation_col_map`, `has_extra_select`, `get_converters()`: what
-  Django's own ModelIterable and ValuesIterable read;
-- `QuerySet._fields` and `Query.selected`, `extra_select`, `values_select`,
-  `annotation_select`: the column names of a `values()` row, as ValuesIterable names them;
-- `django.db.models.query.get_related_populators`: fills select_related objects;
+  Django's own ModelIterable reads;
+- `django.db.models.query.get_related_populators`: fills select_related objects (with
+  the queryset's `_fetch_mode` on Django 6.1 and later, which added that parameter);
 - `Model._state.adding` and `_state.db` (documented in the model instance reference):
   set on instances inserted by `PreparedInsert.save_new`, as save() sets them.
 
@@ -32,6 +30,7 @@ IN): anything that changes the SQL itself (a list's length, LIMIT, which filter
 applies) is part of the shape, so it goes in `shape`, and each shape is built once.
 """
 
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +44,8 @@ _MARKER_BASE = -7_300_000_001
 
 
 class _Plan:
-    __slots__ = ("sql", "params", "slots", "compiler", "converters", "values_names", "model_plan")
+    __slots__ = ("sql", "params", "slots", "compiler", "converters", "model", "model_columns", "init_list",
+                 "populators", "annotations")
 
     def __init__(self, queryset: QuerySet, markers: dict[str, Any], connection):
         compiler = queryset.query.get_compiler(connection=connection)
@@ -63,25 +63,16 @@ class _Plan:
         # Converter functions read no per-connection state but the database's time zone,
         # which every connection to one alias shares: any thread's connection may apply them.
         self.converters = compiler.get_converters(fields)
-        query = queryset.query
-        if queryset._fields is not None:
-            # As ValuesIterable names a row's columns.
-            self.values_names = list(query.selected) if query.selected else [
-                *query.extra_select, *query.values_select, *query.annotation_select
-            ]
-            self.model_plan = None
-        else:
-            self.values_names = None
-            klass_info = compiler.klass_info
-            start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
-            self.model_plan = (
-                klass_info["model"],
-                start,
-                end,
-                [f[0].target.attname for f in compiler.select[start:end]],
-                get_related_populators(klass_info, compiler.select, connection.alias),
-                dict(compiler.annotation_col_map or {}),
-            )
+        klass_info = compiler.klass_info
+        populator_arguments = [klass_info, compiler.select, connection.alias]
+        if "fetch_mode" in inspect.signature(get_related_populators).parameters:  # Django 6.1 and later
+            populator_arguments.append(queryset._fetch_mode)
+        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        self.model = klass_info["model"]
+        self.model_columns = (start, end)
+        self.init_list = [f[0].target.attname for f in compiler.select[start:end]]
+        self.populators = get_related_populators(*populator_arguments)
+        self.annotations = dict(compiler.annotation_col_map or {})
 
     def rows(self, arguments: dict[str, Any], connection) -> list:
         params = list(self.params)
@@ -145,15 +136,13 @@ class PreparedQuery:
         self._check(arguments)
         connection = connections[self._using]
         plan = self._plan(shape, connection)
-        if plan.model_plan is None:
-            raise TypeError("prepared query: a values() queryset gives dicts, use .values()")
-        model, start, end, init_list, populators, annotations = plan.model_plan
+        start, end = plan.model_columns
         objects = []
         for row in plan.rows(arguments, connection):
-            obj = model.from_db(connection.alias, init_list, row[start:end])
-            for populator in populators:
+            obj = plan.model.from_db(connection.alias, plan.init_list, row[start:end])
+            for populator in plan.populators:
                 populator.populate(row, obj)
-            for name, pos in annotations.items():
+            for name, pos in plan.annotations.items():
                 setattr(obj, name, row[pos])
             objects.append(obj)
         return objects
@@ -161,15 +150,6 @@ class PreparedQuery:
     def first(self, *shape, **arguments) -> Model | None:
         objects = self.models(*shape, **arguments)
         return objects[0] if objects else None
-
-    def values(self, *shape, **arguments) -> list[dict]:
-        self._check(arguments)
-        connection = connections[self._using]
-        plan = self._plan(shape, connection)
-        if plan.values_names is None:
-            raise TypeError("prepared query: a model queryset gives instances, use .models()")
-        names = plan.values_names
-        return [dict(zip(names, row)) for row in plan.rows(arguments, connection)]
 
 
 class PreparedUpdate:
