@@ -66,11 +66,20 @@ class ScopedIdsField(serializers.ListField):
         return [found[pk] for pk in pks]
 
 
-class OrganizationSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Organization
-        fields = ["id", "name", "country", "domain", "public_key", "created_at"]
-        read_only_fields = fields
+class OrganizationSerializer(serializers.Serializer):
+    """An organisation as every answer shows it.
+
+    Declared field by field rather than as a ModelSerializer: the organisation list is
+    among the most frequent requests, and a ModelSerializer builds its fields from the
+    model for every instance it is made for (bench/README.md, "Consolidation").
+    """
+
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    country = serializers.CharField(read_only=True, help_text="ISO 3166-1 alpha-2 code")
+    domain = serializers.CharField(read_only=True)
+    public_key = serializers.CharField(read_only=True, help_text="PEM public key for end-to-end encryption")
+    created_at = serializers.DateTimeField(read_only=True)
 
 
 class OrganizationInputSerializer(serializers.Serializer):
