@@ -30,10 +30,12 @@ from collaborations.serializers import (
     NodeTokenSerializer,
     NodeWithKeySerializer,
     OrganizationInputSerializer,
+    ORGANIZATION_COLUMNS,
     OrganizationSerializer,
     StudyCreateSerializer,
     StudySerializer,
     StudyUpdateSerializer,
+    organization_data,
 )
 from tasks.selectors import container_organization_list
 
@@ -54,6 +56,17 @@ class OrganizationViewSet(ScopedViewSet):
                 container=self.request.user, collaboration=self.request.query_params.get("collaboration")
             )
         return selectors.organization_list(user=self.request.user)
+
+    def list(self, request):
+        page_size = self.paginator.plain_first_page_size(request)
+        if page_size is not None and not is_container(request.user):
+            rows = selectors.organization_first_rows(user=request.user, columns=ORGANIZATION_COLUMNS, limit=page_size)
+            if rows is not None:
+                return self.paginator.first_page_response(
+                    request, [organization_data(row) for row in rows], page_size, lambda: self.get_queryset().count()
+                )
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).values(*ORGANIZATION_COLUMNS))
+        return self.get_paginated_response([organization_data(row) for row in page])
 
     @extend_schema(request=OrganizationInputSerializer, responses={201: OrganizationSerializer})
     def create(self, request):

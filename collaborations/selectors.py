@@ -9,6 +9,7 @@ from django.db.models import Prefetch, Q, QuerySet
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import user_scope
 from collaborations.models import Collaboration, Node, Organization, Study
+from vantage.pagination import stable_order
 from vantage.prepared import PreparedQuery
 
 Membership = Collaboration.organizations.through
@@ -40,6 +41,30 @@ def _organizations_in_scope(scope: int, organization_id) -> QuerySet[Organizatio
     if scope == Scope.COLLABORATION:
         return qs.filter(Q(pk=organization_id) | Q(pk__in=partner_organization_ids(organization_id)))
     return qs.filter(pk=organization_id)
+
+
+def organization_first_rows(*, user, columns: tuple[str, ...], limit: int) -> list[dict] | None:
+    """The first `limit` organisations of organization_list(user) as {column: value}, in the
+    list's order; None where only the queryset can answer (a user without an organisation)."""
+    scope = user_scope(user, Resource.ORGANIZATION, Action.VIEW)
+    if scope is None:
+        return []
+    if scope == Scope.GLOBAL:
+        found = _all_organizations_page.models(columns, limit, scope)
+    elif user.organization_id is None:
+        return None
+    else:
+        found = _scoped_organizations_page.models(columns, limit, scope, organization_id=user.organization_id)
+    return [{column: getattr(organization, column) for column in columns} for organization in found]
+
+
+def _organizations_page(columns, limit, scope, organization_id=None):
+    return stable_order(_organizations_in_scope(scope, organization_id).only(*columns))[:limit]
+
+
+# The organisation list is among the most frequent requests: its first page is prepared.
+_all_organizations_page = PreparedQuery(_organizations_page)
+_scoped_organizations_page = PreparedQuery(_organizations_page, "organization_id")
 
 
 def collaboration_list(*, user, action: str = Action.VIEW) -> QuerySet[Collaboration]:

@@ -44,13 +44,15 @@ INSTALLED_APPS = [
     "portal",
 ]
 
+# Sessions, CSRF, the session user and messages are Django's, except that API requests
+# with a bearer token skip them (vantage/middleware.py).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "vantage.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "vantage.middleware.CsrfViewMiddleware",
+    "vantage.middleware.AuthenticationMiddleware",
+    "vantage.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -126,6 +128,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["vantage.filters.FilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "vantage.exceptions.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "vantage.negotiation.ContentNegotiation",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
