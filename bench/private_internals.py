@@ -39,6 +39,8 @@ INTERNAL_NAMES = {
     # database connection and cursor internals
     "convert_query", "execute_wrappers", "queries_logged", "wrap_database_errors",
     "validate_no_broken_transaction",
+    # private names of newer releases than the installed one (read where they exist)
+    "_fetch_mode",
 }
 
 
