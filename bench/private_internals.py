@@ -13,7 +13,7 @@ A line counts when it
 - uses one of the undocumented compiler, query and connection attributes in
   INTERNAL_NAMES, or an attribute of a queryset's `query`.
 
-`_meta` is not counted: Django documents it as the Model _meta API. The frameworks'
+`_meta`, `_default_manager` and `_base_manager` are not counted: Django documents them. The frameworks'
 underscore names are read from their installed sources, so run this with the project's
 virtualenv. Only files that import a framework (or live under tests/) are scanned: the
 client, the node agent and the algorithms use none of them.
@@ -31,7 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ("django", "rest_framework", "rest_framework_simplejwt", "channels", "channels_redis",
               "django_filters", "drf_spectacular", "asgiref", "daphne")
-PUBLIC_UNDERSCORE = {"_meta"}  # the documented Model _meta API
+# Documented as public despite the underscore: the Model _meta API, and the managers
+# (docs/topics/db/managers.txt names Model._default_manager and _base_manager).
+PUBLIC_UNDERSCORE = {"_meta", "_default_manager", "_base_manager"}
 INTERNAL_NAMES = {
     # SQL compiler and query internals (what ModelIterable reads)
     "get_compiler", "klass_info", "annotation_col_map", "get_related_populators", "col_count",
@@ -99,6 +101,14 @@ def _imports_framework(tree: ast.AST) -> bool:
         if any(m.split(".")[0] in FRAMEWORKS or m.split(".")[0] == "sqlite3" for m in modules):
             return True
     return False
+
+
+def _reads_by_name(call: ast.Call) -> bool:
+    """getattr/hasattr/setattr/delattr(obj, "name"), or mapping.get/pop("name")."""
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id in ("getattr", "hasattr", "setattr", "delattr")
+    return isinstance(func, ast.Attribute) and func.attr in ("get", "pop")
 
 
 def _module_name(path: Path) -> str:
@@ -200,8 +210,10 @@ def scan(files: list[Path], framework: set[str]) -> list[tuple[str, int, str, st
                         hit(node, f"import {alias.name}")
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "vars":
                 hit(node, "vars()")
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in private:
-                hit(node, repr(node.value))  # getattr(obj, "_name"), __dict__.get("_name")
+            elif isinstance(node, ast.Call) and _reads_by_name(node):
+                for arg in node.args:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value in private:
+                        hit(node, repr(arg.value))  # getattr(obj, "_name"), __dict__.get("_name")
     sources: dict[str, list[str]] = {}
     found = []
     for (relative, lineno), why in sorted(hits.items()):

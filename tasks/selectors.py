@@ -167,8 +167,8 @@ _node_run_for_update = PreparedQuery(
     lambda *, run_id, organization_id, collaboration_id: Run.objects.select_for_update(of=("self",))
     .select_related("task").only(
         "task", "organization", "node", "status", "exit_code", "error_kind", "result", "result_size",
-        "result_sha256", "log", "log_truncated", "kill_requested_at", "created_at", "claimed_at", "started_at",
-        "finished_at", "task__collaboration", "task__init_organization", "task__created_by",
+        "result_sha256", "log", "log_truncated", "kill_requested_at", "hold_info", "created_at", "claimed_at",
+        "started_at", "finished_at", "task__collaboration", "task__init_organization", "task__created_by",
     )
     .filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id)
     .order_by("pk")[:1],
