@@ -76,9 +76,9 @@ class ServiceFormMixin:
 
     def full_clean(self):
         super().full_clean()
-        if not self.is_bound or self._errors:
+        if not self.is_bound or self.errors:
             return
-        if not self.instance._state.adding and not self.has_changed():
+        if self.instance.pk is not None and not self.has_changed():
             return
         try:
             self.instance = self.write_through_service()
@@ -222,7 +222,7 @@ class PasswordSetForm(SetPasswordMixin, forms.Form):
 
     def full_clean(self):
         super().full_clean()
-        if not self.is_bound or self._errors:
+        if not self.is_bound or self.errors:
             return
         try:
             self.user = user_update(actor=self.actor, user=self.user, password=self.cleaned_data["password1"])

@@ -70,13 +70,8 @@ class GuardedViewSet(viewsets.GenericViewSet):
 
     def _input(self, serializer_class, *, partial: bool = False) -> dict:
         serializer = serializer_class(data=self.request.data, partial=partial, context=self.get_serializer_context())
-        try:
-            serializer.is_valid(raise_exception=True)
-            return serializer.validated_data
-        finally:
-            # Each field points back to the serializer: dropping the serializer's hold on
-            # them lets the lot be freed as it goes out of scope, not by the cyclic collector.
-            serializer.__dict__.pop("fields", None)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
 
 
 class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSet):
