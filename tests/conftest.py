@@ -10,8 +10,6 @@ import os
 
 import pytest
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import AccessToken
-
 from accounts.authentication import node_access_token
 from tests import factories
 
@@ -108,7 +106,7 @@ def api_for():
     def build(principal):
         if getattr(principal, "is_node", False):
             return _client(node_access_token(principal))
-        return _client(AccessToken.for_user(principal))
+        return _client(factories.access_token(principal))
 
     return build
 

@@ -7,11 +7,11 @@ commit, and the consumers' database calls run on their own connection handling.
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
-from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.authentication import node_access_token
 from tasks.services import run_claim, task_kill
 from tests.factories import make_task
+from tests import factories
 from vantage.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,7 +97,7 @@ def test_users_see_events_of_their_collaboration_and_outsiders_see_none(
     async def scenario():
         comms = {}
         for name, user in (("member", member), ("outsider", outsider)):
-            comms[name], _ = await _open("/ws/events/", AccessToken.for_user(user))
+            comms[name], _ = await _open("/ws/events/", factories.access_token(user))
         task = await _in_test_thread(lambda: make_task(owner, collab, [org_a, org_b]))
         await _in_test_thread(lambda: run_claim(run_id=task.runs.get(organization=org_a).pk, node=node_a))
         got = {"member": await _drain(comms["member"], expect=["task.updated", "run.updated"])}
@@ -131,7 +131,7 @@ def test_bad_token_is_refused_with_a_close_code_and_reason(path):
 
 def test_foreign_origin_is_refused_even_with_a_valid_token(owner):
     async def scenario():
-        comm = _connect("/ws/events/", token=AccessToken.for_user(owner), origin="https://evil.example")
+        comm = _connect("/ws/events/", token=factories.access_token(owner), origin="https://evil.example")
         await comm.connect()
         closed = await comm.receive_output(timeout=5)
         await comm.wait()

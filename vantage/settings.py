@@ -115,6 +115,11 @@ VANTAGE_RESULT_IN_DATABASE_BYTES = env_int("VANTAGE_RESULT_IN_DATABASE_BYTES", 6
 VANTAGE_MAX_INPUT_BYTES = env_int("VANTAGE_MAX_INPUT_BYTES", 8 * 1024 * 1024, minimum=1)
 VANTAGE_RUN_LOG_MAX_CHARS = env_int("VANTAGE_RUN_LOG_MAX_CHARS", 256 * 1024, minimum=1024)
 VANTAGE_NODE_KEY_SECRET = env_str("VANTAGE_NODE_KEY_SECRET") or SECRET_KEY
+# How many reverse proxies in front of the server append to X-Forwarded-For. 0 (default):
+# the header is ignored and the client is the socket's peer; n: the n-th address from the
+# right is the client (password-reset throttle, lockout audit). Anything further left was
+# written by the client and is never believed.
+VANTAGE_TRUSTED_PROXIES = env_int("VANTAGE_TRUSTED_PROXIES", 0, minimum=0)
 VANTAGE_HTTP_THREADS = env_int("VANTAGE_HTTP_THREADS", 8, minimum=1)
 
 REST_FRAMEWORK = {
@@ -134,6 +139,8 @@ REST_FRAMEWORK = {
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_RATES": {"password-reset": env_str("VANTAGE_PASSWORD_RESET_RATE", "5/hour")},
     "UNAUTHENTICATED_USER": None,
+    # Throttles key on the client's address: see VANTAGE_TRUSTED_PROXIES.
+    "NUM_PROXIES": VANTAGE_TRUSTED_PROXIES,
 }
 
 SIMPLE_JWT = {

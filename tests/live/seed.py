@@ -8,7 +8,6 @@ keys, for tests of the node agent's own client.
 
 import json
 
-from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.authentication import node_access_token
 from tests import factories
@@ -28,7 +27,7 @@ def main() -> None:
         "collaboration": collab.pk,
         "org_a": org_a.pk,
         "org_b": org_b.pk,
-        "owner_token": str(AccessToken.for_user(owner)),
+        "owner_token": factories.access_token(owner),
         "nodes": {key: {"id": node.pk, "token": str(node_access_token(node)), "api_key": api_key}
                   for key, (node, api_key) in made.items()},
     }
