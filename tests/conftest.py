@@ -78,6 +78,8 @@ def root(org_a):
     user.is_superuser = True
     user.is_staff = True
     user.save(update_fields=["is_superuser", "is_staff"])
+    # Staff log in with a second factor; tests that log root in with a code take the secret.
+    user.totp_secret = factories.enrol_second_factor(user)
     return user
 
 
