@@ -18,6 +18,7 @@ def main() -> None:
     org_b = factories.make_organization("Live Hospital B")
     collab = factories.make_collaboration([org_a, org_b], name="Live collaboration")
     owner = factories.make_user(org_a, username="live-owner")
+    factories.make_user(org_a, username="live-guarded")  # sets up a second factor in the portal's browser test
     made = {
         "a1": factories.make_node(org_a, collab, name="live-node-a1"),
         "a2": factories.make_node(org_a, collab, name="live-node-a2"),
