@@ -24,6 +24,7 @@ from accounts import jobs
 from accounts.audit import audit_record
 from accounts.models import Action, ApiLogin, RecoveryCode, Resource, Role, Rule, Scope, SecondFactor, User
 from accounts.permissions import forget_rule_scopes, rule_scopes, user_scope
+from accounts.selectors import user_login_state
 from vantage.errors import DomainError, NotAllowed
 
 # The claim that ties a refresh token and its access tokens to their ApiLogin row.
@@ -146,12 +147,22 @@ def user_update(*, actor, user: User, **changes) -> User:
         details["roles"] = [r.name for r in resolved]
     audit_record(actor=actor, verb="user.updated", target=user, details=details)
     # Whatever a token or session was granted under the old password, flag or roles ends now.
-    reason = ("password_changed" if password is not None else "deactivated" if changes.get("is_active") is False
-              else "role_removed" if removed_roles or changes.get("is_staff") is False
-              or changes.get("is_superuser") is False else None)
+    reason = _session_ending_reason(password_changed=password is not None, changes=changes,
+                                    removed_roles=removed_roles)
     if reason is not None:
         user_end_sessions(actor=actor, user=user, reason=reason)
     return user
+
+
+def _session_ending_reason(*, password_changed: bool, changes: dict, removed_roles: bool) -> str | None:
+    """Why this change ends every session and token of the user, or None if it does not."""
+    if password_changed:
+        return "password_changed"
+    if changes.get("is_active") is False:
+        return "deactivated"
+    if removed_roles or changes.get("is_staff") is False or changes.get("is_superuser") is False:
+        return "role_removed"
+    return None
 
 
 @transaction.atomic
@@ -319,8 +330,6 @@ def login_authenticate(*, request, username: str, password: str, otp: str | None
     counts towards the lockout; a success clears the count. `allow_enrolment`: the
     portal lets a user who must have a second factor but has none in, to set one up.
     """
-    from accounts.selectors import user_login_state
-
     address = client_address(request)
     known = user_login_state(username=username)
     now = timezone.now()

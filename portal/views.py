@@ -18,8 +18,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.static import serve
 
-from portal import selectors, services
 from accounts import services as account_services
+from portal import selectors, services
 from portal.forms import LoginForm, SecondFactorConfirmForm, TaskCreateForm
 from tasks import services as task_services
 from vantage.errors import DomainError, NotAllowed, NotFound

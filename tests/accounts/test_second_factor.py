@@ -1,7 +1,7 @@
 """The second factor (TOTP, RFC 6238) through the API, the admin and its services, and one
 lockout for the API, the portal and the admin (issue 13.2 and "Second factor")."""
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pyotp
 import pytest
