@@ -12,6 +12,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from rest_framework.test import APIClient
 
+from accounts import authentication
 from accounts.models import ApiLogin, AuditEvent
 from accounts.services import api_login_create, user_end_sessions, user_update
 from tests import factories
@@ -49,11 +50,12 @@ def _all_dead(access, refresh, portal):
     assert portal.get("/portal/").status_code == 302  # back to the login page
 
 
-def test_an_expired_access_token_is_refused(owner):
+def test_a_remembered_token_stops_working_when_it_expires(owner):
     token = api_login_create(user=owner).access_token
     token.set_exp(lifetime=timedelta(seconds=1))
     client = _bearer(token)
     assert client.get("/api/organizations/").status_code == 200
+    assert str(token).encode() in authentication._verified
     time.sleep(1.1)
     response = client.get("/api/organizations/")
     assert (response.status_code, response.data["detail"].code) == (401, "token_not_valid")
@@ -64,6 +66,24 @@ def test_a_token_with_a_changed_signature_is_refused(owner):
     assert _bearer(genuine).get("/api/organizations/").status_code == 200
     head, payload, signature = genuine.split(".")
     assert _bearer(f"{head}.{payload}.{signature[:-4]}AAAA").get("/api/organizations/").status_code == 401
+
+
+def test_the_cache_of_verified_tokens_stays_bounded(owner, monkeypatch):
+    monkeypatch.setattr(authentication, "VERIFIED_TOKENS_MAX", 3)
+    monkeypatch.setattr(authentication, "_verified", {})
+    for _ in range(5):
+        assert _bearer(factories.access_token(owner)).get("/api/organizations/").status_code == 200
+    assert len(authentication._verified) <= 3
+
+
+def test_a_remembered_token_is_refused_once_its_login_ends(owner):
+    access, _refresh_token = _login()
+    client = _bearer(access)
+    for _ in range(3):
+        assert client.get("/api/organizations/").status_code == 200
+    assert access.encode() in authentication._verified
+    ApiLogin.objects.filter(user=owner).delete()
+    assert client.get("/api/organizations/").status_code == 401
 
 
 def test_a_token_without_a_login_is_refused(owner):
