@@ -19,6 +19,7 @@ def main() -> None:
     collab = factories.make_collaboration([org_a, org_b], name="Live collaboration")
     owner = factories.make_user(org_a, username="live-owner")
     factories.make_user(org_a, username="live-guarded")  # sets up a second factor in the portal's browser test
+    factories.make_user(org_a, username="live-logouts")  # logs out everywhere (test_revocation_live): not the owner
     made = {
         "a1": factories.make_node(org_a, collab, name="live-node-a1"),
         "a2": factories.make_node(org_a, collab, name="live-node-a2"),

@@ -17,7 +17,7 @@ def _session() -> requests.Session:
 
 
 def _login(server) -> dict:
-    response = _session().post(f"{server.url}/api/token/", json={"username": "live-owner",
+    response = _session().post(f"{server.url}/api/token/", json={"username": "live-logouts",
                                                                  "password": factories.PASSWORD}, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
