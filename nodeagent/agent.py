@@ -87,7 +87,7 @@ class NodeAgent:
                              name="forwarders", daemon=True).start()
             if self.config.server.websocket:
                 self.events = EventListener(client=self.client, stop=self.stop, on_new_run=self.hint_run,
-                                            on_reconnect=self.wake, on_kill=self.request_kill, backoff=backoff)
+                                            on_reconnect=self._reconnected, on_kill=self.request_kill, backoff=backoff)
                 self.events.start()
             self._loop()
         finally:
@@ -258,6 +258,12 @@ class NodeAgent:
         with self._jobs_lock:
             self._list_requested = True
         self._wake.set()
+
+    def _reconnected(self) -> None:
+        """The websocket is back: catch up on missed runs, and send the outcomes held meanwhile."""
+        self.wake()
+        if self.ctx is not None:
+            self.ctx.server_back.announce()
 
     def request_kill(self, run_id: int) -> None:
         with self._jobs_lock:

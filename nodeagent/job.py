@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -55,6 +55,30 @@ LOG_BATCH_CHARS = 64 * 1024  # one POST /log/ at most
 RETRY_BASE, RETRY_MAX = 1.0, 30.0
 
 
+class ServerBack:
+    """Told when the websocket connects again, so that outcomes held through a server
+    outage go at once rather than at their next retry, up to RETRY_MAX later."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self.count = 0
+
+    def announce(self) -> None:
+        with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    def wait(self, seen: int, timeout: float, stop: threading.Event) -> None:
+        """Until `timeout` has passed, the server came back after `seen`, or stop is set."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.count == seen and not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._changed.wait(min(left, 0.5))  # stop is an Event of its own: look at it twice a second
+
+
 @dataclass
 class AgentContext:
     """What every job shares with the agent."""
@@ -65,6 +89,7 @@ class AgentContext:
     node_id: int
     stop: threading.Event
     forwarders: ForwarderPool
+    server_back: ServerBack = field(default_factory=ServerBack)
 
     @staticmethod
     def key_of(server_url: str) -> str:
@@ -544,19 +569,24 @@ class RunJob:
         attempt = 0
         while not self.ctx.stop.is_set():
             result = self._result_file() if outcome.has_result else None
+            seen = self.ctx.server_back.count
             try:
                 if outcome.held is not None:
                     report_held(self, outcome)
                     break
                 self.ctx.client.finish(self.run_id, status=outcome.status, exit_code=outcome.exit_code,
                                        error_kind=outcome.error_kind, log=outcome.log, result=result)
-                log.debug("run %s: outcome uploaded", self.run_id)
+                if attempt:
+                    log.info("run %s: outcome uploaded after %d failed attempt(s)", self.run_id, attempt)
+                else:
+                    log.debug("run %s: outcome uploaded", self.run_id)
                 break
             except ServerUnavailable as exc:
                 attempt += 1
                 delay = backoff(attempt)
-                log.warning("run %s: upload failed (%s); retrying in %.1f s", self.run_id, exc, delay)
-                self.ctx.stop.wait(delay)
+                log.warning("run %s: upload failed (%s); retrying in %.1f s, or once the server is back",
+                            self.run_id, exc, delay)
+                self.ctx.server_back.wait(seen, delay, self.ctx.stop)
             except (Conflict, NotFound) as exc:
                 # Already final (an earlier attempt got through before its answer was lost,
                 # or the run was killed meanwhile) or deleted: nothing left to send.

@@ -22,7 +22,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from accounts.api import GuardedViewSet, ScopedViewSet, rules_for
@@ -52,6 +52,7 @@ from tasks.serializers import (
 )
 from tasks.uploads import ResultUploadHandler
 from vantage.errors import Conflict, NotFound
+from vantage.parsers import JSONParser
 
 
 class ChunkedFileResponse(FileResponse):
@@ -196,7 +197,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     def claim(self, request, pk=None):
         """Claim a pending run for this node; of nodes claiming at once, exactly one wins."""
         # The claim itself is scoped to the node, so the object is looked up only when it fails.
-        run = services.run_claim(run_id=pk, node=request.user) if str(pk).isdigit() else None
+        run = services.run_claim(run_id=pk, node=request.user)  # pk: an int (vantage.routers)
         if run is None:
             self.get_object()  # 404 when the run is not this node's to see
             raise Conflict("The run is no longer pending: another node claimed it, or it was killed.")
@@ -216,8 +217,6 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         """Mark a run this node claimed as running: its container has started."""
         # As for a claim: the start is scoped to the node that claimed the run, so the run is
         # looked up only when it fails, to answer 404 rather than 409 for a run it cannot see.
-        if not str(pk).isdigit():
-            raise NotFound("No such run.")
         try:
             run = services.run_start(run_id=pk, node=request.user)
         except Conflict:
@@ -251,11 +250,9 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         """Report the run's final state with its output: streamed as the multipart file part
         `result`, or, when small, inline as base64 in a JSON body (one parse, no file part)."""
         # The service finds the run among this node's own (404 otherwise), as get_object would.
-        if not str(pk).isdigit():
-            raise NotFound("No such run.")
         inline = request.content_type.startswith("application/json")
         fields = self._input(RunFinishInlineSerializer if inline else RunFinishSerializer)
-        run = services.run_finish(run_id=int(pk), node=request.user, **fields)
+        run = services.run_finish(run_id=pk, node=request.user, **fields)
         return Response(run_data(vars(run)))
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,

@@ -25,6 +25,7 @@ from collaborations.serializers import ScopedIdField
 from tasks.models import Algorithm, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
 from vantage.renderers import iso_datetime
+from vantage.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, StrictFields
 from vantage.serializers import FlatSerializer, LongTextField
 
 
@@ -66,21 +67,21 @@ class AlgorithmSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AlgorithmSubmitSerializer(serializers.Serializer):
+class AlgorithmSubmitSerializer(InputSerializer):
     name = serializers.CharField(max_length=200)
     image = serializers.CharField(max_length=500)
     digest = serializers.CharField(max_length=71, help_text="sha256:<64 hex digits>")
-    description = serializers.CharField(required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=DESCRIPTION_MAX_CHARS)
     functions = serializers.JSONField(
         required=False, help_text='[{"name": ..., "kind": "central"|"partial", "arguments": <JSON schema>}]'
     )
 
 
-class AlgorithmReviewSerializer(serializers.Serializer):
+class AlgorithmReviewSerializer(InputSerializer):
     status = serializers.ChoiceField(
         choices=[Algorithm.Status.APPROVED, Algorithm.Status.REJECTED, Algorithm.Status.RETIRED]
     )
-    note = serializers.CharField(required=False, allow_blank=True, default="")
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=DESCRIPTION_MAX_CHARS)
 
 
 class RunSummarySerializer(serializers.ModelSerializer):
@@ -103,21 +104,22 @@ class TaskSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class TaskOrganizationInputSerializer(serializers.Serializer):
-    id = serializers.IntegerField(min_value=1)
+class TaskOrganizationInputSerializer(InputSerializer):
+    id = IdField()
     input = Base64Field(help_text="The run's input for this organisation, base64-encoded "
                                   "(ciphertext in an encrypted collaboration).")
 
 
-class DatabaseSerializer(serializers.Serializer):
+class DatabaseSerializer(InputSerializer):
     label = serializers.CharField(max_length=64)
     type = serializers.ChoiceField(choices=DatabaseType.choices, required=False)
 
 
-class TaskCreateSerializer(serializers.Serializer):
+class TaskCreateSerializer(InputSerializer):
     collaboration = ScopedIdField(selector=collaboration_list, lookup=collaboration_visible)
     name = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="",
+                                        max_length=DESCRIPTION_MAX_CHARS)
     image = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
                                   help_text="Leave out when naming a catalogue algorithm.")
     algorithm = OptionalScopedIdField(selector=algorithm_list)
@@ -192,21 +194,22 @@ class NodeRunSerializer(RunSerializer):
         read_only_fields = fields
 
 
-class RunLogSerializer(FlatSerializer):
+class RunLogSerializer(StrictFields, FlatSerializer):
     text = LongTextField(trim_whitespace=False)
 
 
-class RunHoldSerializer(FlatSerializer):
+class RunHoldSerializer(StrictFields, FlatSerializer):
     """What a node's output gate tells the server about a result it holds: never the result."""
 
     output_type = serializers.CharField(max_length=40)
-    size = serializers.IntegerField(min_value=0)
+    size = serializers.IntegerField(min_value=0, max_value=2**63 - 1)  # the column's range
     flags = serializers.ListField(child=serializers.CharField(max_length=300), max_length=20, allow_empty=True)
 
 
-class RunFinishSerializer(FlatSerializer):
+class RunFinishSerializer(StrictFields, FlatSerializer):
     status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
-    exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
+    exit_code = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                         min_value=-(2**31), max_value=2**31 - 1)  # the column's range
     error_kind = serializers.ChoiceField(choices=Run.ErrorKind.choices, required=False, allow_blank=True,
                                          default="")
     log = LongTextField(required=False, allow_blank=True, trim_whitespace=False, default="")
@@ -276,8 +279,7 @@ class SubtaskCreateSerializer(TaskCreateSerializer):
     the container's own: the server takes both from the container's task.
     """
 
-    collaboration = serializers.IntegerField(min_value=1, required=False,
-                                             help_text="Optional; must be the container's collaboration.")
+    collaboration = IdField(required=False, help_text="Optional; must be the container's collaboration.")
     image = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
                                   help_text="Optional; must be the container's image.")
     algorithm = None

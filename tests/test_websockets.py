@@ -196,3 +196,19 @@ def test_ending_every_session_of_a_user_closes_their_open_sockets(owner, member)
     closed, still_open = async_to_sync(scenario)()
     assert (closed["type"], closed["code"]) == ("websocket.close", 4401)
     assert still_open
+
+
+@pytest.mark.parametrize("path", ["/ws/nothing/", "/", "/ws/events/extra/"])
+def test_an_unknown_path_is_closed_with_4404_not_an_error(path, owner):
+    token = factories.access_token(owner)
+
+    async def scenario():
+        comm = _connect(path, token=token)
+        connected, _ = await comm.connect()
+        closed = await comm.receive_output(timeout=5)
+        await comm.wait()
+        return connected, closed
+
+    connected, closed = async_to_sync(scenario)()
+    assert connected
+    assert closed == {"type": "websocket.close", "code": 4404, "reason": "No websocket at this path."}
