@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0004_user_lockout'),
+        ('accounts', '0005_audit_chain_keyed'),
     ]
 
     operations = [
