@@ -80,6 +80,13 @@ class NodeAgent:
             self.ctx = self._context(node["id"])
             log.info("node %s (organisation %s, collaboration %s) connected to %s",
                      node["id"], node.get("organization"), node.get("collaboration"), self.config.server.url)
+            policy = self.config.policy
+            if policy.require_signature and not policy.trusted_keys:
+                # An older node.toml: it still loads, and says why every run will be rejected.
+                log.warning("policy.require_signature is on%s and no trusted_keys are set: every run will be "
+                            "rejected until [policy] trusted_keys names the reviewers' public keys "
+                            "(or require_signature = false runs unsigned images, as before)",
+                            "" if policy.require_signature_set else " (the default since signed images came in)")
             self._reconcile()
             # Forwarders for the free slots start while the loop claims: a run arriving
             # first waits for one of them rather than starting one more.

@@ -119,7 +119,14 @@ def _check_task_folder(config: NodeConfig) -> list[Finding]:
     probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("/"))
     if not os.access(probe, os.W_OK | os.X_OK):
         return [Finding(FAIL, "task_folder", f"{folder}: not writable by this user")]
-    return [Finding(OK, "task_folder", f"{folder} is usable")]
+    findings = [Finding(OK, "task_folder", f"{folder} is usable")]
+    home = str(Path.home())
+    if home not in ("/", "") and (str(folder) + "/").startswith(home.rstrip("/") + "/"):
+        # Bind mounts show their host path in the container's /proc/self/mountinfo.
+        findings.append(Finding(WARN, "task_folder", (
+            f"{folder} is under the home folder {home}: algorithms see this path in /proc/self/mountinfo; "
+            "choose one that names no person, such as /var/lib/vantage-node")))
+    return findings
 
 
 def _readable_by(path: Path, user: str) -> bool:
@@ -201,6 +208,32 @@ def _check_policy(config: NodeConfig) -> list[Finding]:
         findings.append(Finding(OK, "policy", f"{len(policy.allowed_images)} allowed image pattern(s)"))
     if not policy.require_digest:
         findings.append(Finding(WARN, "policy", "require_digest is off: tasks may name images by tag"))
+    findings += _check_signatures(policy)
+    return findings
+
+
+def _check_signatures(policy) -> list[Finding]:
+    # Unreadable key files never get here: the config refuses to load (nodeagent/config.py).
+    findings = []
+    for key in policy.trusted_keys:
+        state = ""
+        if key.fingerprint in policy.revoked_keys:
+            state = " (revoked)"
+        elif key.not_after is not None:
+            state = f" (valid until {key.not_after.isoformat()})"
+        findings.append(Finding(OK, "trusted key", f"{key.name}: ECDSA P-256, fingerprint {key.fingerprint}{state}"))
+    if not policy.require_signature:
+        findings.append(Finding(WARN, "signatures", "require_signature = false: this node runs unsigned images"))
+    elif not policy.trusted_keys:
+        default = "" if policy.require_signature_set else " (the default since signed images came in)"
+        findings.append(Finding(FAIL, "signatures", (
+            f"require_signature is on{default} but no trusted_keys are set: every run will be rejected; "
+            "add the reviewers' public keys to [policy] trusted_keys (or set require_signature = false)")))
+    else:
+        findings.append(Finding(OK, "signatures", f"images must be signed by one of {len(policy.trusted_keys)} "
+                                                  "trusted key(s)"))
+    if policy.require_catalogue:
+        findings.append(Finding(OK, "catalogue", "only images the catalogue lists as approved run here"))
     return findings
 
 

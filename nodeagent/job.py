@@ -30,7 +30,7 @@ from pathlib import Path
 
 from docker.models.containers import Container
 
-from nodeagent import contract
+from nodeagent import contract, signatures
 from nodeagent import crypto as sealing
 from nodeagent import gate
 from nodeagent.client import Conflict, NotFound, ServerClient, ServerRefused, ServerUnavailable
@@ -49,7 +49,11 @@ from nodeagent.workspace import Outcome, Phase, RunFolder, RunState
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between looks at a running container
-IN_PROCESS_JSON_BYTES = 4 * 1024 * 1024
+# json.load holds ~27 times the size of an output like `[[],[],...]`: small outputs are
+# checked here (at most ~30 MB), larger ones in a child process whose address space is
+# capped, so an output built to blow up the parser costs the host JSON_CHECK_MEMORY at most.
+IN_PROCESS_JSON_BYTES = 1024 * 1024
+JSON_CHECK_MEMORY = 1024**3
 JSON_CHECK_TIMEOUT = 600
 LOG_BATCH_CHARS = 64 * 1024  # one POST /log/ at most
 RETRY_BASE, RETRY_MAX = 1.0, 30.0
@@ -241,6 +245,20 @@ class RunJob:
         if why:
             self._decide(Outcome("rejected", None, "policy", f"refused by this node's policy: {why}"))
             return None
+        try:
+            # Before anything is pulled: the digest is resolved here and is what runs.
+            image = signatures.admit(self.ctx.config.policy, self.ctx.config.registries, image,
+                                     self.ctx.client.catalogue_status)
+        except signatures.Rejected as exc:
+            self._decide(Outcome("rejected", None, "policy", f"refused by this node's policy: {exc}"))
+            return None
+        except signatures.Unavailable as exc:
+            self._decide(Outcome("failed", None, "image", str(exc)))
+            return None
+        except (ServerUnavailable, ServerRefused) as exc:
+            self._decide(Outcome("failed", None, "internal", f"the catalogue could not be asked: {exc}"))
+            return None
+        self.state.run["executed_digest"] = image.digest
         labels = [entry.get("label") for entry in task.get("databases") or [] if isinstance(entry, dict)]
         missing = [label for label in labels if label not in self.ctx.config.databases]
         if missing:
@@ -393,7 +411,7 @@ class RunJob:
 
     def _report_start(self) -> None:
         try:
-            self.ctx.client.start(self.run_id)
+            self.ctx.client.start(self.run_id, self.state.run.get("executed_digest") or "")
             self._start_reported = True
         except ServerUnavailable as exc:
             log.warning("run %s: could not tell the server it started (will retry): %s", self.run_id, exc)
@@ -408,7 +426,6 @@ class RunJob:
             bind(str(self.folder.input), contract.INPUT_PATH, read_only=True),
             bind(str(self.folder.output), contract.OUTPUT_PATH, read_only=False),
             bind(str(self.folder.token), contract.TOKEN_PATH, read_only=True),
-            bind(str(self.folder.tmp), contract.TEMP_PATH, read_only=False),
         ]
         data_mounts = {}
         for label in labels:
@@ -424,6 +441,7 @@ class RunJob:
                     LABEL_TASK: str(_id(self.state.run.get("task")) or "")},
             mounts=mounts,
             network_mode=network_mode,
+            scratch=contract.TEMP_PATH,
         )
 
     # ---------------------------------------------------------------- supervision
@@ -503,6 +521,9 @@ class RunJob:
             lines = [f"[node] the algorithm exited with code {code}"]
             if exit_info.oom_killed:
                 lines.append(f"[node] it ran out of memory (limit {self.ctx.config.limits.memory} bytes)")
+            limit = self.ctx.config.limits.max_output
+            if self.folder.output.exists() and self.folder.output.stat().st_size > limit:
+                lines.append(f"[node] it tried to write a file larger than {limit} bytes (limits.max_output)")
             if exit_info.error:
                 lines.append(f"[node] Docker: {exit_info.error}")
             return Outcome("crashed", code, "algorithm", "\n".join(lines))
@@ -638,14 +659,20 @@ def json_problem(path: Path, size: int) -> str | None:
         except (ValueError, RecursionError) as exc:
             return str(exc) or type(exc).__name__
         return None
-    checker = ("import json, sys\n"
+    # The child caps its own address space first (preexec_fn is unsafe in a threaded agent).
+    checker = ("import json, resource, sys\n"
+               "limit = int(sys.argv[2])\n"
+               "resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
                "try:\n    json.load(open(sys.argv[1], 'rb'))\n"
-               "except (ValueError, RecursionError) as exc:\n    print(exc or type(exc).__name__); sys.exit(1)\n")
+               "except (ValueError, RecursionError) as exc:\n    print(exc or type(exc).__name__); sys.exit(1)\n"
+               "except MemoryError:\n    print('MemoryError'); sys.exit(2)\n")
     try:
-        done = subprocess.run([sys.executable, "-c", checker, str(path)], capture_output=True, text=True,
-                              timeout=JSON_CHECK_TIMEOUT)
+        done = subprocess.run([sys.executable, "-c", checker, str(path), str(JSON_CHECK_MEMORY)],
+                              capture_output=True, text=True, timeout=JSON_CHECK_TIMEOUT)
     except subprocess.TimeoutExpired:
         return f"checking it took longer than {JSON_CHECK_TIMEOUT} s"
+    if done.returncode == 2 or "MemoryError" in done.stderr:
+        return f"it takes more than {JSON_CHECK_MEMORY // 1024**2} MiB to parse (the node's bound for checking outputs)"
     if done.returncode != 0:
         return done.stdout.strip() or done.stderr.strip()[-300:] or f"the checker exited with {done.returncode}"
     return None

@@ -35,6 +35,7 @@ from tasks.serializers import (
     AlgorithmReviewSerializer,
     AlgorithmSerializer,
     AlgorithmSubmitSerializer,
+    CatalogueStatusSerializer,
     ContainerTokenSerializer,
     NodeRunSerializer,
     RunDetailSerializer,
@@ -43,6 +44,7 @@ from tasks.serializers import (
     RunHoldSerializer,
     RunLogSerializer,
     RunSerializer,
+    RunStartSerializer,
     SubtaskCreateSerializer,
     TaskCreateSerializer,
     TaskSerializer,
@@ -101,6 +103,16 @@ class AlgorithmViewSet(ScopedViewSet):
             actor=request.user, algorithm=self.get_object(), **self._input(AlgorithmReviewSerializer)
         )
         return Response(AlgorithmSerializer(algorithm).data)
+
+    @extend_schema(parameters=[CatalogueStatusSerializer], responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["get"], permission_classes=[IsNode], url_path="catalogue-status")
+    def catalogue_status(self, request):
+        """For nodes with require_catalogue: the catalogue's status for an image digest
+        ("approved", "retired", "rejected", "submitted" or "unknown")."""
+        serializer = CatalogueStatusSerializer(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        found = selectors.catalogue_status(**serializer.validated_data)
+        return Response({**serializer.validated_data, "status": found})
 
 
 class TaskViewSet(ScopedViewSet):
@@ -211,14 +223,14 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         token, expires_in = container_tokens.container_token_issue(run=self.get_object(), node=request.user)
         return Response(ContainerTokenSerializer({"token": token, "expires_in": expires_in}).data)
 
-    @extend_schema(request=None, responses=RunSerializer)
+    @extend_schema(request=RunStartSerializer, responses=RunSerializer)
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
     def start(self, request, pk=None):
         """Mark a run this node claimed as running: its container has started."""
         # As for a claim: the start is scoped to the node that claimed the run, so the run is
         # looked up only when it fails, to answer 404 rather than 409 for a run it cannot see.
         try:
-            run = services.run_start(run_id=pk, node=request.user)
+            run = services.run_start(run_id=pk, node=request.user, **self._input(RunStartSerializer))
         except Conflict:
             self.get_object()  # 404 when the run is not this node's to see
             raise

@@ -22,7 +22,7 @@ from rest_framework import serializers
 
 from collaborations.selectors import collaboration_list, collaboration_visible, study_list
 from collaborations.serializers import ScopedIdField
-from tasks.models import Algorithm, DatabaseType, Run, Task
+from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
 from vantage.renderers import iso_datetime
 from vantage.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, StrictFields
@@ -60,10 +60,15 @@ class OptionalScopedIdField(ScopedIdField):
 
 
 class AlgorithmSerializer(serializers.ModelSerializer):
+    approvals = serializers.SerializerMethodField()
+
+    def get_approvals(self, algorithm) -> list[dict]:
+        return AlgorithmApprovalSerializer(algorithm.approvals.all(), many=True).data
+
     class Meta:
         model = Algorithm
         fields = ["id", "name", "image", "digest", "description", "functions", "status",
-                  "submitted_by", "reviewer", "reviewed_at", "review_note", "created_at"]
+                  "submitted_by", "reviewer", "reviewed_at", "review_note", "created_at", "approvals"]
         read_only_fields = fields
 
 
@@ -82,6 +87,30 @@ class AlgorithmReviewSerializer(InputSerializer):
         choices=[Algorithm.Status.APPROVED, Algorithm.Status.REJECTED, Algorithm.Status.RETIRED]
     )
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=DESCRIPTION_MAX_CHARS)
+    signature_digest = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=71,
+        help_text="Approvals: sha256:<hex> of the payload you signed (vantage-client sign prints it).")
+    key_fingerprint = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=64,
+        help_text="Approvals: your signing key's fingerprint (64 hex digits).")
+
+
+class AlgorithmApprovalSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AlgorithmApproval
+        fields = ["reviewer", "signature_digest", "key_fingerprint", "note", "created_at"]
+        read_only_fields = fields
+
+
+class CatalogueStatusSerializer(serializers.Serializer):
+    image = serializers.CharField(max_length=500)
+    digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71,
+                                    error_messages={"invalid": "Expected sha256:<64 hex digits>."})
+
+
+class RunStartSerializer(InputSerializer):
+    digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71, required=False, allow_blank=True,
+                                    default="", error_messages={"invalid": "Expected sha256:<64 hex digits>."})
 
 
 class RunSummarySerializer(serializers.ModelSerializer):
@@ -147,12 +176,14 @@ class RunSerializer(serializers.ModelSerializer):
     """A run as lists show it: no input, no log."""
 
     kill_requested = serializers.SerializerMethodField()
+    executed_digest = serializers.CharField(source="digest", read_only=True,
+                                            help_text="The image digest the node verified and ran.")
 
     class Meta:
         model = Run
         fields = ["id", "task", "organization", "node", "status", "exit_code", "error_kind",
                   "result_size", "result_sha256", "kill_requested", "kill_requested_at",
-                  "created_at", "claimed_at", "started_at", "finished_at", "hold_info"]
+                  "created_at", "claimed_at", "started_at", "finished_at", "hold_info", "executed_digest"]
         read_only_fields = fields
 
     def get_kill_requested(self, run: Run) -> bool:
@@ -228,7 +259,7 @@ class RunFinishInlineSerializer(RunFinishSerializer):
 # A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or vars(run).
 RUN_COLUMNS = ("id", "task_id", "organization_id", "node_id", "status", "exit_code", "error_kind", "result_size",
                "result_sha256", "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at",
-               "hold_info")
+               "hold_info", "digest")
 
 
 def run_data(run: Mapping) -> dict:
@@ -242,7 +273,7 @@ def run_data(run: Mapping) -> dict:
         "claimed_at": iso_datetime(run["claimed_at"]), "started_at": iso_datetime(run["started_at"]),
         "finished_at": iso_datetime(run["finished_at"]),
         # Absent where a node's answer loaded only the columns it needs: nothing was held then.
-        "hold_info": run.get("hold_info"),
+        "hold_info": run.get("hold_info"), "executed_digest": run["digest"],
     }
 
 
