@@ -162,16 +162,19 @@ def test_statements_agree_and_translate_errors_whether_or_not_queries_are_logged
     from django.db import IntegrityError, connection, transaction
     from django.utils import timezone
 
-    insert = PreparedInsert(Organization, fields=("id", "name", "country", "domain", "public_key", "created_at"))
+    insert = PreparedInsert(Organization, fields=("id", "name", "country", "domain", "public_key",
+                                                   "require_second_factor", "created_at"))
     update = PreparedUpdate(Organization, set=("country",), where=("name",))
     lookup = PreparedQuery(lambda *, name: Organization.objects.filter(name=name).only("id", "country"), "name")
     connection.force_debug_cursor = logged
     try:
-        insert(id=9001, name="with %s and %% in it", country="NL", domain="", public_key="", created_at=timezone.now())
+        insert(id=9001, name="with %s and %% in it", country="NL", domain="", public_key="", require_second_factor=False,
+               created_at=timezone.now())
         assert update(where={"name": "with %s and %% in it"}, country="BE") == 1
         assert [(o.pk, o.country) for o in lookup.models(name="with %s and %% in it")] == [(9001, "BE")]
         with pytest.raises(IntegrityError), transaction.atomic():  # the driver's error, as Django's
-            insert(id=9001, name="another", country="NL", domain="", public_key="", created_at=timezone.now())
+            insert(id=9001, name="another", country="NL", domain="", public_key="", require_second_factor=False,
+               created_at=timezone.now())
     finally:
         connection.force_debug_cursor = False
     assert Organization.objects.get(pk=9001).country == "BE"
