@@ -19,7 +19,7 @@ its job's tasks, runs and results. Anything outside its job is absent (404).
 from asgiref.sync import sync_to_async
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -164,6 +164,11 @@ class TaskViewSet(ScopedViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+# One run answers in the caller's shape: a user reads its log, the node that runs it reads
+# what it needs to run it (input, image, method); a container gets the list shape.
+@extend_schema_view(retrieve=extend_schema(responses=PolymorphicProxySerializer(
+    component_name="RunForCaller", serializers=[RunDetailSerializer, NodeRunSerializer],
+    resource_type_field_name=None)))
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSet):
     permission_classes = [IsNode | HasRule | IsContainer]
     filterset_class = RunFilter
