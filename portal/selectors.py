@@ -14,6 +14,7 @@ from accounts.models import Action, Resource
 from accounts.permissions import user_scope
 from collaborations.models import Collaboration, Node
 from collaborations.selectors import collaboration_list, node_list, organization_list
+from portal.charts import Picture, picture
 from tasks.models import Algorithm, Run, Task
 from tasks.selectors import algorithm_list, run_list, run_result_file, task_allows, task_list
 from vantage.errors import NotFound
@@ -111,6 +112,7 @@ class RunView:
     run: Run
     preview: ResultPreview | None = None
     download: bool = False
+    picture: Picture | None = None
 
 
 def _result_preview(run: Run, *, encrypted: bool) -> ResultPreview | None:
@@ -160,7 +162,8 @@ def task_page(*, user, task_id: int) -> dict:
     views = []
     for run in runs:
         preview = _result_preview(run, encrypted=encrypted)
-        views.append(RunView(run=run, preview=preview, download=preview is not None and preview.state != "missing"))
+        views.append(RunView(run=run, preview=preview, download=preview is not None and preview.state != "missing",
+                             picture=picture(preview.value) if preview is not None and preview.state == "shown" else None))
     subtasks = list(task_list(user=user).filter(parent=task))
     return {
         "task": task,
@@ -170,6 +173,19 @@ def task_page(*, user, task_id: int) -> dict:
         "organization_names": _organization_names(user=user, collaboration_ids=[task.collaboration_id]),
         "may_kill": task.status in OPEN_TASK_STATUSES and task_allows(user=user, task=task, action=Action.EDIT),
     }
+
+
+def run_picture(*, user, run_id: int) -> Picture:
+    """The charts and tables of a run's result that the user may see; NotFound when the run
+    is not theirs to see, or its result is not one drawn (encrypted, too large, other shapes)."""
+    run = run_list(principal=user).select_related("task__collaboration").defer("input").filter(pk=run_id).first()
+    if run is None:
+        raise NotFound("No such run.")
+    preview = _result_preview(run, encrypted=run.task.collaboration.encrypted)
+    drawn = picture(preview.value) if preview is not None and preview.state == "shown" else None
+    if drawn is None:
+        raise NotFound("This run has no result drawn here.")
+    return drawn
 
 
 RECENT_SUGGESTIONS = 100
