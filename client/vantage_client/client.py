@@ -114,6 +114,15 @@ class Client:
         self._access = body["access"]
         self._refresh = body.get("refresh", self._refresh)  # present when the server rotates them
 
+    @property
+    def tokens(self) -> tuple[str | None, str | None]:
+        """The (access, refresh) tokens of this session, to keep it for a later process."""
+        return self._access, self._refresh
+
+    def use_tokens(self, access: str | None, refresh: str | None) -> None:
+        """Continue a session kept from `tokens` (the `vantage` command line does)."""
+        self._access, self._refresh = access, refresh
+
     def use_private_key(self, key, password: bytes | None = None) -> None:
         try:
             if isinstance(key, (str, os.PathLike)) and not str(key).lstrip().startswith("-----BEGIN"):
@@ -127,7 +136,12 @@ class Client:
     # ------------------------------------------------------------ HTTP
 
     def _send(self, method: str, path: str, *, auth: bool = True, **kwargs) -> requests.Response:
-        url = path if path.startswith(("http://", "https://")) else f"{self.url}/api/{path.lstrip('/')}"
+        if path.startswith(("http://", "https://")):
+            url = path
+        else:
+            # "tasks/", "/tasks/" and "/api/tasks/" all name the same endpoint.
+            relative = path.lstrip("/")
+            url = f"{self.url}/api/{relative[4:] if relative.startswith('api/') else relative}"
         response = self._request(method, url, auth, kwargs)
         # An access token can expire between the expiry check and the request: refresh once.
         if auth and response.status_code == 401 and self._refresh:
