@@ -386,6 +386,24 @@ def _exp(value):
     return math.exp(number) if number is not None and number < 700 else None
 
 
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks for a log axis from 10**lo to 10**hi: 1-2-5 steps over a wide range; over a
+    narrow one (ratios near 1), evenly spaced round values, so the axis is never bare."""
+    wide = [m * 10 ** e for e in range(math.floor(lo) - 1, math.ceil(hi) + 1) for m in (1, 2, 5)
+            if lo <= math.log10(m * 10 ** e) <= hi]
+    if len(wide) >= 3:
+        return wide
+    low, high = 10 ** lo, 10 ** hi
+    step = _nice_step(high - low, 5)
+    first = math.ceil(low / step) * step
+    return [round(first + i * step, 10) for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def _ratio(value) -> str:
+    number = _num(value)
+    return "–" if number is None else (f"{number:.3f}" if 0.01 <= abs(number) < 100 else f"{number:.3g}")
+
+
 def _forest(estimates: list[tuple], *, ratio: str, level: float) -> Chart:
     label_w, text_w, top, row_h = 170, 190, 24, 26
     width = 760
@@ -403,14 +421,10 @@ def _forest(estimates: list[tuple], *, ratio: str, level: float) -> Chart:
     axis_y = top + row_h * len(estimates) + 6
     parts = [format_html('<text x="{}" y="{}" font-weight="bold">{}</text>', label_w + plot_w + 16, 14,
                          f"{ratio} ({level * 100:g}% CI)")]
-    # Log-axis ticks at 1-2-5 steps within the range.
-    for exponent in range(math.floor(lo) - 1, math.ceil(hi) + 1):
-        for mantissa in (1, 2, 5):
-            tick = mantissa * 10 ** exponent
-            if lo <= math.log10(tick) <= hi:
-                parts.append(format_html('<line x1="{x}" x2="{x}" y1="{t}" y2="{b}" stroke="#e3e7ee"/>'
-                                         '<text x="{x}" y="{ty}" text-anchor="middle">{label}</text>',
-                                         x=x(tick), t=top - 6, b=axis_y, ty=axis_y + 16, label=_fmt(tick, 2)))
+    for tick in _log_ticks(lo, hi):
+        parts.append(format_html('<line x1="{x}" x2="{x}" y1="{t}" y2="{b}" stroke="#e3e7ee"/>'
+                                 '<text x="{x}" y="{ty}" text-anchor="middle">{label}</text>',
+                                 x=x(tick), t=top - 6, b=axis_y, ty=axis_y + 16, label=_fmt(tick, 3)))
     parts.append(format_html('<line x1="{}" x2="{}" y1="{y}" y2="{y}" stroke="#333"/>', label_w, label_w + plot_w,
                              y=axis_y))
     parts.append(format_html('<line x1="{x}" x2="{x}" y1="{t}" y2="{b}" stroke="#333" stroke-dasharray="4 3" '
@@ -420,7 +434,7 @@ def _forest(estimates: list[tuple], *, ratio: str, level: float) -> Chart:
     description = []
     for i, (name, estimate, lower, upper) in enumerate(estimates):
         cy = top + row_h * i + row_h / 2
-        text = f"{_fmt(estimate)} ({_fmt(lower)}–{_fmt(upper)})"
+        text = f"{_ratio(estimate)} ({_ratio(lower)}–{_ratio(upper)})"
         parts.append(format_html(
             '<g class="forest-row" data-term="{name}"><text x="{lx}" y="{ty}" text-anchor="end">{short}</text>'
             '<line x1="{x1}" x2="{x2}" y1="{cy}" y2="{cy}" stroke="{c}" stroke-width="2"/>'

@@ -156,7 +156,8 @@ def cox(client, policy: Policy, *, duration: str, event: str, covariates: list, 
     columns = {"duration": duration, "event": event, "covariates": covariates, "categories": categories}
     organizations = client.organizations()
     seen: dict[str, list[dict]] = {}
-    info: dict = {"model": model, "ties": ties}
+    # "variant", not "model": the output's own "model" field names the model (cox_ph).
+    info: dict = {"variant": model, "ties": ties}
 
     if model == "stratified":
         def evaluate(beta: np.ndarray):
