@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts.urls import urlpatterns as accounts_urlpatterns
 from collaborations.urls import urlpatterns as collaborations_urlpatterns
 from tasks.urls import urlpatterns as tasks_urlpatterns
-from vantage.views import HealthView, VersionView
+from vantage.views import ApiIndexView, HealthView, VersionView
 
 # One flat list: an include() that does not match records every pattern it tried,
 # which cost a node's run request more than matching the pattern itself.
@@ -16,4 +16,5 @@ urlpatterns = [
     path("version/", VersionView.as_view(), name="version"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("", ApiIndexView.as_view(), name="api-index"),
 ]

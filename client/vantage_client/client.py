@@ -74,6 +74,10 @@ class Client:
         self.collaborations = Collaborations(self)
         self.organizations = Organizations(self)
         self.tasks = Tasks(self)
+        self.algorithms = Algorithms(self)
+        self.nodes = Nodes(self)
+        self.studies = Studies(self)
+        self.runs = Runs(self)
 
     # ------------------------------------------------------------ session
 
@@ -228,7 +232,7 @@ class Client:
 
     # ------------------------------------------------------------ results
 
-    def runs(self, task) -> list[dict]:
+    def task_runs(self, task) -> list[dict]:
         """The task's runs, each with `result`: the decoded output of a completed run
         (decrypted in an encrypted collaboration), else None."""
         task = self.tasks.get(task) if not isinstance(task, dict) or "collaboration" not in task else task
@@ -244,6 +248,13 @@ class Client:
     def results(self, task) -> list:
         """The decoded results of the task's completed runs, in run order."""
         return [run["result"] for run in self.runs(task) if run["status"] == "completed"]
+
+    def task_results(self, task, *, logs: bool = True) -> list:
+        """The task's runs as Result objects: organisation, run, status, log and typed
+        result, with to_frame(), plot() and an HTML view in notebooks."""
+        from .results import task_results
+
+        return task_results(self, task, logs=logs)
 
     def download_result(self, run_id: int) -> bytes:
         """A run's result file as stored (ciphertext in an encrypted collaboration), checked
@@ -277,6 +288,32 @@ class Collaborations(_Resource):
     path = "collaborations/"
 
 
+class Algorithms(_Resource):
+    path = "algorithms/"
+
+
+class Nodes(_Resource):
+    path = "nodes/"
+
+
+class Studies(_Resource):
+    path = "studies/"
+
+
+class Runs(_Resource):
+    """`client.runs.list(task=...)`, `.get(id)`, `.log(id)`; and, as before,
+    `client.runs(task)`: the task's runs with their decoded results."""
+
+    path = "runs/"
+
+    def __call__(self, task) -> list[dict]:
+        return self.client.task_runs(task)
+
+    def log(self, run) -> str:
+        """What the run's algorithm printed (stdout and stderr), as its node streamed it."""
+        return self.get(run).get("log") or ""
+
+
 class Organizations(_Resource):
     path = "organizations/"
 
@@ -298,6 +335,8 @@ class Tasks(_Resource):
         if (image is None) == (algorithm is None):
             raise VantageError("name either an image or a catalogue algorithm")
         collaboration_id = _id(collaboration)
+        if algorithm is not None:
+            self._check_catalogue_arguments(algorithm, method, args, kwargs, organizations)
         if isinstance(organizations, dict):
             per_org = {_id(org): dict(value or {}) for org, value in organizations.items()}
         else:
@@ -330,6 +369,22 @@ class Tasks(_Resource):
         if study is not None:
             body["study"] = _id(study)
         return self.client.post(self.path, body)
+
+    def _check_catalogue_arguments(self, algorithm, method: str, args, kwargs, organizations) -> None:
+        """Refuse, before sending, arguments the catalogue entry's schema for `method` rules out."""
+        from .present import check_arguments
+
+        entry = algorithm if isinstance(algorithm, dict) and "functions" in algorithm else \
+            self.client.algorithms.get(algorithm)
+        functions = [f for f in entry.get("functions") or [] if isinstance(f, dict)]
+        if functions and not any(f.get("name") == method for f in functions):
+            raise VantageError(f"{entry.get('name')} has no method {method!r} "
+                               f"(it has: {', '.join(str(f.get('name')) for f in functions)})")
+        schema = next((f.get("arguments") for f in functions if f.get("name") == method), None)
+        inputs = [(value or {}).get("kwargs", kwargs or {}) for value in organizations.values()] \
+            if isinstance(organizations, dict) else [kwargs or {}]
+        for given in inputs:
+            check_arguments(dict(given), schema)
 
     def _public_keys(self, collaboration_id: int, organization_ids: list[int]) -> dict:
         found = {org["id"]: org for org in self.client.organizations.list()}
