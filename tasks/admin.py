@@ -21,6 +21,13 @@ RUN_FIELDS = ("task", "organization", "node", "status", "error_kind", "exit_code
               "result_size", "result_sha256", "log_display", "log_truncated", "kill_requested_at", "created_at",
               "claimed_at", "started_at", "finished_at")
 
+FUNCTIONS_EXAMPLE = """[{"name": "cox", "kind": "central", "description": "Cox model over all sites",
+  "arguments": {"type": "object", "required": ["duration", "event", "covariates"],
+                "properties": {"duration": {"type": "string"}, "event": {"type": "string"},
+                               "covariates": {"type": "array", "items": {"type": "string"}},
+                               "alpha": {"type": "number", "default": 0.05}}}},
+ {"name": "cox_site_terms", "kind": "partial", "arguments": {"type": "object"}}]"""
+
 
 @admin.register(Algorithm)
 class AlgorithmAdmin(ServiceAdmin):
@@ -34,6 +41,16 @@ class AlgorithmAdmin(ServiceAdmin):
 
     def get_fields(self, request, obj=None):
         return self.submitted_fields if obj is None else self.submitted_fields + self.review_fields
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "functions" and field is not None:
+            # The admin shows help text as HTML: the model's plain text would lose its
+            # "<JSON schema>" as an unknown tag. An escaped, complete example instead.
+            field.help_text = format_html(
+                "A list of the image's methods: name, kind (central or partial), a description, and the "
+                "JSON schema of its keyword arguments. For example:<pre>{}</pre>", FUNCTIONS_EXAMPLE)
+        return field
 
     @admin.display(description="digest", ordering="digest")
     def short_digest(self, algorithm):

@@ -32,6 +32,10 @@ def main() -> None:
     sealed = factories.make_collaboration([org_1, org_2], name="Client sealed study", encrypted=True)
     researcher = factories.make_user(org_1, roles=("researcher", "organization-admin"), username="client-researcher")
     admin_2 = factories.make_user(org_2, roles=("organization-admin",), username="client-admin2")
+    # For publish-key's advice: a plain researcher, and an account of no organisation.
+    factories.make_user(org_2, roles=("researcher",), username="client-plain2")
+    factories.make_user(None, roles=("researcher",), username="client-nobody")
+    factories.make_user(None, roles=(), username="client-noroles")
     algorithm = algorithm_submit(actor=None, name="client-cox", image="127.0.0.1:5000/vantage/alg-cox",
                                  digest="sha256:" + "c" * 64, functions=SURVIVAL_FUNCTIONS)
     algorithm_review(actor=None, algorithm=algorithm, status=Algorithm.Status.APPROVED)
