@@ -191,6 +191,18 @@ def run_picture(*, user, run_id: int) -> Picture:
 RECENT_SUGGESTIONS = 100
 
 
+def _database_labels(configs) -> list[str]:
+    """The database labels the nodes report (`label` or `label:type`), each once, sorted."""
+    labels = set()
+    for config in configs:
+        databases = config.get("databases") if isinstance(config, dict) else None
+        for db in databases if isinstance(databases, list) else []:
+            if isinstance(db, dict) and isinstance(db.get("label"), str):
+                labels.add(f"{db['label']}:{db['type']}" if isinstance(db.get("type"), str) and db["type"]
+                           else db["label"])
+    return sorted(labels)
+
+
 def _recent(values) -> list[str]:
     return list(dict.fromkeys(v for v in values if v))
 
@@ -203,7 +215,9 @@ def task_form_choices(*, user) -> dict:
     guide = catalogue_guide(algorithms)
     recent = list(task_list(user=user).filter(parent__isnull=True).values_list("image", "method")
                   [:RECENT_SUGGESTIONS])
+    reported = node_list(user=user).filter(collaboration__in=collaborations).values_list("reported_config", flat=True)
     return {
+        "database_labels": _database_labels(reported),
         "recent_images": _recent(image for image, _method in recent),
         "recent_methods": _recent([*(f.name for entry in guide for f in entry.functions),
                                    *(method for _image, method in recent)]),
