@@ -5,6 +5,7 @@ absent and the page answers 404, exactly as the API does for the same user.
 """
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,6 +171,8 @@ def task_page(*, user, task_id: int) -> dict:
         "runs": views,
         "has_results": any(view.preview is not None for view in views),
         "subtasks": subtasks,
+        # Folded on the page under one line: a survival analysis makes a dozen of them.
+        "subtask_statuses": sorted(Counter(t.status for t in subtasks).items()),
         "organization_names": _organization_names(user=user, collaboration_ids=[task.collaboration_id]),
         "may_kill": task.status in OPEN_TASK_STATUSES and task_allows(user=user, task=task, action=Action.EDIT),
     }
