@@ -407,7 +407,7 @@ class Tasks(_Resource):
         return self.client.post(f"{self.path}{_id(task)}/kill/")
 
     def wait(self, task, timeout: float | None = None, progress: Callable[[dict], None] | None = None,
-             poll_interval: float = 2.0, live: bool | None = None) -> dict:
+             poll_interval: float = 2.0, live: bool | None = None, bar: bool | dict = False) -> dict:
         """Block until the task is completed, failed or killed; return it.
 
         Follows the task over the /ws/events/ websocket when the `websockets` package is
@@ -416,11 +416,25 @@ class Tasks(_Resource):
         seconds, so an end that happened before or between events is never missed.
         `progress(event)` gets each `run.updated` / `task.updated` event of this task (in
         polling mode, events of the same shape made from what changed).
-        Raises VantageError when `timeout` seconds pass first.
+        Raises VantageError when `timeout` seconds pass first. `bar=True` (or a dict of
+        tqdm options) shows a progress bar of finished runs, per organisation (needs tqdm).
         """
         from . import live as live_events
 
         task_id = _id(task)
+        if bar:
+            from .progress import RunBar
+
+            names = {o["id"]: o["name"] for o in self.client.organizations.list()}
+            runs = self.client.list("runs/", task=task_id)
+            progress = RunBar(len(runs), names, progress, **(bar if isinstance(bar, dict) else {}))
+            try:
+                for run in runs:  # where each run stands before any event
+                    progress({"type": "run.updated", "run": run})
+                return self.wait(task_id, timeout=timeout, progress=progress, poll_interval=poll_interval,
+                                 live=live)
+            finally:
+                progress.close()
         deadline = None if timeout is None else time.monotonic() + timeout
         use_live = live_events.available() if live is None else live
         if use_live and not live_events.available():

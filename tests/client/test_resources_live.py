@@ -66,3 +66,28 @@ def test_the_catalogue_schema_is_checked_before_a_task_is_sent(researcher, clien
                                 method="cox", organizations=[client_seed["org_1"]],
                                 kwargs={"duration": "time", "event": "cens", "covariates": ["age"], "alpha": "x"})
     assert len(researcher.tasks.list()) == before
+
+
+def test_wait_can_show_a_progress_bar_of_finished_runs(researcher, client_seed, fake_nodes):
+    import io
+    import threading
+
+    nodes = fake_nodes("plain")
+    task = researcher.tasks.create(collaboration=client_seed["plain"], image="127.0.0.1:5000/vantage/test:1",
+                                   method="sum", organizations=[client_seed["org_1"], client_seed["org_2"]])
+
+    def finish():
+        for run in task["runs"]:
+            nodes[run["organization"]].claim(run["id"])
+            nodes[run["organization"]].finish(run["id"], b'{"sum": 1}')
+
+    worker = threading.Thread(target=finish)
+    worker.start()
+    shown, events = io.StringIO(), []
+    done = researcher.tasks.wait(task["id"], timeout=60, live=False, poll_interval=0.2, progress=events.append,
+                                 bar={"file": shown, "mininterval": 0})
+    worker.join()
+    assert done["status"] == "completed"
+    text = shown.getvalue()
+    assert "2/2" in text and "Client Hospital 1: completed" in text and "Client Hospital 2: completed" in text
+    assert any(e["type"] == "run.updated" for e in events)  # the caller's own progress still hears every event
