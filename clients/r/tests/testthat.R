@@ -1,0 +1,4 @@
+library(testthat)
+library(vantage)
+
+test_check("vantage")
