@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from reference import _survival as sv
-from vantage_algorithms import DisclosureError, Policy, partial
+from vantage_algorithms import DisclosureError, Policy, outputs, partial
 
 GRIDS = ("auto", "guarded", "exact")
 MAX_CANDIDATES = 1000
@@ -83,7 +83,9 @@ def survival_time_bound(data: pd.DataFrame, policy: Policy, *, duration: str, ev
     whether this site's policy allows exact event times (so grid="auto" can use them)."""
     rows, _ = site_rows(data, policy, duration=duration, event=event, covariates=covariates,
                         categories=categories, group=group)
-    return {"bound": sv.round_up_coarsely(float(rows.time.max())), "exact": bool(policy.allow_exact_event_times)}
+    # Typed, so that the node's output gate releases it without a person (nodeagent/gate.py).
+    return outputs.Aggregate({"bound": sv.round_up_coarsely(float(rows.time.max())),
+                              "exact": bool(policy.allow_exact_event_times)}, len(rows.time))
 
 
 @partial
@@ -104,7 +106,7 @@ def survival_grid_check(data: pd.DataFrame, policy: Policy, *, duration: str, ev
         inside = after & (rows.time < end)
         allowed.append(policy.allow_exact_event_times or _interval_allowed(policy, rows, inside, labels, event_sums))
         empty.append(not inside.any())
-    return {"allowed": allowed, "empty": empty}
+    return outputs.Aggregate({"allowed": allowed, "empty": empty}, len(rows.time))
 
 
 def _interval_allowed(policy: Policy, rows: sv.SurvivalData, inside, labels, event_sums: bool) -> bool:
@@ -156,10 +158,10 @@ def find_grid(client, columns: dict, *, grid: str, cut_points=None, candidate_cu
                                       or not cut_every > 0):
             raise sv.SurvivalInputError("cut_every must be a positive number of time units")
         answers = client.run("survival_time_bound", columns)
-        if grid == "auto" and cut_every is None and all(a.get("exact") is True for a in answers):
+        if grid == "auto" and cut_every is None and all(a["values"].get("exact") is True for a in answers):
             cuts, how = _exact_grid(client, columns, rounds=2)
             return cuts, {**how, "chosen": "auto: every site allows exact event times"}
-        bound = max(a["bound"] for a in answers)
+        bound = max(a["values"]["bound"] for a in answers)
         if cut_every is not None:
             if bound / cut_every > MAX_CANDIDATES:
                 raise sv.SurvivalInputError(f"cut_every={cut_every:g} makes more than {MAX_CANDIDATES} candidate "
@@ -172,7 +174,7 @@ def find_grid(client, columns: dict, *, grid: str, cut_points=None, candidate_cu
     def ask(start: float, ends: list[float]) -> list[tuple[list[bool], list[bool]]]:
         answers = client.run("survival_grid_check",
                              {**columns, "start": start, "ends": ends, "event_sums": event_sums})
-        return [(a["allowed"], a["empty"]) for a in answers]
+        return [(a["values"]["allowed"], a["values"]["empty"]) for a in answers]
 
     cuts, checks = sv.greedy_grid(candidates, ask)
     return cuts, {"grid": "guarded", "rounds": rounds + checks, "candidates": len(candidates)}

@@ -30,7 +30,6 @@ from .client import Client
 from .errors import VantageError
 from .present import check_arguments, result_tables, save_plot, schema_value
 
-FINAL = {"completed", "failed", "killed"}
 
 
 # ---------------------------------------------------------------- session file
