@@ -25,7 +25,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from accounts.audit import verify_chain
+from accounts.audit import find_break
 from accounts.models import AuditEvent, Role, Rule, User
 from accounts.services import role_create, user_create, user_delete, user_update
 from vantage.errors import DomainError
@@ -102,7 +102,13 @@ class ServiceAdminMixin:
 
         def write_through_service(form):
             if change:
-                return self.update_object(request, form.instance, form)
+                # By now ModelForm's validation has copied the new values onto
+                # form.instance. A service compares what changes against the object it
+                # is given (to run its guards and to name the changes in the audit), so
+                # it gets the stored object, as the API's views give it: handed the
+                # form's instance it saw no change, skipped its guards and saved anyway.
+                stored = self.model._default_manager.get(pk=form.instance.pk)
+                return self.update_object(request, stored, form)
             return self.create_object(request, form)
 
         return type(
@@ -395,7 +401,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(reverse(f"{self.admin_site.name}:accounts_auditevent_changelist"))
         if not self.has_view_permission(request):
             raise PermissionDenied
-        broken_at = verify_chain()
+        broken_at = find_break()
         if broken_at is None:
             self.message_user(
                 request, f"Audit chain intact: all {AuditEvent.objects.count()} events verified.", messages.SUCCESS
@@ -403,7 +409,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         else:
             self.message_user(
                 request,
-                f"Audit chain broken at event #{broken_at}: it or an event before it was changed or removed.",
+                f"Audit chain broken at {broken_at}.",
                 messages.ERROR,
             )
         return HttpResponseRedirect(reverse(f"{self.admin_site.name}:accounts_auditevent_changelist"))

@@ -8,7 +8,7 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_out
 
-        from accounts import principal_cache
+        from accounts import checks, principal_cache  # noqa: F401 (checks registers itself)
         from accounts.consumers import close_session_sockets
 
         principal_cache.connect_signals()

@@ -113,6 +113,9 @@ class AuditEvent(models.Model):
 
 
 class AuditChainHead(models.Model):
-    """Single row holding the newest hash; locking it serialises appends to the chain."""
+    """Single row holding the newest event's id and hash; locking it serialises appends."""
 
     last_hash = models.CharField(max_length=64)
+    # The newest event's id: events take the next id from here, so ids in the chain are
+    # consecutive and a missing event can be named.
+    last_id = models.BigIntegerField(default=0)

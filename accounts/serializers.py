@@ -10,10 +10,21 @@ from accounts.models import AuditEvent, Role, Rule, User
 from accounts.selectors import rule_list
 from collaborations.selectors import organization_list
 from collaborations.serializers import ScopedIdField, ScopedIdsField
+from vantage.inputs import DESCRIPTION_MAX_CHARS, InputSerializer
+
+
+class OptionalEmailField(serializers.EmailField):
+    """An email address or "" (users need not have one). Blank allowed, the OpenAPI schema
+    says so too (`oneOf` an email or an empty string), as the data does: it said only
+    `format: email` while users without an address were sent as ""."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_blank=True, **kwargs)
 
 
 class UserSerializer(serializers.ModelSerializer):
     roles = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    email = OptionalEmailField(read_only=True)
 
     class Meta:
         model = User
@@ -24,8 +35,8 @@ class UserSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class _UserFieldsSerializer(serializers.Serializer):
-    email = serializers.EmailField(allow_blank=True, required=False)
+class _UserFieldsSerializer(InputSerializer):
+    email = OptionalEmailField(required=False)
     first_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
     last_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
     roles = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
@@ -62,9 +73,9 @@ class RoleSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RoleCreateSerializer(serializers.Serializer):
+class RoleCreateSerializer(InputSerializer):
     name = serializers.CharField(max_length=64)
-    description = serializers.CharField(allow_blank=True, required=False)
+    description = serializers.CharField(allow_blank=True, required=False, max_length=DESCRIPTION_MAX_CHARS)
     rules = ScopedIdsField(selector=rule_list, help_text="Rule ids.")
 
 
@@ -91,11 +102,11 @@ class RefreshSerializer(TokenRefreshSerializer):
             raise exceptions.AuthenticationFailed(self.error_messages["no_active_account"], "no_active_account")
 
 
-class PasswordResetSerializer(serializers.Serializer):
+class PasswordResetSerializer(InputSerializer):
     email = serializers.EmailField()
 
 
-class PasswordResetConfirmSerializer(serializers.Serializer):
+class PasswordResetConfirmSerializer(InputSerializer):
     uid = serializers.CharField(max_length=64)
     token = serializers.CharField(max_length=128)
     password = serializers.CharField(write_only=True, max_length=256, style={"input_type": "password"})

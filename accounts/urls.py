@@ -1,9 +1,9 @@
 from django.urls import path
-from rest_framework.routers import SimpleRouter
 
 from accounts import api
+from vantage.routers import Router
 
-router = SimpleRouter()
+router = Router()
 router.register("users", api.UserViewSet, basename="user")
 router.register("roles", api.RoleViewSet, basename="role")
 router.register("rules", api.RuleViewSet, basename="rule")

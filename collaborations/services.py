@@ -157,13 +157,16 @@ def study_update(
 ) -> Study:
     """Rename a study or change its organisations."""
     _require(actor, Resource.STUDY, Action.EDIT, collaboration_id=study.collaboration_id)
+    details = {}
     if name is not None:
         study.name = name
         _save(study)
+        details["name"] = name
     if organizations is not None:
         _check_study_members(study.collaboration, organizations)
         study.organizations.set(organizations)
-    audit_record(actor=actor, verb="study.updated", target=study)
+        details["organizations"] = sorted(o.pk for o in organizations)
+    audit_record(actor=actor, verb="study.updated", target=study, details=details)
     return study
 
 

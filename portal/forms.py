@@ -11,6 +11,7 @@ from django import forms
 from collaborations.models import Organization
 from portal import selectors
 from tasks import catalogue
+from vantage.inputs import DESCRIPTION_MAX_CHARS
 
 KWARGS_PLACEHOLDER = '{"columns": ["age", "tsize"]}'
 
@@ -67,7 +68,8 @@ class TaskCreateForm(forms.Form):
         help_text="Database labels, comma-separated, each optionally with a type: gbsg2 or gbsg2:csv, extra:parquet.",
     )
     name = forms.CharField(max_length=200, required=False, help_text="Defaults to the method.")
-    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    description = forms.CharField(required=False, max_length=DESCRIPTION_MAX_CHARS,
+                                  widget=forms.Textarea(attrs={"rows": 2}))
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)

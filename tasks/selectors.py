@@ -149,7 +149,7 @@ def run_result_file(*, run: Run) -> File:
 def algorithm_list(*, user) -> QuerySet[Algorithm]:
     """The catalogue; users without global algorithm rights see approved entries and their own submissions."""
     scope = user_scope(user, Resource.ALGORITHM, Action.VIEW)
-    qs = Algorithm.objects.select_related("submitted_by", "reviewer")
+    qs = Algorithm.objects.select_related("submitted_by", "reviewer").prefetch_related("approvals")
     if scope is None:
         return qs.none()
     if user_scope(user, Resource.ALGORITHM, Action.EDIT) == Scope.GLOBAL:
@@ -181,3 +181,24 @@ def container_organization_list(*, container, collaboration: str | None = None) 
     if collaboration is not None and collaboration.strip() != str(container.collaboration_id):
         return qs.none()
     return qs
+
+
+def catalogue_status(*, image: str, digest: str) -> str:
+    """What the catalogue says about an image digest, for nodes that require it: the
+    status of its entry for this repository ("approved", "retired", ...) or "unknown"."""
+    repository = image.partition("@")[0]
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository = repository.rsplit(":", 1)[0]
+    statuses = set()
+    for entry_image, status in Algorithm.objects.filter(digest=digest).values_list("image", "status"):
+        name = entry_image.partition("@")[0]
+        if ":" in name.rsplit("/", 1)[-1]:
+            name = name.rsplit(":", 1)[0]
+        if name == repository:
+            statuses.add(status)
+    # Any retired entry for the digest retires it: retiring must not be undone by a second entry.
+    for status in (Algorithm.Status.RETIRED, Algorithm.Status.APPROVED, Algorithm.Status.REJECTED,
+                   Algorithm.Status.SUBMITTED):
+        if status in statuses:
+            return status
+    return "unknown"

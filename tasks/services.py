@@ -28,7 +28,7 @@ from accounts.permissions import is_node, user_scope
 from collaborations.models import Collaboration, Node, Organization, Study
 from collaborations.selectors import collaboration_members_among, collaboration_non_members
 from tasks import events as task_events
-from tasks.models import Algorithm, DatabaseType, Run, Task
+from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
 from tasks.selectors import task_allows
 from tasks.uploads import ReceivedResult
 from vantage.errors import Conflict, DomainError, NotAllowed, NotFound, TooLarge
@@ -36,6 +36,7 @@ from vantage.prepared import PreparedInsert, PreparedQuery, PreparedUpdate
 
 LABEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+FINGERPRINT_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 S = Run.Status
 
 
@@ -366,7 +367,7 @@ _node_run_for_update = PreparedQuery(
     .select_related("task").only(
         "task", "organization", "node", "status", "exit_code", "error_kind", "result", "result_size",
         "result_sha256", "log", "log_truncated", "kill_requested_at", "hold_info", "created_at", "claimed_at", "started_at",
-        "finished_at", "task__collaboration", "task__init_organization", "task__created_by",
+        "finished_at", "digest", "task__collaboration", "task__init_organization", "task__created_by",
     )
     .filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id)
     .order_by("pk")[:1],
@@ -409,7 +410,7 @@ _claim_lookup = PreparedQuery(
         "task__created_by", "task__collaboration"
     ).only(
         "task", "organization", "node", "status", "exit_code", "error_kind", "result_size", "result_sha256",
-        "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at", "input",
+        "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at", "digest", "input",
         "task__collaboration", "task__init_organization", "task__job", "task__image", "task__digest", "task__method",
         "task__databases", "task__created_by", "task__parent", "task__created_by_run", "task__created_by__username",
         "task__collaboration__encrypted",
@@ -420,19 +421,22 @@ _claim_swap = PreparedUpdate(Run, set=("status", "node", "claimed_at", "deadline
 
 
 @transaction.atomic
-def run_start(*, run_id: int, node: Node) -> Run:
-    """Mark a claimed run as running (its container has started)."""
+def run_start(*, run_id: int, node: Node, digest: str = "") -> Run:
+    """Mark a claimed run as running (its container has started); `digest` is the image
+    digest the node verified and runs, recorded even when the task named a tag."""
+    if digest and not DIGEST_RE.match(digest):
+        raise DomainError("The digest must read sha256:<64 hex digits>.", field="digest")
     won = _start_swap(where={"id": int(run_id), "status": S.CLAIMED, "node": node},
-                      status=S.RUNNING, started_at=timezone.now())
+                      status=S.RUNNING, started_at=timezone.now(), digest=digest)
     if won != 1:
         raise Conflict("Only a run this node has claimed can start.")
     run = _run_with_task.first(run_id=int(run_id))
-    audit_record(actor=node, verb="run.started", target=run)
+    audit_record(actor=node, verb="run.started", target=run, details={"digest": digest} if digest else None)
     task_events.run_updated(run, run.task)
     return run
 
 
-_start_swap = PreparedUpdate(Run, set=("status", "started_at"), where=("id", "status", "node"))
+_start_swap = PreparedUpdate(Run, set=("status", "started_at", "digest"), where=("id", "status", "node"))
 _run_with_task = PreparedQuery(lambda *, run_id: Run.objects.select_related("task").filter(pk=run_id), "run_id")
 
 
@@ -634,21 +638,65 @@ def _validate_functions(functions) -> None:
 
 
 @transaction.atomic
-def algorithm_review(*, actor, algorithm: Algorithm, status: str, note: str = "") -> Algorithm:
-    """Approve, reject or retire a catalogue entry."""
+def algorithm_review(*, actor, algorithm: Algorithm, status: str, note: str = "", signature_digest: str = "",
+                     key_fingerprint: str = "") -> Algorithm:
+    """Approve, reject or retire a catalogue entry.
+
+    Approval takes VANTAGE_CATALOGUE_REVIEWERS reviewers other than the submitter: each
+    approval is recorded (with the digest of the reviewer's signature payload and their
+    key's fingerprint) and the entry turns approved with the last one needed. Nodes
+    check the signatures themselves; these records say who vouched for what."""
     if actor is not None and user_scope(actor, Resource.ALGORITHM, Action.EDIT) != Scope.GLOBAL:
         raise NotAllowed("Only reviewers with global algorithm rights can review algorithms.")
     allowed = {Algorithm.Status.APPROVED, Algorithm.Status.REJECTED, Algorithm.Status.RETIRED}
     if status not in allowed:
         raise DomainError(f"Review outcome must be one of {', '.join(sorted(allowed))}.", field="status")
-    if Algorithm.objects.filter(pk=algorithm.pk, status=status).exists():
+    if signature_digest and not DIGEST_RE.match(signature_digest):
+        raise DomainError("The signature digest must read sha256:<64 hex digits>.", field="signature_digest")
+    if key_fingerprint and not FINGERPRINT_RE.match(key_fingerprint):
+        raise DomainError("The key fingerprint is the SHA-256 of the public key: 64 hex digits.",
+                          field="key_fingerprint")
+    algorithm = Algorithm.objects.select_for_update().get(pk=algorithm.pk)  # approvals are counted under the lock
+    if algorithm.status == status:
         return algorithm
+    if status == Algorithm.Status.APPROVED:
+        if algorithm.status == Algorithm.Status.RETIRED:
+            raise DomainError("A retired algorithm is not approved again: submit it anew.", field="status")
+        return _algorithm_approve(actor, algorithm, note, signature_digest, key_fingerprint.lower())
     algorithm.status = status
     algorithm.reviewer = actor
     algorithm.reviewed_at = timezone.now()
     algorithm.review_note = note
     algorithm.save(update_fields=["status", "reviewer", "reviewed_at", "review_note"])
     audit_record(actor=actor, verb=f"algorithm.{status}", target=algorithm, details={"note": note})
+    return algorithm
+
+
+def _algorithm_approve(actor, algorithm: Algorithm, note: str, signature_digest: str,
+                       key_fingerprint: str) -> Algorithm:
+    if actor is None or actor.pk == algorithm.submitted_by_id:
+        raise DomainError("You submitted this algorithm: a reviewer other than the submitter must approve it.",
+                          field="status")
+    approval, created = AlgorithmApproval.objects.get_or_create(
+        algorithm=algorithm, reviewer=actor,
+        defaults={"signature_digest": signature_digest, "key_fingerprint": key_fingerprint, "note": note},
+    )
+    if not created:
+        raise Conflict("You approved this algorithm already: another reviewer must approve it.")
+    audit_record(actor=actor, verb="algorithm.approval", target=algorithm,
+                 details={"signature_digest": signature_digest, "key_fingerprint": key_fingerprint, "note": note})
+    needed = settings.VANTAGE_CATALOGUE_REVIEWERS
+    approvals = algorithm.approvals.exclude(reviewer_id=algorithm.submitted_by_id).count()
+    if approvals < needed:
+        algorithm.approvals_missing = needed - approvals
+        return algorithm
+    algorithm.status = Algorithm.Status.APPROVED
+    algorithm.reviewer = actor
+    algorithm.reviewed_at = timezone.now()
+    algorithm.review_note = note
+    algorithm.save(update_fields=["status", "reviewer", "reviewed_at", "review_note"])
+    audit_record(actor=actor, verb="algorithm.approved", target=algorithm, details={"note": note})
+    algorithm.approvals_missing = 0
     return algorithm
 
 

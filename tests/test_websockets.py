@@ -172,3 +172,17 @@ def test_heartbeats_do_not_write_once_the_node_is_known_online(node_a):
     with CaptureQueriesContext(connection) as beating:
         async_to_sync(session)(20)
     assert len(beating) == len(quiet)
+
+
+@pytest.mark.parametrize("path", ["/ws/nothing/", "/", "/ws/events/extra/"])
+def test_an_unknown_path_is_closed_with_4404_not_an_error(path, owner):
+    async def scenario():
+        comm = _connect(path, token=AccessToken.for_user(owner))
+        connected, _ = await comm.connect()
+        closed = await comm.receive_output(timeout=5)
+        await comm.wait()
+        return connected, closed
+
+    connected, closed = async_to_sync(scenario)()
+    assert connected
+    assert closed == {"type": "websocket.close", "code": 4404, "reason": "No websocket at this path."}

@@ -1,6 +1,27 @@
 """The list filter backend: django-filter, without its cost when no filter is asked for."""
 
+from django import forms
+from django_filters import NumberFilter
 from django_filters.rest_framework import DjangoFilterBackend
+
+from vantage.ids import MAX_ID
+
+
+class IdFilter(NumberFilter):
+    """A filter on an object id: a whole number within the id columns' 64-bit range.
+
+    django-filter's NumberFilter takes any decimal up to 1e50, and a value such as
+    `-4e68` or `99999999999999999999` then failed in the database (a 500). Every filter on
+    an id uses this one instead, so such a value is a 400 naming the parameter.
+    """
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(*args, **kwargs)
+
 
 
 class FilterBackend(DjangoFilterBackend):

@@ -235,7 +235,8 @@ class Client:
 
     def task_runs(self, task) -> list[dict]:
         """The task's runs, each with `result`: the decoded output of a completed run
-        (decrypted in an encrypted collaboration), else None."""
+        (decrypted in an encrypted collaboration), else None; `executed_digest` is the
+        image digest the run's node verified and ran."""
         task = self.tasks.get(task) if not isinstance(task, dict) or "collaboration" not in task else task
         encrypted = self.collaboration_encrypted(task["collaboration"])
         runs = self.list("runs/", task=task["id"])

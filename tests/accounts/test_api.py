@@ -386,3 +386,13 @@ def test_audit_list_query_count_does_not_grow_with_rows(api_for, root, extra, dj
     with django_assert_num_queries(2):
         response = client.get("/api/audit/")
     assert response.data["count"] == AuditEvent.objects.count()
+
+
+@pytest.mark.parametrize("field", ["is_superuser", "is_staff", "organization", "username", "id"])
+def test_user_patch_naming_a_field_the_caller_cannot_set_is_refused(api_for, org_admin, owner, field):
+    value = {"is_superuser": True, "is_staff": True, "organization": 99, "username": "renamed", "id": 77}[field]
+    response = api_for(org_admin).patch(f"/api/users/{owner.pk}/", {field: value, "first_name": "Ann"}, format="json")
+    assert response.status_code == 400
+    assert response.data == {field: ["This field cannot be set here."]}
+    owner.refresh_from_db()
+    assert (owner.is_superuser, owner.is_staff, owner.username, owner.first_name) == (False, False, "owner", "")

@@ -5,7 +5,7 @@ The database follows the test run: with DATABASE_URL (PostgreSQL) a dedicated da
 SQLite file in a temporary folder. Either is migrated with `manage.py migrate` and seeded
 with `manage.py shell -c` (tests/live/seed.py), in the servers' own environment.
 
-Servers run as `python -m vantage.server` (uvicorn, bodies streamed) on a
+Servers run as `python -m vantage.server` (uvicorn, bodies read before Django runs) on a
 port the kernel picks, with in-memory channel layer and eager Celery: REDIS_URL is not
 passed on, so no worker is needed. Each server's output goes to `server-<n>.log` in the
 session's temporary folder (pytest keeps the last three).
