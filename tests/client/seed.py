@@ -38,7 +38,9 @@ def main() -> None:
     factories.make_user(None, roles=(), username="client-noroles")
     algorithm = algorithm_submit(actor=None, name="client-cox", image="127.0.0.1:5000/vantage/alg-cox",
                                  digest="sha256:" + "c" * 64, functions=SURVIVAL_FUNCTIONS)
-    algorithm_review(actor=None, algorithm=algorithm, status=Algorithm.Status.APPROVED)
+    # Four eyes: a reviewer other than the submitter approves it.
+    reviewer = factories.make_user(org_2, roles=("root",), username="client-reviewer")
+    algorithm_review(actor=reviewer, algorithm=algorithm, status=Algorithm.Status.APPROVED)
     nodes = {}
     for label, collab in (("plain", plain), ("sealed", sealed)):
         for org in (org_1, org_2):
