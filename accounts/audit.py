@@ -13,6 +13,7 @@ back needs no key; an anchor (`manage.py audit_anchor`: the newest id and hash, 
 with the key) kept outside the database catches that (`manage.py audit_verify --anchor`).
 """
 
+import functools
 import hashlib
 import hmac
 import json
@@ -57,7 +58,7 @@ def event_hash(key: bytes, prev_hash: str, event_id: int, fields: dict) -> str:
 
 def hashed_fields(event) -> dict:
     """What an event's hash covers (besides its id), from a stored AuditEvent or the values being inserted."""
-    get = event.get if isinstance(event, dict) else event.__dict__.get
+    get = event.get if isinstance(event, dict) else functools.partial(getattr, event)
     return {
         "created_at": get("created_at").isoformat(),
         "actor_type": get("actor_type"),

@@ -12,6 +12,8 @@ router.register("audit", api.AuditEventViewSet, basename="audit")
 urlpatterns = [
     path("token/", api.LoginView.as_view(), name="token"),
     path("token/refresh/", api.RefreshView.as_view(), name="token-refresh"),
+    path("logout/", api.LogoutView.as_view(), name="logout"),
+    path("logout/everywhere/", api.LogoutEverywhereView.as_view(), name="logout-everywhere"),
     path("password-reset/", api.PasswordResetView.as_view(), name="password-reset"),
     path("password-reset/confirm/", api.PasswordResetConfirmView.as_view(), name="password-reset-confirm"),
     *router.urls,

@@ -70,11 +70,11 @@ class ScopedIdsField(serializers.ListField):
 class OrganizationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Organization
-        fields = ["id", "name", "country", "domain", "public_key", "created_at"]
+        fields = ["id", "name", "country", "domain", "public_key", "require_second_factor", "created_at"]
         read_only_fields = fields
 
 
-ORGANIZATION_COLUMNS = ("id", "name", "country", "domain", "public_key", "created_at")
+ORGANIZATION_COLUMNS = ("id", "name", "country", "domain", "public_key", "require_second_factor", "created_at")
 
 
 def organization_data(row: dict) -> dict:
@@ -94,6 +94,8 @@ class OrganizationInputSerializer(InputSerializer):
         allow_blank=True, required=False, trim_whitespace=False,
         help_text="PEM RSA public key (at least 2048 bits) for end-to-end encryption; blank removes it.",
     )
+    require_second_factor = serializers.BooleanField(
+        required=False, help_text="Its users must log in with an authenticator code (TOTP) as well as a password.")
 
     def validate_public_key(self, value: str) -> str:
         if not value.strip():

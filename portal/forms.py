@@ -21,6 +21,16 @@ class LoginForm(forms.Form):
                                                                             "autocomplete": "username"}))
     password = forms.CharField(strip=False, max_length=4096,
                                widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    otp = forms.CharField(
+        label="Authenticator code", required=False, max_length=64,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+        help_text="Once you have set up a second factor: the code your app shows, or a recovery code.",
+    )
+
+
+class SecondFactorConfirmForm(forms.Form):
+    code = forms.CharField(label="Code from the app", max_length=16, widget=forms.TextInput(
+        attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}))
 
 
 class OrganizationCheckboxes(forms.CheckboxSelectMultiple):

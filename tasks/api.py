@@ -49,6 +49,7 @@ from tasks.serializers import (
     TaskCreateSerializer,
     TaskSerializer,
     node_run_data,
+    run_columns,
     run_data,
     task_data,
 )
@@ -196,12 +197,11 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         return RunDetailSerializer
 
     def initialize_request(self, request, *args, **kwargs):
-        request = super().initialize_request(request, *args, **kwargs)
-        if self.action == "finish":
+        if self.action_map.get(request.method.lower()) == "finish":
             # Before anything (even a CSRF check) parses the body: the result goes to a
             # temporary file, counted against the limit, never into memory.
-            request._request.upload_handlers = [ResultUploadHandler(request._request)]
-        return request
+            request.upload_handlers = [ResultUploadHandler(request)]
+        return super().initialize_request(request, *args, **kwargs)
 
     @extend_schema(request=None, responses={200: NodeRunSerializer,
                                             409: OpenApiResponse(description="Another node claimed it first.")})
@@ -234,7 +234,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         except Conflict:
             self.get_object()  # 404 when the run is not this node's to see
             raise
-        return Response(run_data(vars(run)))
+        return Response(run_data(run_columns(run)))
 
     @extend_schema(request=RunLogSerializer, responses=RunSerializer)
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
@@ -265,7 +265,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         inline = request.content_type.startswith("application/json")
         fields = self._input(RunFinishInlineSerializer if inline else RunFinishSerializer)
         run = services.run_finish(run_id=pk, node=request.user, **fields)
-        return Response(run_data(vars(run)))
+        return Response(run_data(run_columns(run)))
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
                               404: OpenApiResponse(description="No such run, or it has no result.")})

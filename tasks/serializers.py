@@ -26,7 +26,7 @@ from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
 from vantage.renderers import iso_datetime
 from vantage.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, StrictFields
-from vantage.serializers import FlatSerializer, LongTextField
+from vantage.serializers import LongTextField
 
 
 @extend_schema_field(OpenApiTypes.BYTE)
@@ -225,11 +225,11 @@ class NodeRunSerializer(RunSerializer):
         read_only_fields = fields
 
 
-class RunLogSerializer(StrictFields, FlatSerializer):
+class RunLogSerializer(StrictFields, serializers.Serializer):
     text = LongTextField(trim_whitespace=False)
 
 
-class RunHoldSerializer(StrictFields, FlatSerializer):
+class RunHoldSerializer(StrictFields, serializers.Serializer):
     """What a node's output gate tells the server about a result it holds: never the result."""
 
     output_type = serializers.CharField(max_length=40)
@@ -237,7 +237,7 @@ class RunHoldSerializer(StrictFields, FlatSerializer):
     flags = serializers.ListField(child=serializers.CharField(max_length=300), max_length=20, allow_empty=True)
 
 
-class RunFinishSerializer(StrictFields, FlatSerializer):
+class RunFinishSerializer(StrictFields, serializers.Serializer):
     status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None,
                                          min_value=-(2**31), max_value=2**31 - 1)  # the column's range
@@ -256,10 +256,17 @@ class RunFinishInlineSerializer(RunFinishSerializer):
         "Larger results go as a multipart upload."))
 
 
-# A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or vars(run).
+# A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or run_columns(run).
 RUN_COLUMNS = ("id", "task_id", "organization_id", "node_id", "status", "exit_code", "error_kind", "result_size",
                "result_sha256", "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at",
                "hold_info", "digest")
+
+
+def run_columns(run: Run) -> dict:
+    """A loaded run's RUN_COLUMNS, as `values(*RUN_COLUMNS)` gives them; columns its query
+    left unloaded are absent (reading them would cost a query each)."""
+    unloaded = run.get_deferred_fields()
+    return {name: getattr(run, name) for name in RUN_COLUMNS if name not in unloaded}
 
 
 def run_data(run: Mapping) -> dict:
@@ -282,7 +289,7 @@ def node_run_data(run: Run) -> dict:
     task = run.task
     creator = task.created_by
     return {
-        **run_data(vars(run)),
+        **run_data(run_columns(run)),
         "collaboration": task.collaboration_id, "init_organization": task.init_organization_id, "job": task.job_id,
         "image": task.image, "digest": task.digest, "method": task.method, "databases": task.databases,
         "created_by": task.created_by_id, "created_by_username": creator.username if creator is not None else None,

@@ -14,7 +14,6 @@ from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from rest_framework_simplejwt.tokens import AccessToken
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 from schemathesis.checks import not_a_server_error
 
@@ -45,8 +44,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def tokens(owner, member, root, node_a, node_b, collab, org_a, org_b):
     factories.make_task(owner, collab, [org_a, org_b])
     return {
-        "researcher": str(AccessToken.for_user(owner)),
-        "admin": str(AccessToken.for_user(root)),
+        "researcher": factories.access_token(owner),
+        "admin": factories.access_token(root),
         "node": str(node_access_token(node_a)),
     }
 

@@ -139,6 +139,11 @@ VANTAGE_CATALOGUE_REVIEWERS = env_int("VANTAGE_CATALOGUE_REVIEWERS", 1, minimum=
 VANTAGE_MAX_INPUT_BYTES = env_int("VANTAGE_MAX_INPUT_BYTES", 8 * 1024 * 1024, minimum=1)
 VANTAGE_RUN_LOG_MAX_CHARS = env_int("VANTAGE_RUN_LOG_MAX_CHARS", 256 * 1024, minimum=1024)
 VANTAGE_NODE_KEY_SECRET = env_str("VANTAGE_NODE_KEY_SECRET") or SECRET_KEY
+# How many reverse proxies in front of the server append to X-Forwarded-For. 0 (default):
+# the header is ignored and the client is the socket's peer; n: the n-th address from the
+# right is the client (password-reset throttle, lockout audit). Anything further left was
+# written by the client and is never believed.
+VANTAGE_TRUSTED_PROXIES = env_int("VANTAGE_TRUSTED_PROXIES", 0, minimum=0)
 # The audit chain's HMAC key: outside the database, so that whoever can write the
 # database cannot rewrite the log unnoticed (accounts.audit). Without it the key is
 # derived from SECRET_KEY, and `check --deploy` warns (accounts.W001).
@@ -177,6 +182,8 @@ REST_FRAMEWORK = {
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_RATES": {"password-reset": env_str("VANTAGE_PASSWORD_RESET_RATE", "5/hour")},
     "UNAUTHENTICATED_USER": None,
+    # Throttles key on the client's address: see VANTAGE_TRUSTED_PROXIES.
+    "NUM_PROXIES": VANTAGE_TRUSTED_PROXIES,
 }
 
 SIMPLE_JWT = {

@@ -318,11 +318,10 @@ def redis_api_servers(live_db, live_seed, live_redis):
 def live_outsider_token(live_db, live_seed) -> str:
     """A researcher of an organisation outside the seeded collaboration."""
     out = live_db.manage("shell", "-c", (
-        "from rest_framework_simplejwt.tokens import AccessToken\n"
         "from tests import factories\n"
         "org = factories.make_organization('Live outsider hospital')\n"
         "factories.make_collaboration([org], name='Live other collaboration')\n"
-        "print('TOKEN', AccessToken.for_user(factories.make_user(org, username='live-outsider')))\n"
+        "print('TOKEN', factories.access_token(factories.make_user(org, username='live-outsider')))\n"
     ))
     return next(line.split()[1] for line in out.splitlines() if line.startswith("TOKEN "))
 

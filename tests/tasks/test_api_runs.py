@@ -611,12 +611,13 @@ def test_result_refuses_anonymous_callers(anon, finished_run):
 
 def test_start_and_finish_cost_a_fixed_number_of_queries(api_for, node_a, run_a, django_assert_num_queries):
     client = api_for(node_a)
-    client.post(f"/api/runs/{run_a.pk}/claim/")  # the node is cached from here on
-    # savepoint, start, run with its task, audit (3: head locked, moved on, event), release
-    with django_assert_num_queries(7):
+    client.post(f"/api/runs/{run_a.pk}/claim/")
+    # the node (read on every request: a rotated key stops it at once), savepoint, start,
+    # run with its task, audit (3: head locked, moved on, event), release
+    with django_assert_num_queries(8):
         assert client.post(f"/api/runs/{run_a.pk}/start/").status_code == 200
-    # savepoint, run locked (404 for a run the node cannot see), its update, audit (3), release
-    with django_assert_num_queries(7):
+    # the node, savepoint, run locked (404 for a run the node cannot see), its update, audit (3), release
+    with django_assert_num_queries(8):
         response = client.post(f"/api/runs/{run_a.pk}/finish/", {"status": "completed", "exit_code": "0"},
                                format="multipart")
     assert response.status_code == 200
