@@ -38,6 +38,7 @@ def run_checks(config: NodeConfig, *, client: ServerClient | None = None,
     if not config.databases:
         findings.append(Finding(WARN, "databases", "no databases configured: algorithms get no data"))
     findings += _check_policy(config)
+    findings += check_disclosure_settings(config.algorithm_env)
     findings += check_output(config)
     findings.append(_check_encryption(config, None if node is None else node.get("organization_public_key")))
     return findings
@@ -234,6 +235,40 @@ def _check_signatures(policy) -> list[Finding]:
                                                   "trusted key(s)"))
     if policy.require_catalogue:
         findings.append(Finding(OK, "catalogue", "only images the catalogue lists as approved run here"))
+    return findings
+
+
+# The disclosure settings the algorithm toolkit reads (algorithms/vantage_algorithms/policy.py
+# SETTINGS; tests/nodeagent/test_disclosure_check.py fails when the two lists part), by kind.
+# The node does not import the toolkit: it runs images, it does not load their code.
+DISCLOSURE_SETTINGS = {
+    "VANTAGE_MIN_ROWS": int, "VANTAGE_MIN_CELL": int, "VANTAGE_MIN_RISKSET_LEAVERS": int,
+    "VANTAGE_MIN_EVENTS": int, "VANTAGE_ALLOW_EXACT_EVENT_TIMES": bool, "VANTAGE_ALLOW_MIN_MAX": bool,
+    "VANTAGE_ALLOW_SQL_QUERY": bool,
+}
+DISCLOSURE_PREFIXES = ("VANTAGE_MIN_", "VANTAGE_ALLOW_")
+BOOLEAN_WORDS = {"1", "true", "yes", "on", "0", "false", "no", "off", ""}
+
+
+def check_disclosure_settings(env: dict[str, str]) -> list[Finding]:
+    """The [algorithm_env] disclosure settings as the toolkit will read them. A misspelt
+    name would make every run of a reference algorithm fail at the site (the toolkit
+    refuses unknown settings rather than keep a default silently), so --check says so first."""
+    findings = []
+    for name in sorted(env):
+        if not name.startswith(DISCLOSURE_PREFIXES):
+            continue
+        kind, value = DISCLOSURE_SETTINGS.get(name), str(env[name]).strip()
+        if kind is None:
+            findings.append(Finding(FAIL, "disclosure", f"{name} is not a disclosure setting the algorithm toolkit "
+                                                        f"knows (known: {', '.join(sorted(DISCLOSURE_SETTINGS))})"))
+        elif kind is bool and value.lower() not in BOOLEAN_WORDS:
+            findings.append(Finding(FAIL, "disclosure", f"{name} must be true or false, not {value!r}"))
+        elif kind is int and not (value.isdigit() and int(value) >= 1):
+            findings.append(Finding(FAIL, "disclosure", f"{name} must be a whole number of 1 or more, not {value!r}"))
+    if not findings:
+        chosen = [f"{n}={env[n]}" for n in sorted(env) if n in DISCLOSURE_SETTINGS]
+        findings.append(Finding(OK, "disclosure", ", ".join(chosen) if chosen else "the toolkit's defaults"))
     return findings
 
 

@@ -10,6 +10,7 @@ from django import forms
 
 from collaborations.models import Organization
 from portal import selectors
+from tasks import catalogue
 from vantage.inputs import DESCRIPTION_MAX_CHARS
 
 KWARGS_PLACEHOLDER = '{"columns": ["age", "tsize"]}'
@@ -93,7 +94,13 @@ class TaskCreateForm(forms.Form):
         self.fields["algorithm"].queryset = choices["algorithms"]
         # Suggestions (a <datalist>): the catalogue's functions, and the images and methods
         # of the jobs the user sees.
-        self.suggestions = {"image": choices["recent_images"], "method": choices["recent_methods"]}
+        self.suggestions = {"image": choices["recent_images"], "method": choices["recent_methods"],
+                            "databases": choices["database_labels"]}
+        if choices["database_labels"]:
+            self.fields["databases"].help_text += " The nodes report: " + ", ".join(choices["database_labels"]) + "."
+        # One collaboration to choose from: chosen already.
+        if not self.is_bound and not self.initial.get("collaboration") and len(choices["collaborations"]) == 1:
+            self.initial["collaboration"] = choices["collaborations"][0].pk
         self.catalogue_guide = choices["guide"]
         for name, values in self.suggestions.items():
             if values:
@@ -127,6 +134,14 @@ class TaskCreateForm(forms.Form):
         if collaboration is not None and collaboration.encrypted:
             self.add_error("collaboration", "This collaboration encrypts task inputs for each organisation: "
                                             "create its tasks with the Python client, which does the encryption.")
+        algorithm = cleaned.get("algorithm")
+        if algorithm is not None and cleaned.get("method"):
+            wrong_method = catalogue.method_error(algorithm.functions, cleaned["method"])
+            if wrong_method:
+                self.add_error("method", wrong_method)
+            elif "kwargs" in cleaned:
+                for message in catalogue.argument_errors(algorithm.functions, cleaned["method"], cleaned["kwargs"]):
+                    self.add_error("kwargs", message)
         if cleaned.get("algorithm") is not None and cleaned.get("image"):
             self.add_error("image", "Give an image or choose a catalogue algorithm, not both.")
         elif cleaned.get("algorithm") is None and not cleaned.get("image") and "image" not in self.errors:

@@ -5,6 +5,7 @@ absent and the page answers 404, exactly as the API does for the same user.
 """
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from accounts.models import Action, Resource
 from accounts.permissions import user_scope
 from collaborations.models import Collaboration, Node
 from collaborations.selectors import collaboration_list, node_list, organization_list
+from portal.charts import Picture, picture
 from tasks.models import Algorithm, Run, Task
 from tasks.selectors import algorithm_list, run_list, run_result_file, task_allows, task_list
 from vantage.errors import NotFound
@@ -139,6 +141,7 @@ class RunView:
     run: Run
     preview: ResultPreview | None = None
     download: bool = False
+    picture: Picture | None = None
 
 
 def _result_preview(run: Run, *, encrypted: bool) -> ResultPreview | None:
@@ -188,19 +191,47 @@ def task_page(*, user, task_id: int) -> dict:
     views = []
     for run in runs:
         preview = _result_preview(run, encrypted=encrypted)
-        views.append(RunView(run=run, preview=preview, download=preview is not None and preview.state != "missing"))
+        views.append(RunView(run=run, preview=preview, download=preview is not None and preview.state != "missing",
+                             picture=picture(preview.value) if preview is not None and preview.state == "shown" else None))
     subtasks = list(task_list(user=user).filter(parent=task))
     return {
         "task": task,
         "runs": views,
         "has_results": any(view.preview is not None for view in views),
         "subtasks": subtasks,
+        # Folded on the page under one line: a survival analysis makes a dozen of them.
+        "subtask_statuses": sorted(Counter(t.status for t in subtasks).items()),
         "organization_names": _organization_names(user=user, collaboration_ids=[task.collaboration_id]),
         "may_kill": task.status in OPEN_TASK_STATUSES and task_allows(user=user, task=task, action=Action.EDIT),
     }
 
 
+def run_picture(*, user, run_id: int) -> Picture:
+    """The charts and tables of a run's result that the user may see; NotFound when the run
+    is not theirs to see, or its result is not one drawn (encrypted, too large, other shapes)."""
+    run = run_list(principal=user).select_related("task__collaboration").defer("input").filter(pk=run_id).first()
+    if run is None:
+        raise NotFound("No such run.")
+    preview = _result_preview(run, encrypted=run.task.collaboration.encrypted)
+    drawn = picture(preview.value) if preview is not None and preview.state == "shown" else None
+    if drawn is None:
+        raise NotFound("This run has no result drawn here.")
+    return drawn
+
+
 RECENT_SUGGESTIONS = 100
+
+
+def _database_labels(configs) -> list[str]:
+    """The database labels the nodes report (`label` or `label:type`), each once, sorted."""
+    labels = set()
+    for config in configs:
+        databases = config.get("databases") if isinstance(config, dict) else None
+        for db in databases if isinstance(databases, list) else []:
+            if isinstance(db, dict) and isinstance(db.get("label"), str):
+                labels.add(f"{db['label']}:{db['type']}" if isinstance(db.get("type"), str) and db["type"]
+                           else db["label"])
+    return sorted(labels)
 
 
 def _recent(values) -> list[str]:
@@ -215,7 +246,9 @@ def task_form_choices(*, user) -> dict:
     guide = catalogue_guide(algorithms)
     recent = list(task_list(user=user).filter(parent__isnull=True).values_list("image", "method")
                   [:RECENT_SUGGESTIONS])
+    reported = node_list(user=user).filter(collaboration__in=collaborations).values_list("reported_config", flat=True)
     return {
+        "database_labels": _database_labels(reported),
         "recent_images": _recent(image for image, _method in recent),
         "recent_methods": _recent([*(f.name for entry in guide for f in entry.functions),
                                    *(method for _image, method in recent)]),

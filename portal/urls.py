@@ -14,5 +14,7 @@ urlpatterns = [
     path("tasks/new/", views.task_create, name="task-create"),
     path("tasks/<int:pk>/", views.task_detail, name="task"),
     path("tasks/<int:pk>/kill/", views.task_kill, name="task-kill"),
+    path("runs/<int:pk>/charts/<slug:slug>.svg", views.run_chart, name="run-chart"),
+    path("runs/<int:pk>/tables/<slug:slug>.csv", views.run_table, name="run-table"),
     path("assets/<path:path>", views.asset, name="asset"),
 ]

@@ -5,6 +5,7 @@ what a user may not see answers 404; an action their roles do not allow answers 
 Both render the portal's error page (`portal_page`), as vantage.exceptions does for the API.
 """
 
+import csv
 from functools import wraps
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from django.views.static import serve
 
 from accounts import services as account_services
 from portal import selectors, services
+from portal.charts import csv_rows
 from portal.forms import LoginForm, SecondFactorConfirmForm, TaskCreateForm
 from tasks import services as task_services
 from vantage.errors import DomainError, NotAllowed, NotFound
@@ -207,6 +209,31 @@ def task_create(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Task #{task.pk} created: one run per organisation, waiting for the nodes.")
             return redirect("portal:task", pk=task.pk)
     return render(request, "portal/task_form.html", {"form": form}, status=400)
+
+
+@require_GET
+@portal_page
+def run_chart(request: HttpRequest, pk: int, slug: str) -> HttpResponse:
+    """One chart of a run's result as an SVG file, the same drawing the task page shows."""
+    chart = selectors.run_picture(user=request.user, run_id=pk).chart(slug)
+    if chart is None:
+        raise NotFound("No such chart.")
+    response = HttpResponse(chart.svg(id_prefix=f"run-{pk}"), content_type="image/svg+xml; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="run-{pk}-{slug}.svg"'
+    return response
+
+
+@require_GET
+@portal_page
+def run_table(request: HttpRequest, pk: int, slug: str) -> HttpResponse:
+    """One table of a run's result as CSV, numbers at full precision."""
+    table = selectors.run_picture(user=request.user, run_id=pk).table(slug)
+    if table is None:
+        raise NotFound("No such table.")
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="run-{pk}-{slug}.csv"'
+    csv.writer(response).writerows(csv_rows(table))
+    return response
 
 
 @require_GET

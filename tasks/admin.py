@@ -21,6 +21,13 @@ RUN_FIELDS = ("task", "organization", "node", "status", "digest", "error_kind", 
               "result_size", "result_sha256", "log_display", "log_truncated", "kill_requested_at", "created_at",
               "claimed_at", "started_at", "finished_at")
 
+FUNCTIONS_EXAMPLE = """[{"name": "cox", "kind": "central", "description": "Cox model over all sites",
+  "arguments": {"type": "object", "required": ["duration", "event", "covariates"],
+                "properties": {"duration": {"type": "string"}, "event": {"type": "string"},
+                               "covariates": {"type": "array", "items": {"type": "string"}},
+                               "alpha": {"type": "number", "default": 0.05}}}},
+ {"name": "cox_site_terms", "kind": "partial", "arguments": {"type": "object"}}]"""
+
 
 class AlgorithmApprovalInline(ReadOnlyMixin, admin.TabularInline):
     model = AlgorithmApproval
@@ -42,6 +49,16 @@ class AlgorithmAdmin(ServiceAdmin):
 
     def get_fields(self, request, obj=None):
         return self.submitted_fields if obj is None else self.submitted_fields + self.review_fields
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "functions" and field is not None:
+            # The admin shows help text as HTML: the model's plain text would lose its
+            # "<JSON schema>" as an unknown tag. An escaped, complete example instead.
+            field.help_text = format_html(
+                "A list of the image's methods: name, kind (central or partial), a description, and the "
+                "JSON schema of its keyword arguments. For example:<pre>{}</pre>", FUNCTIONS_EXAMPLE)
+        return field
 
     def get_inline_instances(self, request, obj=None):
         return [] if obj is None else super().get_inline_instances(request, obj)  # approvals exist after submission

@@ -40,3 +40,16 @@ def test_the_bare_address_leads_to_the_portal_and_the_api_documentation_stays(cl
     response = client.get("/")
     assert response.status_code == 302 and response["Location"] == "/portal/"
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_the_api_root_answers_an_index_of_its_endpoints(db):
+    response = APIClient().get("/api/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["api_version"] == "1"
+    assert body["endpoints"]["algorithms"] == "http://testserver/api/algorithms/"
+    assert body["endpoints"]["docs"] == "http://testserver/api/docs/"
+    # Every address in it answers (a list needs a login: 401, never 404).
+    for url in body["endpoints"].values():
+        path = url.removeprefix("http://testserver")
+        assert APIClient().get(path).status_code in (200, 401, 405), path

@@ -4,6 +4,7 @@ import logging
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -58,3 +59,29 @@ class VersionView(APIView):
     )
     def get(self, request):
         return Response({"version": settings.SPECTACULAR_SETTINGS["VERSION"], "api_version": API_VERSION})
+
+
+# The collections a researcher or operator starts from, by URL name; the full reference
+# is the OpenAPI schema and its browsable docs.
+API_INDEX = {
+    "collaborations": "collaboration-list", "organizations": "organization-list", "studies": "study-list",
+    "nodes": "node-list", "algorithms": "algorithm-list", "tasks": "task-list", "runs": "run-list",
+    "users": "user-list", "roles": "role-list", "audit": "audit-list",
+    "token": "token", "token_refresh": "token-refresh", "health": "health", "version": "version",
+    "schema": "schema", "docs": "swagger-ui",
+}
+
+
+class ApiIndexView(APIView):
+    """`/api/`: where each part of the API is, and the API version. Open to anyone, as the
+    schema is: it names endpoints, and each endpoint checks its own permissions."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(auth=[], responses=inline_serializer("ApiIndex", {
+        "api_version": serializers.CharField(), "endpoints": serializers.DictField(child=serializers.URLField())}))
+    def get(self, request):
+        return Response({"api_version": API_VERSION,
+                         "endpoints": {key: request.build_absolute_uri(reverse(name))
+                                       for key, name in API_INDEX.items()}})

@@ -180,11 +180,23 @@ def round_up_coarsely(value: float) -> float:
 # ---------------------------------------------------------------- grid protocol (central side)
 
 def candidate_cuts(bound: float, count: int) -> list[float]:
-    """Equally spaced candidate cut points on (0, bound): an agreed lattice that depends on
-    no site's individual times."""
+    """Candidate cut points on (0, bound) at round values: multiples of the smallest step
+    of 1, 2, 2.5 or 5 times a power of ten that gives at most `count` of them (a bound of
+    5000 and 30 candidates: every 200). An agreed lattice that depends on no site's
+    individual times, and that a reader expects (not 322.581, 645.161, ...)."""
     if count < 1:
         raise SurvivalInputError("candidate_cuts must be at least 1")
-    return [bound * i / (count + 1) for i in range(1, count + 1)]
+    raw = bound / (count + 1)
+    exponent = math.floor(math.log10(raw))
+    step = next(m * 10.0 ** e for e in (exponent, exponent + 1) for m in (1, 2, 2.5, 5) if m * 10.0 ** e >= raw)
+    return cuts_every(step, bound)
+
+
+def cuts_every(step: float, bound: float) -> list[float]:
+    """Multiples of `step` below `bound` (the researcher's "every 365 days")."""
+    count = math.ceil(bound / step) - 1
+    cuts = [round(step * i, 10) for i in range(1, count + 1)]
+    return [c for c in cuts if c < bound]
 
 
 def greedy_grid(

@@ -2,12 +2,16 @@
 
 How a grid is found without any site revealing an individual time:
 
+0. ``grid="auto"`` (default): exact when every site's policy allows exact event times
+   (each says so with its rounded follow-up, below), guarded otherwise; a researcher who
+   proposes cut points (``cut_points`` or ``cut_every``) gets the guarded grid on them.
 1. ``grid="exact"``: each site sends its distinct event times, which it does only when its
    policy sets VANTAGE_ALLOW_EXACT_EVENT_TIMES; the grid is their union. Otherwise the
    run fails with the refusing site's reason.
-2. ``grid="guarded"`` (default): the candidate cut points are either the researcher's
-   (``cut_points``) or an equally spaced lattice up to the largest site's follow-up, which
-   each site states only rounded up to 1, 2 or 5 times a power of ten. The central method
+2. ``grid="guarded"``: the candidate cut points are the researcher's (``cut_points``, or
+   every ``cut_every`` time units, e.g. 365 days), or else round multiples of 1, 2, 2.5 or
+   5 times a power of ten (at most ``candidate_cuts`` of them) up to the largest site's
+   follow-up, which each site states only rounded up to 1, 2 or 5 times a power of ten. The central method
    builds the grid from the left: from the last cut fixed, it asks every site, for each
    candidate end, "may you release [start, end)?" (see ``_survival.intervals_allowed``)
    and "is it empty here?", and fixes the first end every site accepts (moving an earlier
@@ -27,7 +31,8 @@ import pandas as pd
 from reference import _survival as sv
 from vantage_algorithms import DisclosureError, Policy, outputs, partial
 
-GRIDS = ("guarded", "exact")
+GRIDS = ("auto", "guarded", "exact")
+MAX_CANDIDATES = 1000
 
 
 def site_rows(data: pd.DataFrame, policy: Policy, *, duration: str, event: str, covariates=(),
@@ -74,11 +79,13 @@ def allowed_intervals(policy: Policy, rows: sv.SurvivalData, cuts, labels: pd.Se
 @partial
 def survival_time_bound(data: pd.DataFrame, policy: Policy, *, duration: str, event: str, covariates=None,
                         categories=None, group: str | None = None) -> dict:
-    """The longest follow-up here, rounded up to 1, 2 or 5 times a power of ten."""
+    """The longest follow-up here, rounded up to 1, 2 or 5 times a power of ten, and
+    whether this site's policy allows exact event times (so grid="auto" can use them)."""
     rows, _ = site_rows(data, policy, duration=duration, event=event, covariates=covariates,
                         categories=categories, group=group)
     # Typed, so that the node's output gate releases it without a person (nodeagent/gate.py).
-    return outputs.Aggregate({"bound": sv.round_up_coarsely(float(rows.time.max()))}, len(rows.time))
+    return outputs.Aggregate({"bound": sv.round_up_coarsely(float(rows.time.max())),
+                              "exact": bool(policy.allow_exact_event_times)}, len(rows.time))
 
 
 @partial
@@ -126,7 +133,7 @@ def survival_event_times(data: pd.DataFrame, policy: Policy, *, duration: str, e
 
 
 def find_grid(client, columns: dict, *, grid: str, cut_points=None, candidate_cuts: int = 30,
-              event_sums: bool = False) -> tuple[list[float], dict]:
+              event_sums: bool = False, cut_every=None) -> tuple[list[float], dict]:
     """The cut points every site accepts, and how they were found.
 
     ``columns`` are the kwargs naming the data (duration, event, covariates, categories,
@@ -134,20 +141,34 @@ def find_grid(client, columns: dict, *, grid: str, cut_points=None, candidate_cu
     """
     if grid not in GRIDS:
         raise sv.SurvivalInputError(f"grid must be one of {', '.join(GRIDS)}, not {grid!r}")
+    if cut_points is not None and cut_every is not None:
+        raise sv.SurvivalInputError("give cut_points or cut_every, not both")
     if grid == "exact":
-        if cut_points is not None:
-            raise sv.SurvivalInputError("cut_points apply to the guarded grid, not to grid='exact'")
-        answers = client.run("survival_event_times", columns)
-        cuts = sorted(set().union(*(a["times"] for a in answers)))
-        return cuts, {"grid": "exact", "rounds": 1}
+        if cut_points is not None or cut_every is not None:
+            raise sv.SurvivalInputError("cut_points and cut_every apply to the guarded grid, not to grid='exact'")
+        return _exact_grid(client, columns, rounds=1)
     if cut_points is not None:
         candidates = sv.check_cuts(cut_points).tolist()
         rounds = 0
     else:
-        if not isinstance(candidate_cuts, int) or isinstance(candidate_cuts, bool) or not 1 <= candidate_cuts <= 1000:
+        if cut_every is None and (not isinstance(candidate_cuts, int) or isinstance(candidate_cuts, bool)
+                                  or not 1 <= candidate_cuts <= MAX_CANDIDATES):
             raise sv.SurvivalInputError("candidate_cuts must be a whole number from 1 to 1000")
-        bound = max(a["values"]["bound"] for a in client.run("survival_time_bound", columns))
-        candidates = sv.candidate_cuts(bound, candidate_cuts)
+        if cut_every is not None and (isinstance(cut_every, bool) or not isinstance(cut_every, (int, float))
+                                      or not cut_every > 0):
+            raise sv.SurvivalInputError("cut_every must be a positive number of time units")
+        answers = client.run("survival_time_bound", columns)
+        if grid == "auto" and cut_every is None and all(a["values"].get("exact") is True for a in answers):
+            cuts, how = _exact_grid(client, columns, rounds=2)
+            return cuts, {**how, "chosen": "auto: every site allows exact event times"}
+        bound = max(a["values"]["bound"] for a in answers)
+        if cut_every is not None:
+            if bound / cut_every > MAX_CANDIDATES:
+                raise sv.SurvivalInputError(f"cut_every={cut_every:g} makes more than {MAX_CANDIDATES} candidate "
+                                            "cut points: choose a longer interval")
+            candidates = sv.cuts_every(cut_every, bound)
+        else:
+            candidates = sv.candidate_cuts(bound, candidate_cuts)
         rounds = 1
 
     def ask(start: float, ends: list[float]) -> list[tuple[list[bool], list[bool]]]:
@@ -157,6 +178,12 @@ def find_grid(client, columns: dict, *, grid: str, cut_points=None, candidate_cu
 
     cuts, checks = sv.greedy_grid(candidates, ask)
     return cuts, {"grid": "guarded", "rounds": rounds + checks, "candidates": len(candidates)}
+
+
+def _exact_grid(client, columns: dict, *, rounds: int) -> tuple[list[float], dict]:
+    answers = client.run("survival_event_times", columns)
+    cuts = sorted(set().union(*(a["times"] for a in answers)))
+    return cuts, {"grid": "exact", "rounds": rounds}
 
 
 def interval_bounds(cuts: list[float]) -> tuple[list[float], list[float | None]]:

@@ -15,9 +15,9 @@ site releases, per interval of a time grid, its event count and its risk-set sum
 covariates over all intervals; with Efron's ties also the same sums over each interval's
 events. Consecutive risk-set sums differ by the sum over the subjects who left between
 them, so the grid is guarded: every interval at every site holds no leaver or at least
-``min_leavers`` (with Efron's ties, events and censored subjects each). The exact per-event-time grid is used only with
-``grid="exact"``, which every site refuses unless its policy sets
-VANTAGE_ALLOW_EXACT_EVENT_TIMES. On a grid the model is the Cox model on the grouped
+``min_leavers`` (with Efron's ties, events and censored subjects each). The exact per-event-time grid is used when every
+site's policy sets VANTAGE_ALLOW_EXACT_EVENT_TIMES (the default ``grid="auto"`` asks them),
+or with ``grid="exact"``, which a site without that setting refuses. On a grid the model is the Cox model on the grouped
 times (each subject's time replaced by its interval), which on the exact grid is the
 ordinary Cox model.
 
@@ -136,8 +136,9 @@ def _sums_from(answer: dict) -> sv.CoxSums:
 
 @central
 def cox(client, policy: Policy, *, duration: str, event: str, covariates: list, ties: str = "efron",
-        model: str = "stratified", categories: dict | None = None, grid: str = "guarded",
-        cut_points: list | None = None, candidate_cuts: int = 30, baseline: bool = True,
+        model: str = "stratified", categories: dict | None = None, grid: str = "auto",
+        cut_points: list | None = None, candidate_cuts: int = 30, cut_every: float | None = None,
+        baseline: bool = True,
         alpha: float = 0.05, max_iterations: int = 50) -> outputs.Model:
     """Fit the Cox model over all sites by Newton–Raphson with step-halving.
 
@@ -156,7 +157,8 @@ def cox(client, policy: Policy, *, duration: str, event: str, covariates: list, 
     columns = {"duration": duration, "event": event, "covariates": covariates, "categories": categories}
     organizations = client.organizations()
     seen: dict[str, list[dict]] = {}
-    info: dict = {"model": model, "ties": ties}
+    # "variant", not "model": the output's own "model" field names the model (cox_ph).
+    info: dict = {"variant": model, "ties": ties}
 
     if model == "stratified":
         def evaluate(beta: np.ndarray):
@@ -167,7 +169,7 @@ def cox(client, policy: Policy, *, duration: str, event: str, covariates: list, 
                     sum(np.asarray(a["arrays"]["information"], dtype=float) for a in answers))
     else:
         cuts, how = find_grid(client, columns, grid=grid, cut_points=cut_points, candidate_cuts=candidate_cuts,
-                              event_sums=ties == "efron")
+                              event_sums=ties == "efron", cut_every=cut_every)
         info["grid"] = {**how, "cut_points": cuts}
 
         def evaluate(beta: np.ndarray):
@@ -206,7 +208,8 @@ def cox(client, policy: Policy, *, duration: str, event: str, covariates: list, 
         values["baseline_cumulative_hazard"] = {
             "start": starts, "end": ends, "cumulative_hazard": np.cumsum(sv.baseline_increments(seen["sums"]))}
     elif baseline:
-        cuts, how = find_grid(client, columns, grid=grid, cut_points=cut_points, candidate_cuts=candidate_cuts)
+        cuts, how = find_grid(client, columns, grid=grid, cut_points=cut_points, candidate_cuts=candidate_cuts,
+                              cut_every=cut_every)
         values["grid"] = {**how, "cut_points": cuts}
         parts = client.run("cox_site_baseline", {**columns, "beta": fit.beta.tolist(), "cut_points": cuts})
         starts, ends = interval_bounds(cuts)

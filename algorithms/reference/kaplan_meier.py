@@ -3,7 +3,7 @@
 What leaves a site: per grid interval and per group, the number of events and of
 censored subjects, nothing else. Per-time counts would reveal individual event times, so
 the grid is the guarded one of ``_survival_protocol`` unless every site allows exact
-event times: in each interval each group at each site has no leaver or at least the
+event times (then, with the default ``grid="auto"``, the exact one): in each interval each group at each site has no leaver or at least the
 policy's ``min_leavers``, so each subject's time is known only as one of that many. Event
 counts within such an interval are released as they are (not suppressed under
 ``min_cell``): they tie no event to a person, and suppressing them would bias the curve.
@@ -50,7 +50,8 @@ def kaplan_meier_counts(data: pd.DataFrame, policy: Policy, *, duration: str, ev
 
 @central
 def kaplan_meier(client, policy: Policy, *, duration: str, event: str, group: str | None = None,
-                 grid: str = "guarded", cut_points: list | None = None, candidate_cuts: int = 30,
+                 grid: str = "auto", cut_points: list | None = None, candidate_cuts: int = 30,
+                 cut_every: float | None = None,
                  alpha: float = 0.05) -> outputs.Aggregate:
     """Pooled Kaplan–Meier curves on a grid every site accepts, and the log-rank test
     between the groups when a group column is given.
@@ -62,7 +63,8 @@ def kaplan_meier(client, policy: Policy, *, duration: str, event: str, group: st
     if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise sv.SurvivalInputError("alpha must be a number between 0 and 1")
     columns = {"duration": duration, "event": event, "group": group}
-    cuts, how = find_grid(client, columns, grid=grid, cut_points=cut_points, candidate_cuts=candidate_cuts)
+    cuts, how = find_grid(client, columns, grid=grid, cut_points=cut_points, candidate_cuts=candidate_cuts,
+                          cut_every=cut_every)
     answers = client.run("kaplan_meier_counts", {**columns, "cut_points": cuts})
 
     size = len(cuts) + 1

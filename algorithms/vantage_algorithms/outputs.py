@@ -105,7 +105,13 @@ class Model:
     residual_df: int
     values: dict
 
+    RESERVED = ("type", "model", "n", "residual_df")
+
     def to_json(self) -> dict:
+        clash = [key for key in self.RESERVED if key in self.values]
+        if clash:
+            # A value named like a header field would silently replace it (the model's name, its n).
+            raise ValueError(f"model values may not be named {', '.join(clash)}: those are the model's own fields")
         return {"type": "model", "model": self.name, "n": int(self.n), "residual_df": int(self.residual_df),
                 **to_jsonable(self.values)}
 

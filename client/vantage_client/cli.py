@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _no_account_access(username: str, exc: VantageError) -> VantageError:
+    return VantageError(f"{username} may not read its own account ({exc}), so its organisation is unknown: give "
+                        "--organization ID (publishing a key needs the organization-admin role)")
+
+
 def _sign(args) -> None:
     annotations = {}
     for item in args.annotation:
@@ -105,10 +110,25 @@ def run(argv: list[str] | None = None) -> int:
     else:
         password = os.environ.get("VANTAGE_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
         client = Client(args.url)
-        client.login(args.username, password)
         key = crypto.read_private_key(args.path)
-        organization = args.organization or client.whoami()["organization"]
-        client.organizations.set_public_key(organization, crypto.public_key_pem(key))
+        try:
+            # login() reads the account back, as whoami() does: a user without roles may not.
+            client.login(args.username, password)
+            organization = args.organization or client.whoami()["organization"]
+        except VantageError as exc:
+            if exc.status != 403:
+                raise
+            raise _no_account_access(args.username, exc) from None
+        if organization is None:
+            raise VantageError(f"{args.username} belongs to no organisation: give --organization ID, or ask an "
+                               "administrator to add the account to its organisation")
+        try:
+            client.organizations.set_public_key(organization, crypto.public_key_pem(key))
+        except VantageError as exc:
+            if exc.status != 403:
+                raise
+            raise VantageError(f"{args.username} may not change organisation {organization}'s public key: an "
+                               "organisation admin (role organization-admin) of it must publish the key") from None
         print(f"organisation {organization} now publishes key {crypto.fingerprint(key).hex()}")
     return 0
 

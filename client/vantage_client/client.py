@@ -75,6 +75,10 @@ class Client:
         self.collaborations = Collaborations(self)
         self.organizations = Organizations(self)
         self.tasks = Tasks(self)
+        self.algorithms = Algorithms(self)
+        self.nodes = Nodes(self)
+        self.studies = Studies(self)
+        self.runs = Runs(self)
 
     # ------------------------------------------------------------ session
 
@@ -129,6 +133,15 @@ class Client:
         self._access = body["access"]
         self._refresh = body.get("refresh", self._refresh)  # present when the server rotates them
 
+    @property
+    def tokens(self) -> tuple[str | None, str | None]:
+        """The (access, refresh) tokens of this session, to keep it for a later process."""
+        return self._access, self._refresh
+
+    def use_tokens(self, access: str | None, refresh: str | None) -> None:
+        """Continue a session kept from `tokens` (the `vantage` command line does)."""
+        self._access, self._refresh = access, refresh
+
     def use_private_key(self, key, password: bytes | None = None) -> None:
         try:
             if isinstance(key, (str, os.PathLike)) and not str(key).lstrip().startswith("-----BEGIN"):
@@ -142,7 +155,12 @@ class Client:
     # ------------------------------------------------------------ HTTP
 
     def _send(self, method: str, path: str, *, auth: bool = True, **kwargs) -> requests.Response:
-        url = path if path.startswith(("http://", "https://")) else f"{self.url}/api/{path.lstrip('/')}"
+        if path.startswith(("http://", "https://")):
+            url = path
+        else:
+            # "tasks/", "/tasks/" and "/api/tasks/" all name the same endpoint.
+            relative = path.lstrip("/")
+            url = f"{self.url}/api/{relative[4:] if relative.startswith('api/') else relative}"
         response = self._request(method, url, auth, kwargs)
         # An access token can expire between the expiry check and the request: refresh once.
         if auth and response.status_code == 401 and self._refresh:
@@ -229,7 +247,7 @@ class Client:
 
     # ------------------------------------------------------------ results
 
-    def runs(self, task) -> list[dict]:
+    def task_runs(self, task) -> list[dict]:
         """The task's runs, each with `result`: the decoded output of a completed run
         (decrypted in an encrypted collaboration), else None; `executed_digest` is the
         image digest the run's node verified and ran."""
@@ -254,6 +272,13 @@ class Client:
     def results(self, task) -> list:
         """The decoded results of the task's completed runs, in run order."""
         return [run["result"] for run in self.runs(task) if run["status"] == "completed"]
+
+    def task_results(self, task, *, logs: bool = True) -> list:
+        """The task's runs as Result objects: organisation, run, status, log and typed
+        result, with to_frame(), plot() and an HTML view in notebooks."""
+        from .results import task_results
+
+        return task_results(self, task, logs=logs)
 
     def download_result(self, run_id: int) -> bytes:
         """A run's result file as stored (ciphertext in an encrypted collaboration), checked
@@ -287,6 +312,32 @@ class Collaborations(_Resource):
     path = "collaborations/"
 
 
+class Algorithms(_Resource):
+    path = "algorithms/"
+
+
+class Nodes(_Resource):
+    path = "nodes/"
+
+
+class Studies(_Resource):
+    path = "studies/"
+
+
+class Runs(_Resource):
+    """`client.runs.list(task=...)`, `.get(id)`, `.log(id)`; and, as before,
+    `client.runs(task)`: the task's runs with their decoded results."""
+
+    path = "runs/"
+
+    def __call__(self, task) -> list[dict]:
+        return self.client.task_runs(task)
+
+    def log(self, run) -> str:
+        """What the run's algorithm printed (stdout and stderr), as its node streamed it."""
+        return self.get(run).get("log") or ""
+
+
 class Organizations(_Resource):
     path = "organizations/"
 
@@ -308,6 +359,8 @@ class Tasks(_Resource):
         if (image is None) == (algorithm is None):
             raise VantageError("name either an image or a catalogue algorithm")
         collaboration_id = _id(collaboration)
+        if algorithm is not None:
+            self._check_catalogue_arguments(algorithm, method, args, kwargs, organizations)
         if isinstance(organizations, dict):
             per_org = {_id(org): dict(value or {}) for org, value in organizations.items()}
         else:
@@ -341,6 +394,22 @@ class Tasks(_Resource):
             body["study"] = _id(study)
         return self.client.post(self.path, body)
 
+    def _check_catalogue_arguments(self, algorithm, method: str, args, kwargs, organizations) -> None:
+        """Refuse, before sending, arguments the catalogue entry's schema for `method` rules out."""
+        from .present import check_arguments
+
+        entry = algorithm if isinstance(algorithm, dict) and "functions" in algorithm else \
+            self.client.algorithms.get(algorithm)
+        functions = [f for f in entry.get("functions") or [] if isinstance(f, dict)]
+        if functions and not any(f.get("name") == method for f in functions):
+            raise VantageError(f"{entry.get('name')} has no method {method!r} "
+                               f"(it has: {', '.join(str(f.get('name')) for f in functions)})")
+        schema = next((f.get("arguments") for f in functions if f.get("name") == method), None)
+        inputs = [(value or {}).get("kwargs", kwargs or {}) for value in organizations.values()] \
+            if isinstance(organizations, dict) else [kwargs or {}]
+        for given in inputs:
+            check_arguments(dict(given), schema)
+
     def _public_keys(self, collaboration_id: int, organization_ids: list[int]) -> dict:
         found = {org["id"]: org for org in self.client.organizations.list()}
         keys = {}
@@ -362,7 +431,7 @@ class Tasks(_Resource):
         return self.client.post(f"{self.path}{_id(task)}/kill/")
 
     def wait(self, task, timeout: float | None = None, progress: Callable[[dict], None] | None = None,
-             poll_interval: float = 2.0, live: bool | None = None) -> dict:
+             poll_interval: float = 2.0, live: bool | None = None, bar: bool | dict = False) -> dict:
         """Block until the task is completed, failed or killed; return it.
 
         Follows the task over the /ws/events/ websocket when the `websockets` package is
@@ -371,11 +440,25 @@ class Tasks(_Resource):
         seconds, so an end that happened before or between events is never missed.
         `progress(event)` gets each `run.updated` / `task.updated` event of this task (in
         polling mode, events of the same shape made from what changed).
-        Raises VantageError when `timeout` seconds pass first.
+        Raises VantageError when `timeout` seconds pass first. `bar=True` (or a dict of
+        tqdm options) shows a progress bar of finished runs, per organisation (needs tqdm).
         """
         from . import live as live_events
 
         task_id = _id(task)
+        if bar:
+            from .progress import RunBar
+
+            names = {o["id"]: o["name"] for o in self.client.organizations.list()}
+            runs = self.client.list("runs/", task=task_id)
+            progress = RunBar(len(runs), names, progress, **(bar if isinstance(bar, dict) else {}))
+            try:
+                for run in runs:  # where each run stands before any event
+                    progress({"type": "run.updated", "run": run})
+                return self.wait(task_id, timeout=timeout, progress=progress, poll_interval=poll_interval,
+                                 live=live)
+            finally:
+                progress.close()
         deadline = None if timeout is None else time.monotonic() + timeout
         use_live = live_events.available() if live is None else live
         if use_live and not live_events.available():

@@ -212,3 +212,9 @@ def asset_url(name: str) -> str:
     browser keeps running the old script against new pages."""
     # os.path: pathlib refuses the SafeString a template literal arrives as.
     return f"{reverse('portal:asset', args=[name])}?v={int(os.stat(os.path.join(ASSETS_DIR, name)).st_mtime)}"
+
+
+@register.filter
+def chart_svg(chart, run_id) -> SafeString:
+    """A chart's inline SVG, its ids unique on the page (one set per run)."""
+    return chart.svg(id_prefix=f"run-{run_id}")

@@ -130,13 +130,18 @@ def assert_curve_matches(curve: dict, T: pd.Series, E: pd.Series, times_of_inter
     assert checked == int((table["observed"] > 0).sum())
 
 
+@pytest.mark.parametrize("grid", ["exact", None])
 @pytest.mark.parametrize("label", SURVIVAL)
-def test_kaplan_meier_on_the_exact_grid_matches_lifelines(label):
+def test_kaplan_meier_on_the_exact_grid_matches_lifelines(label, grid):
+    # grid=None: the default ("auto") takes exact times when every site allows them.
     duration, event, group = SURVIVAL[label][:3]
     result = run_local("reference.kaplan_meier", "kaplan_meier",
-                       kwargs={"duration": duration, "event": event, "group": group, "grid": "exact"},
+                       kwargs={"duration": duration, "event": event, "group": group,
+                               **({"grid": grid} if grid else {})},
                        sites=sites_of(label), env=exact_everywhere())
     values = result["values"]
+    assert values["grid"]["grid"] == "exact"
+    assert ("chosen" in values["grid"]) == (grid is None)
     frame = pooled_frame(label, group=group)
     event_times = sorted(frame.loc[frame["E"] == 1, "T"].unique())
     assert values["grid"]["cut_points"] == event_times
@@ -154,11 +159,17 @@ def test_kaplan_meier_on_the_exact_grid_matches_lifelines(label):
     assert result["n"] == len(frame)
 
 
+# rossi's follow-up ends at week 52 for 322 of its 432 people: on the default lattice
+# (every 5 weeks) the guarded grid is one interval, so the test asks for a finer one.
+GUARDED_LATTICE = {"rossi": {"candidate_cuts": 60}}
+
+
 @pytest.mark.parametrize("label", SURVIVAL)
 def test_kaplan_meier_on_the_guarded_grid_matches_lifelines_on_grid_mapped_times(label):
     duration, event, group = SURVIVAL[label][:3]
     result = run_local("reference.kaplan_meier", "kaplan_meier",
-                       kwargs={"duration": duration, "event": event, "group": group}, sites=sites_of(label))
+                       kwargs={"duration": duration, "event": event, "group": group,
+                               **GUARDED_LATTICE.get(label, {})}, sites=sites_of(label))
     values = result["values"]
     cuts = values["grid"]["cut_points"]
     assert values["grid"]["grid"] == "guarded" and len(cuts) >= 2
@@ -227,7 +238,7 @@ def test_stratified_cox_matches_the_pooled_fit_stratified_by_site(label, ties):
     else:
         fit = lifelines_cox(frame, X, strata=True)
         assert_cox_matches(result, fit, X, "lifelines")
-    assert result["model"] == "stratified" and result["events"] == int(frame["E"].sum())
+    assert (result["model"], result["variant"]) == ("cox_ph", "stratified") and result["events"] == int(frame["E"].sum())
 
 
 def test_stratified_cox_baseline_on_the_guarded_grid_sums_the_sites_own_baselines():
@@ -280,7 +291,7 @@ def test_common_baseline_cox_on_the_guarded_grid_matches_the_pooled_fit_on_that_
         at_mean = hazard * np.exp(fit._norm_mean.to_numpy() @ fit.params_.to_numpy())
         lifelines_hazard = fit.baseline_cumulative_hazard_.iloc[:, 0]
         assert_close(at_mean[lifelines_hazard.index.astype(int)], lifelines_hazard.to_numpy(), "baseline")
-    assert result["model"] == "common" and result["events"] == int(frame["E"].sum())
+    assert (result["model"], result["variant"]) == ("cox_ph", "common") and result["events"] == int(frame["E"].sum())
 
 
 def test_common_baseline_cox_with_efron_ties_is_refused_where_a_site_has_too_few_censored_patients():
@@ -317,3 +328,40 @@ def test_researchers_cut_points_are_coarsened_until_every_site_accepts_them():
     frame = pooled_frame("rossi", ["fin", "age", "prio"], cuts=cuts)
     X = design(frame, ["fin", "age", "prio"], {})
     assert_cox_matches(result, statsmodels_cox(frame, X, strata=False), X, "statsmodels")
+
+
+def test_the_default_grid_stays_guarded_when_one_site_does_not_allow_exact_times():
+    result = run_local("reference.kaplan_meier", "kaplan_meier", kwargs={"duration": "time", "event": "cens"},
+                       sites=sites_of("gbsg2"), env={11: EXACT, 12: EXACT})
+    assert result["values"]["grid"]["grid"] == "guarded"
+
+
+def test_guarded_cut_points_are_round_values():
+    result = run_local("reference.kaplan_meier", "kaplan_meier", kwargs={"duration": "time", "event": "cens"},
+                       sites=sites_of("gbsg2"))
+    grid = result["values"]["grid"]
+    # gbsg2's follow-up (2659 days) is stated as 5000: 30 candidates at most means every 200 days.
+    assert grid["candidates"] == 24 and grid["cut_points"]
+    assert all(cut % 200 == 0 for cut in grid["cut_points"]), grid["cut_points"]
+
+
+def test_the_researcher_may_propose_cut_points_every_so_many_days():
+    result = run_local("reference.cox", "cox", kwargs={"duration": "time", "event": "cens", "covariates": ["age"],
+                                                       "model": "common", "cut_every": 365},
+                       sites=sites_of("gbsg2"))
+    cuts = result["grid"]["cut_points"]
+    assert cuts and all(cut % 365 == 0 for cut in cuts), cuts
+    assert result["grid"]["candidates"] == 13  # 365, 730, ... below the stated follow-up of 5000
+
+
+@pytest.mark.parametrize("value", [0, -5, True, "365"])
+def test_cut_every_must_be_a_positive_number(value):
+    with pytest.raises(AlgorithmError, match="cut_every must be a positive number"):
+        run_local("reference.kaplan_meier", "kaplan_meier",
+                  kwargs={"duration": "time", "event": "cens", "cut_every": value}, sites=sites_of("gbsg2"))
+
+
+def test_candidate_cuts_are_round_multiples():
+    assert sv.candidate_cuts(5000, 30) == [200.0 * i for i in range(1, 25)]
+    assert sv.candidate_cuts(100, 30) == [5.0 * i for i in range(1, 20)]
+    assert sv.candidate_cuts(1, 3) == [0.25, 0.5, 0.75]

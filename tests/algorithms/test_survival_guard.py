@@ -160,7 +160,7 @@ def test_a_log_likelihood_that_is_not_concave_where_newton_starts_is_a_clear_err
     ({"covariates": ["age"], "model": "pooled"}, "model must be one of stratified, common"),
     ({"covariates": "age"}, "covariates must be a non-empty list"),
     ({"covariates": ["age"], "event": "horTh"}, "event column 'horTh' must hold 0"),
-    ({"covariates": ["age"], "grid": "fine", "model": "common"}, "grid must be one of guarded, exact"),
+    ({"covariates": ["age"], "grid": "fine", "model": "common"}, "grid must be one of auto, guarded, exact"),
     ({"covariates": ["age"], "cut_points": [5, 3], "model": "common"}, "strictly increasing"),
 ])
 def test_bad_cox_arguments_are_one_readable_error(kwargs, message):
@@ -179,7 +179,7 @@ def test_negative_durations_are_refused_with_the_column_named():
 @pytest.mark.parametrize("kwargs, message", [
     ({"alpha": 5}, "alpha must be a number between 0 and 1"),
     ({"group": "nope"}, "column 'nope' is not in the data"),
-    ({"grid": "exact", "cut_points": [10, 20]}, "cut_points apply to the guarded grid"),
+    ({"grid": "exact", "cut_points": [10, 20]}, "cut_points and cut_every apply to the guarded grid"),
     ({"candidate_cuts": 0}, "candidate_cuts must be a whole number from 1 to 1000"),
 ])
 def test_bad_kaplan_meier_arguments_are_one_readable_error(kwargs, message):

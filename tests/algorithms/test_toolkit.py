@@ -108,6 +108,11 @@ def test_intermediate_and_model_say_their_shape_and_units():
     assert model == {"type": "model", "model": "logistic", "n": 100, "residual_df": 97, "coef": [1.0, 1.0, 1.0]}
 
 
+def test_a_model_value_cannot_replace_the_models_name_or_units():
+    with pytest.raises(ValueError, match="may not be named model"):
+        outputs.Model("cox_ph", n=10, residual_df=8, values={"model": "stratified"}).to_json()
+
+
 def test_task_input_may_not_carry_policy_settings():
     with pytest.raises(AlgorithmError, match="min_cell: disclosure settings come from each node's policy"):
         methods.parse_request({"method": "summary", "kwargs": {"min_cell": 1}})

@@ -328,6 +328,25 @@ def test_cli_public_key_prints_the_key_and_its_fingerprint(tmp_path):
     assert done.stderr == f"fingerprint {crypto.fingerprint(key).hex()}\n"
 
 
+@pytest.mark.parametrize("username, message", [
+    ("client-nobody", "vantage-client: client-nobody belongs to no organisation: give --organization ID, or ask "
+                      "an administrator to add the account to its organisation\n"),
+    ("client-noroles", "vantage-client: client-noroles may not read its own account (HTTP 403: Your roles do not "
+                       "allow this.), so its organisation is "
+                       "unknown: give --organization ID (publishing a key needs the organization-admin role)\n"),
+    ("client-plain2", "vantage-client: client-plain2 may not change organisation {org}'s public key: an "
+                      "organisation admin (role organization-admin) of it must publish the key\n"),
+])
+def test_cli_publish_key_tells_a_user_who_may_not_publish_what_to_do(api_server, client_seed, tmp_path, username,
+                                                                     message):
+    path = tmp_path / "org.pem"
+    crypto.write_private_key(path, crypto.generate_private_key(2048))
+    done = _cli("publish-key", str(path), "--url", api_server.url, "--username", username,
+                env={"VANTAGE_PASSWORD": client_seed["password"], "NO_PROXY": "127.0.0.1"})
+    assert done.returncode == 1
+    assert done.stderr == message.format(org=client_seed["org_2"])
+
+
 def test_held_lists_the_runs_awaiting_their_stewards_release_with_why(researcher, client_seed, fake_nodes):
     nodes = fake_nodes("plain")
     org = client_seed["org_1"]

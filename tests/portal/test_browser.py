@@ -4,14 +4,20 @@ selenium, against a live server (tests/live/conftest.py's harness and seed).
 A researcher logs in, creates a task, and watches its runs change state without
 reloading the page while nodes claim, start and finish them over the API (through the
 services, in the server process, whose events reach the page's websocket); then kills a
-second task with the button and logs out. Outside CI a missing browser skips these
+second task with the button and logs out. A second test opens a finished Kaplan–Meier
+and Cox task and checks their charts and CSV downloads; its screenshots go to
+$VANTAGE_TEST_ARTEFACTS (default: test-artefacts/ in the checkout), printed by the test. Outside CI a missing browser skips these
 tests; under CI=true it fails them.
 """
 
+import base64
+import csv
+import io
 import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -264,3 +270,94 @@ def _confirm(driver) -> bool:
     except NoAlertPresentException:
         return False
     return True
+
+
+# ------------------------------------------------------------------ results as pictures
+
+ARTEFACTS = Path(os.environ.get("VANTAGE_TEST_ARTEFACTS", Path(__file__).resolve().parents[2] / "test-artefacts"))
+
+
+def _reference_results() -> dict:
+    """A Kaplan–Meier analysis by hormone therapy and a Cox model of three covariates, as
+    the reference algorithms compute them on gbsg2 split over three sites (local harness:
+    the same code the images run; the browser test is about drawing them)."""
+    from tests.algorithms import pooled
+    from vantage_algorithms.harness import run_local
+
+    sites = dict(enumerate(pooled.split(pooled.datasets()["gbsg2"]), start=1))
+    survival = {"duration": "time", "event": "cens"}
+    return {
+        "km": run_local("reference.kaplan_meier", "kaplan_meier", kwargs={**survival, "group": "horTh"},
+                        sites=sites),
+        "cox": run_local("reference.cox", "cox", kwargs={**survival, "covariates": ["age", "tsize", "pnodes"],
+                                                         "baseline": False}, sites=sites),
+    }
+
+
+def _finished_task(server, seed, node: Node, researcher: requests.Session, name: str, result: dict) -> int:
+    response = researcher.post(f"{server.url}/api/tasks/", json={
+        "collaboration": seed["collaboration"], "name": name, "method": name, "image": "127.0.0.1:5000/live:1",
+        "organizations": [{"id": seed["org_a"], "input": base64.b64encode(b'{"method": "x"}').decode()}],
+    }, timeout=30)
+    assert response.status_code == 201, response.text
+    task_id = response.json()["id"]
+    [run] = researcher.get(f"{server.url}/api/runs/", params={"task": task_id}, timeout=30).json()["results"]
+    for step in ("claim", "start"):
+        node.step(run["id"], step)
+    node.finish(run["id"], result)
+    return task_id
+
+
+def _screenshot(driver, name: str) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTEFACTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+
+
+def test_researcher_sees_survival_curves_and_a_forest_plot_and_downloads_their_csv(browser, portal_server):
+    server, seed = portal_server
+    driver = browser
+    results = _reference_results()
+    researcher = requests.Session()
+    researcher.trust_env = False
+    token = researcher.post(f"{server.url}/api/token/", json={"username": "live-owner",
+                                                              "password": factories.PASSWORD}, timeout=30)
+    researcher.headers["Authorization"] = f"Bearer {token.json()['access']}"
+    node = Node(server, seed["nodes"]["a1"]["token"])
+    km_task = _finished_task(server, seed, node, researcher, "kaplan_meier", results["km"])
+    cox_task = _finished_task(server, seed, node, researcher, "cox", results["cox"])
+    _log_in(driver, server, seed)
+
+    driver.get(f"{server.url}/portal/tasks/{km_task}/")
+    svg = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "figure.chart svg[data-chart=survival]"),
+                "the Kaplan–Meier chart is drawn")[0]
+    assert len(svg.find_elements(By.CSS_SELECTOR, "polyline.km-curve")) == 2  # horTh: no, yes
+    assert svg.size["width"] > 400  # readable at laptop size, not squeezed
+    assert "Times grouped into" in _text(driver, "p.grid-notice")
+    assert "Kaplan–Meier" in driver.execute_script("return arguments[0].querySelector('title').textContent;", svg)
+    _screenshot(driver, "portal-kaplan-meier")
+
+    # The CSV link downloads the released numbers: fetched by the page (same session), compared with the API.
+    href = driver.find_element(By.CSS_SELECTOR, "a.download-csv[data-table=survival]").get_attribute("href")
+    text = driver.execute_async_script(
+        "const done = arguments[1]; fetch(arguments[0]).then(r => r.text()).then(done);", href)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    [run] = researcher.get(f"{server.url}/api/runs/", params={"task": km_task}, timeout=30).json()["results"]
+    api = researcher.get(f"{server.url}/api/runs/{run['id']}/result/", timeout=30).json()
+    assert [float(r["survival"]) for r in rows if r["group"] == "yes"] == api["values"]["groups"]["yes"]["survival"]
+    assert [float(r["at_risk"]) for r in rows if r["group"] == "no"] == api["values"]["groups"]["no"]["at_risk"]
+
+    driver.get(f"{server.url}/portal/tasks/{cox_task}/")
+    forest = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "figure.chart svg[data-chart=forest]"),
+                   "the forest plot is drawn")[0]
+    terms = [g.get_attribute("data-term") for g in forest.find_elements(By.CSS_SELECTOR, "g.forest-row")]
+    assert terms == ["age", "tsize", "pnodes"]
+    assert len(forest.find_elements(By.CSS_SELECTOR, "line.reference-line")) == 1
+    labels = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "table.covariance tbody th")]
+    assert labels == ["age", "tsize", "pnodes"]
+    svg_href = driver.find_element(By.CSS_SELECTOR, "a.download-svg").get_attribute("href")
+    svg_text = driver.execute_async_script(
+        "const done = arguments[1]; fetch(arguments[0]).then(r => r.text()).then(done);", svg_href)
+    assert svg_text.startswith("<svg") and "forest-row" in svg_text
+    _screenshot(driver, "portal-cox-forest")

@@ -276,6 +276,8 @@ def test_task_page_lists_subtasks_and_watches_them(browser_for, owner, collab, o
     page = browser_for(owner).get(f"/portal/tasks/{task.pk}/")
     assert [t.pk for t in page.context["subtasks"]] == [subtask.pk]
     assert f'data-watch-tasks="{task.pk} {subtask.pk}"' in page.content.decode()
+    # Folded under one line that counts them by status.
+    assert '<details id="subtasks">\n    <summary>1 subtask: 1 pending</summary>' in page.content.decode()
     subtask_page = browser_for(owner).get(f"/portal/tasks/{subtask.pk}/").content.decode()
     assert f"Subtask of</dt><dd><a href=\"/portal/tasks/{task.pk}/\"" in subtask_page
     assert f"Kill job #{task.pk}</button>" in subtask_page  # task_kill stops the whole job

@@ -41,6 +41,19 @@ def test_submitting_an_algorithm_goes_through_algorithm_submit(staff, root):
     assert last_event("algorithm.submitted").actor_id == root.pk
 
 
+def test_the_functions_help_text_shows_its_example_whole(staff):
+    import html
+    import json
+
+    from tasks.admin import FUNCTIONS_EXAMPLE
+
+    body = staff.get(reverse("admin:tasks_algorithm_add")).content.decode()
+    start = body.index("For example:<pre>") + len("For example:<pre>")
+    shown = html.unescape(body[start:body.index("</pre>", start)])
+    assert shown == FUNCTIONS_EXAMPLE
+    assert json.loads(shown)[0]["arguments"]["required"] == ["duration", "event", "covariates"]
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("digest", "latest", "sha256:<64 hex digits>"),
     ("functions", '[{"kind": "partial"}]', "needs a 'name'"),

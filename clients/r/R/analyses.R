@@ -90,7 +90,7 @@ new_coxph <- function(r, call, formula, task) {
   structure(list(
     coefficients = pick("coef"), se = pick("se"), z = pick("z"), p = pick("p"),
     var = covariance, loglik = c(r$loglik_null, r$loglik), n = r$n, nevent = r$events,
-    iter = r$iterations, ties = r$ties, model = r$model, alpha = r$alpha %||% 0.05,
+    iter = r$iterations, ties = r$ties, model = r$variant %||% r$model, alpha = r$alpha %||% 0.05,
     baseline = r$baseline_cumulative_hazard, call = call, formula = formula, task = task, result = r
   ), class = "vantage_coxph")
 }

@@ -10,7 +10,7 @@ cox_result <- function() {
   b <- coef(fit)
   se <- sqrt(diag(vcov(fit)))
   list(type = "model", model = "cox_ph", n = fit$n, residual_df = fit$nevent - 2,
-       model = "stratified", ties = "breslow", events = fit$nevent, iterations = fit$iter, alpha = 0.05,
+       variant = "stratified", ties = "breslow", events = fit$nevent, iterations = fit$iter, alpha = 0.05,
        loglik = fit$loglik[2], loglik_null = fit$loglik[1],
        covariance = lapply(1:2, function(i) vcov(fit)[i, ]),
        coefficients = lapply(1:2, function(i) list(
