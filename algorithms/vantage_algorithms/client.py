@@ -52,19 +52,6 @@ class Client(ABC):
         return self.start(method, kwargs, organizations).wait()
 
 
-def rounds_summary(method: str, rounds: list[tuple[str, int, float]], seconds: float) -> str:
-    """One paragraph for the central run's log: rounds, sites and time, per subtask method."""
-    if not rounds:
-        return f"central method {method}: no subtasks, {seconds:.1f} s"
-    counts: dict[str, int] = {}
-    for name, _orgs, _seconds in rounds:
-        counts[name] = counts.get(name, 0) + 1
-    sites = max(orgs for _name, orgs, _seconds in rounds)
-    per_method = ", ".join(f"{name} ×{count}" for name, count in counts.items())
-    return (f"central method {method}: {len(rounds)} round{'s' if len(rounds) != 1 else ''} of subtasks "
-            f"at up to {sites} organisations in {seconds:.1f} s ({per_method})")
-
-
 def run_failure(run: dict) -> str:
     """Why a site's run gave no result, in words the researcher can act on."""
     status, code, kind = run.get("status"), run.get("exit_code"), run.get("error_kind") or ""
@@ -81,8 +68,6 @@ class ProxyClient(Client):
                  organizations: list[int] | None = None):
         self.base_url = base_url.rstrip("/")
         self.token = token
-        # (method, organisations, seconds) of each finished subtask, for the central run's log.
-        self.rounds: list[tuple[str, int, float]] = []
         self.databases = databases
         self.data_selection = data_selection or {}
         self._organizations = organizations
@@ -135,13 +120,12 @@ class ProxyClient(Client):
             "organizations": [{"id": org, "input": encoded} for org in organizations],
             "databases": [{"label": label} for label in self.databases],
         })
-        return ProxyPending(self, int(task["id"]), organizations, method)
+        return ProxyPending(self, int(task["id"]), organizations)
 
 
 class ProxyPending(Pending):
-    def __init__(self, client: ProxyClient, task_id: int, organizations: list[int], method: str = ""):
+    def __init__(self, client: ProxyClient, task_id: int, organizations: list[int]):
         self.client, self.task_id, self.organizations = client, task_id, organizations
-        self.method, self.created = method, time.monotonic()
 
     def wait(self) -> list[Any]:
         delay = FIRST_POLL
@@ -165,11 +149,6 @@ class ProxyPending(Pending):
         missing = [org for org in self.organizations if org not in results]
         if missing:
             raise SubtaskFailed(missing[0], f"no result in subtask {self.task_id}")
-        seconds = time.monotonic() - self.created
-        self.client.rounds.append((self.method, len(self.organizations), seconds))
-        # The central run's log: what it asked of the sites and how long each took (never data).
-        print(f"subtask {self.task_id}: {self.method} at {len(self.organizations)} organisations, {seconds:.1f} s",
-              flush=True)
         return [results[org] for org in self.organizations]
 
     def _raise_failure(self, summary: dict) -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import traceback
 from collections.abc import Mapping
 
 from vantage_algorithms import data, methods
-from vantage_algorithms.client import EXIT_ERROR, EXIT_REFUSED, ProxyClient, rounds_summary
+from vantage_algorithms.client import EXIT_ERROR, EXIT_REFUSED, ProxyClient
 from vantage_algorithms.encoding import decode_environment
 from vantage_algorithms.errors import AlgorithmError, DisclosureError
 from vantage_algorithms.policy import Policy
@@ -63,14 +62,9 @@ def run(module_name: str, env: Mapping[str, str]) -> None:
         first = ProxyClient(base_url=f"{_required(env, 'HOST')}:{_required(env, 'PORT')}{env.get('API_PATH', '')}",
                             token=token, databases=[db.label for db in databases], data_selection=selection,
                             organizations=organizations)
-    started = time.monotonic()
     output = methods.call(fn, first, policy, args, kwargs)
     with open(_required(env, "OUTPUT_FILE"), "w", encoding="utf-8") as fh:
         json.dump(output, fh, allow_nan=False)
-    if fn.vantage_kind != methods.PARTIAL:
-        kind = output.get("type") if isinstance(output, dict) else None
-        print(rounds_summary(method_name, first.rounds, time.monotonic() - started)
-              + (f"; output: {kind}" if kind else ""), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
