@@ -6,6 +6,7 @@ and a node (issue 13.12: every /static/ file answered 404 and the pickers were e
 
 import json
 
+import pyotp
 import pytest
 import requests
 
@@ -29,6 +30,8 @@ SEED_ADMIN = (
     " username='live-admin')\n"
     "admin.is_staff = admin.is_superuser = True\n"
     "admin.save(update_fields=['is_staff', 'is_superuser'])\n"
+    # Staff need a second factor to reach the admin (accounts.services.login_authenticate).
+    "print('TOTP-SECRET', factories.enrol_second_factor(admin))\n"
 )
 
 
@@ -36,10 +39,11 @@ SEED_ADMIN = (
 def admin_server(tmp_path_factory):
     database = LiveDatabase(tmp_path_factory.mktemp("admin-live"))
     database.create()
-    database.manage("shell", "-c", SEED_ADMIN)
+    seeded = database.manage("shell", "-c", SEED_ADMIN)
+    secret = next(line.split()[1] for line in seeded.splitlines() if line.startswith("TOTP-SECRET "))
     server = database.start_server(42, SESSION_COOKIE_SECURE="false", CSRF_COOKIE_SECURE="false")
     try:
-        yield server, database
+        yield server, database, secret
     finally:
         server.stop()
         database.drop()
@@ -73,7 +77,7 @@ def _body_text(driver) -> str:
 
 
 def test_administrator_creates_a_collaboration_with_members_and_a_node(browser, admin_server):  # noqa: F811
-    server, database = admin_server
+    server, database, secret = admin_server
     driver = browser
     for asset in ("/static/admin/css/base.css", "/static/admin/js/vendor/select2/select2.full.min.js",
                   "/static/admin/js/autocomplete.js"):
@@ -82,6 +86,7 @@ def test_administrator_creates_a_collaboration_with_members_and_a_node(browser, 
     driver.get(server.url + "/admin/login/")
     driver.find_element(By.NAME, "username").send_keys("live-admin")
     driver.find_element(By.NAME, "password").send_keys(factories.PASSWORD)
+    driver.find_element(By.NAME, "otp").send_keys(pyotp.TOTP(secret).now())
     driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
     _wait(driver, lambda d: d.current_url == f"{server.url}/admin/", "login leads to the admin index")
     # The stylesheet applied: the header is styled, not the browser's default.
