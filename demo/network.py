@@ -88,6 +88,18 @@ def node_config(node: DemoNode, *, server_url: str, registry_port: int, password
         'VANTAGE_MIN_EVENTS = "10"',
         'VANTAGE_MIN_RISKSET_LEAVERS = "5"',
         "",
+        # What leaves without a steward: every analysis of the demo study returns the
+        # toolkit's typed outputs, which this node re-checks against the thresholds above
+        # and releases when they pass, round after round. Anything else (an untyped output,
+        # a typed one failing a check) is held as on a new hospital node; the demo has no
+        # steward page, so it would wait, and a run that waits is a bug in the demo. Logs
+        # leave only when a run fails, so a refusal's reason reaches the researcher.
+        "[output]",
+        'opaque = "hold"',
+        'failed_checks = "hold"',
+        'intermediates = "release"',
+        'logs = "on_failure"',
+        "",
     ])
 
 

@@ -15,11 +15,13 @@ import time
 import docker.errors
 
 from nodeagent import VERSION
+from nodeagent.airlock import RELEASED, REJECTED, Airlock
 from nodeagent.client import ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
 from nodeagent.events import EventListener
 from nodeagent.executor import LABEL_RUN, Executor
 from nodeagent.forwarders import ForwarderPool
+from nodeagent.gate import Thresholds
 from nodeagent.job import AgentContext, RunJob, backoff
 from nodeagent.workspace import Phase, TaskFolder
 
@@ -56,6 +58,7 @@ class NodeAgent:
         self.ctx: AgentContext | None = None
         self.events: EventListener | None = None
         self._next_report = 0.0
+        self._sweeper: threading.Thread | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -145,6 +148,7 @@ class NodeAgent:
                 if now >= next_kill_watch:
                     next_kill_watch = now + max(settings.kill_poll_interval, CONNECTED_POLL_SECONDS if live else 0)
                     self._watch_kills()
+                    self._sweep_airlock()
                 hinted = self._take_hints()
                 must_list = list_requested or now >= next_poll or (slot_freed and (self._backlog or not live))
                 if hinted and not must_list:
@@ -166,6 +170,28 @@ class NodeAgent:
                 next_poll = time.monotonic() + wait
                 log.error("the server refused a request: %s", exc)
             self._wake.wait(wait)
+
+    def _sweep_airlock(self) -> None:
+        """Send what the steward decided (and reject, as not reviewed, what waited past
+        hold_timeout), in a thread of its own: a large release must not hold up claims."""
+        if self._sweeper is not None and self._sweeper.is_alive():
+            return
+
+        def sweep():
+            airlock = Airlock(self.config.state_dir)
+            try:
+                airlock.expire(timeout=self.config.output.hold_timeout)
+                min_cell = Thresholds.from_env(self.config.algorithm_env).min_cell
+                for meta in airlock.entries():
+                    if self.stop.is_set():
+                        return
+                    if meta["state"] in (RELEASED, REJECTED) and meta.get("server_url") == self.config.server.url:
+                        airlock.deliver(meta["name"], self.client, min_cell=min_cell)
+            except Exception:
+                log.exception("the airlock sweep failed; it is tried again at the next one")
+
+        self._sweeper = threading.Thread(target=sweep, name="airlock", daemon=True)
+        self._sweeper.start()
 
     def _watch_kills(self) -> None:
         """One listing per state for all of this node's runs, instead of one request per run."""

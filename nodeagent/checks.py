@@ -37,6 +37,7 @@ def run_checks(config: NodeConfig, *, client: ServerClient | None = None,
     if not config.databases:
         findings.append(Finding(WARN, "databases", "no databases configured: algorithms get no data"))
     findings += _check_policy(config)
+    findings += check_output(config)
     findings.append(_check_encryption(config))
     return findings
 
@@ -192,3 +193,20 @@ def render(findings: list[Finding]) -> str:
     warned = sum(1 for f in findings if f.level == WARN)
     lines.append(f"{failed} problem(s), {warned} warning(s)" if failed or warned else "all checks passed")
     return "\n".join(lines)
+
+
+def check_output(config: NodeConfig) -> list[Finding]:
+    """What the output gate lets leave, and whether a steward can decide what it holds."""
+    output = config.output
+    line = (f"opaque outputs: {output.opaque}; failed checks: {output.failed_checks}; "
+            f"intermediates: {output.intermediates}; logs: {output.logs}")
+    findings = [Finding(WARN if output.opaque == "release" else OK, "output",
+                        line + (" (untyped outputs leave unchecked)" if output.opaque == "release" else ""))]
+    if output.logs == "release":
+        findings.append(Finding(WARN, "output", "logs = \"release\": algorithms' logs leave unchecked"))
+    holds = "hold" in (output.opaque, output.failed_checks, output.intermediates) or output.logs == "gate"
+    if holds and not config.steward.password_hash:
+        findings.append(Finding(WARN, "steward", (
+            "results may be held but [steward] password_hash is not set: nobody can review them, and "
+            f"they are rejected as not reviewed after {output.hold_timeout // 3600} h")))
+    return findings

@@ -259,6 +259,11 @@ class ServerClient:
         self._call("POST", f"/api/runs/{run_id}/log/", f"sending the log of run {run_id}", ok=(200, 201, 204),
                    json={"text": text})
 
+    def hold(self, run_id: int, *, output_type: str, size: int, flags: list[str]) -> None:
+        """Tell the server the output gate holds this run's result: metadata only."""
+        self._call("POST", f"/api/runs/{run_id}/hold/", f"marking run {run_id} as awaiting release",
+                   json={"output_type": output_type, "size": size, "flags": flags})
+
     def finish(self, run_id: int, *, status: str, exit_code: int | None, error_kind: str, log: str,
                result: Path | None) -> None:
         """Report a run's end. A result up to INLINE_RESULT_BYTES goes inline as base64 in a

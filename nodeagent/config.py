@@ -88,6 +88,38 @@ class Limits:
     user: str = "65534:65534"
 
 
+OUTPUT_TYPES = ("count_table", "aggregate", "model", "intermediate")
+DEFAULT_MAX_SIZES = {"count_table": 1024**2, "aggregate": 256 * 1024, "model": 256 * 1024,
+                     "intermediate": 8 * 1024**2}
+DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class OutputPolicy:
+    """[output]: what the node's gate lets leave (nodeagent/gate.py, docs/node.md)."""
+
+    opaque: str = "hold"  # untyped outputs (vantage6 images): release | hold | refuse
+    failed_checks: str = "hold"  # typed outputs that fail a check: hold | refuse (never released unseen)
+    intermediates: str = "release"  # typed intermediates that pass: release | hold
+    logs: str = "gate"  # gate | release | on_failure | never
+    log_max_lines: int = 200
+    min_residual_df: int = 10
+    max_table_cells: int = 10_000
+    max_intermediate_elements: int = 100_000
+    max_string: int = 200
+    max_sizes: dict = field(default_factory=lambda: dict(DEFAULT_MAX_SIZES))
+    hold_timeout: int = 7 * 86400
+
+
+@dataclass(frozen=True)
+class StewardSettings:
+    """[steward]: the loopback review page (nodeagent/steward.py)."""
+
+    password_hash: str | None = field(default=None, repr=False)
+    port: int = 7602
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     url: str
@@ -112,6 +144,13 @@ class NodeConfig:
     forwarder_image: str = DEFAULT_FORWARDER_IMAGE
     # The organisation's RSA private key for encrypted collaborations ([encryption]); None: none set.
     private_key: Any = field(default=None, repr=False)
+    output: OutputPolicy = field(default_factory=OutputPolicy)
+    steward: StewardSettings = field(default_factory=StewardSettings)
+
+    @property
+    def state_dir(self) -> Path:
+        """The node's own secrets and records beside its runs: airlock, decision log, keys."""
+        return self.task_folder / "state"
 
     def summary(self) -> dict:
         """What the node reports to the server: labels and policy, never secrets or paths."""
@@ -131,6 +170,8 @@ class NodeConfig:
                 "deadline": self.limits.deadline, "max_concurrent_runs": self.limits.max_concurrent_runs,
             },
             "algorithm_env": sorted(self.algorithm_env),
+            "output": {"opaque": self.output.opaque, "failed_checks": self.output.failed_checks,
+                       "intermediates": self.output.intermediates, "logs": self.output.logs},
             # Public: lets an administrator see whether the node holds the key its organisation publishes.
             "encryption": ({"public_key_fingerprint": envelope.fingerprint(self.private_key).hex()}
                            if self.private_key is not None else None),
@@ -219,6 +260,8 @@ def parse(raw: dict, *, source: str, base_dir: Path, environ: dict | None = None
     limits = _limits(root.table_of("limits"))
     algorithm_env = _algorithm_env(root.table_of("algorithm_env"))
     private_key = _private_key(root.table_of("encryption"), base_dir, environ)
+    output = _output(root.table_of("output"))
+    steward = _steward(root.table_of("steward"), base_dir)
     proxy_port = root.get("proxy_port", (int,), "a port number", default=7601)
     if not 1 <= proxy_port <= 65535:
         raise root.error("proxy_port", f"expected a port number 1-65535, got {proxy_port}")
@@ -232,7 +275,7 @@ def parse(raw: dict, *, source: str, base_dir: Path, environ: dict | None = None
     return NodeConfig(
         source=source, server=server, task_folder=task_folder, databases=databases, registries=registries,
         policy=policy, limits=limits, algorithm_env=algorithm_env, proxy_port=proxy_port,
-        forwarder_image=forwarder_image, private_key=private_key,
+        forwarder_image=forwarder_image, private_key=private_key, output=output, steward=steward,
     )
 
 
@@ -449,3 +492,74 @@ def _algorithm_env(reader: _Reader) -> dict[str, str]:
         env[name] = reader.get(name, (str,), "a string")
     reader.finish()
     return env
+
+
+def _choice(reader: _Reader, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = reader.get(name, (str,), "a string", default=default)
+    if value not in choices:
+        raise reader.error(name, f"expected one of {', '.join(choices)}, got {_show(value)}")
+    return value
+
+
+def _whole(reader: _Reader, name: str, default: int, minimum: int) -> int:
+    value = reader.get(name, (int,), "a whole number", default=default)
+    if value < minimum:
+        raise reader.error(name, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _duration(reader: _Reader, name: str, default: int) -> int:
+    value = reader.get(name, (str, int), 'a duration like "7d" or "12h"', default=None)
+    if value is None:
+        return default
+    match = DURATION_RE.match(value) if isinstance(value, str) else None
+    seconds = value if isinstance(value, int) else (int(match.group(1)) * _SECONDS[match.group(2)] if match else None)
+    if seconds is None or seconds < 60:
+        raise reader.error(name, f'expected a duration of at least a minute like "7d" or "12h", got {_show(value)}')
+    return seconds
+
+
+def _output(reader: _Reader) -> OutputPolicy:
+    defaults = OutputPolicy()
+    opaque = _choice(reader, "opaque", ("release", "hold", "refuse"), defaults.opaque)
+    failed = _choice(reader, "failed_checks", ("hold", "refuse"), defaults.failed_checks)
+    intermediates = _choice(reader, "intermediates", ("release", "hold"), defaults.intermediates)
+    logs = _choice(reader, "logs", ("gate", "release", "on_failure", "never"), defaults.logs)
+    sizes_reader = reader.table_of("max_size")
+    sizes = dict(DEFAULT_MAX_SIZES)
+    for kind in list(sizes_reader.table):
+        if kind not in OUTPUT_TYPES:
+            sizes_reader.used.add(kind)
+            raise sizes_reader.error(kind, f"not an output type (known: {', '.join(OUTPUT_TYPES)})")
+        sizes[kind] = _size(sizes_reader, kind, sizes[kind], minimum=1024)
+    sizes_reader.finish()
+    policy = OutputPolicy(
+        opaque=opaque, failed_checks=failed, intermediates=intermediates, logs=logs,
+        log_max_lines=_whole(reader, "log_max_lines", defaults.log_max_lines, 0),
+        min_residual_df=_whole(reader, "min_residual_df", defaults.min_residual_df, 1),
+        max_table_cells=_whole(reader, "max_table_cells", defaults.max_table_cells, 1),
+        max_intermediate_elements=_whole(reader, "max_intermediate_elements", defaults.max_intermediate_elements, 1),
+        max_string=_whole(reader, "max_string", defaults.max_string, 8),
+        max_sizes=sizes, hold_timeout=_duration(reader, "hold_timeout", defaults.hold_timeout),
+    )
+    reader.finish()
+    return policy
+
+
+def _steward(reader: _Reader, base_dir: Path) -> StewardSettings:
+    if "password_hash" in reader.table and "password_hash_file" in reader.table:
+        raise ConfigError(reader.source, "steward.password_hash", "set one of password_hash, password_hash_file")
+    password_hash = reader.get("password_hash", (str,), "a hash from `manage.py steward --hash-password`")
+    hash_path = _path(reader, "password_hash_file", base_dir)
+    if hash_path is not None:
+        try:
+            password_hash = hash_path.read_text().strip()
+        except OSError as exc:
+            raise reader.error("password_hash_file", f"cannot read {hash_path}: {exc.strerror}")
+    if password_hash is not None and not password_hash.startswith("scrypt$"):
+        raise reader.error("password_hash", "expected a hash from `manage.py steward --hash-password` (scrypt$...)")
+    port = reader.get("port", (int,), "a port number", default=StewardSettings.port)
+    if not 1 <= port <= 65535:
+        raise reader.error("port", f"expected a port number 1-65535, got {port}")
+    reader.finish()
+    return StewardSettings(password_hash=password_hash, port=port)

@@ -32,6 +32,7 @@ from docker.models.containers import Container
 
 from nodeagent import contract
 from nodeagent import crypto as sealing
+from nodeagent import gate
 from nodeagent.client import Conflict, NotFound, ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
 from nodeagent.executor import (
@@ -40,6 +41,7 @@ from nodeagent.executor import (
 from nodeagent.forwarders import ForwarderPool, Slot
 from nodeagent.images import BadReference, ImageRef
 from nodeagent.logbuffer import LogBuffer
+from nodeagent.outputs import output_gate, report_held
 from nodeagent.policy import refusal
 from nodeagent.proxy import RunProxy
 from nodeagent.workspace import Outcome, Phase, RunFolder, RunState
@@ -425,7 +427,7 @@ class RunJob:
         log.debug("run %s: container exited with %s", self.run_id, exit_info.exit_code)
         reader.join(timeout=5)
         # What is still buffered travels with the finish request: one request less.
-        self._decide(self._outcome(exit_info))
+        self._decide(self._outcome(exit_info), gated=True)
 
     def _read_logs(self, container: Container) -> None:
         try:
@@ -444,8 +446,10 @@ class RunJob:
         self.ctx.executor.kill(container)
 
     def _flush_logs(self) -> None:
-        """Send what the container printed, in bounded batches; keep it if the server is away."""
-        if time.monotonic() < self._next_log_flush_try:
+        """Send what the container printed, in bounded batches; keep it if the server is away.
+        Only where the node releases logs unseen ([output] logs = "release"): otherwise the
+        log waits for the output gate at the end of the run."""
+        if self.ctx.config.output.logs != "release" or time.monotonic() < self._next_log_flush_try:
             return
         fed_until = self.logs.last_fed_at
         while len(self.logs):
@@ -510,13 +514,21 @@ class RunJob:
         problem = json_problem(path, size)
         return f"the output is not valid JSON: {problem}" if problem else None
 
-    def _decide(self, outcome: Outcome) -> None:
-        """Fix the outcome on disk before anything else, with every log line not yet sent."""
+    def _decide(self, outcome: Outcome, *, gated: bool = False) -> None:
+        """Fix the outcome on disk before anything else, with every log line not yet sent.
+        `gated`: the container ran, and its output and log pass the output gate first."""
         remaining = self.logs.take(self.logs.limit)
-        lines = [remaining.rstrip("\n")] if remaining else []
-        if outcome.log:
-            lines.append(outcome.log if outcome.log.startswith("[node]") else f"[node] {outcome.log}")
-        outcome.log = "\n".join(lines) + ("\n" if lines else "")
+        if gated:
+            outcome = output_gate(self, outcome, remaining)
+        else:
+            if remaining and self.ctx.config.output.logs != "release":
+                # A container ran, but its outcome is the node's (an internal error): its
+                # log has not passed the gate, so it stays here.
+                remaining = gate.withheld_log_note(remaining, self.ctx.config.output.logs)
+            lines = [remaining.rstrip("\n")] if remaining else []
+            if outcome.log:
+                lines.append(outcome.log if outcome.log.startswith("[node]") else f"[node] {outcome.log}")
+            outcome.log = "\n".join(lines) + ("\n" if lines else "")
         self.state.outcome = outcome
         self.state.phase = Phase.FINISHED
         if not self.folder.path.exists():
@@ -533,6 +545,9 @@ class RunJob:
         while not self.ctx.stop.is_set():
             result = self._result_file() if outcome.has_result else None
             try:
+                if outcome.held is not None:
+                    report_held(self, outcome)
+                    break
                 self.ctx.client.finish(self.run_id, status=outcome.status, exit_code=outcome.exit_code,
                                        error_kind=outcome.error_kind, log=outcome.log, result=result)
                 log.debug("run %s: outcome uploaded", self.run_id)

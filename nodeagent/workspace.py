@@ -37,6 +37,9 @@ class Outcome:
     error_kind: str
     log: str
     has_result: bool = False
+    # Set when the output gate held the run (nodeagent/airlock.py): what the server is told
+    # instead of the outcome, which waits in the airlock for the steward.
+    held: dict | None = None
 
 
 @dataclass

@@ -40,6 +40,7 @@ from tasks.serializers import (
     RunDetailSerializer,
     RunFinishInlineSerializer,
     RunFinishSerializer,
+    RunHoldSerializer,
     RunLogSerializer,
     RunSerializer,
     SubtaskCreateSerializer,
@@ -156,7 +157,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     container_actions = {"list", "retrieve", "result"}
 
     # Actions that answer from their service: looking the run up only decides 404.
-    LOOKUP_ONLY_ACTIONS = {"claim", "start", "log", "finish"}
+    LOOKUP_ONLY_ACTIONS = {"claim", "start", "log", "finish", "hold"}
 
     def get_queryset(self):
         if is_container(self.request.user):
@@ -230,6 +231,14 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         """Append to the run's log. The answer tells the node whether a kill was requested."""
         run = self.get_object()
         run = services.run_append_log(run_id=run.pk, node=request.user, **self._input(RunLogSerializer))
+        return Response(RunSerializer(run).data)
+
+    @extend_schema(request=RunHoldSerializer, responses=RunSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsNode])
+    def hold(self, request, pk=None):
+        """The node's output gate holds the result for its steward: the run awaits release."""
+        run = self.get_object()
+        run = services.run_hold(run_id=run.pk, node=request.user, **self._input(RunHoldSerializer))
         return Response(RunSerializer(run).data)
 
     @extend_schema(

@@ -54,7 +54,8 @@ def run_updated(run: Run, task: Task) -> None:
         task.collaboration_id,
         {"type": "run.updated", "run": _run_body(run), "visibility": _run_visibility(run, task)},
     )
-    known = Task.Status.ACTIVE if run.status in (Run.Status.CLAIMED, Run.Status.RUNNING) else None
+    known = Task.Status.ACTIVE if run.status in (Run.Status.CLAIMED, Run.Status.RUNNING,
+                                                 Run.Status.AWAITING_RELEASE) else None
     transaction.on_commit(lambda: _publish_task_status(task, known))
 
 

@@ -110,8 +110,11 @@ class Run(models.Model):
         KILLED = "killed"
         REJECTED = "rejected"
         TIMED_OUT = "timed_out"
+        # The node's output gate held the result for its steward: it stays at the node
+        # until released or rejected there (docs/node.md, "What leaves").
+        AWAITING_RELEASE = "awaiting_release"
 
-    ACTIVE_STATUSES = (Status.PENDING, Status.CLAIMED, Status.RUNNING)
+    ACTIVE_STATUSES = (Status.PENDING, Status.CLAIMED, Status.RUNNING, Status.AWAITING_RELEASE)
     FINAL_STATUSES = (
         Status.COMPLETED, Status.FAILED, Status.CRASHED, Status.KILLED, Status.REJECTED, Status.TIMED_OUT,
     )
@@ -126,6 +129,7 @@ class Run(models.Model):
         TIMEOUT = "timeout", "deadline passed"
         KILLED = "killed", "killed on request"
         INTERNAL = "internal", "node internal error"
+        WITHHELD = "withheld", "withheld by the node's output gate or its steward"
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
     organization = models.ForeignKey("collaborations.Organization", on_delete=models.PROTECT, related_name="runs")
@@ -147,6 +151,10 @@ class Run(models.Model):
         help_text="The node that claimed this run.",
     )
     kill_requested_at = models.DateTimeField(null=True, blank=True)
+    hold_info = models.JSONField(
+        null=True, blank=True,
+        help_text="What the node said when its output gate held the result: type, size, flags. Never the result.",
+    )
     deadline_at = models.DateTimeField(
         null=True, blank=True, help_text="Set at claim; past it the server times the run out."
     )

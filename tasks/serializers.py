@@ -150,7 +150,7 @@ class RunSerializer(serializers.ModelSerializer):
         model = Run
         fields = ["id", "task", "organization", "node", "status", "exit_code", "error_kind",
                   "result_size", "result_sha256", "kill_requested", "kill_requested_at",
-                  "created_at", "claimed_at", "started_at", "finished_at"]
+                  "created_at", "claimed_at", "started_at", "finished_at", "hold_info"]
         read_only_fields = fields
 
     def get_kill_requested(self, run: Run) -> bool:
@@ -196,6 +196,14 @@ class RunLogSerializer(FlatSerializer):
     text = LongTextField(trim_whitespace=False)
 
 
+class RunHoldSerializer(FlatSerializer):
+    """What a node's output gate tells the server about a result it holds: never the result."""
+
+    output_type = serializers.CharField(max_length=40)
+    size = serializers.IntegerField(min_value=0)
+    flags = serializers.ListField(child=serializers.CharField(max_length=300), max_length=20, allow_empty=True)
+
+
 class RunFinishSerializer(FlatSerializer):
     status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
@@ -216,7 +224,8 @@ class RunFinishInlineSerializer(RunFinishSerializer):
 
 # A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or vars(run).
 RUN_COLUMNS = ("id", "task_id", "organization_id", "node_id", "status", "exit_code", "error_kind", "result_size",
-               "result_sha256", "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at")
+               "result_sha256", "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at",
+               "hold_info")
 
 
 def run_data(run: Mapping) -> dict:
@@ -229,6 +238,8 @@ def run_data(run: Mapping) -> dict:
         "kill_requested_at": iso_datetime(run["kill_requested_at"]), "created_at": iso_datetime(run["created_at"]),
         "claimed_at": iso_datetime(run["claimed_at"]), "started_at": iso_datetime(run["started_at"]),
         "finished_at": iso_datetime(run["finished_at"]),
+        # Absent where a node's answer loaded only the columns it needs: nothing was held then.
+        "hold_info": run.get("hold_info"),
     }
 
 

@@ -314,8 +314,10 @@ def task_kill(*, actor, task: Task) -> int:
         Run.objects.select_for_update(of=("self",)).select_related("task")
         .filter(task__job_id=task.job_id or task.pk, status__in=Run.ACTIVE_STATUSES, kill_requested_at__isnull=True)
     )
-    pending = [r for r in runs if r.status == S.PENDING]
-    held = [r for r in runs if r.status != S.PENDING]
+    # A run awaiting release has no container left to stop: it ends now, and the node's
+    # later release or rejection finds it final and discards what it held.
+    pending = [r for r in runs if r.status in (S.PENDING, S.AWAITING_RELEASE)]
+    held = [r for r in runs if r.status not in (S.PENDING, S.AWAITING_RELEASE)]
     Run.objects.filter(pk__in=[r.pk for r in pending]).update(
         status=S.KILLED, error_kind=Run.ErrorKind.KILLED, finished_at=now
     )
@@ -363,7 +365,7 @@ _node_run_for_update = PreparedQuery(
     lambda *, run_id, organization_id, collaboration_id: Run.objects.select_for_update(of=("self",))
     .select_related("task").only(
         "task", "organization", "node", "status", "exit_code", "error_kind", "result", "result_size",
-        "result_sha256", "log", "log_truncated", "kill_requested_at", "created_at", "claimed_at", "started_at",
+        "result_sha256", "log", "log_truncated", "kill_requested_at", "hold_info", "created_at", "claimed_at", "started_at",
         "finished_at", "task__collaboration", "task__init_organization", "task__created_by",
     )
     .filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id)
@@ -450,6 +452,30 @@ def run_append_log(*, run_id: int, node: Node, text: str) -> Run:
     run.log = log
     run.save(update_fields=["log", "log_truncated"])
     task_events.run_log(run, run.task, text)
+    return run
+
+
+HOLD_FLAGS_MAX = 20
+
+
+@transaction.atomic
+def run_hold(*, run_id: int, node: Node, output_type: str, size: int, flags: list[str]) -> Run:
+    """The node's output gate held a claimed or running run's result for its steward.
+
+    Only metadata arrives (what kind of output, how large, which checks flagged it);
+    the result and its log stay at the node until it finishes the run after a decision.
+    """
+    run = _lock_node_run(run_id, node)
+    if run.node_id != node.pk:
+        raise Conflict("Only the node that claimed the run may hold its result.")
+    if run.status not in (S.CLAIMED, S.RUNNING):
+        raise Conflict(f"The run is {run.status}: only a claimed or running run can be held.")
+    run.status = S.AWAITING_RELEASE
+    run.hold_info = {"output_type": output_type, "size": size, "flags": list(flags)[:HOLD_FLAGS_MAX],
+                     "held_at": timezone.now().isoformat()}
+    run.save(update_fields=["status", "hold_info"])
+    audit_record(actor=node, verb="run.held", target=run, details=run.hold_info)
+    task_events.run_updated(run, run.task)
     return run
 
 

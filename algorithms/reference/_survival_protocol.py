@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from reference import _survival as sv
-from vantage_algorithms import DisclosureError, Policy, partial
+from vantage_algorithms import DisclosureError, Policy, outputs, partial
 
 GRIDS = ("guarded", "exact")
 
@@ -77,7 +77,8 @@ def survival_time_bound(data: pd.DataFrame, policy: Policy, *, duration: str, ev
     """The longest follow-up here, rounded up to 1, 2 or 5 times a power of ten."""
     rows, _ = site_rows(data, policy, duration=duration, event=event, covariates=covariates,
                         categories=categories, group=group)
-    return {"bound": sv.round_up_coarsely(float(rows.time.max()))}
+    # Typed, so that the node's output gate releases it without a person (nodeagent/gate.py).
+    return outputs.Aggregate({"bound": sv.round_up_coarsely(float(rows.time.max()))}, len(rows.time))
 
 
 @partial
@@ -101,7 +102,7 @@ def survival_grid_check(data: pd.DataFrame, policy: Policy, *, duration: str, ev
         inside = after & (rows.time < end)
         allowed.append(policy.allow_exact_event_times or _interval_allowed(policy, rows, inside, groups, event_sums))
         empty.append(not inside.any())
-    return {"allowed": allowed, "empty": empty}
+    return outputs.Aggregate({"allowed": allowed, "empty": empty}, len(rows.time))
 
 
 def _interval_allowed(policy: Policy, rows: sv.SurvivalData, inside, groups: list | None, event_sums: bool) -> bool:
@@ -148,14 +149,14 @@ def find_grid(client, columns: dict, *, grid: str, cut_points=None, candidate_cu
     else:
         if not isinstance(candidate_cuts, int) or isinstance(candidate_cuts, bool) or not 1 <= candidate_cuts <= 1000:
             raise sv.SurvivalInputError("candidate_cuts must be a whole number from 1 to 1000")
-        bound = max(a["bound"] for a in client.run("survival_time_bound", columns))
+        bound = max(a["values"]["bound"] for a in client.run("survival_time_bound", columns))
         candidates = sv.candidate_cuts(bound, candidate_cuts)
         rounds = 1
 
     def ask(start: float, ends: list[float]) -> list[tuple[list[bool], list[bool]]]:
         answers = client.run("survival_grid_check",
                              {**columns, "start": start, "ends": ends, "event_sums": event_sums})
-        return [(a["allowed"], a["empty"]) for a in answers]
+        return [(a["values"]["allowed"], a["values"]["empty"]) for a in answers]
 
     cuts, checks = sv.greedy_grid(candidates, ask)
     return cuts, {"grid": "guarded", "rounds": rounds + checks, "candidates": len(candidates)}

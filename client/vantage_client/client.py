@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FINAL_TASK_STATUSES = ("completed", "failed", "killed")
 FINAL_RUN_STATUSES = ("completed", "failed", "crashed", "killed", "rejected", "timed_out")
+AWAITING_RELEASE = "awaiting_release"  # held at the node for its data steward: not final
 PAGE_SIZE = 500
 TRANSIENT_STATUSES = (502, 503, 504)  # a proxy in front of a restarting server
 REFRESH_MARGIN = 30  # seconds: refresh an access token this close to its expiry before using it
@@ -226,6 +227,14 @@ class Client:
                 data = self.download_result(run["id"])
                 run["result"] = self._open(data, encrypted, f"the result of run {run['id']}")
         return runs
+
+    def held(self, task) -> list[dict]:
+        """The task's runs that an organisation's output gate holds for its data steward
+        (status `awaiting_release`), each with `hold_info`: the output's type and size and
+        the checks that flagged it. The result itself stays at that organisation until its
+        steward releases it (the run then completes) or rejects it (the run is rejected,
+        with the steward's reason in its log)."""
+        return [run for run in self.list("runs/", task=_id(task), status=AWAITING_RELEASE)]
 
     def results(self, task) -> list:
         """The decoded results of the task's completed runs, in run order."""

@@ -66,6 +66,11 @@ def test_logistic_regression_equals_statsmodels_on_the_pooled_data(algorithm_net
     print(f"logistic on {label}: {result['iterations']} iterations through three nodes in "
           f"{time.monotonic() - started:.1f} s; {algorithm_network.phases()}")
     pooled.assert_matches_logit(result, pooled.pooled_logit(whole(algorithm_network, label), **spec))
+    # Every round's typed intermediates passed each node's output gate (a new node's
+    # defaults: opaque outputs held) without waiting for a steward.
+    rounds = algorithm_network.subtask_runs(algorithm_network.last_task)
+    assert len(rounds) >= 3 * result["iterations"]
+    assert all(r["status"] == "completed" and r["hold_info"] is None for r in rounds)
 
 
 def test_a_site_below_the_minimum_of_rows_refuses_and_the_researcher_sees_why(algorithm_network):

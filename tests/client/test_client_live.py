@@ -294,3 +294,23 @@ def test_cli_public_key_prints_the_key_and_its_fingerprint(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout == crypto.public_key_pem(key)
     assert done.stderr == f"fingerprint {crypto.fingerprint(key).hex()}\n"
+
+
+def test_held_lists_the_runs_awaiting_their_stewards_release_with_why(researcher, client_seed, fake_nodes):
+    nodes = fake_nodes("plain")
+    org = client_seed["org_1"]
+    task = researcher.tasks.create(collaboration=client_seed["plain"], image=IMAGE, method="sum",
+                                   organizations=[org])
+    run_id = task["runs"][0]["id"]
+    nodes[org].claim(run_id)
+    assert researcher.held(task) == []
+    response = nodes[org].session.post(f"{nodes[org].url}/api/runs/{run_id}/hold/", timeout=30, json={
+        "output_type": "opaque", "size": 1234, "flags": ["an opaque (untyped) output"]})
+    assert response.status_code == 200, response.text
+    [held] = researcher.held(task["id"])
+    assert (held["id"], held["status"]) == (run_id, "awaiting_release")
+    assert held["hold_info"]["flags"] == ["an opaque (untyped) output"] and held["hold_info"]["size"] == 1234
+    with pytest.raises(VantageError, match="did not finish in time"):
+        researcher.tasks.wait(task["id"], timeout=0.5, live=False, poll_interval=0.1)
+    researcher.tasks.kill(task["id"])
+    assert researcher.held(task) == []

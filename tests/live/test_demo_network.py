@@ -116,3 +116,5 @@ def test_node_configs_are_valid_for_the_node_agent(tmp_path):
     assert set(loaded.databases) == {network.DATABASE_LABEL}
     assert loaded.algorithm_env["VANTAGE_MIN_CELL"] == "5"
     assert loaded.policy.allowed_images == ("127.0.0.1:5000/vantage/alg-*",)
+    # Typed outputs that pass the node's checks leave; the rest waits (the demo has none).
+    assert (loaded.output.opaque, loaded.output.failed_checks, loaded.output.logs) == ("hold", "hold", "on_failure")

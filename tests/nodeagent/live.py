@@ -32,6 +32,10 @@ PYTHON = sys.executable
 # Most tests poll fast, so they do not depend on the websocket; test_websocket_* turn polling down.
 WORLD_BATCH = 6
 FAST_POLLING = "poll_interval = 0.3\nkill_poll_interval = 0.5"
+# Tests of the container contract (probe's untyped outputs, live logs) release what the
+# container writes, as a node with that policy does; the output gate's own tests pass
+# `output=""` (a new node's defaults: opaque outputs and logs held) or their own policy.
+RELEASE_EVERYTHING = 'opaque = "release"\nlogs = "release"'
 
 
 def free_port() -> int:
@@ -200,7 +204,8 @@ class NodeProcess:
     """`manage.py run_node` as its own process, with no DATABASE_URL."""
 
     def __init__(self, workdir: Path, name: str, *, server_url: str, api_key: str, registry, databases: dict,
-                 policy: str = "", limits: str = "", algorithm_env: str = "", server: str = "", top: str = ""):
+                 policy: str = "", limits: str = "", algorithm_env: str = "", server: str = "", top: str = "",
+                 output: str | None = None):
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.task_folder = self.dir / "tasks"
@@ -221,6 +226,7 @@ class NodeProcess:
             f"{db_lines}"
             f"[policy]\n{policy}\n[limits]\nmemory = \"256m\"\ncpus = 1\n{limits}\n"
             f"[algorithm_env]\n{algorithm_env}\n"
+            f"[output]\n{RELEASE_EVERYTHING if output is None else output}\n"
         )
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_"))}
         # Nothing listens on port 1: any database access by the agent would fail loudly.

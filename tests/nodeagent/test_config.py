@@ -112,6 +112,15 @@ def test_api_key_from_a_file_or_an_environment_variable(tmp_path):
      'forwarder_image: expected an image name like "vantage/algorithm-base:bookworm-1", got "relay image"'),
     (('task_folder = "tasks"', 'task_folder = "tasks"\nforwarder_image = 3'),
      "forwarder_image: expected an image name"),
+    (("[policy]", '[output]\nopaque = "maybe"\n[policy]'),
+     'output.opaque: expected one of release, hold, refuse, got "maybe"'),
+    (("[policy]", '[output]\nfailed_checks = "release"\n[policy]'),
+     'output.failed_checks: expected one of hold, refuse, got "release"'),
+    (("[policy]", '[output]\nhold_timeout = "soon"\n[policy]'), "output.hold_timeout: expected a duration"),
+    (("[policy]", '[output]\nlog_max_lines = -1\n[policy]'), "output.log_max_lines: must be at least 0"),
+    (("[policy]", '[output.max_size]\ntable = "1m"\n[policy]'), "output.max_size.table: not an output type"),
+    (("[policy]", '[steward]\npassword_hash = "hunter2"\n[policy]'), "steward.password_hash: expected a hash"),
+    (("[policy]", '[steward]\nport = 0\n[policy]'), "steward.port: expected a port number"),
 ])
 def test_a_bad_value_names_the_key_and_the_problem(tmp_path, change, expected):
     old, new = change

@@ -178,6 +178,12 @@ def test_researcher_follows_a_task_live_kills_another_and_logs_out(browser, port
     assert _text(driver, "header.page h1 .status") == "active"
     node_b.step(run_b, "start")
     _wait(driver, lambda d: _run_status(d, run_b) == "running", "the start shows without a reload")
+    # The node's output gate holds the result for its steward: the page says so, live.
+    held = node_b.session.post(f"{node_b.url}/api/runs/{run_b}/hold/", timeout=30, json={
+        "output_type": "count_table", "size": 321, "flags": ["1 cell(s) with counts 2 below this node's min_cell 5"]})
+    assert held.status_code == 200, held.text
+    _wait(driver, lambda d: _run_status(d, run_b) == "awaiting_release", "the hold shows without a reload")
+    assert "min_cell 5" in _text(driver, f"#run-{run_b} .hold")
     node_b.finish(run_b, {"type": "aggregate", "n": 12, "mean": 53.25})
     _wait(driver, lambda d: _run_status(d, run_b) == "completed", "the finish shows without a reload")
     _wait(driver, lambda d: "53.25" in _text(d, f"#result-{run_b}"), "the result shows as a table")

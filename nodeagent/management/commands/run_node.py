@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand
 
 from nodeagent import checks, config
 from nodeagent.agent import FatalError, NodeAgent
+from nodeagent.decision_log import DecisionLog, LogError
 
 EXIT_CONFIG = 2
 
@@ -27,6 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--config", required=True, help="path of node.toml")
         parser.add_argument("--check", action="store_true",
                             help="check config, API key, Docker, registries and databases, then exit (0 = ready)")
+        parser.add_argument("--verify-log", action="store_true",
+                            help="verify the node's hash-chained, keyed decision log, then exit (0 = intact)")
 
     def handle(self, *args, **options):
         try:
@@ -34,6 +37,19 @@ class Command(BaseCommand):
         except config.ConfigError as exc:
             self.stderr.write(str(exc))
             sys.exit(EXIT_CONFIG)
+
+        if options["verify_log"]:
+            decisions = DecisionLog(node_config.state_dir)
+            try:
+                result = decisions.verify()
+            except (OSError, LogError) as exc:
+                self.stderr.write(f"run_node: {decisions.path}: {exc}")
+                sys.exit(1)
+            if not result.ok:
+                self.stderr.write(f"run_node: {decisions.path}: {result.entries} entries verify, then {result.problem}")
+                sys.exit(1)
+            self.stdout.write(f"{decisions.path}: {result.entries} entries, chain and keys verify")
+            return
 
         if options["check"]:
             findings = checks.run_checks(node_config)
