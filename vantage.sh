@@ -182,6 +182,13 @@ server_env() {
     export VANTAGE_DATA_DIR="${VANTAGE_DATA_DIR:-$SERVER_DATA_DIR}"
     export VANTAGE_STATE_DIR="$STATE_DIR"
     mkdir -p "$VANTAGE_DATA_DIR" || die "cannot create $VANTAGE_DATA_DIR"
+    # The audit chain's key, made once per demo and kept beside (not in) its database.
+    local audit_key="$STATE_DIR/audit.key"
+    if [ -z "${VANTAGE_AUDIT_KEY:-}${VANTAGE_AUDIT_KEY_FILE:-}" ]; then
+        [ -s "$audit_key" ] || (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$audit_key") ||
+            die "cannot write $audit_key"
+        export VANTAGE_AUDIT_KEY_FILE="$audit_key"
+    fi
 }
 
 health_ok() {

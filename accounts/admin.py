@@ -10,6 +10,7 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -25,9 +26,18 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from accounts.audit import verify_chain
+from accounts.audit import find_break
 from accounts.models import AuditEvent, Role, Rule, User
-from accounts.services import role_create, user_create, user_delete, user_update
+from accounts.services import (
+    LoginRefused,
+    confirmed_second_factor,
+    login_authenticate,
+    role_create,
+    second_factor_reset,
+    user_create,
+    user_delete,
+    user_update,
+)
 from vantage.errors import DomainError
 
 SERVICE_ERRORS = (DomainError, ValidationError)
@@ -76,9 +86,9 @@ class ServiceFormMixin:
 
     def full_clean(self):
         super().full_clean()
-        if not self.is_bound or self._errors:
+        if not self.is_bound or self.errors:
             return
-        if not self.instance._state.adding and not self.has_changed():
+        if self.instance.pk is not None and not self.has_changed():
             return
         try:
             self.instance = self.write_through_service()
@@ -102,7 +112,13 @@ class ServiceAdminMixin:
 
         def write_through_service(form):
             if change:
-                return self.update_object(request, form.instance, form)
+                # By now ModelForm's validation has copied the new values onto
+                # form.instance. A service compares what changes against the object it
+                # is given (to run its guards and to name the changes in the audit), so
+                # it gets the stored object, as the API's views give it: handed the
+                # form's instance it saw no change, skipped its guards and saved anyway.
+                stored = self.model._default_manager.get(pk=form.instance.pk)
+                return self.update_object(request, stored, form)
             return self.create_object(request, form)
 
         return type(
@@ -177,6 +193,35 @@ def pretty_json(value) -> str:
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True))
 
 
+# --- Login ---------------------------------------------------------------------------
+
+
+class AdminLoginForm(AdminAuthenticationForm):
+    """The admin's login under the same rules as the API and the portal
+    (accounts.services.login_authenticate): lockout, counted failures, the second factor
+    that every staff account needs."""
+
+    otp = forms.CharField(
+        label="Authenticator code", required=False, max_length=64,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+        help_text="The code your authenticator app shows, or a recovery code.",
+    )
+
+    def clean(self):
+        username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if username is not None and password:
+            try:
+                self.user_cache = login_authenticate(request=self.request, username=username, password=password,
+                                                     otp=self.cleaned_data.get("otp") or None)
+            except LoginRefused as exc:
+                raise ValidationError(exc.message, code=exc.code)
+            self.confirm_login_allowed(self.user_cache)
+        return self.cleaned_data
+
+
+admin.site.login_form = AdminLoginForm
+
+
 # --- Users ---------------------------------------------------------------------------
 
 # Vantage grants rights through roles. Django's groups and per-user permissions would be a
@@ -216,7 +261,7 @@ class PasswordSetForm(SetPasswordMixin, forms.Form):
 
     def full_clean(self):
         super().full_clean()
-        if not self.is_bound or self._errors:
+        if not self.is_bound or self.errors:
             return
         try:
             self.user = user_update(actor=self.actor, user=self.user, password=self.cleaned_data["password1"])
@@ -238,8 +283,10 @@ class UserAdmin(ServiceAdminMixin, DjangoUserAdmin):
         (None, {"fields": ("username", "password", "organization")}),
         ("Personal info", {"fields": ("first_name", "last_name", "email")}),
         ("Rights", {"fields": ("is_active", "is_staff", "is_superuser", "roles")}),
+        ("Second factor", {"fields": ("second_factor",)}),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
     )
+    actions = ("reset_second_factor",)
     list_display = ("username", "organization", "email", "role_names", "is_active", "is_staff", "is_superuser")
     list_select_related = ("organization",)
     list_filter = ("is_active", "is_staff", "is_superuser", "roles", "organization")
@@ -254,7 +301,21 @@ class UserAdmin(ServiceAdminMixin, DjangoUserAdmin):
         if obj is None:
             return ()
         # user_update cannot move a user to another organisation or rename them.
-        return ("username", "organization", "last_login", "date_joined")
+        return ("username", "organization", "second_factor", "last_login", "date_joined")
+
+    @admin.display(description="authenticator")
+    def second_factor(self, user):
+        factor = confirmed_second_factor(user)
+        if factor is None:
+            return "none set up"
+        return f"set up {factor.confirmed_at:%Y-%m-%d %H:%M} UTC (reset it with the action on the list of users)"
+
+    @admin.action(description="Reset the second factor of the selected users (lost phone)")
+    def reset_second_factor(self, request, queryset):
+        self.run_service_per_object(
+            request, queryset, lambda user: second_factor_reset(actor=request.user, user=user, request=request),
+            "Second factor reset for {count} user(s): they log in with their password and set up a new one.",
+        )
 
     @admin.display(description="roles")
     def role_names(self, user):
@@ -395,7 +456,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(reverse(f"{self.admin_site.name}:accounts_auditevent_changelist"))
         if not self.has_view_permission(request):
             raise PermissionDenied
-        broken_at = verify_chain()
+        broken_at = find_break()
         if broken_at is None:
             self.message_user(
                 request, f"Audit chain intact: all {AuditEvent.objects.count()} events verified.", messages.SUCCESS
@@ -403,7 +464,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         else:
             self.message_user(
                 request,
-                f"Audit chain broken at event #{broken_at}: it or an event before it was changed or removed.",
+                f"Audit chain broken at {broken_at}.",
                 messages.ERROR,
             )
         return HttpResponseRedirect(reverse(f"{self.admin_site.name}:accounts_auditevent_changelist"))

@@ -7,29 +7,30 @@ on a visible object is the service's decision (403).
 """
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from django.contrib.auth import logout
 from drf_spectacular.utils import extend_schema
-from django.utils import timezone
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts import selectors, services
 from accounts.filters import AuditEventFilter, UserFilter
 from accounts.models import Action, Resource
-from accounts.permissions import HasRule
+from accounts.permissions import HasRule, IsUser
 from accounts.serializers import (
     AuditEventSerializer,
     DetailSerializer,
     LoginSerializer,
+    LogoutSerializer,
     PasswordResetConfirmSerializer,
     PasswordResetSerializer,
     RefreshSerializer,
     RoleCreateSerializer,
     RoleSerializer,
     RuleSerializer,
+    TokenPairSerializer,
     UserCreateSerializer,
     UserSerializer,
     UserUpdateSerializer,
@@ -70,46 +71,67 @@ class GuardedViewSet(viewsets.GenericViewSet):
 
     def _input(self, serializer_class, *, partial: bool = False) -> dict:
         serializer = serializer_class(data=self.request.data, partial=partial, context=self.get_serializer_context())
-        try:
-            serializer.is_valid(raise_exception=True)
-            return serializer.validated_data
-        finally:
-            # Each field points back to the serializer: dropping the serializer's hold on
-            # them lets the lot be freed as it goes out of scope, not by the cyclic collector.
-            serializer.__dict__.pop("fields", None)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
 
 
 class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSet):
     """List and retrieve through the caller's scoped selector (`get_queryset`)."""
 
 
-class LoginView(TokenObtainPairView):
-    """Exchange a username and password for an access and a refresh token.
+class LoginView(APIView):
+    """Exchange a username and password (and, once a second factor is set up, the code of
+    the authenticator app as `otp`) for an access and a refresh token.
 
-    Repeated failures lock the account for a while (VANTAGE_LOCKOUT_THRESHOLD,
-    VANTAGE_LOCKOUT_MINUTES) and email its owner; a locked account answers 401 with
-    code `account_locked`, even to the right password.
+    Repeated failures, wrong codes included, lock the account for a while
+    (VANTAGE_LOCKOUT_THRESHOLD, VANTAGE_LOCKOUT_MINUTES) and email its owner; a locked
+    account answers 401 with code `account_locked`, even to the right password. Other
+    401 codes: `no_active_account`, `otp_required`, `otp_invalid` (wrong, expired or
+    already used), `otp_enrolment_required` (staff, or an organisation that requires a
+    second factor, without one set up yet: set it up in the portal).
     """
 
-    serializer_class = LoginSerializer
+    permission_classes = [AllowAny]
+    authentication_classes = []
 
-    def post(self, request, *args, **kwargs):
-        serializer = self.get_serializer(data=request.data)
-        username = request.data.get("username") if hasattr(request.data, "get") else None
-        known = selectors.user_login_state(username=username) if isinstance(username, str) else None
-        if known is not None and known.is_locked(timezone.now()):
-            raise exceptions.AuthenticationFailed(
-                f"Too many failed logins: this account is locked until {known.locked_until:%Y-%m-%d %H:%M} UTC.",
-                "account_locked",
-            )
+    @extend_schema(request=LoginSerializer, responses={200: TokenPairSerializer, 401: DetailSerializer})
+    def post(self, request):
+        serializer = LoginSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         try:
-            serializer.is_valid(raise_exception=True)
-        except exceptions.AuthenticationFailed:
-            if known is not None:
-                services.login_failed(user_id=known.pk)
-            raise
-        services.login_succeeded(user=serializer.user)
-        return Response(serializer.validated_data, status=status.HTTP_200_OK)
+            user = services.login_authenticate(request=request, **serializer.validated_data)
+        except services.LoginRefused as exc:
+            return Response(exc.as_dict(), status=status.HTTP_401_UNAUTHORIZED,
+                            headers={"WWW-Authenticate": 'Bearer realm="api"'})
+        refresh = services.api_login_create(user=user)
+        return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
+
+
+class LogoutView(APIView):
+    """Log out: end the login this access token belongs to (its refresh token and every
+    access token minted from it). With a browser session instead, end that session."""
+
+    permission_classes = [IsUser]
+
+    @extend_schema(request=None, responses={200: DetailSerializer})
+    def post(self, request):
+        login_key = request.auth.get(services.LOGIN_CLAIM) if request.auth is not None else None
+        services.user_logout(user=request.user, login_key=login_key, request=request)
+        if request.auth is None:
+            logout(request)
+        return Response({"detail": "Logged out."})
+
+
+class LogoutEverywhereView(APIView):
+    """Log out everywhere: end every login, token, browser session and websocket of the caller."""
+
+    permission_classes = [IsUser]
+
+    @extend_schema(request=None, responses={200: LogoutSerializer})
+    def post(self, request):
+        ended = services.user_end_sessions(actor=request.user, user=request.user, reason="logout_everywhere",
+                                           request=request)
+        return Response({"detail": "Logged out everywhere.", "api_logins": ended})
 
 
 class PasswordResetView(APIView):
@@ -147,10 +169,21 @@ class PasswordResetConfirmView(APIView):
         return Response({"detail": "Your password is changed. Log in with the new one."})
 
 
-class RefreshView(TokenRefreshView):
-    """Exchange a refresh token for a new access token."""
+class RefreshView(APIView):
+    """Exchange a refresh token for a new access token, while its login lasts."""
 
-    serializer_class = RefreshSerializer
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    def get_authenticate_header(self, request) -> str:
+        # No authenticator runs here, but a refused token is still a 401 (DRF makes it 403).
+        return 'Bearer realm="api"'
+
+    @extend_schema(request=RefreshSerializer, responses={200: RefreshSerializer, 401: DetailSerializer})
+    def post(self, request):
+        serializer = RefreshSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(serializer.validated_data)
 
 
 class UserViewSet(ScopedViewSet):

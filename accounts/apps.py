@@ -8,8 +8,7 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_out
 
-        from accounts import principal_cache
+        from accounts import checks  # noqa: F401 (checks registers itself)
         from accounts.consumers import close_session_sockets
 
-        principal_cache.connect_signals()
         user_logged_out.connect(close_session_sockets, dispatch_uid="accounts.close_session_sockets")

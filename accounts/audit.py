@@ -1,12 +1,26 @@
-"""The append-only, hash-chained audit log.
+"""The append-only, hash-chained, keyed audit log.
 
 `audit_record` must be called inside the transaction of the change it records, so the
 change and its audit row commit or roll back together.
+
+Each event's `hash` is an HMAC-SHA256, under the audit key, of the previous event's hash,
+the event's own id and its content. The key is not in the database
+(`VANTAGE_AUDIT_KEY` / `_FILE`, else derived from SECRET_KEY): whoever can write the
+database but does not hold the key can neither edit an event nor recompute the hashes
+after it. Events take consecutive ids from the head row (which also serialises appends),
+so a missing event is named by its id. Deleting the newest events and setting the head
+back needs no key; an anchor (`manage.py audit_anchor`: the newest id and hash, signed
+with the key) kept outside the database catches that (`manage.py audit_verify --anchor`).
 """
 
+import functools
 import hashlib
+import hmac
 import json
+from dataclasses import dataclass
+from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -14,6 +28,14 @@ from accounts.models import AuditChainHead, AuditEvent
 from vantage.prepared import PreparedInsert, execute
 
 GENESIS_HASH = "0" * 64
+ANCHOR_PREFIX = "vantage-audit-anchor"
+
+
+def audit_key() -> bytes:
+    """The chain's HMAC key: VANTAGE_AUDIT_KEY, or one derived from SECRET_KEY without it."""
+    if settings.VANTAGE_AUDIT_KEY:
+        return settings.VANTAGE_AUDIT_KEY.encode()
+    return hmac.new(settings.SECRET_KEY.encode(), b"vantage audit chain", hashlib.sha256).digest()
 
 
 def _actor_fields(actor) -> tuple[str, int | None, str]:
@@ -29,14 +51,14 @@ def _actor_fields(actor) -> tuple[str, int | None, str]:
     return AuditEvent.ActorType.USER, actor.pk, actor.get_username()
 
 
-def _event_hash(prev_hash: str, fields: dict) -> str:
-    payload = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
+def event_hash(key: bytes, prev_hash: str, event_id: int, fields: dict) -> str:
+    payload = json.dumps({"id": event_id, **fields}, sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(key, (prev_hash + payload).encode(), hashlib.sha256).hexdigest()
 
 
-def _hashed_fields(event) -> dict:
-    """What an event's hash covers, from a stored AuditEvent or the values being inserted."""
-    get = event.get if isinstance(event, dict) else event.__dict__.get
+def hashed_fields(event) -> dict:
+    """What an event's hash covers (besides its id), from a stored AuditEvent or the values being inserted."""
+    get = event.get if isinstance(event, dict) else functools.partial(getattr, event)
     return {
         "created_at": get("created_at").isoformat(),
         "actor_type": get("actor_type"),
@@ -68,75 +90,129 @@ def audit_record(*, actor, verb: str, target=None, details: dict | None = None) 
         "target_label": str(target)[:200] if target is not None else "",
         "details": details or {},
     }
-    fields = _hashed_fields(event)
     with connection.cursor() as cursor:  # one cursor for every statement
-        prev_hash = _head_seen.get(connection.alias)
-        if prev_hash is not None:
-            # The head is most likely what this process last wrote: swap it in one
-            # statement. The condition decides, so a stale guess (another process wrote
-            # since, or that transaction rolled back) only costs the slower path.
-            new_hash = _event_hash(prev_hash, fields)
-            execute(connection, cursor, _swap_head_sql(connection), [new_hash, prev_hash])
-            if cursor.rowcount != 1:
-                prev_hash = None
-        if prev_hash is None:
-            # The head row lock serialises appenders, so each event links to exactly one predecessor.
-            prev_hash = _lock_head(connection, cursor)
-            new_hash = _event_hash(prev_hash, fields)
-            execute(connection, cursor, _update_head_sql(connection), [new_hash])
-        _head_seen[connection.alias] = new_hash
-        _insert_event.execute(connection, cursor, **event, prev_hash=prev_hash, hash=new_hash)
+        # The head row lock serialises appenders: each event links to exactly one
+        # predecessor and takes the id after it.
+        last_id, prev_hash = _lock_head(connection, cursor)
+        event_id = last_id + 1
+        new_hash = event_hash(audit_key(), prev_hash, event_id, hashed_fields(event))
+        execute(connection, cursor, _update_head_sql(connection), [event_id, new_hash])
+        _insert_event.execute(connection, cursor, id=event_id, **event, prev_hash=prev_hash, hash=new_hash)
 
 
-# The newest hash this process put in each database's head row (by connection alias):
-# the next append's guess at the head, checked by the swap that uses it.
-_head_seen: dict[str, str] = {}
-
-
-# Every audited write swaps the head row and inserts its event (reading the head first
-# when the swap's guess was stale): as plain SQL these statements cost a fraction of
-# what building them through the ORM does.
+# Every audited write updates the head row and inserts its event: as plain SQL these
+# statements cost a fraction of what building them through the ORM does.
 _EVENT_COLUMNS = (
-    "created_at", "actor_type", "actor_id", "actor_label", "verb", "target_type", "target_id", "target_label",
-    "details", "prev_hash", "hash",
+    "id", "created_at", "actor_type", "actor_id", "actor_label", "verb", "target_type", "target_id",
+    "target_label", "details", "prev_hash", "hash",
 )
 _insert_event = PreparedInsert(AuditEvent, fields=_EVENT_COLUMNS)
+
 
 def _head_table(connection) -> str:
     return connection.ops.quote_name(AuditChainHead._meta.db_table)
 
 
 def _update_head_sql(connection) -> str:
-    return f"UPDATE {_head_table(connection)} SET last_hash = %s WHERE id = 1"
+    return f"UPDATE {_head_table(connection)} SET last_id = %s, last_hash = %s WHERE id = 1"
 
 
-def _swap_head_sql(connection) -> str:
-    return f"UPDATE {_head_table(connection)} SET last_hash = %s WHERE id = 1 AND last_hash = %s"
-
-
-def _lock_head(connection, cursor) -> str:
-    """The chain's newest hash, with the head row locked until the transaction ends."""
+def _lock_head(connection, cursor) -> tuple[int, str]:
+    """The chain's newest id and hash, with the head row locked until the transaction ends."""
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""  # SQLite: the write lock serialises
-    cursor.execute(f"SELECT last_hash FROM {_head_table(connection)} WHERE id = 1{lock}")
+    cursor.execute(f"SELECT last_id, last_hash FROM {_head_table(connection)} WHERE id = 1{lock}")
     row = cursor.fetchone()
     if row is not None:
-        return row[0]
-    head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1, defaults={"last_hash": GENESIS_HASH})
-    return head.last_hash
+        return row[0], row[1]
+    head, _ = AuditChainHead.objects.select_for_update().get_or_create(
+        pk=1, defaults={"last_hash": GENESIS_HASH, "last_id": 0})
+    return head.last_id, head.last_hash
+
+
+# --- anchors -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The chain's newest event at a moment, signed with the audit key, to keep elsewhere."""
+
+    last_id: int
+    last_hash: str
+    at: datetime
+
+    def _mac(self) -> str:
+        message = f"{ANCHOR_PREFIX} v1 {self.last_id} {self.last_hash} {self.at.isoformat()}"
+        return hmac.new(audit_key(), message.encode(), hashlib.sha256).hexdigest()
+
+    def __str__(self) -> str:
+        return f"{ANCHOR_PREFIX} v1 {self.last_id} {self.last_hash} {self.at.isoformat()} {self._mac()}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Anchor":
+        """An anchor from its line; ValueError with a readable reason when it is not one, or forged."""
+        parts = text.strip().split()
+        if len(parts) != 6 or parts[:2] != [ANCHOR_PREFIX, "v1"]:
+            raise ValueError(f"not a Vantage audit anchor (expected '{ANCHOR_PREFIX} v1 <id> <hash> <time> <mac>')")
+        try:
+            anchor = cls(last_id=int(parts[2]), last_hash=parts[3], at=datetime.fromisoformat(parts[4]))
+        except ValueError:
+            raise ValueError("the anchor's id or time is malformed") from None
+        if not hmac.compare_digest(anchor._mac(), parts[5]):
+            raise ValueError("the anchor's signature does not match this server's audit key")
+        return anchor
+
+
+def anchor_current() -> Anchor:
+    head = AuditChainHead.objects.filter(pk=1).first()
+    if head is None:
+        return Anchor(last_id=0, last_hash=GENESIS_HASH, at=timezone.now())
+    return Anchor(last_id=head.last_id, last_hash=head.last_hash, at=timezone.now())
+
+
+# --- verification ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    event_id: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"event #{self.event_id} {self.reason}"
+
+
+def find_break(*, anchor: Anchor | None = None) -> ChainBreak | None:
+    """The first event that is altered or missing, or None when the chain is intact.
+
+    Given an anchor kept from earlier, the chain must still reach the anchored event
+    with the anchored hash: this catches the newest events deleted with the head set back.
+    """
+    key = audit_key()
+    prev_hash, prev_id = GENESIS_HASH, 0
+    for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
+        if event.prev_hash != prev_hash:
+            if event.pk != prev_id + 1:
+                return ChainBreak(prev_id + 1, f"is missing (#{event.pk} does not link to #{prev_id})")
+            return ChainBreak(event.pk, "does not link to the event before it")
+        if not hmac.compare_digest(event.hash, event_hash(key, prev_hash, event.pk, hashed_fields(event))):
+            return ChainBreak(event.pk, "was altered (its content does not match its keyed hash)")
+        if anchor is not None and event.pk == anchor.last_id and event.hash != anchor.last_hash:
+            return ChainBreak(event.pk, f"differs from the anchor taken at {anchor.at:%Y-%m-%d %H:%M:%S}")
+        prev_hash, prev_id = event.hash, event.pk
+    head = AuditChainHead.objects.filter(pk=1).first()
+    if head is not None:
+        if head.last_id > prev_id:
+            return ChainBreak(prev_id + 1, f"is missing (the head names #{head.last_id} as the newest event, "
+                                           f"the chain ends at #{prev_id})")
+        if head.last_id != prev_id or head.last_hash != prev_hash:
+            return ChainBreak(prev_id, "does not match the chain's head")
+    if anchor is not None and anchor.last_id > prev_id:
+        return ChainBreak(prev_id + 1, f"is missing (the anchor taken at {anchor.at:%Y-%m-%d %H:%M:%S} "
+                                       f"names #{anchor.last_id}, the chain ends at #{prev_id})")
+    return None
 
 
 def verify_chain() -> int | None:
-    """Id of the first event whose hash does not match the chain, or None when intact.
-
-    The head row holds the newest hash, so deleting the latest events is caught too:
-    the answer is then the id of the last surviving event (0 when none survives).
-    """
-    prev, last_id = GENESIS_HASH, 0
-    for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
-        if event.prev_hash != prev or event.hash != _event_hash(prev, _hashed_fields(event)):
-            return event.pk
-        prev, last_id = event.hash, event.pk
-    head = AuditChainHead.objects.filter(pk=1).values_list("last_hash", flat=True).first()
-    if head is not None and head != prev:
-        return last_id
-    return None
+    """Id of the first altered or missing event, or None when intact (see find_break)."""
+    found = find_break()
+    return None if found is None else found.event_id

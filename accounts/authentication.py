@@ -1,30 +1,39 @@
 """JWT authentication for users, node agents and algorithm containers on one header.
 
-All carry `Authorization: Bearer <jwt>` signed with the server key. A node token holds
-`node_id` and the key prefix it was issued for, so rotating a node's key revokes every
-token issued under the old one. A container token (tasks.container_tokens) holds its run
-and its node's key prefix; it is accepted by the REST API only, never on a websocket.
+All carry `Authorization: Bearer <jwt>` signed with the server key. A user token holds
+the key of its API login (claim `login`, accounts.models.ApiLogin): the login's row is
+read with the user on every request, in one query, so a logout, a password change or a
+deactivation stops the token on the very next request, in every server process. A node
+token holds `node_id` and the key prefix it was issued for, so rotating a node's key
+revokes every token issued under the old one. A container token
+(tasks.container_tokens) holds its run and its node's key prefix; it is accepted by the
+REST API only, never on a websocket.
 
-Checking a token's signature and claims cost about as much as the rest of a small
-request, so each process remembers the tokens it has verified until they expire.
-Revocation is not affected: it acts on the principal (the user's state and roles, the
-node's key, the container's run), which is checked on every request as before.
+Nothing about a principal is cached between requests: each is read from the database,
+the one place a revocation is written. The reads are prepared queries (vantage.prepared):
+building their SQL with the ORM on every request cost more than a cache saved.
+
+What is cached is the check of a token's signature and claims, which costs about as
+much as the rest of a small request: each process remembers the tokens it has verified
+until they expire. That cannot keep a revoked token alive: revocation acts on the rows
+read above (the login, the user, the node's key, the container's run), never on the
+signature.
 """
 
 import threading
 import time
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from rest_framework import HTTP_HEADER_ENCODING, exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
-from accounts import principal_cache
-from accounts.permissions import rule_scopes, set_rule_scopes
+from accounts.models import User
+from accounts.services import LOGIN_CLAIM
 from collaborations.models import Node
 from tasks.container_tokens import CONTAINER_CLAIM, container_principal, container_token_claims
+from vantage.prepared import PreparedQuery
 
 NODE_CLAIM = "node_id"
 NODE_KEY_CLAIM = "node_key"
@@ -32,6 +41,11 @@ VERIFIED_TOKENS_MAX = 10_000
 
 _verified_lock = threading.Lock()
 _verified: dict[bytes, AccessToken] = {}
+
+# The user, only while the API login named in the token still exists: one query.
+_user_of_login = PreparedQuery(lambda *, user_id, key: User.objects.filter(pk=user_id, api_logins__key=key),
+                               "user_id", "key")
+_node = PreparedQuery(lambda *, node_id: Node.objects.filter(pk=node_id), "node_id")
 
 
 def verified_token(raw: bytes) -> AccessToken:
@@ -102,31 +116,22 @@ class NodeOrUserJWTAuthentication(BaseAuthentication):
 
     def _node(self, token) -> Node:
         node_id = token[NODE_CLAIM]
-        version = principal_cache.current_version()
-        cached = principal_cache.get("node", node_id, version)
-        if cached is not None:
-            node = principal_cache.rebuild(Node, cached[0])
-        else:
-            node = Node.objects.filter(pk=node_id).first()
-            if node is not None:
-                principal_cache.put("node", node_id, version, principal_cache.field_values(node), None)
+        node = _node.first(node_id=node_id) if type(node_id) is int else None
         if node is None or node.api_key_prefix != token.get(NODE_KEY_CLAIM):
             raise exceptions.AuthenticationFailed("Node token is no longer valid.", code="token_not_valid")
         return node
 
     def _user(self, token):
-        User = get_user_model()
-        user_id = token.get(settings.SIMPLE_JWT.get("USER_ID_CLAIM", "user_id"))
-        version = principal_cache.current_version()
-        cached = principal_cache.get("user", user_id, version)
-        if cached is not None:
-            user = principal_cache.rebuild(User, cached[0])
-            set_rule_scopes(user, dict(cached[1]))
-        else:
-            user = User.objects.filter(pk=user_id).first()
-            if user is not None:
-                principal_cache.put("user", user_id, version, principal_cache.field_values(user), rule_scopes(user))
-        if user is None or not user.is_active:
+        user_id = str(token.get(settings.SIMPLE_JWT.get("USER_ID_CLAIM", "user_id")))
+        login_key = token.get(LOGIN_CLAIM)
+        # The access token's own expiry is checked; its login's row must still exist.
+        user = None
+        if isinstance(login_key, str) and user_id.isdigit():
+            user = _user_of_login.first(user_id=int(user_id), key=login_key)
+        if user is None:
+            raise exceptions.AuthenticationFailed("This token was revoked (logout or password change): log in again.",
+                                                  code="token_revoked")
+        if not user.is_active:
             raise exceptions.AuthenticationFailed("User is inactive or unknown.", code="user_inactive")
         return user
 

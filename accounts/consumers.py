@@ -36,6 +36,12 @@ def close_session_sockets(sender, request, user, **kwargs) -> None:
     events.send_to_consumers([events.user_group(user.pk)], message)
 
 
+def close_user_sockets(user_id: int) -> None:
+    """After every session of a user was ended: close all of that user's sockets, in every
+    server process (accounts.services.user_end_sessions, on commit)."""
+    events.send_to_consumers([events.user_group(user_id)], {"type": "user.sessions_ended", "user": user_id})
+
+
 async def accept_principal(consumer, *, node: bool, wrong_kind_reason: str):
     """Accept the socket, then close it with a code and reason unless the middleware
     authenticated the right kind of principal (a node, or a user); returns it or None.
@@ -93,6 +99,11 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         key = getattr(session, "session_key", None) if self.scope.get("principal") is not None else None
         if key and session_fingerprint(key) == message["session"]:
             await self.close(code=CLOSE_UNAUTHENTICATED, reason="logged out")
+
+    async def user_sessions_ended(self, message):
+        """Every session and token of this user was ended (logout everywhere, password change...)."""
+        if message.get("user") == getattr(getattr(self, "user", None), "pk", None):
+            await self.close(code=CLOSE_UNAUTHENTICATED, reason="signed out everywhere")
 
     async def event_forward(self, message):
         event = message["event"]

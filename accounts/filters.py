@@ -3,10 +3,11 @@
 import django_filters
 
 from accounts.models import AuditEvent, User
+from vantage.filters import IdFilter
 
 
 class UserFilter(django_filters.FilterSet):
-    organization = django_filters.NumberFilter(field_name="organization_id")
+    organization = IdFilter(field_name="organization_id")
     role = django_filters.CharFilter(field_name="roles__name", help_text="Role name.")
     is_active = django_filters.BooleanFilter()
 

@@ -1,5 +1,6 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils.crypto import salted_hmac
 
 
 class Resource(models.TextChoices):
@@ -66,17 +67,70 @@ class User(AbstractUser):
     roles = models.ManyToManyField(Role, related_name="users", blank=True)
     failed_logins = models.PositiveIntegerField(default=0, editable=False)
     locked_until = models.DateTimeField(null=True, blank=True, help_text="Logins are refused until then.")
+    # Raised by every "end all sessions" (accounts.services.user_end_sessions): it is part
+    # of the session hash below, so every browser session of the user stops at once.
+    session_epoch = models.PositiveIntegerField(default=0, editable=False)
 
     is_node = False
 
     def is_locked(self, now) -> bool:
         return self.locked_until is not None and self.locked_until > now
 
+    def get_session_auth_hash(self) -> str:
+        """Django checks this against the session's copy on every request: besides the
+        password (Django's own rule), a raised session epoch ends the session."""
+        return salted_hmac(
+            "vantage.accounts.User.get_session_auth_hash", f"{self.password}\x00{self.session_epoch}",
+            algorithm="sha256",
+        ).hexdigest()
+
     class Meta:
         ordering = ["username"]
 
     def __str__(self) -> str:
         return self.username
+
+
+class ApiLogin(models.Model):
+    """One login through the API. Its refresh token and every access token minted from it
+    carry the key (claim `login`); each request checks that the row still exists, so
+    deleting it ends that login at once (accounts.services.user_logout, user_end_sessions)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_logins")
+    key = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(help_text="When its refresh token expires.")
+
+    def __str__(self) -> str:
+        return f"{self.user} since {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class SecondFactor(models.Model):
+    """A user's TOTP authenticator (RFC 6238). Unconfirmed until the first code is entered.
+
+    `last_step` is the time step of the last accepted code: a code is never accepted twice.
+    The secret leaves the server once, on the enrolment page, and is never logged.
+    """
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="second_factor")
+    secret = models.CharField(max_length=64)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    last_step = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"authenticator of {self.user}"
+
+
+class RecoveryCode(models.Model):
+    """A single-use code for when the authenticator is lost; only its keyed hash is kept."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="recovery_codes")
+    code_hash = models.CharField(max_length=64)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "code_hash"], name="recovery_code_unique")]
 
 
 class AuditEvent(models.Model):
@@ -113,6 +167,9 @@ class AuditEvent(models.Model):
 
 
 class AuditChainHead(models.Model):
-    """Single row holding the newest hash; locking it serialises appends to the chain."""
+    """Single row holding the newest event's id and hash; locking it serialises appends."""
 
     last_hash = models.CharField(max_length=64)
+    # The newest event's id: events take the next id from here, so ids in the chain are
+    # consecutive and a missing event can be named.
+    last_id = models.BigIntegerField(default=0)

@@ -4,16 +4,29 @@ Passwords are write-only everywhere; users show their roles by name, roles their
 """
 
 from rest_framework import exceptions, serializers
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import AuditEvent, Role, Rule, User
 from accounts.selectors import rule_list
+from accounts.services import LOGIN_CLAIM, api_login_is_live
 from collaborations.selectors import organization_list
 from collaborations.serializers import ScopedIdField, ScopedIdsField
+from vantage.inputs import DESCRIPTION_MAX_CHARS, InputSerializer
+
+
+class OptionalEmailField(serializers.EmailField):
+    """An email address or "" (users need not have one). Blank allowed, the OpenAPI schema
+    says so too (`oneOf` an email or an empty string), as the data does: it said only
+    `format: email` while users without an address were sent as ""."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_blank=True, **kwargs)
 
 
 class UserSerializer(serializers.ModelSerializer):
     roles = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    email = OptionalEmailField(read_only=True)
 
     class Meta:
         model = User
@@ -24,8 +37,8 @@ class UserSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class _UserFieldsSerializer(serializers.Serializer):
-    email = serializers.EmailField(allow_blank=True, required=False)
+class _UserFieldsSerializer(InputSerializer):
+    email = OptionalEmailField(required=False)
     first_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
     last_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
     roles = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
@@ -62,9 +75,9 @@ class RoleSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RoleCreateSerializer(serializers.Serializer):
+class RoleCreateSerializer(InputSerializer):
     name = serializers.CharField(max_length=64)
-    description = serializers.CharField(allow_blank=True, required=False)
+    description = serializers.CharField(allow_blank=True, required=False, max_length=DESCRIPTION_MAX_CHARS)
     rules = ScopedIdsField(selector=rule_list, help_text="Rule ids.")
 
 
@@ -78,24 +91,43 @@ class AuditEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class LoginSerializer(TokenObtainPairSerializer):
-    default_error_messages = {"no_active_account": "Wrong username or password, or the account is disabled."}
+class LoginSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150, trim_whitespace=False)
+    password = serializers.CharField(max_length=4096, write_only=True, trim_whitespace=False,
+                                     style={"input_type": "password"})
+    otp = serializers.CharField(max_length=64, required=False, allow_blank=True, write_only=True,
+                                help_text="The current code of the user's authenticator app (TOTP), or one of "
+                                          "their recovery codes; needed once a second factor is set up.")
 
 
-class RefreshSerializer(TokenRefreshSerializer):
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField(read_only=True)
+    refresh = serializers.CharField(read_only=True)
+
+
+class RefreshSerializer(serializers.Serializer):
+    """A refresh token of a login that is still live: no logout, password change,
+    deactivation or role removal since it was issued."""
+
+    refresh = serializers.CharField()
+    access = serializers.CharField(read_only=True)
+
     def validate(self, attrs):
-        # simplejwt looks the user up with .get(): a deleted user would be a 500, not a 401.
         try:
-            return super().validate(attrs)
-        except User.DoesNotExist:
-            raise exceptions.AuthenticationFailed(self.error_messages["no_active_account"], "no_active_account")
+            refresh = RefreshToken(attrs["refresh"])
+        except TokenError:
+            raise exceptions.AuthenticationFailed("Token is invalid or expired.", code="token_not_valid")
+        if not api_login_is_live(user_id=refresh.get("user_id"), key=refresh.get(LOGIN_CLAIM)):
+            raise exceptions.AuthenticationFailed("This login has ended (logout or password change): log in again.",
+                                                  code="token_revoked")
+        return {"access": str(refresh.access_token)}
 
 
-class PasswordResetSerializer(serializers.Serializer):
+class PasswordResetSerializer(InputSerializer):
     email = serializers.EmailField()
 
 
-class PasswordResetConfirmSerializer(serializers.Serializer):
+class PasswordResetConfirmSerializer(InputSerializer):
     uid = serializers.CharField(max_length=64)
     token = serializers.CharField(max_length=128)
     password = serializers.CharField(write_only=True, max_length=256, style={"input_type": "password"})
@@ -103,3 +135,7 @@ class PasswordResetConfirmSerializer(serializers.Serializer):
 
 class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+class LogoutSerializer(DetailSerializer):
+    api_logins = serializers.IntegerField(help_text="How many API logins were ended.")

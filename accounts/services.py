@@ -1,22 +1,39 @@
-"""Writes for users and roles; each audited in its own transaction."""
+"""Writes for users and roles, logins, sessions and second factors; each audited in its
+own transaction."""
 
+import hashlib
+import hmac
+import secrets
 from datetime import timedelta
 
+import pyotp
 from django.conf import settings
+from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.tokens import default_token_generator
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.encoding import force_str
 from django.utils.http import urlsafe_base64_decode
+from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts import jobs
 from accounts.audit import audit_record
-from accounts.jobs import send_lockout_notice, send_password_reset_email
-from accounts.models import Action, Resource, Role, Rule, Scope, User
+from accounts.models import Action, ApiLogin, RecoveryCode, Resource, Role, Rule, Scope, SecondFactor, User
 from accounts.permissions import forget_rule_scopes, rule_scopes, user_scope
+from accounts.selectors import user_login_state
 from vantage.errors import DomainError, NotAllowed
+
+# The claim that ties a refresh token and its access tokens to their ApiLogin row.
+LOGIN_CLAIM = "login"
+WRONG_CREDENTIALS = "Wrong username or password, or the account is disabled."
+TOTP_INTERVAL = 30
+# Codes of the previous and the next 30 s step are accepted too (clock drift, typing time).
+TOTP_DRIFT_STEPS = 1
+RECOVERY_CODE_COUNT = 10
 
 
 def _require_user_scope(actor, action: str, organization_id: int | None) -> None:
@@ -120,13 +137,32 @@ def user_update(*, actor, user: User, **changes) -> User:
     user.full_clean(exclude=["password"])
     user.save()
     details = {"fields": sorted(changes) + (["password"] if password is not None else [])}
+    removed_roles = False
     if roles is not None:
         resolved = _resolve_roles(actor, roles)
+        before = set(user.roles.values_list("pk", flat=True))
+        removed_roles = bool(before - {role.pk for role in resolved})
         user.roles.set(resolved)
         forget_rule_scopes(user)
         details["roles"] = [r.name for r in resolved]
     audit_record(actor=actor, verb="user.updated", target=user, details=details)
+    # Whatever a token or session was granted under the old password, flag or roles ends now.
+    reason = _session_ending_reason(password_changed=password is not None, changes=changes,
+                                    removed_roles=removed_roles)
+    if reason is not None:
+        user_end_sessions(actor=actor, user=user, reason=reason)
     return user
+
+
+def _session_ending_reason(*, password_changed: bool, changes: dict, removed_roles: bool) -> str | None:
+    """Why this change ends every session and token of the user, or None if it does not."""
+    if password_changed:
+        return "password_changed"
+    if changes.get("is_active") is False:
+        return "deactivated"
+    if removed_roles or changes.get("is_staff") is False or changes.get("is_superuser") is False:
+        return "role_removed"
+    return None
 
 
 @transaction.atomic
@@ -153,7 +189,7 @@ def role_create(*, actor, name: str, description: str = "", rules: list[Rule]) -
     return role
 
 
-def login_failed(*, user_id: int) -> User:
+def login_failed(*, user_id: int, address: str = "") -> User:
     """Count a failed login; at VANTAGE_LOCKOUT_THRESHOLD failures in a row, lock the account.
 
     The counter is incremented in the database (F expression), so parallel guesses
@@ -168,10 +204,12 @@ def login_failed(*, user_id: int) -> User:
         user.locked_until = now + timedelta(minutes=settings.VANTAGE_LOCKOUT_MINUTES)
         user.failed_logins = 0
         user.save(update_fields=["locked_until", "failed_logins"])
-        audit_record(actor=None, verb="user.locked", target=user,
-                     details={"until": user.locked_until.isoformat(), "failures": settings.VANTAGE_LOCKOUT_THRESHOLD})
+        audit_record(actor=None, verb="user.locked", target=user, details={
+            "until": user.locked_until.isoformat(), "failures": settings.VANTAGE_LOCKOUT_THRESHOLD,
+            "address": address,
+        })
         if user.email:
-            send_lockout_notice.delay_on_commit(user.pk)
+            jobs.after_response(jobs.send_lockout_notice, user.pk)
     return user
 
 
@@ -181,16 +219,13 @@ def login_succeeded(*, user: User) -> None:
         User.objects.filter(pk=user.pk).update(failed_logins=0)
 
 
-@transaction.atomic
-def password_reset_request(*, email: str) -> int:
+def password_reset_request(*, email: str) -> None:
     """Email a reset link to every active account with this address; the caller learns nothing.
 
-    Returns how many emails were queued (for tests and logs, never for the HTTP answer).
+    Even the lookup happens after the response (accounts.jobs.send_password_reset), so a
+    known and an unknown address take the same path, and the same time, in the request.
     """
-    users = list(User.objects.filter(email__iexact=email.strip(), is_active=True).values_list("pk", flat=True))
-    for user_id in users:
-        send_password_reset_email.delay_on_commit(user_id)
-    return len(users)
+    jobs.after_response(jobs.send_password_reset, email.strip())
 
 
 @transaction.atomic
@@ -209,4 +244,240 @@ def password_reset_confirm(*, uid: str, token: str, password: str) -> User:
     user.locked_until = None
     user.save(update_fields=["password", "failed_logins", "locked_until"])
     audit_record(actor=user, verb="user.password_reset", target=user)
+    user_end_sessions(actor=user, user=user, reason="password_reset")
     return user
+
+
+# --- Logins, sessions and tokens ------------------------------------------------------
+
+
+class LoginRefused(DomainError):
+    """A login attempt refused; `code` says why (account_locked, no_active_account,
+    otp_required, otp_invalid, otp_enrolment_required)."""
+
+    status_code = 401
+    default_code = "login_refused"
+
+
+def _locked_message(until) -> str:
+    return f"Too many failed logins: this account is locked until {until:%Y-%m-%d %H:%M} UTC."
+
+
+def _unknown_username_key(username: str) -> str:
+    return "vantage:login-unknown:" + hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _unknown_username_failed(username: str) -> None:
+    """Unknown usernames lock like accounts do, so the lockout answer does not tell
+    whether an account exists. Their count lives in the cache: there is no row to keep it."""
+    key = _unknown_username_key(username)
+    state = cache.get(key) or {"failures": 0, "until": None}
+    state["failures"] += 1
+    if state["failures"] >= settings.VANTAGE_LOCKOUT_THRESHOLD:
+        state = {"failures": 0, "until": timezone.now() + timedelta(minutes=settings.VANTAGE_LOCKOUT_MINUTES)}
+    cache.set(key, state, timeout=settings.VANTAGE_LOCKOUT_MINUTES * 60 * 2)
+
+
+def second_factor_required(user: User) -> bool:
+    """Staff, and members of organisations that require it, log in with a TOTP code too."""
+    if user.is_staff or user.is_superuser:
+        return True
+    organization = user.organization
+    return bool(organization is not None and organization.require_second_factor)
+
+
+def confirmed_second_factor(user: User) -> SecondFactor | None:
+    return SecondFactor.objects.filter(user=user, confirmed_at__isnull=False).first()
+
+
+def _recovery_hash(code: str) -> str:
+    # The codes carry 80 random bits: a plain SHA-256 cannot be reversed by guessing.
+    return hashlib.sha256("".join(code.lower().split("-")).encode()).hexdigest()
+
+
+def _totp_step_matching(factor: SecondFactor, code: str, now) -> int | None:
+    totp = pyotp.TOTP(factor.secret, interval=TOTP_INTERVAL)
+    current = totp.timecode(now)
+    for step in range(current - TOTP_DRIFT_STEPS, current + TOTP_DRIFT_STEPS + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+def _second_factor_accepts(user: User, factor: SecondFactor, code: str) -> bool:
+    """A current TOTP code not used before, or an unused recovery code (used up here)."""
+    code = code.strip().replace(" ", "")
+    if code.isdigit():
+        step = _totp_step_matching(factor, code, timezone.now())
+        # Compare-and-swap on the last accepted step: a code (or an older one) is never
+        # accepted twice, even by two parallel logins.
+        return step is not None and SecondFactor.objects.filter(pk=factor.pk, last_step__lt=step).update(
+            last_step=step) == 1
+    used = RecoveryCode.objects.filter(user=user, code_hash=_recovery_hash(code), used_at__isnull=True).update(
+        used_at=timezone.now())
+    if used:
+        audit_record(actor=user, verb="user.recovery_code_used", target=user, details={
+            "left": RecoveryCode.objects.filter(user=user, used_at__isnull=True).count()})
+    return used == 1
+
+
+def login_authenticate(*, request, username: str, password: str, otp: str | None = None,
+                       allow_enrolment: bool = False) -> User:
+    """Check a login under one set of rules for the API, the portal and the admin.
+
+    A locked account (or an unknown name that failed as often) is refused with the same
+    message, even with the right password; a wrong password or a wrong second-factor code
+    counts towards the lockout; a success clears the count. `allow_enrolment`: the
+    portal lets a user who must have a second factor but has none in, to set one up.
+    """
+    address = client_address(request)
+    known = user_login_state(username=username)
+    now = timezone.now()
+    if known is not None and known.is_locked(now):
+        raise LoginRefused(_locked_message(known.locked_until), code="account_locked")
+    if known is None:
+        state = cache.get(_unknown_username_key(username))
+        if state and state["until"] is not None and state["until"] > now:
+            raise LoginRefused(_locked_message(state["until"]), code="account_locked")
+    # ModelBackend answers None for inactive accounts too, and hashes the password of an
+    # unknown name as well, so both take the time of a real check.
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        if known is not None:
+            login_failed(user_id=known.pk, address=address)
+        else:
+            _unknown_username_failed(username)
+        raise LoginRefused(WRONG_CREDENTIALS, code="no_active_account")
+    factor = confirmed_second_factor(user)
+    if factor is not None:
+        if not otp:
+            raise LoginRefused("This account needs the code from its authenticator app: send it as `otp`.",
+                               code="otp_required")
+        with transaction.atomic():
+            accepted = _second_factor_accepts(user, factor, otp)
+        if not accepted:
+            login_failed(user_id=user.pk, address=address)
+            raise LoginRefused("The authenticator code is wrong, expired or already used.", code="otp_invalid")
+    elif second_factor_required(user) and not allow_enrolment:
+        raise LoginRefused(
+            "This account must log in with a second factor: set one up in the portal "
+            f"({settings.VANTAGE_PUBLIC_URL}/portal/security/) first.", code="otp_enrolment_required")
+    login_succeeded(user=user)
+    return user
+
+
+@transaction.atomic
+def api_login_create(*, user: User) -> RefreshToken:
+    """Start an API login: a refresh token (and its access token) tied to a new ApiLogin."""
+    now = timezone.now()
+    ApiLogin.objects.filter(user=user, expires_at__lte=now).delete()  # the user's own expired logins
+    refresh = RefreshToken.for_user(user)
+    login = ApiLogin.objects.create(
+        user=user, key=secrets.token_urlsafe(24), created_at=now,
+        expires_at=now + settings.SIMPLE_JWT["REFRESH_TOKEN_LIFETIME"],
+    )
+    refresh[LOGIN_CLAIM] = login.key
+    return refresh
+
+
+def api_login_is_live(*, user_id, key) -> bool:
+    return bool(key) and ApiLogin.objects.filter(
+        key=key, user_id=user_id, user__is_active=True, expires_at__gt=timezone.now()).exists()
+
+
+@transaction.atomic
+def user_logout(*, user: User, login_key: str | None, request=None) -> None:
+    """End one API login (its refresh token and every access token minted from it)."""
+    deleted = ApiLogin.objects.filter(user=user, key=login_key).delete()[0] if login_key else 0
+    audit_record(actor=user, verb="user.logged_out", target=user, details={
+        "api_login": bool(deleted), "address": client_address(request) if request is not None else ""})
+
+
+@transaction.atomic
+def user_end_sessions(*, actor, user: User, reason: str, request=None) -> int:
+    """End every API login, access token, refresh token, browser session and websocket of
+    the user at once. Returns how many API logins ended."""
+    from accounts.consumers import close_user_sockets
+
+    ended = ApiLogin.objects.filter(user=user).delete()[0]
+    # Part of the session hash (User.get_session_auth_hash): every session stops matching.
+    User.objects.filter(pk=user.pk).update(session_epoch=F("session_epoch") + 1)
+    user.session_epoch = User.objects.values_list("session_epoch", flat=True).get(pk=user.pk)
+    audit_record(actor=actor, verb="user.sessions_ended", target=user, details={
+        "reason": reason, "api_logins": ended,
+        "address": client_address(request) if request is not None else "",
+    })
+    user_id = user.pk
+    transaction.on_commit(lambda: close_user_sockets(user_id))
+    return ended
+
+
+# --- Second factor ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def second_factor_begin(*, user: User) -> SecondFactor:
+    """A new, unconfirmed authenticator secret for the user to scan (replaces an unconfirmed one)."""
+    if confirmed_second_factor(user) is not None:
+        raise DomainError("A second factor is already set up; an administrator can reset it.")
+    SecondFactor.objects.filter(user=user).delete()
+    return SecondFactor.objects.create(user=user, secret=pyotp.random_base32(), created_at=timezone.now())
+
+
+@transaction.atomic
+def second_factor_confirm(*, user: User, code: str) -> list[str]:
+    """Confirm the authenticator with its first code; returns new recovery codes (shown once)."""
+    factor = SecondFactor.objects.select_for_update().filter(user=user, confirmed_at__isnull=True).first()
+    if factor is None:
+        raise DomainError("Start the set-up first.", field="code")
+    step = _totp_step_matching(factor, code.strip().replace(" ", ""), timezone.now())
+    if step is None:
+        raise DomainError("This code does not match: check the app's clock and enter the current code.",
+                          field="code")
+    factor.confirmed_at = timezone.now()
+    factor.last_step = step
+    factor.save(update_fields=["confirmed_at", "last_step"])
+    codes = _new_recovery_codes(user)
+    audit_record(actor=user, verb="user.second_factor_enabled", target=user,
+                 details={"recovery_codes": len(codes)})
+    return codes
+
+
+def _new_recovery_codes(user: User) -> list[str]:
+    alphabet = "abcdefghijkmnpqrstuvwxyz23456789"  # 32 letters and digits, no 0/o, 1/l
+    codes = ["-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4))
+             for _ in range(RECOVERY_CODE_COUNT)]
+    RecoveryCode.objects.filter(user=user).delete()
+    RecoveryCode.objects.bulk_create([RecoveryCode(user=user, code_hash=_recovery_hash(c)) for c in codes])
+    return codes
+
+
+@transaction.atomic
+def second_factor_reset(*, actor, user: User, request=None) -> None:
+    """Remove a user's authenticator and recovery codes (lost phone): an administrator's
+    action. Their sessions end; they log in with the password and set up a new one."""
+    if actor is not None and not actor.is_superuser:
+        _require_user_scope(actor, Action.EDIT, user.organization_id)
+        _require_may_manage(actor, user, {"password"})
+    had = SecondFactor.objects.filter(user=user).delete()[0]
+    RecoveryCode.objects.filter(user=user).delete()
+    audit_record(actor=actor, verb="user.second_factor_reset", target=user, details={"had_second_factor": bool(had)})
+    user_end_sessions(actor=actor, user=user, reason="second_factor_reset", request=request)
+
+
+def client_address(request) -> str:
+    """The client's address: the socket's, or with VANTAGE_TRUSTED_PROXIES = n > 0, the
+    address the outermost of those n proxies saw (the n-th entry of X-Forwarded-For from
+    the right). A header sent by the client itself is never believed beyond that."""
+    if request is None:
+        return ""
+    meta = request.META
+    remote = meta.get("REMOTE_ADDR", "") or ""
+    trusted = settings.VANTAGE_TRUSTED_PROXIES
+    forwarded = meta.get("HTTP_X_FORWARDED_FOR")
+    if trusted == 0 or not forwarded:
+        return remote
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    if not hops:
+        return remote
+    return hops[-min(trusted, len(hops))]

@@ -105,10 +105,8 @@ def seed(params: dict) -> None:
 
     django.setup()
     from django.db import transaction
-    from rest_framework_simplejwt.tokens import AccessToken
-
     from accounts.authentication import node_access_token
-    from accounts.services import user_create
+    from accounts.services import api_login_create, user_create
     from collaborations.services import collaboration_create, node_create, organization_create
 
     per_org, pollers = params["per_org"], params["pollers"]
@@ -130,7 +128,7 @@ def seed(params: dict) -> None:
             "collaboration": collab.pk,
             "organizations": [org.pk for org in orgs],
             "poll_organization": poll_org.pk,
-            "user_token": str(AccessToken.for_user(user)),
+            "user_token": str(api_login_create(user=user).access_token),
             "nodes": {str(org.pk): tokens(org, per_org, "node") for org in orgs},
             "pollers": tokens(poll_org, pollers, "poller"),
         }

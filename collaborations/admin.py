@@ -33,10 +33,10 @@ from collaborations.services import (
 
 @admin.register(Organization)
 class OrganizationAdmin(ServiceAdmin):
-    list_display = ("name", "country", "domain", "created_at")
-    list_filter = ("country",)
+    list_display = ("name", "country", "domain", "require_second_factor", "created_at")
+    list_filter = ("country", "require_second_factor")
     search_fields = ("name", "domain")
-    fields = ("name", "country", "domain", "public_key", "created_at")
+    fields = ("name", "country", "domain", "public_key", "require_second_factor", "created_at")
     readonly_fields = ("created_at",)
 
     # No service deletes organisations: their users, nodes and runs refer to them.
@@ -47,11 +47,11 @@ class OrganizationAdmin(ServiceAdmin):
         data = form.cleaned_data
         return organization_create(
             actor=request.user, name=data["name"], country=data["country"], domain=data["domain"],
-            public_key=data["public_key"],
+            public_key=data["public_key"], require_second_factor=data["require_second_factor"],
         )
 
     def update_object(self, request, organization, form):
-        changes = changed_values(form, ("name", "country", "domain", "public_key"))
+        changes = changed_values(form, ("name", "country", "domain", "public_key", "require_second_factor"))
         return organization_update(actor=request.user, organization=organization, **changes)
 
 

@@ -24,13 +24,14 @@ from collaborations.serializers import (
     CollaborationInputSerializer,
     CollaborationSerializer,
     NodeCreateSerializer,
+    NodeMeSerializer,
     NodeReportSerializer,
     NodeSerializer,
     NodeTokenRequestSerializer,
     NodeTokenSerializer,
     NodeWithKeySerializer,
-    OrganizationInputSerializer,
     ORGANIZATION_COLUMNS,
+    OrganizationInputSerializer,
     OrganizationSerializer,
     StudyCreateSerializer,
     StudySerializer,
@@ -191,9 +192,9 @@ class NodeMeView(APIView):
 
     permission_classes = [IsNode]
 
-    @extend_schema(responses=NodeSerializer)
+    @extend_schema(responses=NodeMeSerializer)
     def get(self, request):
-        return Response(NodeSerializer(request.user).data)
+        return Response(NodeMeSerializer(request.user).data)
 
 
 class NodeReportView(APIView):

@@ -1,12 +1,13 @@
 """Query-string filters for the collaborations API lists.
 
-Related objects filter by id with NumberFilter: no lookup query, and an id outside the
+Related objects filter by id with vantage.filters.IdFilter: no lookup query, and an id outside the
 caller's scope simply matches nothing.
 """
 
 import django_filters
 
 from collaborations.models import Collaboration, Node, Organization, Study
+from vantage.filters import IdFilter
 
 
 class OrganizationFilter(django_filters.FilterSet):
@@ -20,7 +21,7 @@ class OrganizationFilter(django_filters.FilterSet):
 
 class CollaborationFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Collaboration.Status.choices)
-    organization = django_filters.NumberFilter(field_name="organizations")
+    organization = IdFilter(field_name="organizations")
 
     class Meta:
         model = Collaboration
@@ -28,7 +29,7 @@ class CollaborationFilter(django_filters.FilterSet):
 
 
 class StudyFilter(django_filters.FilterSet):
-    collaboration = django_filters.NumberFilter(field_name="collaboration_id")
+    collaboration = IdFilter(field_name="collaboration_id")
 
     class Meta:
         model = Study
@@ -36,8 +37,8 @@ class StudyFilter(django_filters.FilterSet):
 
 
 class NodeFilter(django_filters.FilterSet):
-    collaboration = django_filters.NumberFilter(field_name="collaboration_id")
-    organization = django_filters.NumberFilter(field_name="organization_id")
+    collaboration = IdFilter(field_name="collaboration_id")
+    organization = IdFilter(field_name="organization_id")
     status = django_filters.ChoiceFilter(choices=Node.Status.choices)
 
     class Meta:

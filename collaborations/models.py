@@ -9,6 +9,9 @@ class Organization(models.Model):
     domain = models.CharField(max_length=253, blank=True)
     public_key = models.TextField(blank=True, validators=[validate_public_key],
                                   help_text="PEM public key for end-to-end encryption")
+    require_second_factor = models.BooleanField(
+        default=False, help_text="Its users must log in with an authenticator code (TOTP) as well as a password."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -44,22 +44,25 @@ def _organizations_in_scope(scope: int, organization_id) -> QuerySet[Organizatio
 
 
 def organization_first_rows(*, user, columns: tuple[str, ...], limit: int) -> list[dict] | None:
-    """The first `limit` rows of organization_list(user) as values(*columns), in the list's
-    order; None where only the queryset can answer (a user without an organisation)."""
+    """The first `limit` organisations of organization_list(user) as {column: value}, in the
+    list's order; None where only the queryset can answer (a user without an organisation)."""
     scope = user_scope(user, Resource.ORGANIZATION, Action.VIEW)
     if scope is None:
         return []
     if scope == Scope.GLOBAL:
-        return _all_organizations_page.values(columns, limit, scope)
-    if user.organization_id is None:
+        found = _all_organizations_page.models(columns, limit, scope)
+    elif user.organization_id is None:
         return None
-    return _scoped_organizations_page.values(columns, limit, scope, organization_id=user.organization_id)
+    else:
+        found = _scoped_organizations_page.models(columns, limit, scope, organization_id=user.organization_id)
+    return [{column: getattr(organization, column) for column in columns} for organization in found]
 
 
 def _organizations_page(columns, limit, scope, organization_id=None):
-    return stable_order(_organizations_in_scope(scope, organization_id).values(*columns))[:limit]
+    return stable_order(_organizations_in_scope(scope, organization_id).only(*columns))[:limit]
 
 
+# The organisation list is among the most frequent requests: its first page is prepared.
 _all_organizations_page = PreparedQuery(_organizations_page)
 _scoped_organizations_page = PreparedQuery(_organizations_page, "organization_id")
 
@@ -133,21 +136,29 @@ def study_list_with_members(*, user, action: str = Action.VIEW) -> QuerySet[Stud
     return study_list(user=user, action=action).prefetch_related(_member_ids_prefetch())
 
 
-def collaboration_members_among(*, collaboration: Collaboration, organization_ids) -> set[int]:
-    """The given organisation ids that ARE members of the collaboration (one query)."""
-    members = _member_ids.values(collaboration_id=collaboration.pk)
-    return {row["organization_id"] for row in members} & set(organization_ids)
+def collaboration_member_ids(*, collaboration: Collaboration) -> set[int]:
+    """The ids of every member organisation of the collaboration (one query)."""
+    return {member.organization_id for member in _members.models(collaboration_id=collaboration.pk)}
 
 
 # A collaboration has tens of members at most: reading them all lets one prepared query
 # serve any list of candidates.
-_member_ids = PreparedQuery(
-    lambda *, collaboration_id: Membership.objects.filter(collaboration_id=collaboration_id).values("organization_id"),
+_members = PreparedQuery(
+    lambda *, collaboration_id: Membership.objects.only("organization_id").filter(collaboration_id=collaboration_id),
     "collaboration_id",
 )
 
 
 def collaboration_non_members(*, collaboration: Collaboration, organization_ids) -> set[int]:
     """The given organisation ids that are NOT members of the collaboration."""
-    wanted = set(organization_ids)
-    return wanted - collaboration_members_among(collaboration=collaboration, organization_ids=wanted)
+    return set(organization_ids) - collaboration_member_ids(collaboration=collaboration)
+
+
+def organization_public_keys(*, organization_ids) -> dict[int, str]:
+    """Each given organisation's public key (PEM, or '' when it has none), by id."""
+    return dict(Organization.objects.filter(pk__in=list(organization_ids)).values_list("pk", "public_key"))
+
+
+def study_organization_ids(*, study: Study) -> set[int]:
+    """The ids of the organisations taking part in a study."""
+    return set(study.organizations.values_list("pk", flat=True))

@@ -12,6 +12,7 @@ from rest_framework import serializers
 from collaborations.models import Collaboration, Node, Organization, Study
 from collaborations.selectors import collaboration_list, organization_list
 from collaborations.validators import validate_public_key
+from vantage.inputs import IdField, InputSerializer
 from vantage.renderers import iso_datetime
 
 MAX_REPORTED_CONFIG_BYTES = 64 * 1024
@@ -21,7 +22,7 @@ def _caller(field: serializers.Field):
     return field.context["request"].user
 
 
-class ScopedIdField(serializers.IntegerField):
+class ScopedIdField(IdField):
     """An id resolved against what the caller may see; anything else reads as unknown.
 
     `selector(user=...)` gives the caller's queryset, so an id outside their scope gets
@@ -34,7 +35,6 @@ class ScopedIdField(serializers.IntegerField):
         self.selector = selector
         # `lookup(user=..., pk=...)`, where given, answers as the selector would, faster.
         self.lookup = lookup
-        kwargs.setdefault("min_value", 1)
         super().__init__(**kwargs)
 
     def run_validation(self, data=serializers.empty):
@@ -55,7 +55,7 @@ class ScopedIdsField(serializers.ListField):
 
     def __init__(self, *, selector, **kwargs):
         self.selector = selector
-        kwargs["child"] = serializers.IntegerField(min_value=1)
+        kwargs["child"] = IdField()
         super().__init__(**kwargs)
 
     def run_validation(self, data=serializers.empty):
@@ -70,11 +70,11 @@ class ScopedIdsField(serializers.ListField):
 class OrganizationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Organization
-        fields = ["id", "name", "country", "domain", "public_key", "created_at"]
+        fields = ["id", "name", "country", "domain", "public_key", "require_second_factor", "created_at"]
         read_only_fields = fields
 
 
-ORGANIZATION_COLUMNS = ("id", "name", "country", "domain", "public_key", "created_at")
+ORGANIZATION_COLUMNS = ("id", "name", "country", "domain", "public_key", "require_second_factor", "created_at")
 
 
 def organization_data(row: dict) -> dict:
@@ -86,7 +86,7 @@ def organization_data(row: dict) -> dict:
     return {**row, "created_at": iso_datetime(row["created_at"])}
 
 
-class OrganizationInputSerializer(serializers.Serializer):
+class OrganizationInputSerializer(InputSerializer):
     name = serializers.CharField(max_length=200)
     country = serializers.CharField(max_length=2, allow_blank=True, required=False)
     domain = serializers.CharField(max_length=253, allow_blank=True, required=False)
@@ -94,6 +94,8 @@ class OrganizationInputSerializer(serializers.Serializer):
         allow_blank=True, required=False, trim_whitespace=False,
         help_text="PEM RSA public key (at least 2048 bits) for end-to-end encryption; blank removes it.",
     )
+    require_second_factor = serializers.BooleanField(
+        required=False, help_text="Its users must log in with an authenticator code (TOTP) as well as a password.")
 
     def validate_public_key(self, value: str) -> str:
         if not value.strip():
@@ -114,7 +116,7 @@ class CollaborationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CollaborationInputSerializer(serializers.Serializer):
+class CollaborationInputSerializer(InputSerializer):
     name = serializers.CharField(max_length=200)
     organizations = ScopedIdsField(selector=organization_list, allow_empty=True)
     encrypted = serializers.BooleanField(required=False)
@@ -129,13 +131,13 @@ class StudySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class StudyCreateSerializer(serializers.Serializer):
+class StudyCreateSerializer(InputSerializer):
     collaboration = ScopedIdField(selector=collaboration_list)
     name = serializers.CharField(max_length=200)
     organizations = ScopedIdsField(selector=organization_list, allow_empty=True)
 
 
-class StudyUpdateSerializer(serializers.Serializer):
+class StudyUpdateSerializer(InputSerializer):
     name = serializers.CharField(max_length=200, required=False)
     organizations = ScopedIdsField(selector=organization_list, allow_empty=True, required=False)
 
@@ -149,6 +151,17 @@ class NodeSerializer(serializers.ModelSerializer):
             "id", "name", "organization", "collaboration", "status", "last_seen_at",
             "reported_config", "key_created_at", "created_at",
         ]
+        read_only_fields = fields
+
+
+class NodeMeSerializer(NodeSerializer):
+    """A node's own record, with its organisation's published public key: `run_node --check`
+    compares it with the node's private key."""
+
+    organization_public_key = serializers.CharField(source="organization.public_key", read_only=True)
+
+    class Meta(NodeSerializer.Meta):
+        fields = [*NodeSerializer.Meta.fields, "organization_public_key"]
         read_only_fields = fields
 
 
@@ -168,13 +181,13 @@ class NodeWithKeySerializer(NodeSerializer):
         return self.context["api_key"]
 
 
-class NodeCreateSerializer(serializers.Serializer):
+class NodeCreateSerializer(InputSerializer):
     name = serializers.CharField(max_length=200)
     organization = ScopedIdField(selector=organization_list)
     collaboration = ScopedIdField(selector=collaboration_list)
 
 
-class NodeTokenRequestSerializer(serializers.Serializer):
+class NodeTokenRequestSerializer(InputSerializer):
     api_key = serializers.CharField(max_length=200, trim_whitespace=True)
 
 
@@ -183,7 +196,7 @@ class NodeTokenSerializer(serializers.Serializer):
     expires_in = serializers.IntegerField(help_text="Seconds until the access token expires.")
 
 
-class NodeReportSerializer(serializers.Serializer):
+class NodeReportSerializer(InputSerializer):
     config = serializers.DictField(help_text="What the node reports about itself: database labels, policy, version.")
 
     def validate_config(self, value: dict) -> dict:

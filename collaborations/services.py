@@ -47,12 +47,15 @@ def _save(obj) -> None:
 
 
 @transaction.atomic
-def organization_create(*, actor, name: str, country: str = "", domain: str = "", public_key: str = "") -> Organization:
+def organization_create(*, actor, name: str, country: str = "", domain: str = "", public_key: str = "",
+                        require_second_factor: bool = False) -> Organization:
     """Register an organisation (hospital, registry)."""
     _require(actor, Resource.ORGANIZATION, Action.CREATE)
-    org = Organization(name=name, country=country.upper(), domain=domain, public_key=public_key)
+    org = Organization(name=name, country=country.upper(), domain=domain, public_key=public_key,
+                       require_second_factor=require_second_factor)
     _save(org)
-    audit_record(actor=actor, verb="organization.created", target=org)
+    audit_record(actor=actor, verb="organization.created", target=org,
+                 details={"require_second_factor": require_second_factor})
     return org
 
 
@@ -60,14 +63,18 @@ def organization_create(*, actor, name: str, country: str = "", domain: str = ""
 def organization_update(*, actor, organization: Organization, **changes) -> Organization:
     """Change an organisation's name, country, domain or public key."""
     _require(actor, Resource.ORGANIZATION, Action.EDIT, organization_id=organization.pk)
-    allowed = {"name", "country", "domain", "public_key"}
+    allowed = {"name", "country", "domain", "public_key", "require_second_factor"}
     unknown = set(changes) - allowed
     if unknown:
         raise DomainError(f"Cannot change {', '.join(sorted(unknown))}.")
+    details: dict = {"fields": sorted(changes)}
+    if "require_second_factor" in changes:
+        # A security setting: the audit says what it is now, not only that it was set.
+        details["require_second_factor"] = bool(changes["require_second_factor"])
     for field, value in changes.items():
         setattr(organization, field, value.upper() if field == "country" else value)
     _save(organization)
-    audit_record(actor=actor, verb="organization.updated", target=organization, details={"fields": sorted(changes)})
+    audit_record(actor=actor, verb="organization.updated", target=organization, details=details)
     return organization
 
 
@@ -157,13 +164,16 @@ def study_update(
 ) -> Study:
     """Rename a study or change its organisations."""
     _require(actor, Resource.STUDY, Action.EDIT, collaboration_id=study.collaboration_id)
+    details = {}
     if name is not None:
         study.name = name
         _save(study)
+        details["name"] = name
     if organizations is not None:
         _check_study_members(study.collaboration, organizations)
         study.organizations.set(organizations)
-    audit_record(actor=actor, verb="study.updated", target=study)
+        details["organizations"] = sorted(o.pk for o in organizations)
+    audit_record(actor=actor, verb="study.updated", target=study, details=details)
     return study
 
 

@@ -1,9 +1,9 @@
 from django.urls import path
-from rest_framework.routers import SimpleRouter
 
 from collaborations import api
+from vantage.routers import Router
 
-router = SimpleRouter()
+router = Router()
 router.register("organizations", api.OrganizationViewSet, basename="organization")
 router.register("collaborations", api.CollaborationViewSet, basename="collaboration")
 router.register("studies", api.StudyViewSet, basename="study")

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from demo import catalogue, network, study
+from demo import catalogue, network, signing, study
 from demo.console import Progress, say
 
 
@@ -61,12 +61,23 @@ def up(args: argparse.Namespace) -> None:
     if not admin["password"]:
         raise network.DemoError("the admin's password was changed since the demo was seeded; set "
                                 "VANTAGE_DEMO_ADMIN_PASSWORD to it and run ./vantage.sh up again")
+    reviewer = user_entry(seed, "reviewer")
+    if not reviewer["password"]:
+        raise network.DemoError("the reviewer's password was changed since the demo was seeded; set "
+                                "VANTAGE_DEMO_REVIEWER_PASSWORD to it and run ./vantage.sh up again")
     api = study.connect(args.server, researcher["username"], researcher["password"])
+    password_file = args.registry_password_file or args.state_dir / "registry-password"
     # Built before the nodes start, so the first study task does not wait for a build.
     images = study.build_images(args.registry_port)
-    algorithms = catalogue.register(study.connect(args.server, "admin", admin["password"]).client, images)
+    key, trusted_key = signing.ensure_key(args.state_dir)
+    signed = signing.sign_images(images, key, registry_port=args.registry_port, password_file=password_file)
+    say(f"signatures: {len(signed)} images signed with the demo reviewer's key "
+        f"{next(iter(signed.values())).fingerprint[:16]}... ({trusted_key})")
+    algorithms = catalogue.register(study.connect(args.server, "admin", admin["password"]).client,
+                                    study.connect(args.server, "reviewer", reviewer["password"]).client,
+                                    images, signed)
     say("catalogue: " + ", ".join(f"{catalogue.TITLES.get(name, name)} (algorithm {pk})"
-                                  for name, pk in algorithms.items()) + " approved")
+                                  for name, pk in algorithms.items()) + " approved by the reviewer")
     nodes_dir = args.state_dir / "demo-nodes"
     nodes = [
         network.DemoNode(name=n["name"], organization=n["organization"], key_file=Path(n["key_file"]),
@@ -76,7 +87,7 @@ def up(args: argparse.Namespace) -> None:
     for node in nodes:
         what = network.ensure_node(
             node, state_dir=args.state_dir, server_url=args.server, registry_port=args.registry_port,
-            password_file=args.registry_password_file or args.state_dir / "registry-password",
+            password_file=password_file, trusted_key=trusted_key,
         )
         say(f"node {node.name}: {what}")
     with Progress("nodes: waiting until all three are online"):

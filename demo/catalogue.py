@@ -66,11 +66,13 @@ def describe(module_name: str) -> tuple[str, list[dict]]:
     return description, functions
 
 
-def register(admin: Client, images: dict[str, str]) -> dict[str, int]:
+def register(admin: Client, reviewer: Client, images: dict[str, str], signed: dict) -> dict[str, int]:
     """Catalogue entries approved for the built images; name -> algorithm id.
 
-    An entry for the same image and digest is reused; entries of an earlier build of the
-    same algorithm are retired, so the catalogue offers the current one only.
+    The admin submits, the reviewer (who signed each digest: `signed`, name -> signing.Signed)
+    approves: no one approves their own submission. An entry for the same image and
+    digest is reused; entries of an earlier build of the same algorithm are retired, so
+    the catalogue offers the current one only (and nodes refuse the retired ones).
     """
     ids = {}
     try:
@@ -88,12 +90,14 @@ def register(admin: Client, images: dict[str, str]) -> dict[str, int]:
                     "description": description, "functions": functions,
                 })
             if entry["status"] != "approved":
-                entry = admin.post(f"algorithms/{entry['id']}/review/",
-                                   {"status": "approved", "note": "reference algorithm of the demo network"})
+                entry = reviewer.post(f"algorithms/{entry['id']}/review/", {
+                    "status": "approved", "note": "reference algorithm of the demo network",
+                    "signature_digest": signed[name].payload_digest, "key_fingerprint": signed[name].fingerprint,
+                })
             for older in known:
                 if older["name"] == title and older["id"] != entry["id"] and older["status"] == "approved":
-                    admin.post(f"algorithms/{older['id']}/review/",
-                               {"status": "retired", "note": "replaced by a newer build"})
+                    reviewer.post(f"algorithms/{older['id']}/review/",
+                                  {"status": "retired", "note": "replaced by a newer build"})
             ids[name] = entry["id"]
     except VantageError as exc:
         raise DemoError(f"registering the algorithms in the catalogue failed: {exc}")

@@ -52,7 +52,8 @@ def toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def node_config(node: DemoNode, *, server_url: str, registry_port: int, password_file: Path) -> str:
+def node_config(node: DemoNode, *, server_url: str, registry_port: int, password_file: Path,
+                trusted_key: Path) -> str:
     registry = f"127.0.0.1:{registry_port}"
     return "\n".join([
         "# Written by ./vantage.sh up for the demo node of "
@@ -73,6 +74,10 @@ def node_config(node: DemoNode, *, server_url: str, registry_port: int, password
         "",
         "[policy]",
         f"allowed_images = [{toml_string(ALLOWED_IMAGES.format(port=registry_port))}]",
+        # Only what the demo's reviewer signed, and the catalogue still lists as approved.
+        "require_signature = true",
+        "require_catalogue = true",
+        f"trusted_keys = [{toml_string(str(trusted_key))}]",
         "",
         "[limits]",
         "cpus = 1",
@@ -144,7 +149,7 @@ def last_line(path: Path) -> str:
 
 
 def ensure_node(node: DemoNode, *, state_dir: Path, server_url: str, registry_port: int,
-                password_file: Path) -> str:
+                password_file: Path, trusted_key: Path) -> str:
     """Bring one node to its wanted state; returns what was done, for the progress line."""
     (node.folder / "runs").mkdir(parents=True, exist_ok=True)
     node.data_file.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +161,8 @@ def ensure_node(node: DemoNode, *, state_dir: Path, server_url: str, registry_po
         shutil.copyfile(source, node.data_file)
         # The algorithm runs as nobody (uid 65534): the site's file must be readable by it.
         node.data_file.chmod(0o644)
-    config = node_config(node, server_url=server_url, registry_port=registry_port, password_file=password_file)
+    config = node_config(node, server_url=server_url, registry_port=registry_port, password_file=password_file,
+                         trusted_key=trusted_key)
     config_changed = not node.config_file.exists() or node.config_file.read_text() != config
     if config_changed:
         node.config_file.write_text(config)

@@ -80,6 +80,13 @@ class NodeAgent:
             self.ctx = self._context(node["id"])
             log.info("node %s (organisation %s, collaboration %s) connected to %s",
                      node["id"], node.get("organization"), node.get("collaboration"), self.config.server.url)
+            policy = self.config.policy
+            if policy.require_signature and not policy.trusted_keys:
+                # An older node.toml: it still loads, and says why every run will be rejected.
+                log.warning("policy.require_signature is on%s and no trusted_keys are set: every run will be "
+                            "rejected until [policy] trusted_keys names the reviewers' public keys "
+                            "(or require_signature = false runs unsigned images, as before)",
+                            "" if policy.require_signature_set else " (the default since signed images came in)")
             self._reconcile()
             # Forwarders for the free slots start while the loop claims: a run arriving
             # first waits for one of them rather than starting one more.
@@ -87,7 +94,7 @@ class NodeAgent:
                              name="forwarders", daemon=True).start()
             if self.config.server.websocket:
                 self.events = EventListener(client=self.client, stop=self.stop, on_new_run=self.hint_run,
-                                            on_reconnect=self.wake, on_kill=self.request_kill, backoff=backoff)
+                                            on_reconnect=self._reconnected, on_kill=self.request_kill, backoff=backoff)
                 self.events.start()
             self._loop()
         finally:
@@ -258,6 +265,12 @@ class NodeAgent:
         with self._jobs_lock:
             self._list_requested = True
         self._wake.set()
+
+    def _reconnected(self) -> None:
+        """The websocket is back: catch up on missed runs, and send the outcomes held meanwhile."""
+        self.wake()
+        if self.ctx is not None:
+            self.ctx.server_back.announce()
 
     def request_kill(self, run_id: int) -> None:
         with self._jobs_lock:

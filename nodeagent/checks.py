@@ -29,7 +29,8 @@ class Finding:
 def run_checks(config: NodeConfig, *, client: ServerClient | None = None,
                executor_factory=Executor) -> list[Finding]:
     findings = [Finding(OK, "config", f"{config.source} is valid")]
-    findings += _check_server(config, client or ServerClient(config.server.url, config.server.api_key))
+    server_findings, node = _check_server(config, client or ServerClient(config.server.url, config.server.api_key))
+    findings += server_findings
     findings += _check_docker(config, executor_factory)
     findings += _check_task_folder(config)
     for database in config.databases.values():
@@ -38,31 +39,48 @@ def run_checks(config: NodeConfig, *, client: ServerClient | None = None,
         findings.append(Finding(WARN, "databases", "no databases configured: algorithms get no data"))
     findings += _check_policy(config)
     findings += check_output(config)
-    findings.append(_check_encryption(config))
+    findings.append(_check_encryption(config, None if node is None else node.get("organization_public_key")))
     return findings
 
 
-def _check_encryption(config: NodeConfig) -> Finding:
-    # The key itself was validated with the config; say which one it is, so the operator
-    # can compare it with the organisation's published key (vantage-client public-key).
+def _check_encryption(config: NodeConfig, published_pem: str | None) -> Finding:
+    """The private key against the organisation's published public key (None: not known,
+    the server was not reached). A node holding another key than the one researchers seal
+    inputs for could open none of them; one whose organisation published none gets none."""
     if config.private_key is None:
+        if published_pem:
+            return Finding(WARN, "encryption", "the organisation publishes a public key but this node has no "
+                                               "private key ([encryption]): it cannot open encrypted inputs")
         return Finding(OK, "encryption", "no private key: this node can serve unencrypted collaborations only")
-    return Finding(OK, "encryption", f"RSA {config.private_key.key_size}-bit private key, public key fingerprint "
-                                     f"{envelope.fingerprint(config.private_key).hex()}")
+    own = envelope.fingerprint(config.private_key).hex()
+    described = f"RSA {config.private_key.key_size}-bit private key, public key fingerprint {own}"
+    if published_pem is None:
+        return Finding(OK, "encryption", f"{described} (not compared: the server was not reached)")
+    if not published_pem.strip():
+        return Finding(WARN, "encryption", f"{described}, but the organisation has published no public key "
+                                           "(vantage-client publish-key)")
+    try:
+        published = envelope.fingerprint(envelope.load_public_key(published_pem)).hex()
+    except ValueError as exc:  # the envelope module's KeyFormatError
+        return Finding(FAIL, "encryption", f"the organisation's published public key cannot be read: {exc}")
+    if published != own:
+        return Finding(FAIL, "encryption", f"the private key (fingerprint {own}) does not match the organisation's "
+                                           f"published public key (fingerprint {published})")
+    return Finding(OK, "encryption", f"{described}, the organisation's published key")
 
 
-def _check_server(config: NodeConfig, client: ServerClient) -> list[Finding]:
+def _check_server(config: NodeConfig, client: ServerClient) -> tuple[list[Finding], dict | None]:
     try:
         client.authenticate()
         node = client.me()
     except ServerUnavailable as exc:
-        return [Finding(FAIL, "server", f"{config.server.url} cannot be reached: {exc}")]
+        return [Finding(FAIL, "server", f"{config.server.url} cannot be reached: {exc}")], None
     except ServerRefused as exc:
-        return [Finding(FAIL, "server", f"{config.server.url} refused the API key: {exc}")]
+        return [Finding(FAIL, "server", f"{config.server.url} refused the API key: {exc}")], None
     return [Finding(OK, "server", (
         f"{config.server.url} accepted the API key: node {node.get('id')} \"{node.get('name', '')}\", "
         f"organisation {_show_id(node.get('organization'))}, collaboration {_show_id(node.get('collaboration'))}"
-    ))]
+    ))], node
 
 
 def _show_id(value) -> str:
@@ -101,7 +119,14 @@ def _check_task_folder(config: NodeConfig) -> list[Finding]:
     probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("/"))
     if not os.access(probe, os.W_OK | os.X_OK):
         return [Finding(FAIL, "task_folder", f"{folder}: not writable by this user")]
-    return [Finding(OK, "task_folder", f"{folder} is usable")]
+    findings = [Finding(OK, "task_folder", f"{folder} is usable")]
+    home = str(Path.home())
+    if home not in ("/", "") and (str(folder) + "/").startswith(home.rstrip("/") + "/"):
+        # Bind mounts show their host path in the container's /proc/self/mountinfo.
+        findings.append(Finding(WARN, "task_folder", (
+            f"{folder} is under the home folder {home}: algorithms see this path in /proc/self/mountinfo; "
+            "choose one that names no person, such as /var/lib/vantage-node")))
+    return findings
 
 
 def _readable_by(path: Path, user: str) -> bool:
@@ -183,6 +208,32 @@ def _check_policy(config: NodeConfig) -> list[Finding]:
         findings.append(Finding(OK, "policy", f"{len(policy.allowed_images)} allowed image pattern(s)"))
     if not policy.require_digest:
         findings.append(Finding(WARN, "policy", "require_digest is off: tasks may name images by tag"))
+    findings += _check_signatures(policy)
+    return findings
+
+
+def _check_signatures(policy) -> list[Finding]:
+    # Unreadable key files never get here: the config refuses to load (nodeagent/config.py).
+    findings = []
+    for key in policy.trusted_keys:
+        state = ""
+        if key.fingerprint in policy.revoked_keys:
+            state = " (revoked)"
+        elif key.not_after is not None:
+            state = f" (valid until {key.not_after.isoformat()})"
+        findings.append(Finding(OK, "trusted key", f"{key.name}: ECDSA P-256, fingerprint {key.fingerprint}{state}"))
+    if not policy.require_signature:
+        findings.append(Finding(WARN, "signatures", "require_signature = false: this node runs unsigned images"))
+    elif not policy.trusted_keys:
+        default = "" if policy.require_signature_set else " (the default since signed images came in)"
+        findings.append(Finding(FAIL, "signatures", (
+            f"require_signature is on{default} but no trusted_keys are set: every run will be rejected; "
+            "add the reviewers' public keys to [policy] trusted_keys (or set require_signature = false)")))
+    else:
+        findings.append(Finding(OK, "signatures", f"images must be signed by one of {len(policy.trusted_keys)} "
+                                                  "trusted key(s)"))
+    if policy.require_catalogue:
+        findings.append(Finding(OK, "catalogue", "only images the catalogue lists as approved run here"))
     return findings
 
 

@@ -252,8 +252,16 @@ class ServerClient:
         return self._call("POST", f"/api/runs/{run_id}/container-token/",
                           f"getting the container token of run {run_id}").json()["token"]
 
-    def start(self, run_id: int) -> None:
-        self._call("POST", f"/api/runs/{run_id}/start/", f"marking run {run_id} as running")
+    def start(self, run_id: int, digest: str = "") -> None:
+        """Mark the run as running; `digest` is the image digest its container runs."""
+        self._call("POST", f"/api/runs/{run_id}/start/", f"marking run {run_id} as running",
+                   json={"digest": digest} if digest else None)
+
+    def catalogue_status(self, image: str, digest: str) -> str:
+        """The catalogue's status for this image digest ("approved", "retired", ... or "unknown")."""
+        response = self._call("GET", "/api/algorithms/catalogue-status/", "asking the catalogue",
+                              params={"image": image, "digest": digest})
+        return str(response.json().get("status") or "unknown")
 
     def append_log(self, run_id: int, text: str) -> None:
         self._call("POST", f"/api/runs/{run_id}/log/", f"sending the log of run {run_id}", ok=(200, 201, 204),

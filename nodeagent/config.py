@@ -11,11 +11,17 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import date, datetime, time, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from client.vantage_client import signing
 from nodeagent.crypto import KeyFormatError, envelope
 from nodeagent.images import BadReference, ImageRef
 
@@ -26,6 +32,7 @@ FILE_DATABASE_TYPES = ("csv", "parquet", "excel")
 LABEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+FINGERPRINT_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 USER_RE = re.compile(r"^\d+(:\d+)?$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 # Names the node sets itself; algorithm_env must not shadow the container contract.
@@ -69,11 +76,29 @@ class RegistryCredentials:
 
 
 @dataclass(frozen=True)
+class TrustedKey:
+    """A public key whose cosign signatures this node accepts ([policy] trusted_keys)."""
+
+    name: str  # the file's name, or the entry's own name
+    path: Path
+    key: Any = field(repr=False)  # an ECDSA P-256 public key
+    fingerprint: str = ""  # SHA-256 of its DER SubjectPublicKeyInfo, hex
+    not_after: datetime | None = None  # signatures by it are refused after this moment
+
+
+@dataclass(frozen=True)
 class Policy:
     allowed_images: tuple[str, ...] | None = None  # None: any image
     allowed_organizations: tuple[int, ...] | None = None
     allowed_users: tuple[int | str, ...] | None = None
     require_digest: bool = False
+    # Secure by default: an image runs only when a key the hospital trusts signed its digest.
+    require_signature: bool = True
+    require_catalogue: bool = False
+    trusted_keys: tuple[TrustedKey, ...] = ()
+    revoked_keys: frozenset[str] = frozenset()  # fingerprints
+    # False when node.toml does not say require_signature: `--check` explains the new default.
+    require_signature_set: bool = True
 
 
 @dataclass(frozen=True)
@@ -84,6 +109,7 @@ class Limits:
     deadline: int = 3600
     max_concurrent_runs: int = 2
     tmpfs: int = 64 * 1024**2
+    scratch: int = 256 * 1024**2  # TEMPORARY_FOLDER, a tmpfs: counted within `memory`
     max_output: int = 256 * 1024**2
     user: str = "65534:65534"
 
@@ -164,6 +190,9 @@ class NodeConfig:
                 ),
                 "allowed_users": list(self.policy.allowed_users) if self.policy.allowed_users is not None else None,
                 "require_digest": self.policy.require_digest,
+                "require_signature": self.policy.require_signature,
+                "require_catalogue": self.policy.require_catalogue,
+                "trusted_keys": [key.fingerprint for key in self.policy.trusted_keys],
             },
             "limits": {
                 "cpus": self.limits.cpus, "memory": self.limits.memory, "pids": self.limits.pids,
@@ -256,7 +285,7 @@ def parse(raw: dict, *, source: str, base_dir: Path, environ: dict | None = None
     task_folder = _path(root, "task_folder", base_dir, required=True)
     databases = _databases(root.table_of("databases"), base_dir)
     registries = _registries(root.table_of("registries"), base_dir)
-    policy = _policy(root.table_of("policy"))
+    policy = _policy(root.table_of("policy"), base_dir)
     limits = _limits(root.table_of("limits"))
     algorithm_env = _algorithm_env(root.table_of("algorithm_env"))
     private_key = _private_key(root.table_of("encryption"), base_dir, environ)
@@ -417,7 +446,7 @@ def _string_list(reader: _Reader, name: str) -> tuple[str, ...] | None:
     return tuple(values)
 
 
-def _policy(reader: _Reader) -> Policy:
+def _policy(reader: _Reader, base_dir: Path) -> Policy:
     images = _string_list(reader, "allowed_images")
     organizations = reader.get("allowed_organizations", (list,), "a list of organisation ids")
     if organizations is not None:
@@ -433,11 +462,71 @@ def _policy(reader: _Reader) -> Policy:
                 raise reader.error("allowed_users", f"expected user ids or usernames, found {_show(value)}")
         users = tuple(users)
     require_digest = reader.get("require_digest", (bool,), "true or false", default=False)
+    require_signature_set = "require_signature" in reader.table
+    require_signature = reader.get("require_signature", (bool,), "true or false", default=True)
+    require_catalogue = reader.get("require_catalogue", (bool,), "true or false", default=False)
+    trusted = _trusted_keys(reader, base_dir)
+    revoked = _string_list(reader, "revoked_keys") or ()
+    for value in revoked:
+        if not FINGERPRINT_RE.match(value):
+            raise reader.error("revoked_keys", f"expected key fingerprints (64 hex digits), found {_show(value)}")
     reader.finish()
     return Policy(
         allowed_images=images, allowed_organizations=organizations, allowed_users=users,
-        require_digest=require_digest,
+        require_digest=require_digest, require_signature=require_signature, require_catalogue=require_catalogue,
+        trusted_keys=trusted, revoked_keys=frozenset(v.lower() for v in revoked),
+        require_signature_set=require_signature_set,
     )
+
+
+def _trusted_keys(reader: _Reader, base_dir: Path) -> tuple[TrustedKey, ...]:
+    """`trusted_keys = ["keys/reviewers.pub", {path = "keys/old.pub", not_after = 2027-06-30}]`:
+    each a PKIX PEM ECDSA P-256 public key (cosign.pub); an unreadable one stops the node."""
+    entries = reader.get("trusted_keys", (list,), "a list of public key files", default=[])
+    keys = []
+    for index, entry in enumerate(entries):
+        label = f"trusted_keys[{index}]"
+        not_after = None
+        if isinstance(entry, dict):
+            unknown = set(entry) - {"path", "not_after", "name"}
+            if unknown:
+                raise reader.error(label, f"unknown key {sorted(unknown)[0]} (expected path, not_after, name)")
+            path_text, not_after, name = entry.get("path"), entry.get("not_after"), entry.get("name")
+            if not_after is not None:
+                not_after = _moment(reader, label, not_after)
+        else:
+            path_text, name = entry, None
+        if not isinstance(path_text, str) or not path_text.strip():
+            raise reader.error(label, f"expected a public key file or {{path = ..., not_after = ...}}, "
+                                      f"found {_show(entry)}")
+        path = Path(path_text).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise reader.error(label, f"cannot read {path}: {exc.strerror}")
+        try:
+            public = serialization.load_pem_public_key(data)
+        except (ValueError, UnsupportedAlgorithm):
+            raise reader.error(label, f"{path} is not a PEM public key (cosign.pub format)")
+        if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(public.curve, ec.SECP256R1):
+            raise reader.error(label, f"{path} is not an ECDSA P-256 public key (cosign's key type)")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise reader.error(label, "name must be a non-empty string")
+        keys.append(TrustedKey(name=name or path.name, path=path, key=public,
+                               fingerprint=signing.fingerprint(public), not_after=not_after))
+    return tuple(keys)
+
+
+def _moment(reader: _Reader, label: str, value) -> datetime:
+    """A TOML date (the whole day counts) or an offset date-time."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise reader.error(label, "not_after needs a time zone (e.g. 2027-06-30T00:00:00Z) or a plain date")
+        return value
+    if isinstance(value, date):
+        return datetime.combine(value, time.max, tzinfo=timezone.utc)
+    raise reader.error(label, f"not_after must be a TOML date like 2027-06-30, got {_show(value)}")
 
 
 def _size(reader: _Reader, name: str, default: int, minimum: int) -> int:
@@ -460,6 +549,7 @@ def _limits(reader: _Reader) -> Limits:
         raise reader.error("cpus", f"expected 0.01 to {available} (the CPUs of this machine), got {cpus}")
     memory = _size(reader, "memory", defaults.memory, minimum=6 * 1024**2)
     tmpfs = _size(reader, "tmpfs", defaults.tmpfs, minimum=1024**2)
+    scratch = _size(reader, "scratch", defaults.scratch, minimum=1024**2)
     max_output = _size(reader, "max_output", defaults.max_output, minimum=1024**2)
     pids = reader.get("pids", (int,), "a whole number", default=defaults.pids)
     if pids < 8:
@@ -478,7 +568,7 @@ def _limits(reader: _Reader) -> Limits:
     reader.finish()
     return Limits(
         cpus=float(cpus), memory=memory, pids=pids, deadline=deadline, max_concurrent_runs=concurrent,
-        tmpfs=tmpfs, max_output=max_output, user=user,
+        tmpfs=tmpfs, scratch=scratch, max_output=max_output, user=user,
     )
 
 

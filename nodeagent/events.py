@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 15.0
 CLOSE_UNAUTHENTICATED = 4401
 MAX_MESSAGE_BYTES = 1024 * 1024
+# A refused connection costs the server nothing, and the websocket's return is what sends
+# the outcomes held through an outage (nodeagent.job.ServerBack): retried at least this often.
+RECONNECT_MAX_SECONDS = 5.0
 
 
 class EventListener:
@@ -39,17 +42,18 @@ class EventListener:
         self.ws_url = f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws/node/"
         self.thread: threading.Thread | None = None
         self.connected = threading.Event()  # set while the server's events reach us
+        self._attempt = 0  # failed connections since the last one that worked
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._main, name="events", daemon=True)
         self.thread.start()
 
     def _main(self) -> None:
-        attempt = 0
+        self._attempt = 0
         while not self.stop.is_set():
             try:
                 self._session()
-                attempt = 0
+                self._attempt = 0
             except ConnectionClosed as closed:
                 code, reason = (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "connection lost")
                 log.info("websocket closed (%s %s); polling meanwhile", code, reason)
@@ -59,8 +63,8 @@ class EventListener:
                 log.info("websocket %s unavailable (%s); polling meanwhile", self.ws_url, exc)
             finally:
                 self.connected.clear()
-            attempt += 1
-            self.stop.wait(self.backoff(attempt))
+            self._attempt += 1
+            self.stop.wait(min(self.backoff(self._attempt), RECONNECT_MAX_SECONDS))
 
     def _session(self) -> None:
         headers = {"Authorization": f"Bearer {self.client.access_token()}"}
@@ -86,6 +90,7 @@ class EventListener:
         if kind == "hello":
             log.info("websocket connected")
             self.connected.set()
+            self._attempt = 0  # the next loss starts over at the shortest wait
             self.on_reconnect()  # catch up with whatever arrived while not connected
         elif kind == "run.created" and isinstance((event.get("run") or {}).get("id"), int):
             self.on_new_run(event["run"]["id"])

@@ -1,9 +1,12 @@
 """Docker: pull by digest with the site's credentials, run isolated containers.
 
 Every algorithm container gets: network `none`; a read-only root filesystem with a
-small noexec tmpfs on /tmp; no capabilities; no-new-privileges; memory (no swap on
-top), CPU and pids limits; an unprivileged user; database files mounted read-only;
-and only its own input/output/token files and temp folder. Containers carry the
+small noexec tmpfs on /tmp; its scratch folder (TEMPORARY_FOLDER) a noexec tmpfs of
+`limits.scratch` bytes, counted within its memory limit; no file it writes larger than
+`limits.max_output` + 1 bytes (RLIMIT_FSIZE: the output file is bounded while the
+container runs, not only checked after); no capabilities; no-new-privileges; memory
+(no swap on top), CPU and pids limits; an unprivileged user; database files mounted
+read-only; and only its own input/output/token files. Containers carry the
 labels `vantage.server`, `vantage.node_id` and `vantage.run_id`, so an agent that
 restarts finds its own containers and no one else's.
 """
@@ -20,7 +23,7 @@ import docker
 import docker.errors
 import requests
 from docker.models.containers import Container
-from docker.types import LogConfig, Mount
+from docker.types import LogConfig, Mount, Ulimit
 
 from nodeagent.config import Limits, RegistryCredentials
 from nodeagent.images import BadReference, ImageRef
@@ -60,6 +63,7 @@ class ContainerSpec:
     # 127.0.0.1:<proxy_port> is the relay to the node proxy and nothing else exists.
     network_mode: str = "none"
     command: list[str] | None = None  # None: the image's own CMD
+    scratch: str | None = None  # where the run's size-limited scratch tmpfs goes (algorithm containers)
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,8 @@ class Executor:
                 mounts=spec.mounts,
                 network_mode=spec.network_mode,
                 read_only=True,
-                tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs}"},
+                tmpfs=self._tmpfs(spec),
+                ulimits=[Ulimit(name="fsize", soft=limits.max_output + 1, hard=limits.max_output + 1)],
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 mem_limit=memory,
@@ -201,6 +206,12 @@ class Executor:
             raise StartupError(f"the image is gone from the Docker engine: {_explain(exc)}")
         except docker.errors.APIError as exc:
             raise StartupError(f"the container could not be created: {_explain(exc)}")
+
+    def _tmpfs(self, spec: ContainerSpec) -> dict[str, str]:
+        mounts = {"/tmp": f"rw,noexec,nosuid,nodev,size={self.limits.tmpfs}"}
+        if spec.scratch:
+            mounts[spec.scratch] = f"rw,noexec,nosuid,nodev,size={self.limits.scratch},mode=1777"
+        return mounts
 
     def start(self, container: Container) -> None:
         try:

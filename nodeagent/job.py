@@ -24,13 +24,13 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from docker.models.containers import Container
 
-from nodeagent import contract
+from nodeagent import contract, signatures
 from nodeagent import crypto as sealing
 from nodeagent import gate
 from nodeagent.client import Conflict, NotFound, ServerClient, ServerRefused, ServerUnavailable
@@ -49,10 +49,38 @@ from nodeagent.workspace import Outcome, Phase, RunFolder, RunState
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between looks at a running container
-IN_PROCESS_JSON_BYTES = 4 * 1024 * 1024
+# json.load holds ~27 times the size of an output like `[[],[],...]`: small outputs are
+# checked here (at most ~30 MB), larger ones in a child process whose address space is
+# capped, so an output built to blow up the parser costs the host JSON_CHECK_MEMORY at most.
+IN_PROCESS_JSON_BYTES = 1024 * 1024
+JSON_CHECK_MEMORY = 1024**3
 JSON_CHECK_TIMEOUT = 600
 LOG_BATCH_CHARS = 64 * 1024  # one POST /log/ at most
 RETRY_BASE, RETRY_MAX = 1.0, 30.0
+
+
+class ServerBack:
+    """Told when the websocket connects again, so that outcomes held through a server
+    outage go at once rather than at their next retry, up to RETRY_MAX later."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self.count = 0
+
+    def announce(self) -> None:
+        with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    def wait(self, seen: int, timeout: float, stop: threading.Event) -> None:
+        """Until `timeout` has passed, the server came back after `seen`, or stop is set."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.count == seen and not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._changed.wait(min(left, 0.5))  # stop is an Event of its own: look at it twice a second
 
 
 @dataclass
@@ -65,6 +93,7 @@ class AgentContext:
     node_id: int
     stop: threading.Event
     forwarders: ForwarderPool
+    server_back: ServerBack = field(default_factory=ServerBack)
 
     @staticmethod
     def key_of(server_url: str) -> str:
@@ -216,6 +245,20 @@ class RunJob:
         if why:
             self._decide(Outcome("rejected", None, "policy", f"refused by this node's policy: {why}"))
             return None
+        try:
+            # Before anything is pulled: the digest is resolved here and is what runs.
+            image = signatures.admit(self.ctx.config.policy, self.ctx.config.registries, image,
+                                     self.ctx.client.catalogue_status)
+        except signatures.Rejected as exc:
+            self._decide(Outcome("rejected", None, "policy", f"refused by this node's policy: {exc}"))
+            return None
+        except signatures.Unavailable as exc:
+            self._decide(Outcome("failed", None, "image", str(exc)))
+            return None
+        except (ServerUnavailable, ServerRefused) as exc:
+            self._decide(Outcome("failed", None, "internal", f"the catalogue could not be asked: {exc}"))
+            return None
+        self.state.run["executed_digest"] = image.digest
         labels = [entry.get("label") for entry in task.get("databases") or [] if isinstance(entry, dict)]
         missing = [label for label in labels if label not in self.ctx.config.databases]
         if missing:
@@ -368,7 +411,7 @@ class RunJob:
 
     def _report_start(self) -> None:
         try:
-            self.ctx.client.start(self.run_id)
+            self.ctx.client.start(self.run_id, self.state.run.get("executed_digest") or "")
             self._start_reported = True
         except ServerUnavailable as exc:
             log.warning("run %s: could not tell the server it started (will retry): %s", self.run_id, exc)
@@ -383,7 +426,6 @@ class RunJob:
             bind(str(self.folder.input), contract.INPUT_PATH, read_only=True),
             bind(str(self.folder.output), contract.OUTPUT_PATH, read_only=False),
             bind(str(self.folder.token), contract.TOKEN_PATH, read_only=True),
-            bind(str(self.folder.tmp), contract.TEMP_PATH, read_only=False),
         ]
         data_mounts = {}
         for label in labels:
@@ -399,6 +441,7 @@ class RunJob:
                     LABEL_TASK: str(_id(self.state.run.get("task")) or "")},
             mounts=mounts,
             network_mode=network_mode,
+            scratch=contract.TEMP_PATH,
         )
 
     # ---------------------------------------------------------------- supervision
@@ -478,6 +521,9 @@ class RunJob:
             lines = [f"[node] the algorithm exited with code {code}"]
             if exit_info.oom_killed:
                 lines.append(f"[node] it ran out of memory (limit {self.ctx.config.limits.memory} bytes)")
+            limit = self.ctx.config.limits.max_output
+            if self.folder.output.exists() and self.folder.output.stat().st_size > limit:
+                lines.append(f"[node] it tried to write a file larger than {limit} bytes (limits.max_output)")
             if exit_info.error:
                 lines.append(f"[node] Docker: {exit_info.error}")
             return Outcome("crashed", code, "algorithm", "\n".join(lines))
@@ -544,19 +590,24 @@ class RunJob:
         attempt = 0
         while not self.ctx.stop.is_set():
             result = self._result_file() if outcome.has_result else None
+            seen = self.ctx.server_back.count
             try:
                 if outcome.held is not None:
                     report_held(self, outcome)
                     break
                 self.ctx.client.finish(self.run_id, status=outcome.status, exit_code=outcome.exit_code,
                                        error_kind=outcome.error_kind, log=outcome.log, result=result)
-                log.debug("run %s: outcome uploaded", self.run_id)
+                if attempt:
+                    log.info("run %s: outcome uploaded after %d failed attempt(s)", self.run_id, attempt)
+                else:
+                    log.debug("run %s: outcome uploaded", self.run_id)
                 break
             except ServerUnavailable as exc:
                 attempt += 1
                 delay = backoff(attempt)
-                log.warning("run %s: upload failed (%s); retrying in %.1f s", self.run_id, exc, delay)
-                self.ctx.stop.wait(delay)
+                log.warning("run %s: upload failed (%s); retrying in %.1f s, or once the server is back",
+                            self.run_id, exc, delay)
+                self.ctx.server_back.wait(seen, delay, self.ctx.stop)
             except (Conflict, NotFound) as exc:
                 # Already final (an earlier attempt got through before its answer was lost,
                 # or the run was killed meanwhile) or deleted: nothing left to send.
@@ -608,14 +659,20 @@ def json_problem(path: Path, size: int) -> str | None:
         except (ValueError, RecursionError) as exc:
             return str(exc) or type(exc).__name__
         return None
-    checker = ("import json, sys\n"
+    # The child caps its own address space first (preexec_fn is unsafe in a threaded agent).
+    checker = ("import json, resource, sys\n"
+               "limit = int(sys.argv[2])\n"
+               "resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
                "try:\n    json.load(open(sys.argv[1], 'rb'))\n"
-               "except (ValueError, RecursionError) as exc:\n    print(exc or type(exc).__name__); sys.exit(1)\n")
+               "except (ValueError, RecursionError) as exc:\n    print(exc or type(exc).__name__); sys.exit(1)\n"
+               "except MemoryError:\n    print('MemoryError'); sys.exit(2)\n")
     try:
-        done = subprocess.run([sys.executable, "-c", checker, str(path)], capture_output=True, text=True,
-                              timeout=JSON_CHECK_TIMEOUT)
+        done = subprocess.run([sys.executable, "-c", checker, str(path), str(JSON_CHECK_MEMORY)],
+                              capture_output=True, text=True, timeout=JSON_CHECK_TIMEOUT)
     except subprocess.TimeoutExpired:
         return f"checking it took longer than {JSON_CHECK_TIMEOUT} s"
+    if done.returncode == 2 or "MemoryError" in done.stderr:
+        return f"it takes more than {JSON_CHECK_MEMORY // 1024**2} MiB to parse (the node's bound for checking outputs)"
     if done.returncode != 0:
         return done.stdout.strip() or done.stderr.strip()[-300:] or f"the checker exited with {done.returncode}"
     return None

@@ -30,6 +30,7 @@ import os
 import socket
 import socketserver
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -42,7 +43,16 @@ log = logging.getLogger(__name__)
 
 SOCKET_NAME = "proxy.sock"
 TIMEOUT = (5, 60)
-MAX_BODY = 64 * 1024 * 1024
+# What one run's container can make the agent hold: requests up to the server's own
+# request limit (VANTAGE_MAX_REQUEST_BYTES, 20 MiB by default), answers from the server
+# (results of subtasks, base64-encoded for the container) up to MAX_ANSWER, on at most
+# MAX_CONNECTIONS connections at once; a client that stops sending is dropped after
+# CLIENT_TIMEOUT seconds.
+MAX_BODY = 20 * 1024 * 1024
+MAX_ANSWER = 32 * 1024 * 1024
+MAX_CONNECTIONS = 4
+CLIENT_TIMEOUT = 30
+BODY_METHODS = ("POST", "PUT", "PATCH")
 # vantage6 4.x TaskStatus words for our derived task statuses.
 V6_TASK_STATUS = {"pending": "pending", "active": "active", "completed": "completed", "failed": "failed",
                   "killed": "killed by user"}
@@ -52,6 +62,19 @@ class ProxyError(Exception):
     def __init__(self, status: int, message: str):
         self.status, self.message = status, message
         super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self):
+        return json.loads(self.content)
 
 
 class Upstream:
@@ -65,9 +88,23 @@ class Upstream:
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.lock = threading.Lock()
 
-    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+    def call(self, method: str, path: str, **kwargs) -> Answer:
+        """The server's answer, read up to MAX_ANSWER bytes (a larger one is refused, not held)."""
         try:
-            return self.session.request(method, f"{self.url}{path}", timeout=TIMEOUT, **kwargs)
+            with self.session.request(method, f"{self.url}{path}", timeout=TIMEOUT, stream=True,
+                                      **kwargs) as response:
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > MAX_ANSWER:
+                    raise ProxyError(502, f"the server's answer ({declared} bytes) is larger than the node proxy "
+                                          f"passes on ({MAX_ANSWER} bytes)")
+                chunks, size = [], 0
+                for chunk in response.iter_content(256 * 1024):
+                    size += len(chunk)
+                    if size > MAX_ANSWER:
+                        raise ProxyError(502, f"the server's answer is larger than the node proxy passes on "
+                                              f"({MAX_ANSWER} bytes)")
+                    chunks.append(chunk)
+                return Answer(response.status_code, b"".join(chunks))
         except requests.RequestException as exc:
             raise ProxyError(502, f"the server cannot be reached: {type(exc).__name__}")
 
@@ -162,6 +199,12 @@ def _create_task(upstream: Upstream, body: bytes) -> dict:
                "organizations": organizations, "description": request.get("description") or ""}
     if request.get("databases"):
         payload["databases"] = request["databases"]
+    # Passed on for the server to check (it refuses any but the container's own with a 400),
+    # never dropped: silently running the parent's image instead would hide the mistake.
+    if request.get("collaboration_id") is not None:
+        payload["collaboration"] = request["collaboration_id"]
+    if request.get("image"):
+        payload["image"] = request["image"]
     task = upstream.json("POST", "/api/tasks/", json=payload)
     status = V6_TASK_STATUS.get(task.get("status"), task.get("status"))
     return {**task, "id": task["id"], "status": status}
@@ -219,11 +262,9 @@ class _Handler(BaseHTTPRequestHandler):
         prefix = self.server.api_path
         if prefix and path.startswith(prefix):
             path = path[len(prefix):]
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._answer(413, {"msg": "request too large"})
-            return
-        body = self.rfile.read(length) if length else b""
+        body = self._body()
+        if body is None:
+            return  # refused, and the connection is closed
         try:
             status, answer = translate(self.server.upstream, self.command, path, split.query, body)
         except ProxyError as exc:
@@ -236,11 +277,40 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
 
-    def _answer(self, status: int, answer: dict) -> None:
+    def _body(self) -> bytes | None:
+        """The request body, or None after refusing it: a body is read only when its length
+        is declared, not negative and within MAX_BODY, and never past that length."""
+        declared = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding"):
+            return self._refuse(411, "send a Content-Length; chunked bodies are not accepted")
+        if declared is None:
+            if self.command in BODY_METHODS:
+                return self._refuse(411, "a request with a body needs a Content-Length")
+            return b""
+        if not declared.strip().isdigit():
+            return self._refuse(400, f"Content-Length must be a whole number of bytes, not {declared[:40]!r}")
+        length = int(declared)
+        if length > MAX_BODY:
+            return self._refuse(413, f"the body ({length} bytes) is larger than the node proxy takes ({MAX_BODY})")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            return None  # the client went away mid-body
+        return body
+
+    def _refuse(self, status: int, message: str) -> None:
+        # The unread body stays in the socket: the connection cannot carry another request.
+        self.close_connection = True
+        self._answer(status, {"msg": message}, close=True)
+        return None
+
+    def _answer(self, status: int, answer: dict, close: bool = False) -> None:
         data = json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -251,12 +321,41 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # _serve logs each call
 
 
+_BUSY_BODY = json.dumps({"msg": f"too many connections to the node proxy at once ({MAX_CONNECTIONS})"}).encode()
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+         b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+
+
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
     def __init__(self, path: str, upstream: Upstream, run_id: int, api_path: str):
         self.upstream, self.run_id, self.api_path = upstream, run_id, api_path.rstrip("/")
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(path, _Handler)
+
+    def process_request(self, request, client_address):
+        """A connection beyond MAX_CONNECTIONS is answered 503 at once and closed: no thread,
+        no buffer for it."""
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            request.settimeout(CLIENT_TIMEOUT)
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class RunProxy:

@@ -3,13 +3,13 @@
     <task_folder>/runs/run-<id>/       0700, only the agent's user can enter
         state.json                     phase, container name, deadline, outcome
         input   output   token         mounted one by one into the container
-        tmp/                           the container's TEMPORARY_FOLDER
     <task_folder>/forwarders/slot-<n>/ the proxy socket of the run borrowing slot n
 
 The container never sees this folder itself: it gets bind mounts of its own three
-files and its tmp folder, so one run cannot read another run's files. Because the
-folder is 0700, the files inside can be open to the container's unprivileged user
-(input and token readable, output and tmp writable) without being open to the host.
+files, so one run cannot read another run's files. Because the folder is 0700, the
+files inside can be open to the container's unprivileged user (input and token
+readable, output writable) without being open to the host. Its TEMPORARY_FOLDER is
+not here: it is a size-limited tmpfs of the container's own (nodeagent/executor.py).
 """
 
 from __future__ import annotations
@@ -77,10 +77,6 @@ class RunFolder:
     def token(self) -> Path:
         return self.path / "token"
 
-    @property
-    def tmp(self) -> Path:
-        return self.path / "tmp"
-
     def exists(self) -> bool:
         return (self.path / STATE_FILE).exists()
 
@@ -97,8 +93,6 @@ class RunFolder:
         self.token.chmod(0o644)
         self.output.write_bytes(b"")
         self.output.chmod(0o666)
-        self.tmp.mkdir()
-        self.tmp.chmod(0o1777)
 
     def write_token(self, token: str) -> None:
         """Replace the token file whole, before the container starts (its bind mount is made

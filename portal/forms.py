@@ -10,6 +10,7 @@ from django import forms
 
 from collaborations.models import Organization
 from portal import selectors
+from vantage.inputs import DESCRIPTION_MAX_CHARS
 
 KWARGS_PLACEHOLDER = '{"columns": ["age", "tsize"]}'
 
@@ -19,6 +20,16 @@ class LoginForm(forms.Form):
                                                                             "autocomplete": "username"}))
     password = forms.CharField(strip=False, max_length=4096,
                                widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    otp = forms.CharField(
+        label="Authenticator code", required=False, max_length=64,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+        help_text="Once you have set up a second factor: the code your app shows, or a recovery code.",
+    )
+
+
+class SecondFactorConfirmForm(forms.Form):
+    code = forms.CharField(label="Code from the app", max_length=16, widget=forms.TextInput(
+        attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}))
 
 
 class OrganizationCheckboxes(forms.CheckboxSelectMultiple):
@@ -66,7 +77,8 @@ class TaskCreateForm(forms.Form):
         help_text="Database labels, comma-separated, each optionally with a type: gbsg2 or gbsg2:csv, extra:parquet.",
     )
     name = forms.CharField(max_length=200, required=False, help_text="Defaults to the method.")
-    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    description = forms.CharField(required=False, max_length=DESCRIPTION_MAX_CHARS,
+                                  widget=forms.Textarea(attrs={"rows": 2}))
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)

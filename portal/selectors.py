@@ -27,6 +27,34 @@ RESULT_PREVIEW_NESTING = 100
 OPEN_TASK_STATUSES = (Task.Status.PENDING, Task.Status.ACTIVE)
 
 
+def second_factor_missing(*, user) -> bool:
+    """True when the user must log in with a second factor and has none confirmed yet."""
+    from accounts.services import confirmed_second_factor, second_factor_required
+
+    return second_factor_required(user) and confirmed_second_factor(user) is None
+
+
+def security_page(*, user) -> dict:
+    """The security page: the confirmed second factor, or the one being set up with its
+    QR code (an inline SVG made here: the secret goes to no other service)."""
+    import pyotp
+    import segno
+
+    from accounts.models import SecondFactor
+    from accounts.services import second_factor_required
+
+    factor = SecondFactor.objects.filter(user=user).first()
+    page = {"factor": factor, "required": second_factor_required(user), "qr_svg": "", "secret": ""}
+    if factor is not None and factor.confirmed_at is None:
+        uri = pyotp.TOTP(factor.secret).provisioning_uri(name=user.get_username(), issuer_name="Vantage")
+        page["qr_svg"] = segno.make(uri, error="m").svg_inline(scale=5, title="QR code for your authenticator app")
+        page["secret"] = factor.secret
+        page["recovery_left"] = 0
+    if factor is not None and factor.confirmed_at is not None:
+        page["recovery_left"] = user.recovery_codes.filter(used_at__isnull=True).count()
+    return page
+
+
 def may_create_tasks(*, user) -> bool:
     return user_scope(user, Resource.TASK, Action.CREATE) is not None
 

@@ -18,8 +18,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.static import serve
 
+from accounts import services as account_services
 from portal import selectors, services
-from portal.forms import LoginForm, TaskCreateForm
+from portal.forms import LoginForm, SecondFactorConfirmForm, TaskCreateForm
 from tasks import services as task_services
 from vantage.errors import DomainError, NotAllowed, NotFound
 
@@ -48,12 +49,19 @@ def _error_page(request: HttpRequest, status: int, title: str, message: str) -> 
 
 
 def portal_page(view):
-    """A page for logged-in users; domain errors become the portal's 404 and 403 pages."""
+    """A page for logged-in users; domain errors become the portal's 404 and 403 pages.
+
+    A user who must log in with a second factor and has none set up yet sees only the
+    security page, to set one up.
+    """
 
     @with_csp
     @login_required(login_url="portal:login")
     @wraps(view)
     def wrapper(request, *args, **kwargs):
+        if selectors.second_factor_missing(user=request.user):
+            messages.warning(request, "Your account must use a second factor: set up an authenticator app first.")
+            return redirect("portal:security")
         try:
             return view(request, *args, **kwargs)
         except NotFound as exc:
@@ -98,6 +106,46 @@ def logout_view(request: HttpRequest) -> HttpResponse:
     services.session_logout(request=request)
     messages.info(request, "You are logged out.")
     return redirect("portal:login")
+
+
+@require_POST
+@with_csp
+@login_required(login_url="portal:login")
+def logout_everywhere_view(request: HttpRequest) -> HttpResponse:
+    services.session_logout_everywhere(request=request)
+    messages.info(request, "You are logged out everywhere: every session and API token of your account has ended.")
+    return redirect("portal:login")
+
+
+@require_http_methods(["GET", "POST"])
+@with_csp
+@login_required(login_url="portal:login")
+def security(request: HttpRequest) -> HttpResponse:
+    """The second factor (set up with a QR code and a first code) and "log out everywhere".
+
+    GET shows the state; POST with `action=begin` starts a set-up, with `action=confirm`
+    checks the first code and shows the recovery codes, once.
+    """
+    form = SecondFactorConfirmForm(request.POST if request.POST.get("action") == "confirm" else None)
+    status = 200
+    if request.method == "POST":
+        if request.POST.get("action") == "begin":
+            try:
+                account_services.second_factor_begin(user=request.user)
+            except DomainError as exc:
+                messages.error(request, exc.message)
+            return redirect("portal:security")
+        if form.is_valid():
+            try:
+                codes = account_services.second_factor_confirm(user=request.user, code=form.cleaned_data["code"])
+            except DomainError as exc:
+                form.add_error("code", exc.message)
+            else:
+                return render(request, "portal/security.html", {
+                    **selectors.security_page(user=request.user), "recovery_codes": codes})
+        status = 400
+    return render(request, "portal/security.html", {**selectors.security_page(user=request.user), "form": form},
+                  status=status)
 
 
 @require_GET

@@ -13,17 +13,25 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from accounts.admin import ReadOnlyAdmin, ReadOnlyMixin, ServiceAdmin
-from tasks.models import Algorithm, Run, Task
+from tasks.models import Algorithm, AlgorithmApproval, Run, Task
 from tasks.selectors import with_status
 from tasks.services import algorithm_review, algorithm_submit, task_delete, task_kill
 
-RUN_FIELDS = ("task", "organization", "node", "status", "error_kind", "exit_code", "input_size", "result_name",
+RUN_FIELDS = ("task", "organization", "node", "status", "digest", "error_kind", "exit_code", "input_size", "result_name",
               "result_size", "result_sha256", "log_display", "log_truncated", "kill_requested_at", "created_at",
               "claimed_at", "started_at", "finished_at")
 
 
+class AlgorithmApprovalInline(ReadOnlyMixin, admin.TabularInline):
+    model = AlgorithmApproval
+    fields = ("reviewer", "signature_digest", "key_fingerprint", "note", "created_at")
+    readonly_fields = fields
+    extra = 0
+
+
 @admin.register(Algorithm)
 class AlgorithmAdmin(ServiceAdmin):
+    inlines = (AlgorithmApprovalInline,)
     list_display = ("name", "image", "short_digest", "status", "submitted_by", "reviewer", "reviewed_at")
     list_select_related = ("submitted_by", "reviewer")
     list_filter = ("status",)
@@ -34,6 +42,9 @@ class AlgorithmAdmin(ServiceAdmin):
 
     def get_fields(self, request, obj=None):
         return self.submitted_fields if obj is None else self.submitted_fields + self.review_fields
+
+    def get_inline_instances(self, request, obj=None):
+        return [] if obj is None else super().get_inline_instances(request, obj)  # approvals exist after submission
 
     @admin.display(description="digest", ordering="digest")
     def short_digest(self, algorithm):
@@ -61,9 +72,11 @@ class AlgorithmAdmin(ServiceAdmin):
         """Ask for an optional note on an intermediate page, then review each algorithm."""
         if request.POST.get("confirm") == "yes":
             note = request.POST.get("note", "").strip()
+            signed = {name: request.POST.get(name, "").strip() for name in ("signature_digest", "key_fingerprint")}
             self.run_service_per_object(
                 request, queryset,
-                lambda algorithm: algorithm_review(actor=request.user, algorithm=algorithm, status=status, note=note),
+                lambda algorithm: algorithm_review(actor=request.user, algorithm=algorithm, status=status, note=note,
+                                                   **signed),
                 f"{{count}} algorithm(s) {status}.",
             )
             return None

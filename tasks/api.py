@@ -22,7 +22,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from accounts.api import GuardedViewSet, ScopedViewSet, rules_for
@@ -35,6 +35,7 @@ from tasks.serializers import (
     AlgorithmReviewSerializer,
     AlgorithmSerializer,
     AlgorithmSubmitSerializer,
+    CatalogueStatusSerializer,
     ContainerTokenSerializer,
     NodeRunSerializer,
     RunDetailSerializer,
@@ -43,15 +44,18 @@ from tasks.serializers import (
     RunHoldSerializer,
     RunLogSerializer,
     RunSerializer,
+    RunStartSerializer,
     SubtaskCreateSerializer,
     TaskCreateSerializer,
     TaskSerializer,
     node_run_data,
+    run_columns,
     run_data,
     task_data,
 )
 from tasks.uploads import ResultUploadHandler
 from vantage.errors import Conflict, NotFound
+from vantage.parsers import JSONParser
 
 
 class ChunkedFileResponse(FileResponse):
@@ -100,6 +104,16 @@ class AlgorithmViewSet(ScopedViewSet):
             actor=request.user, algorithm=self.get_object(), **self._input(AlgorithmReviewSerializer)
         )
         return Response(AlgorithmSerializer(algorithm).data)
+
+    @extend_schema(parameters=[CatalogueStatusSerializer], responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["get"], permission_classes=[IsNode], url_path="catalogue-status")
+    def catalogue_status(self, request):
+        """For nodes with require_catalogue: the catalogue's status for an image digest
+        ("approved", "retired", "rejected", "submitted" or "unknown")."""
+        serializer = CatalogueStatusSerializer(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        found = selectors.catalogue_status(**serializer.validated_data)
+        return Response({**serializer.validated_data, "status": found})
 
 
 class TaskViewSet(ScopedViewSet):
@@ -183,12 +197,11 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         return RunDetailSerializer
 
     def initialize_request(self, request, *args, **kwargs):
-        request = super().initialize_request(request, *args, **kwargs)
-        if self.action == "finish":
+        if self.action_map.get(request.method.lower()) == "finish":
             # Before anything (even a CSRF check) parses the body: the result goes to a
             # temporary file, counted against the limit, never into memory.
-            request._request.upload_handlers = [ResultUploadHandler(request._request)]
-        return request
+            request.upload_handlers = [ResultUploadHandler(request)]
+        return super().initialize_request(request, *args, **kwargs)
 
     @extend_schema(request=None, responses={200: NodeRunSerializer,
                                             409: OpenApiResponse(description="Another node claimed it first.")})
@@ -196,7 +209,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     def claim(self, request, pk=None):
         """Claim a pending run for this node; of nodes claiming at once, exactly one wins."""
         # The claim itself is scoped to the node, so the object is looked up only when it fails.
-        run = services.run_claim(run_id=pk, node=request.user) if str(pk).isdigit() else None
+        run = services.run_claim(run_id=pk, node=request.user)  # pk: an int (vantage.routers)
         if run is None:
             self.get_object()  # 404 when the run is not this node's to see
             raise Conflict("The run is no longer pending: another node claimed it, or it was killed.")
@@ -210,20 +223,18 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         token, expires_in = container_tokens.container_token_issue(run=self.get_object(), node=request.user)
         return Response(ContainerTokenSerializer({"token": token, "expires_in": expires_in}).data)
 
-    @extend_schema(request=None, responses=RunSerializer)
+    @extend_schema(request=RunStartSerializer, responses=RunSerializer)
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
     def start(self, request, pk=None):
         """Mark a run this node claimed as running: its container has started."""
         # As for a claim: the start is scoped to the node that claimed the run, so the run is
         # looked up only when it fails, to answer 404 rather than 409 for a run it cannot see.
-        if not str(pk).isdigit():
-            raise NotFound("No such run.")
         try:
-            run = services.run_start(run_id=pk, node=request.user)
+            run = services.run_start(run_id=pk, node=request.user, **self._input(RunStartSerializer))
         except Conflict:
             self.get_object()  # 404 when the run is not this node's to see
             raise
-        return Response(run_data(vars(run)))
+        return Response(run_data(run_columns(run)))
 
     @extend_schema(request=RunLogSerializer, responses=RunSerializer)
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
@@ -251,12 +262,10 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         """Report the run's final state with its output: streamed as the multipart file part
         `result`, or, when small, inline as base64 in a JSON body (one parse, no file part)."""
         # The service finds the run among this node's own (404 otherwise), as get_object would.
-        if not str(pk).isdigit():
-            raise NotFound("No such run.")
         inline = request.content_type.startswith("application/json")
         fields = self._input(RunFinishInlineSerializer if inline else RunFinishSerializer)
-        run = services.run_finish(run_id=int(pk), node=request.user, **fields)
-        return Response(run_data(vars(run)))
+        run = services.run_finish(run_id=pk, node=request.user, **fields)
+        return Response(run_data(run_columns(run)))
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
                               404: OpenApiResponse(description="No such run, or it has no result.")})

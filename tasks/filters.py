@@ -1,6 +1,6 @@
 """Query-string filters for the algorithm, task and run lists.
 
-Related objects filter by id with NumberFilter: no lookup query, and an id outside the
+Related objects filter by id with vantage.filters.IdFilter: no lookup query, and an id outside the
 caller's scope simply matches nothing. A task's `status` filters on the status the
 database derives from its runs (tasks.selectors.with_status).
 """
@@ -8,6 +8,7 @@ database derives from its runs (tasks.selectors.with_status).
 import django_filters
 
 from tasks.models import Algorithm, Run, Task
+from vantage.filters import IdFilter
 
 
 class AlgorithmFilter(django_filters.FilterSet):
@@ -20,11 +21,11 @@ class AlgorithmFilter(django_filters.FilterSet):
 
 
 class TaskFilter(django_filters.FilterSet):
-    collaboration = django_filters.NumberFilter(field_name="collaboration_id")
+    collaboration = IdFilter(field_name="collaboration_id")
     status = django_filters.ChoiceFilter(choices=Task.Status.choices)
-    init_organization = django_filters.NumberFilter(field_name="init_organization_id")
-    parent = django_filters.NumberFilter(field_name="parent_id")
-    job = django_filters.NumberFilter(field_name="job_id")
+    init_organization = IdFilter(field_name="init_organization_id")
+    parent = IdFilter(field_name="parent_id")
+    job = IdFilter(field_name="job_id")
 
     class Meta:
         model = Task
@@ -33,9 +34,9 @@ class TaskFilter(django_filters.FilterSet):
 
 class RunFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Run.Status.choices)
-    task = django_filters.NumberFilter(field_name="task_id")
-    organization = django_filters.NumberFilter(field_name="organization_id")
-    node = django_filters.NumberFilter(field_name="node_id")
+    task = IdFilter(field_name="task_id")
+    organization = IdFilter(field_name="organization_id")
+    node = IdFilter(field_name="node_id")
 
     class Meta:
         model = Run

@@ -39,6 +39,28 @@ class Algorithm(models.Model):
         return f"{self.name} ({self.image})"
 
 
+class AlgorithmApproval(models.Model):
+    """One reviewer's approval of a catalogue entry, with the signature they made of its digest."""
+
+    algorithm = models.ForeignKey(Algorithm, on_delete=models.CASCADE, related_name="approvals")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    signature_digest = models.CharField(
+        max_length=71, blank=True, help_text="sha256:<hex> of the signed payload in the image's .sig manifest."
+    )
+    key_fingerprint = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 (hex) of the reviewer's signing public key."
+    )
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [models.UniqueConstraint(fields=["algorithm", "reviewer"], name="approval_one_per_reviewer")]
+
+    def __str__(self) -> str:
+        return f"approval of {self.algorithm_id} by {self.reviewer_id}"
+
+
 class DatabaseType(models.TextChoices):
     CSV = "csv"
     PARQUET = "parquet"
@@ -151,6 +173,9 @@ class Run(models.Model):
         help_text="The node that claimed this run.",
     )
     kill_requested_at = models.DateTimeField(null=True, blank=True)
+    digest = models.CharField(
+        max_length=71, blank=True, help_text="The image digest the node verified and ran (reported at start)."
+    )
     hold_info = models.JSONField(
         null=True, blank=True,
         help_text="What the node said when its output gate held the result: type, size, flags. Never the result.",

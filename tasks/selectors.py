@@ -1,7 +1,6 @@
 """Reads for algorithms, tasks and runs, scoped to the caller (user or node)."""
 
 from django.core.files.base import ContentFile, File
-from django.db import connections
 from django.db.models import Case, CharField, Count, Prefetch, Q, QuerySet, Value, When
 from django.db.models.lookups import Exact, GreaterThan
 
@@ -11,6 +10,7 @@ from collaborations.models import Organization
 from collaborations.selectors import member_collaboration_ids
 from tasks.models import Algorithm, Run, Task
 from vantage.errors import NotFound
+from vantage.prepared import PreparedQuery
 
 S = Run.Status
 FAILED_STATUSES = (S.FAILED, S.CRASHED, S.REJECTED, S.TIMED_OUT)
@@ -45,28 +45,17 @@ def with_status(qs: QuerySet[Task]) -> QuerySet[Task]:
     return qs.annotate(status=_status_expression())
 
 
-# Building the status expression's SQL costs far more than running it, and every final
-# run needs its task's status for the event: the ORM compiles this query once per
-# database, with a marker where the task id goes, and later calls only run it.
-_TASK_ID_MARKER = -7_302_011
-_task_status_sql: dict[str, tuple[str, list, int]] = {}
-
-
 def task_status(*, task_id: int) -> str | None:
     """One task's derived status (None for an unknown task), in one query."""
-    connection = connections[Task.objects.db]
-    compiled = _task_status_sql.get(connection.alias)
-    if compiled is None:
-        query = with_status(Task.objects.filter(pk=_TASK_ID_MARKER)).order_by("pk").values_list("status")[:1].query
-        sql, params = query.get_compiler(connection=connection).as_sql()
-        params = list(params)
-        compiled = _task_status_sql[connection.alias] = (sql, params, params.index(_TASK_ID_MARKER))
-    sql, params, marker = compiled
-    params = [*params[:marker], int(task_id), *params[marker + 1:]]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return row[0] if row is not None else None
+    task = _task_status.first(task_id=int(task_id))
+    return task.status if task is not None else None
+
+
+# Building the status expression's SQL costs far more than running it, and every final
+# run needs its task's status for its event: the query is prepared (vantage.prepared).
+_task_status = PreparedQuery(
+    lambda *, task_id: with_status(Task.objects.only("pk").filter(pk=task_id)).order_by("pk")[:1], "task_id"
+)
 
 
 def _task_scope_q(user, scope: int, prefix: str = "") -> Q:
@@ -134,6 +123,76 @@ def run_list(*, principal, action: str = Action.VIEW, defer_payload: bool = Fals
     return qs.filter(_task_scope_q(principal, scope, prefix="task__"))
 
 
+def run_for_claim(*, run_id: int, node) -> Run | None:
+    """A run addressed to the node's organisation in its collaboration, with what a claim
+    answers (tasks.serializers.node_run_data), audits and publishes; None if there is none."""
+    return _run_for_claim.first(
+        run_id=int(run_id), organization_id=node.organization_id, collaboration_id=node.collaboration_id
+    )
+
+
+# Claims are the node's hottest request: prepared (vantage.prepared), and only the
+# columns the claim reads: the creator's row alone holds a dozen the node never sees.
+_run_for_claim = PreparedQuery(
+    lambda *, run_id, organization_id, collaboration_id: Run.objects.select_related(
+        "task__created_by", "task__collaboration"
+    ).only(
+        "task", "organization", "node", "status", "exit_code", "error_kind", "result_size", "result_sha256",
+        "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at", "digest", "input",
+        "task__collaboration", "task__init_organization", "task__job", "task__image", "task__digest", "task__method",
+        "task__databases", "task__created_by", "task__parent", "task__created_by_run", "task__created_by__username",
+        "task__collaboration__encrypted",
+    ).filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id).order_by("pk")[:1],
+    "run_id", "organization_id", "collaboration_id",
+)
+
+
+def node_run_for_update(*, run_id: int, node) -> Run:
+    """One of the node's runs, locked until the transaction ends; NotFound if the node may not see it.
+
+    It loads what a log append and a finish read, answer (tasks.serializers.run_data) and
+    publish; never the input, which is not needed once a run is claimed, nor the task's
+    own columns beyond those naming who may see the events.
+    """
+    run = _node_run_for_update.first(
+        run_id=int(run_id), organization_id=node.organization_id, collaboration_id=node.collaboration_id
+    )
+    if run is None:
+        raise NotFound("No such run for this node.")
+    return run
+
+
+# Every upload and log line of a node locks its run first: prepared (vantage.prepared).
+_node_run_for_update = PreparedQuery(
+    lambda *, run_id, organization_id, collaboration_id: Run.objects.select_for_update(of=("self",))
+    .select_related("task").only(
+        "task", "organization", "node", "status", "exit_code", "error_kind", "result", "result_size",
+        "result_sha256", "log", "log_truncated", "kill_requested_at", "hold_info", "created_at", "claimed_at",
+        "started_at", "finished_at", "digest", "task__collaboration", "task__init_organization", "task__created_by",
+    )
+    .filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id)
+    .order_by("pk")[:1],
+    "run_id", "organization_id", "collaboration_id",
+)
+
+
+def run_with_task(*, run_id: int) -> Run | None:
+    """One run with its task, unscoped: for answering the node that just changed it."""
+    return _run_with_task.first(run_id=int(run_id))
+
+
+_run_with_task = PreparedQuery(lambda *, run_id: Run.objects.select_related("task").filter(pk=run_id), "run_id")
+
+
+def container_run_for_update(*, container) -> Run | None:
+    """The run of an algorithm container, with its task's collaboration and study, locked
+    until the transaction ends (as a finish locks it); never its input or log."""
+    return (
+        Run.objects.select_for_update(of=("self",)).select_related("task__collaboration", "task__study")
+        .defer("input", "log").filter(pk=container.run_id).first()
+    )
+
+
 def run_result_file(*, run: Run) -> File:
     """The stored result of a run, opened for reading; NotFound when it has none."""
     if run.result_data is not None:
@@ -149,7 +208,7 @@ def run_result_file(*, run: Run) -> File:
 def algorithm_list(*, user) -> QuerySet[Algorithm]:
     """The catalogue; users without global algorithm rights see approved entries and their own submissions."""
     scope = user_scope(user, Resource.ALGORITHM, Action.VIEW)
-    qs = Algorithm.objects.select_related("submitted_by", "reviewer")
+    qs = Algorithm.objects.select_related("submitted_by", "reviewer").prefetch_related("approvals")
     if scope is None:
         return qs.none()
     if user_scope(user, Resource.ALGORITHM, Action.EDIT) == Scope.GLOBAL:
@@ -181,3 +240,24 @@ def container_organization_list(*, container, collaboration: str | None = None) 
     if collaboration is not None and collaboration.strip() != str(container.collaboration_id):
         return qs.none()
     return qs
+
+
+def catalogue_status(*, image: str, digest: str) -> str:
+    """What the catalogue says about an image digest, for nodes that require it: the
+    status of its entry for this repository ("approved", "retired", ...) or "unknown"."""
+    repository = image.partition("@")[0]
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository = repository.rsplit(":", 1)[0]
+    statuses = set()
+    for entry_image, status in Algorithm.objects.filter(digest=digest).values_list("image", "status"):
+        name = entry_image.partition("@")[0]
+        if ":" in name.rsplit("/", 1)[-1]:
+            name = name.rsplit(":", 1)[0]
+        if name == repository:
+            statuses.add(status)
+    # Any retired entry for the digest retires it: retiring must not be undone by a second entry.
+    for status in (Algorithm.Status.RETIRED, Algorithm.Status.APPROVED, Algorithm.Status.REJECTED,
+                   Algorithm.Status.SUBMITTED):
+        if status in statuses:
+            return status
+    return "unknown"

@@ -22,10 +22,11 @@ from rest_framework import serializers
 
 from collaborations.selectors import collaboration_list, collaboration_visible, study_list
 from collaborations.serializers import ScopedIdField
-from tasks.models import Algorithm, DatabaseType, Run, Task
+from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
 from vantage.renderers import iso_datetime
-from vantage.serializers import FlatSerializer, LongTextField
+from vantage.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, StrictFields
+from vantage.serializers import LongTextField
 
 
 @extend_schema_field(OpenApiTypes.BYTE)
@@ -59,28 +60,57 @@ class OptionalScopedIdField(ScopedIdField):
 
 
 class AlgorithmSerializer(serializers.ModelSerializer):
+    approvals = serializers.SerializerMethodField()
+
+    def get_approvals(self, algorithm) -> list[dict]:
+        return AlgorithmApprovalSerializer(algorithm.approvals.all(), many=True).data
+
     class Meta:
         model = Algorithm
         fields = ["id", "name", "image", "digest", "description", "functions", "status",
-                  "submitted_by", "reviewer", "reviewed_at", "review_note", "created_at"]
+                  "submitted_by", "reviewer", "reviewed_at", "review_note", "created_at", "approvals"]
         read_only_fields = fields
 
 
-class AlgorithmSubmitSerializer(serializers.Serializer):
+class AlgorithmSubmitSerializer(InputSerializer):
     name = serializers.CharField(max_length=200)
     image = serializers.CharField(max_length=500)
     digest = serializers.CharField(max_length=71, help_text="sha256:<64 hex digits>")
-    description = serializers.CharField(required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=DESCRIPTION_MAX_CHARS)
     functions = serializers.JSONField(
         required=False, help_text='[{"name": ..., "kind": "central"|"partial", "arguments": <JSON schema>}]'
     )
 
 
-class AlgorithmReviewSerializer(serializers.Serializer):
+class AlgorithmReviewSerializer(InputSerializer):
     status = serializers.ChoiceField(
         choices=[Algorithm.Status.APPROVED, Algorithm.Status.REJECTED, Algorithm.Status.RETIRED]
     )
-    note = serializers.CharField(required=False, allow_blank=True, default="")
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=DESCRIPTION_MAX_CHARS)
+    signature_digest = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=71,
+        help_text="Approvals: sha256:<hex> of the payload you signed (vantage-client sign prints it).")
+    key_fingerprint = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=64,
+        help_text="Approvals: your signing key's fingerprint (64 hex digits).")
+
+
+class AlgorithmApprovalSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AlgorithmApproval
+        fields = ["reviewer", "signature_digest", "key_fingerprint", "note", "created_at"]
+        read_only_fields = fields
+
+
+class CatalogueStatusSerializer(serializers.Serializer):
+    image = serializers.CharField(max_length=500)
+    digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71,
+                                    error_messages={"invalid": "Expected sha256:<64 hex digits>."})
+
+
+class RunStartSerializer(InputSerializer):
+    digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71, required=False, allow_blank=True,
+                                    default="", error_messages={"invalid": "Expected sha256:<64 hex digits>."})
 
 
 class RunSummarySerializer(serializers.ModelSerializer):
@@ -103,21 +133,22 @@ class TaskSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class TaskOrganizationInputSerializer(serializers.Serializer):
-    id = serializers.IntegerField(min_value=1)
+class TaskOrganizationInputSerializer(InputSerializer):
+    id = IdField()
     input = Base64Field(help_text="The run's input for this organisation, base64-encoded "
                                   "(ciphertext in an encrypted collaboration).")
 
 
-class DatabaseSerializer(serializers.Serializer):
+class DatabaseSerializer(InputSerializer):
     label = serializers.CharField(max_length=64)
     type = serializers.ChoiceField(choices=DatabaseType.choices, required=False)
 
 
-class TaskCreateSerializer(serializers.Serializer):
+class TaskCreateSerializer(InputSerializer):
     collaboration = ScopedIdField(selector=collaboration_list, lookup=collaboration_visible)
     name = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="",
+                                        max_length=DESCRIPTION_MAX_CHARS)
     image = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
                                   help_text="Leave out when naming a catalogue algorithm.")
     algorithm = OptionalScopedIdField(selector=algorithm_list)
@@ -145,12 +176,14 @@ class RunSerializer(serializers.ModelSerializer):
     """A run as lists show it: no input, no log."""
 
     kill_requested = serializers.SerializerMethodField()
+    executed_digest = serializers.CharField(source="digest", read_only=True,
+                                            help_text="The image digest the node verified and ran.")
 
     class Meta:
         model = Run
         fields = ["id", "task", "organization", "node", "status", "exit_code", "error_kind",
                   "result_size", "result_sha256", "kill_requested", "kill_requested_at",
-                  "created_at", "claimed_at", "started_at", "finished_at", "hold_info"]
+                  "created_at", "claimed_at", "started_at", "finished_at", "hold_info", "executed_digest"]
         read_only_fields = fields
 
     def get_kill_requested(self, run: Run) -> bool:
@@ -192,21 +225,22 @@ class NodeRunSerializer(RunSerializer):
         read_only_fields = fields
 
 
-class RunLogSerializer(FlatSerializer):
+class RunLogSerializer(StrictFields, serializers.Serializer):
     text = LongTextField(trim_whitespace=False)
 
 
-class RunHoldSerializer(FlatSerializer):
+class RunHoldSerializer(StrictFields, serializers.Serializer):
     """What a node's output gate tells the server about a result it holds: never the result."""
 
     output_type = serializers.CharField(max_length=40)
-    size = serializers.IntegerField(min_value=0)
+    size = serializers.IntegerField(min_value=0, max_value=2**63 - 1)  # the column's range
     flags = serializers.ListField(child=serializers.CharField(max_length=300), max_length=20, allow_empty=True)
 
 
-class RunFinishSerializer(FlatSerializer):
+class RunFinishSerializer(StrictFields, serializers.Serializer):
     status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
-    exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
+    exit_code = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                         min_value=-(2**31), max_value=2**31 - 1)  # the column's range
     error_kind = serializers.ChoiceField(choices=Run.ErrorKind.choices, required=False, allow_blank=True,
                                          default="")
     log = LongTextField(required=False, allow_blank=True, trim_whitespace=False, default="")
@@ -222,10 +256,17 @@ class RunFinishInlineSerializer(RunFinishSerializer):
         "Larger results go as a multipart upload."))
 
 
-# A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or vars(run).
+# A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or run_columns(run).
 RUN_COLUMNS = ("id", "task_id", "organization_id", "node_id", "status", "exit_code", "error_kind", "result_size",
                "result_sha256", "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at",
-               "hold_info")
+               "hold_info", "digest")
+
+
+def run_columns(run: Run) -> dict:
+    """A loaded run's RUN_COLUMNS, as `values(*RUN_COLUMNS)` gives them; columns its query
+    left unloaded are absent (reading them would cost a query each)."""
+    unloaded = run.get_deferred_fields()
+    return {name: getattr(run, name) for name in RUN_COLUMNS if name not in unloaded}
 
 
 def run_data(run: Mapping) -> dict:
@@ -239,7 +280,7 @@ def run_data(run: Mapping) -> dict:
         "claimed_at": iso_datetime(run["claimed_at"]), "started_at": iso_datetime(run["started_at"]),
         "finished_at": iso_datetime(run["finished_at"]),
         # Absent where a node's answer loaded only the columns it needs: nothing was held then.
-        "hold_info": run.get("hold_info"),
+        "hold_info": run.get("hold_info"), "executed_digest": run["digest"],
     }
 
 
@@ -248,7 +289,7 @@ def node_run_data(run: Run) -> dict:
     task = run.task
     creator = task.created_by
     return {
-        **run_data(vars(run)),
+        **run_data(run_columns(run)),
         "collaboration": task.collaboration_id, "init_organization": task.init_organization_id, "job": task.job_id,
         "image": task.image, "digest": task.digest, "method": task.method, "databases": task.databases,
         "created_by": task.created_by_id, "created_by_username": creator.username if creator is not None else None,
@@ -276,8 +317,7 @@ class SubtaskCreateSerializer(TaskCreateSerializer):
     the container's own: the server takes both from the container's task.
     """
 
-    collaboration = serializers.IntegerField(min_value=1, required=False,
-                                             help_text="Optional; must be the container's collaboration.")
+    collaboration = IdField(required=False, help_text="Optional; must be the container's collaboration.")
     image = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
                                   help_text="Optional; must be the container's image.")
     algorithm = None

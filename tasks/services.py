@@ -25,17 +25,24 @@ from accounts.audit import audit_record
 from client.vantage_client import crypto
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import is_node, user_scope
-from collaborations.models import Collaboration, Node, Organization, Study
-from collaborations.selectors import collaboration_members_among, collaboration_non_members
+from collaborations.models import Collaboration, Node, Study
+from collaborations.selectors import collaboration_member_ids, organization_public_keys, study_organization_ids
 from tasks import events as task_events
-from tasks.models import Algorithm, DatabaseType, Run, Task
-from tasks.selectors import task_allows
+from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
+from tasks.selectors import (
+    container_run_for_update,
+    node_run_for_update,
+    run_for_claim,
+    run_with_task,
+    task_allows,
+)
 from tasks.uploads import ReceivedResult
-from vantage.errors import Conflict, DomainError, NotAllowed, NotFound, TooLarge
-from vantage.prepared import PreparedInsert, PreparedQuery, PreparedUpdate
+from vantage.errors import Conflict, DomainError, NotAllowed, TooLarge
+from vantage.prepared import PreparedInsert, PreparedUpdate
 
 LABEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+FINGERPRINT_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 S = Run.Status
 
 
@@ -108,8 +115,7 @@ def _check_sealed(collaboration: Collaboration, organization_inputs: dict[int, b
     needs a key too: the nodes seal its results for it. The server cannot read any of it."""
     if not collaboration.encrypted:
         return
-    keys = dict(Organization.objects.filter(pk__in=[*organization_inputs, init_organization_id])
-                .values_list("pk", "public_key"))
+    keys = organization_public_keys(organization_ids=[*organization_inputs, init_organization_id])
     if not keys.get(init_organization_id):
         raise DomainError(
             f"Collaboration {collaboration.pk} is encrypted and organisation {init_organization_id}, which "
@@ -133,22 +139,16 @@ def _check_sealed(collaboration: Collaboration, organization_inputs: dict[int, b
                               field="organizations")
 
 
-def _check_task_create_allowed(actor, collaboration: Collaboration, organization_ids) -> set[int]:
-    """Refuse an actor who may not create tasks here; return which of `organization_ids` are members.
-
-    The actor's own organisation is looked up with the targets, in one query.
-    """
-    scope = user_scope(actor, Resource.TASK, Action.CREATE)
-    if scope is None:
-        raise NotAllowed("Your roles do not allow creating tasks.")
-    if actor.organization_id is None:
-        raise DomainError("Your account belongs to no organisation, so it cannot start tasks.")
-    members = collaboration_members_among(
-        collaboration=collaboration, organization_ids=[*organization_ids, actor.organization_id]
-    )
-    if scope != Scope.GLOBAL and actor.organization_id not in members:
-        raise NotAllowed("You can only create tasks in collaborations your organisation belongs to.")
-    return members
+def _task_image(*, image: str, algorithm: Algorithm | None) -> tuple[str, str]:
+    """The image a new task runs and its pinned digest ('' when the reference pins none):
+    a catalogue algorithm's, or the reference the researcher named."""
+    if algorithm is not None:
+        if algorithm.status != Algorithm.Status.APPROVED:
+            raise DomainError(f"Algorithm {algorithm.pk} is {algorithm.status}, not approved.", field="algorithm")
+        return algorithm.image, algorithm.digest
+    if not image or not isinstance(image, str):
+        raise DomainError("Name the image to run.", field="image")
+    return image, _image_digest(image)
 
 
 @transaction.atomic
@@ -157,65 +157,24 @@ def task_create(
     organization_inputs: dict[int, bytes], databases: list | None = None, description: str = "",
     study: Study | None = None, algorithm: Algorithm | None = None,
 ) -> Task:
-    """Create a task and one pending run per target organisation."""
-    members = _check_task_create_allowed(actor, collaboration, organization_inputs)
-    if collaboration.status != Collaboration.Status.ACTIVE:
-        raise DomainError("The collaboration is archived and accepts no new tasks.", field="collaboration")
+    """Create a task and one pending run per target organisation, for a researcher."""
+    scope = user_scope(actor, Resource.TASK, Action.CREATE)
+    if scope is None:
+        raise NotAllowed("Your roles do not allow creating tasks.")
+    if actor.organization_id is None:
+        raise DomainError("Your account belongs to no organisation, so it cannot start tasks.")
+    members = collaboration_member_ids(collaboration=collaboration)
+    if scope != Scope.GLOBAL and actor.organization_id not in members:
+        raise NotAllowed("You can only create tasks in collaborations your organisation belongs to.")
     if study is not None and study.collaboration_id != collaboration.pk:
         raise DomainError("The study belongs to another collaboration.", field="study")
-    if not method or not isinstance(method, str):
-        raise DomainError("Name the method to run.", field="method")
-    if algorithm is not None:
-        if algorithm.status != Algorithm.Status.APPROVED:
-            raise DomainError(f"Algorithm {algorithm.pk} is {algorithm.status}, not approved.", field="algorithm")
-        image, digest = algorithm.image, algorithm.digest
-    else:
-        if not image or not isinstance(image, str):
-            raise DomainError("Name the image to run.", field="image")
-        digest = _image_digest(image)
-    cleaned_databases = _validate_databases(databases or [])
-    _validate_inputs(collaboration, organization_inputs)
-    outsiders = set(organization_inputs) - members
-    if outsiders:
-        raise DomainError(
-            f"Organisations {sorted(outsiders)} are not members of collaboration {collaboration.pk}.",
-            field="organizations",
-        )
-    _check_sealed(collaboration, organization_inputs, actor.organization_id)
-    if study is not None:
-        study_orgs = set(study.organizations.values_list("pk", flat=True))
-        outside_study = set(organization_inputs) - study_orgs
-        if outside_study:
-            raise DomainError(
-                f"Organisations {sorted(outside_study)} are not in study {study.pk}.", field="organizations"
-            )
-
-    task = Task(
+    image, digest = _task_image(image=image, algorithm=algorithm)
+    return _task_insert(
+        actor=actor, members=members, organization_inputs=organization_inputs, databases=databases,
+        audit_details={},
         collaboration=collaboration, study=study, algorithm=algorithm, name=name, description=description,
-        image=image, digest=digest, method=method, databases=cleaned_databases,
-        init_organization_id=actor.organization_id, created_by=actor,
+        image=image, digest=digest, method=method, init_organization_id=actor.organization_id, created_by=actor,
     )
-    # The related objects were all loaded and checked above: skip re-reading each one.
-    task.full_clean(exclude=["job", "collaboration", "study", "algorithm", "init_organization", "created_by",
-                             "created_by_run", "parent"])
-    _insert_task.save_new(task)
-    task.job = task
-    _set_job(where={"id": task.pk}, job=task)
-    runs = [Run(task=task, organization_id=org_id, input=payload) for org_id, payload in organization_inputs.items()]
-    _insert_run.save_new(*runs)
-    audit_record(actor=actor, verb="task.created", target=task,
-                 details={"organizations": sorted(organization_inputs), "image": image, "method": method})
-    task_events.task_created(task, runs)
-    # What a caller would otherwise read back: every run of a new task is pending.
-    task.status = Task.Status.PENDING
-    task.created_runs = runs
-    return task
-
-
-# Researchers create tasks all day: the three statements are written once (vantage.prepared).
-_insert_task = PreparedInsert(Task, fields=tuple(f.name for f in Task._meta.concrete_fields if not f.primary_key))
-_set_job = PreparedUpdate(Task, set=("job",), where=("id",))
-_insert_run = PreparedInsert(Run, fields=tuple(f.name for f in Run._meta.concrete_fields if not f.primary_key))
 
 
 def _check_subtask_request(parent_task: Task, collaboration: int | None, image: str) -> None:
@@ -242,57 +201,80 @@ def subtask_create(
     `collaboration` and `image` are what the request named, checked, never used.
     """
     # Locked like run_finish locks it: a parent run cannot finish while its subtask is created.
-    parent_run = (
-        Run.objects.select_for_update(of=("self",)).select_related("task__collaboration", "task__study")
-        .defer("input", "log").filter(pk=container.run_id).first()
-    )
+    parent_run = container_run_for_update(container=container)
     if parent_run is None or parent_run.is_final:
         raise Conflict("The run that asks for this subtask has finished.")
     if parent_run.kill_requested_at is not None:
         raise Conflict("The job is being killed: it takes no new subtasks.")
     parent = parent_run.task
-    collaboration_obj = parent.collaboration
     _check_subtask_request(parent, collaboration, image)
-    if collaboration_obj.status != Collaboration.Status.ACTIVE:
+    return _task_insert(
+        actor=container, members=collaboration_member_ids(collaboration=parent.collaboration),
+        organization_inputs=organization_inputs, databases=databases,
+        audit_details={"parent": parent.pk, "job": parent.job_id or parent.pk, "created_by_run": parent_run.pk},
+        collaboration=parent.collaboration, study=parent.study, algorithm_id=parent.algorithm_id, name=name,
+        description=description, image=parent.image, digest=parent.digest, method=method,
+        init_organization_id=parent_run.organization_id, created_by_id=parent.created_by_id,
+        created_by_run=parent_run, parent=parent, job_id=parent.job_id or parent.pk,
+    )
+
+
+def _task_insert(
+    *, actor, members: set[int], organization_inputs: dict[int, bytes], databases: list | None,
+    audit_details: dict, collaboration: Collaboration, study: Study | None, method: str, **task_fields,
+) -> Task:
+    """The one path by which a task comes to be (task_create, subtask_create): the checks
+    every task passes, the task and its pending runs, the audit event and run.created.
+
+    `task_fields` are the Task's other fields, as its caller decided them; a task without
+    `job_id` is the root of its own job.
+    """
+    if collaboration.status != Collaboration.Status.ACTIVE:
         raise DomainError("The collaboration is archived and accepts no new tasks.", field="collaboration")
     if not method or not isinstance(method, str):
         raise DomainError("Name the method to run.", field="method")
     cleaned_databases = _validate_databases(databases or [])
-    _validate_inputs(collaboration_obj, organization_inputs)
-    outsiders = collaboration_non_members(collaboration=collaboration_obj, organization_ids=organization_inputs)
+    _validate_inputs(collaboration, organization_inputs)
+    outsiders = set(organization_inputs) - members
     if outsiders:
         raise DomainError(
-            f"Organisations {sorted(outsiders)} are not members of collaboration {collaboration_obj.pk}.",
+            f"Organisations {sorted(outsiders)} are not members of collaboration {collaboration.pk}.",
             field="organizations",
         )
-    _check_sealed(collaboration_obj, organization_inputs, parent_run.organization_id)
-    if parent.study is not None:
-        outside_study = set(organization_inputs) - set(parent.study.organizations.values_list("pk", flat=True))
+    _check_sealed(collaboration, organization_inputs, task_fields["init_organization_id"])
+    if study is not None:
+        outside_study = set(organization_inputs) - study_organization_ids(study=study)
         if outside_study:
             raise DomainError(
-                f"Organisations {sorted(outside_study)} are not in study {parent.study_id}.", field="organizations"
+                f"Organisations {sorted(outside_study)} are not in study {study.pk}.", field="organizations"
             )
 
-    task = Task(
-        collaboration=collaboration_obj, study=parent.study, algorithm_id=parent.algorithm_id, name=name,
-        description=description, image=parent.image, digest=parent.digest, method=method,
-        databases=cleaned_databases, init_organization_id=parent_run.organization_id,
-        created_by_id=parent.created_by_id, created_by_run=parent_run, parent=parent,
-        job_id=parent.job_id or parent.pk,
-    )
+    task = Task(collaboration=collaboration, study=study, method=method, databases=cleaned_databases, **task_fields)
+    # The related objects were all loaded and checked above: skip re-reading each one.
     task.full_clean(exclude=["job", "collaboration", "study", "algorithm", "init_organization", "created_by",
                              "created_by_run", "parent"])
-    task.save()
-    runs = Run.objects.bulk_create(
-        [Run(task=task, organization_id=org_id, input=payload) for org_id, payload in organization_inputs.items()]
-    )
-    audit_record(actor=container, verb="task.created", target=task,
+    # Written without save() or bulk_create(), so no model signals (vantage.prepared).
+    _insert_task.save_new(task)
+    if task.job_id is None:
+        task.job = task
+        _set_job(where={"id": task.pk}, job=task)  # no save(), no signals
+    runs = [Run(task=task, organization_id=org_id, input=payload) for org_id, payload in organization_inputs.items()]
+    _insert_run.save_new(*runs)  # no save(), no signals
+    audit_record(actor=actor, verb="task.created", target=task,
                  details={"organizations": sorted(organization_inputs), "image": task.image, "method": method,
-                          "parent": parent.pk, "job": task.job_id, "created_by_run": parent_run.pk})
+                          **audit_details})
     task_events.task_created(task, runs)
+    # What a caller would otherwise read back: every run of a new task is pending.
     task.status = Task.Status.PENDING
     task.created_runs = runs
     return task
+
+
+# Researchers and their algorithms create tasks all day: the three statements are
+# written once (vantage.prepared).
+_insert_task = PreparedInsert(Task, fields=tuple(f.name for f in Task._meta.concrete_fields if not f.primary_key))
+_set_job = PreparedUpdate(Task, set=("job",), where=("id",))
+_insert_run = PreparedInsert(Run, fields=tuple(f.name for f in Run._meta.concrete_fields if not f.primary_key))
 
 
 def _require_task_action(actor, task: Task, action: str) -> None:
@@ -348,48 +330,20 @@ def task_delete(*, actor, task: Task) -> None:
     transaction.on_commit(lambda: [default_storage.delete(name) for name in files])
 
 
-def _lock_node_run(run_id: int, node: Node) -> Run:
-    run = _node_run_for_update.first(
-        run_id=int(run_id), organization_id=node.organization_id, collaboration_id=node.collaboration_id
-    )
-    if run is None:
-        raise NotFound("No such run for this node.")
-    return run
-
-
-# Every upload and log line of a node locks its run first: the statement is built once.
-# It loads what the answer (tasks.serializers.run_data), the log, the finish and their
-# events read; never the input, which is not needed once a run is claimed, nor the
-# task's own columns beyond those naming who may see the events.
-_node_run_for_update = PreparedQuery(
-    lambda *, run_id, organization_id, collaboration_id: Run.objects.select_for_update(of=("self",))
-    .select_related("task").only(
-        "task", "organization", "node", "status", "exit_code", "error_kind", "result", "result_size",
-        "result_sha256", "log", "log_truncated", "kill_requested_at", "hold_info", "created_at", "claimed_at", "started_at",
-        "finished_at", "task__collaboration", "task__init_organization", "task__created_by",
-    )
-    .filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id)
-    .order_by("pk")[:1],
-    "run_id", "organization_id", "collaboration_id",
-)
-
-
 @transaction.atomic
 def run_claim(*, run_id: int, node: Node) -> Run | None:
     """Move a pending run to claimed for this node; None if another node won."""
     # The node's answer names the task's creator and collaboration (tasks.serializers.node_run_data).
     # Read first: what decides the claim is the compare-and-swap below, and nothing read
     # here changes while the run is pending except its status, which the swap checks.
-    run = _claim_lookup.first(
-        run_id=int(run_id), organization_id=node.organization_id, collaboration_id=node.collaboration_id
-    )
+    run = run_for_claim(run_id=run_id, node=node)
     if run is None:
         return None
     now = timezone.now()
     deadline = now + timedelta(seconds=settings.VANTAGE_RUN_DEADLINE_SECONDS)
     # Every condition stays on the run's own row: PostgreSQL re-checks it when a
     # competing claim commits first, so exactly one claim wins.
-    won = _claim_swap(
+    won = _claim_swap(  # no save(), no signals
         where={"id": run.pk, "status": S.PENDING},
         status=S.CLAIMED, node=node, claimed_at=now, deadline_at=deadline,
     )
@@ -401,45 +355,33 @@ def run_claim(*, run_id: int, node: Node) -> Run | None:
     return run
 
 
-# Claims are the node's hottest write: both statements are built once (vantage.prepared).
-# Only the columns the claim's answer (tasks.serializers.node_run_data), its audit row and
-# its event read: the creator's row alone holds a dozen columns the node never sees.
-_claim_lookup = PreparedQuery(
-    lambda *, run_id, organization_id, collaboration_id: Run.objects.select_related(
-        "task__created_by", "task__collaboration"
-    ).only(
-        "task", "organization", "node", "status", "exit_code", "error_kind", "result_size", "result_sha256",
-        "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at", "input",
-        "task__collaboration", "task__init_organization", "task__job", "task__image", "task__digest", "task__method",
-        "task__databases", "task__created_by", "task__parent", "task__created_by_run", "task__created_by__username",
-        "task__collaboration__encrypted",
-    ).filter(pk=run_id, organization_id=organization_id, task__collaboration_id=collaboration_id).order_by("pk")[:1],
-    "run_id", "organization_id", "collaboration_id",
-)
+# The claim's compare-and-swap is built once (vantage.prepared).
 _claim_swap = PreparedUpdate(Run, set=("status", "node", "claimed_at", "deadline_at"), where=("id", "status"))
 
 
 @transaction.atomic
-def run_start(*, run_id: int, node: Node) -> Run:
-    """Mark a claimed run as running (its container has started)."""
-    won = _start_swap(where={"id": int(run_id), "status": S.CLAIMED, "node": node},
-                      status=S.RUNNING, started_at=timezone.now())
+def run_start(*, run_id: int, node: Node, digest: str = "") -> Run:
+    """Mark a claimed run as running (its container has started); `digest` is the image
+    digest the node verified and runs, recorded even when the task named a tag."""
+    if digest and not DIGEST_RE.match(digest):
+        raise DomainError("The digest must read sha256:<64 hex digits>.", field="digest")
+    won = _start_swap(where={"id": int(run_id), "status": S.CLAIMED, "node": node},  # no save(), no signals
+                      status=S.RUNNING, started_at=timezone.now(), digest=digest)
     if won != 1:
         raise Conflict("Only a run this node has claimed can start.")
-    run = _run_with_task.first(run_id=int(run_id))
-    audit_record(actor=node, verb="run.started", target=run)
+    run = run_with_task(run_id=run_id)
+    audit_record(actor=node, verb="run.started", target=run, details={"digest": digest} if digest else None)
     task_events.run_updated(run, run.task)
     return run
 
 
-_start_swap = PreparedUpdate(Run, set=("status", "started_at"), where=("id", "status", "node"))
-_run_with_task = PreparedQuery(lambda *, run_id: Run.objects.select_related("task").filter(pk=run_id), "run_id")
+_start_swap = PreparedUpdate(Run, set=("status", "started_at", "digest"), where=("id", "status", "node"))
 
 
 @transaction.atomic
 def run_append_log(*, run_id: int, node: Node, text: str) -> Run:
     """Append to a run's log, keeping only its newest VANTAGE_RUN_LOG_MAX_CHARS characters."""
-    run = _lock_node_run(run_id, node)
+    run = node_run_for_update(run_id=run_id, node=node)
     if run.node_id != node.pk:
         raise Conflict("Only the node that claimed the run may write its log.")
     if run.is_final:
@@ -465,7 +407,7 @@ def run_hold(*, run_id: int, node: Node, output_type: str, size: int, flags: lis
     Only metadata arrives (what kind of output, how large, which checks flagged it);
     the result and its log stay at the node until it finishes the run after a decision.
     """
-    run = _lock_node_run(run_id, node)
+    run = node_run_for_update(run_id=run_id, node=node)
     if run.node_id != node.pk:
         raise Conflict("Only the node that claimed the run may hold its result.")
     if run.status not in (S.CLAIMED, S.RUNNING):
@@ -564,7 +506,7 @@ def _store_result(run_id: int, result) -> StoredResult:
 
 @transaction.atomic
 def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, log) -> Run:
-    run = _lock_node_run(run_id, node)
+    run = node_run_for_update(run_id=run_id, node=node)
     if run.is_final:
         raise Conflict(f"The run is already {run.status}.")
     if run.status == S.PENDING and status not in (S.REJECTED, S.FAILED):
@@ -586,6 +528,7 @@ def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, l
         combined = run.log + log
         run.log_truncated = run.log_truncated or len(combined) > limit
         run.log = combined[-limit:]
+    # Only the columns a finish changes; no save(), no signals (vantage.prepared).
     _finish_update(where={"id": run.pk}, **{f.name: getattr(run, f.attname) for f in _FINISH_FIELDS})
     audit_record(actor=node, verb=f"run.{status}", target=run,
                  details={"exit_code": exit_code, "error_kind": error_kind, "result_size": run.result_size})
@@ -634,21 +577,65 @@ def _validate_functions(functions) -> None:
 
 
 @transaction.atomic
-def algorithm_review(*, actor, algorithm: Algorithm, status: str, note: str = "") -> Algorithm:
-    """Approve, reject or retire a catalogue entry."""
+def algorithm_review(*, actor, algorithm: Algorithm, status: str, note: str = "", signature_digest: str = "",
+                     key_fingerprint: str = "") -> Algorithm:
+    """Approve, reject or retire a catalogue entry.
+
+    Approval takes VANTAGE_CATALOGUE_REVIEWERS reviewers other than the submitter: each
+    approval is recorded (with the digest of the reviewer's signature payload and their
+    key's fingerprint) and the entry turns approved with the last one needed. Nodes
+    check the signatures themselves; these records say who vouched for what."""
     if actor is not None and user_scope(actor, Resource.ALGORITHM, Action.EDIT) != Scope.GLOBAL:
         raise NotAllowed("Only reviewers with global algorithm rights can review algorithms.")
     allowed = {Algorithm.Status.APPROVED, Algorithm.Status.REJECTED, Algorithm.Status.RETIRED}
     if status not in allowed:
         raise DomainError(f"Review outcome must be one of {', '.join(sorted(allowed))}.", field="status")
-    if Algorithm.objects.filter(pk=algorithm.pk, status=status).exists():
+    if signature_digest and not DIGEST_RE.match(signature_digest):
+        raise DomainError("The signature digest must read sha256:<64 hex digits>.", field="signature_digest")
+    if key_fingerprint and not FINGERPRINT_RE.match(key_fingerprint):
+        raise DomainError("The key fingerprint is the SHA-256 of the public key: 64 hex digits.",
+                          field="key_fingerprint")
+    algorithm = Algorithm.objects.select_for_update().get(pk=algorithm.pk)  # approvals are counted under the lock
+    if algorithm.status == status:
         return algorithm
+    if status == Algorithm.Status.APPROVED:
+        if algorithm.status == Algorithm.Status.RETIRED:
+            raise DomainError("A retired algorithm is not approved again: submit it anew.", field="status")
+        return _algorithm_approve(actor, algorithm, note, signature_digest, key_fingerprint.lower())
     algorithm.status = status
     algorithm.reviewer = actor
     algorithm.reviewed_at = timezone.now()
     algorithm.review_note = note
     algorithm.save(update_fields=["status", "reviewer", "reviewed_at", "review_note"])
     audit_record(actor=actor, verb=f"algorithm.{status}", target=algorithm, details={"note": note})
+    return algorithm
+
+
+def _algorithm_approve(actor, algorithm: Algorithm, note: str, signature_digest: str,
+                       key_fingerprint: str) -> Algorithm:
+    if actor is None or actor.pk == algorithm.submitted_by_id:
+        raise DomainError("You submitted this algorithm: a reviewer other than the submitter must approve it.",
+                          field="status")
+    approval, created = AlgorithmApproval.objects.get_or_create(
+        algorithm=algorithm, reviewer=actor,
+        defaults={"signature_digest": signature_digest, "key_fingerprint": key_fingerprint, "note": note},
+    )
+    if not created:
+        raise Conflict("You approved this algorithm already: another reviewer must approve it.")
+    audit_record(actor=actor, verb="algorithm.approval", target=algorithm,
+                 details={"signature_digest": signature_digest, "key_fingerprint": key_fingerprint, "note": note})
+    needed = settings.VANTAGE_CATALOGUE_REVIEWERS
+    approvals = algorithm.approvals.exclude(reviewer_id=algorithm.submitted_by_id).count()
+    if approvals < needed:
+        algorithm.approvals_missing = needed - approvals
+        return algorithm
+    algorithm.status = Algorithm.Status.APPROVED
+    algorithm.reviewer = actor
+    algorithm.reviewed_at = timezone.now()
+    algorithm.review_note = note
+    algorithm.save(update_fields=["status", "reviewer", "reviewed_at", "review_note"])
+    audit_record(actor=actor, verb="algorithm.approved", target=algorithm, details={"note": note})
+    algorithm.approvals_missing = 0
     return algorithm
 
 

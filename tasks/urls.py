@@ -1,8 +1,7 @@
-from rest_framework.routers import SimpleRouter
-
 from tasks import api
+from vantage.routers import Router
 
-router = SimpleRouter()
+router = Router()
 router.register("algorithms", api.AlgorithmViewSet, basename="algorithm")
 router.register("tasks", api.TaskViewSet, basename="task")
 router.register("runs", api.RunViewSet, basename="run")

@@ -10,8 +10,6 @@ import os
 
 import pytest
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import AccessToken
-
 from accounts.authentication import node_access_token
 from tests import factories
 
@@ -80,6 +78,8 @@ def root(org_a):
     user.is_superuser = True
     user.is_staff = True
     user.save(update_fields=["is_superuser", "is_staff"])
+    # Staff log in with a second factor; tests that log root in with a code take the secret.
+    user.totp_secret = factories.enrol_second_factor(user)
     return user
 
 
@@ -108,7 +108,7 @@ def api_for():
     def build(principal):
         if getattr(principal, "is_node", False):
             return _client(node_access_token(principal))
-        return _client(AccessToken.for_user(principal))
+        return _client(factories.access_token(principal))
 
     return build
 

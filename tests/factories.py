@@ -1,10 +1,11 @@
 """Builders for test data. They go through the services, so tests see real audit rows."""
 
 import itertools
+from datetime import datetime
 
 from accounts.default_roles import DEFAULT_ROLES, install_default_roles
 from accounts.models import Role, Rule
-from accounts.services import user_create
+from accounts.services import api_login_create, user_create
 from collaborations.services import collaboration_create, node_create, organization_create
 from tasks.services import task_create
 
@@ -32,6 +33,24 @@ def make_user(organization, roles=("researcher",), username: str | None = None, 
         actor=None, username=username or f"user{next(_seq)}", password=PASSWORD,
         organization=organization, roles=list(roles), **kwargs,
     )
+
+
+def access_token(user) -> str:
+    """An access token of a new API login of the user, as POST /api/token/ would give."""
+    return str(api_login_create(user=user).access_token)
+
+
+def enrol_second_factor(user) -> str:
+    """Set up and confirm a TOTP authenticator for the user; returns its secret (for pyotp)."""
+    import pyotp
+
+    from accounts.services import second_factor_begin, second_factor_confirm
+
+    factor = second_factor_begin(user=user)
+    # Confirm with the previous step's code, so that a login in the same 30 s still has a fresh one.
+    totp = pyotp.TOTP(factor.secret)
+    second_factor_confirm(user=user, code=totp.generate_otp(totp.timecode(datetime.now()) - 1))
+    return factor.secret
 
 
 def make_node(organization, collaboration, name: str | None = None):

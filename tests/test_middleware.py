@@ -2,8 +2,8 @@
 
 from django.core import checks
 from django.test import Client
-from rest_framework_simplejwt.tokens import AccessToken
 
+from tests import factories
 from vantage.middleware import is_token_api_request
 
 
@@ -32,7 +32,7 @@ def test_a_session_request_to_the_api_still_needs_its_csrf_token(owner):
 def test_a_request_with_both_cookie_and_token_is_the_token_holder(api_for, owner, outsider):
     both = Client()
     both.force_login(owner)
-    as_outsider = both.get("/api/organizations/", HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(outsider)}")
+    as_outsider = both.get("/api/organizations/", HTTP_AUTHORIZATION=f"Bearer {factories.access_token(outsider)}")
     assert _ids(as_outsider) == _ids(api_for(outsider).get("/api/organizations/"))
     assert _ids(as_outsider) != _ids(both.get("/api/organizations/"))
 

@@ -1,11 +1,14 @@
-"""Prepared queries give what the plain ORM gives, for any argument values and shapes."""
+"""Prepared queries give what the plain ORM gives, for any argument values and shapes, and
+the Django internals they read are still there (vantage.prepared lists them)."""
+
+import inspect
 
 import pytest
 from django.db.models import Q
 
 from collaborations.models import Organization
 from collaborations.selectors import collaboration_list, collaboration_visible
-from tasks.models import Run
+from tasks.models import Run, Task
 from tasks.services import run_claim
 from tests.factories import make_task
 from vantage.prepared import PreparedInsert, PreparedQuery, PreparedUpdate
@@ -20,18 +23,41 @@ run_with_task = PreparedQuery(
 organizations_named = PreparedQuery(
     lambda descending, *, org_id, name: Organization.objects.filter(Q(pk=org_id) | Q(name=name))
     .order_by("-name" if descending else "name")
-    .values("id", "name", "country"),
+    .only("id", "name", "country"),
     "org_id", "name",
 )
 
 
 def _same_instance(a, b):
     assert type(a) is type(b)
-    assert a.__dict__.keys() - {"_state"} == b.__dict__.keys() - {"_state"}
-    for key in a.__dict__.keys() - {"_state"}:
-        assert getattr(a, key) == getattr(b, key), key
-    assert a._state.adding is b._state.adding is False
-    assert a._state.db == b._state.db
+    assert a.get_deferred_fields() == b.get_deferred_fields()
+    for field in a._meta.concrete_fields:
+        if field.attname not in a.get_deferred_fields():
+            assert getattr(a, field.attname) == getattr(b, field.attname), field.attname
+
+
+def test_the_django_internals_it_reads_are_there(owner, collab, org_a):
+    """Fails naming the internal that a Django upgrade moved, instead of a wrong row later."""
+    from django.db import connection
+    from django.db.models import query as query_module
+
+    from vantage import prepared
+
+    make_task(owner, collab, [org_a])
+    compiler = Run.objects.select_related("task").filter(pk=1).query.get_compiler(connection=connection)
+    sql, params = compiler.as_sql()
+    assert isinstance(sql, str) and list(params) == [1]
+    for name in ("select", "col_count", "klass_info", "annotation_col_map", "has_extra_select"):
+        assert hasattr(compiler, name), f"SQLCompiler.{name} is gone: vantage.prepared reads it"
+    assert {"model", "select_fields", "related_klass_infos"} <= set(compiler.klass_info), compiler.klass_info
+    assert callable(getattr(compiler, "get_converters", None)), "SQLCompiler.get_converters is gone"
+    assert callable(getattr(query_module, "get_related_populators", None)), "get_related_populators is gone"
+    parameters = list(inspect.signature(query_module.get_related_populators).parameters)
+    assert parameters in (["klass_info", "select", "db"], ["klass_info", "select", "db", "fetch_mode"]), parameters
+    plain = Run(task_id=1, organization_id=org_a.pk)
+    assert plain._state.adding is True and plain._state.db is None, "Model._state changed"
+    # And the module still works end to end on this database.
+    assert prepared.PreparedQuery(lambda *, pk: Organization.objects.filter(pk=pk), "pk").first(pk=org_a.pk) == org_a
 
 
 def test_models_match_the_orm_with_related_objects_and_converted_values(owner, collab, org_a, org_b, node_a):
@@ -58,25 +84,33 @@ def test_models_match_the_orm_with_related_objects_and_converted_values(owner, c
     assert run_with_task.first(run_id=run.pk, org_id=org_b.pk) is None
 
 
-def test_values_match_the_orm_for_each_shape(org_a, org_b, org_c):
+def test_each_shape_matches_the_orm(org_a, org_b, org_c):
     for descending in (False, True):
         for org in (org_a, org_b):
             for name in (org_c.name, "nobody", org.name):
                 expected = list(
                     Organization.objects.filter(Q(pk=org.pk) | Q(name=name))
                     .order_by("-name" if descending else "name")
-                    .values("id", "name", "country")
+                    .only("id", "name", "country")
                 )
-                assert organizations_named.values(descending, org_id=org.pk, name=name) == expected
+                got = organizations_named.models(descending, org_id=org.pk, name=name)
+                assert [o.pk for o in got] == [o.pk for o in expected]
+                for a, b in zip(got, expected):
+                    _same_instance(a, b)
+
+
+def test_an_annotation_comes_back_as_the_orms(owner, collab, org_a, org_b, node_a):
+    from tasks.selectors import task_status, with_status
+
+    task = make_task(owner, collab, [org_a, org_b])
+    run_claim(run_id=task.runs.get(organization=org_a).pk, node=node_a)
+    assert task_status(task_id=task.pk) == with_status(Task.objects.filter(pk=task.pk)).get().status == "active"
+    assert task_status(task_id=10**9) is None
 
 
 def test_wrong_arguments_are_refused(org_a):
     with pytest.raises(TypeError, match="takes"):
         run_with_task.models(run_id=1)
-    with pytest.raises(TypeError, match="use .values"):
-        organizations_named.models(False, org_id=org_a.pk, name="x")
-    with pytest.raises(TypeError, match="use .models"):
-        run_with_task.values(run_id=1, org_id=org_a.pk)
 
 
 def test_an_argument_missing_from_the_sql_is_refused(db):
@@ -92,11 +126,13 @@ def test_save_new_gives_each_row_its_id_and_prepares_values_as_save_does(owner, 
     columns = tuple(f.name for f in Run._meta.concrete_fields if not f.primary_key)
     PreparedInsert(Run, fields=columns).save_new(*runs)
     for run in runs:
-        assert run.pk is not None and not run._state.adding
+        assert run.pk is not None
+        run.save()  # an update of the inserted row, not a second insert
         stored = Run.objects.get(pk=run.pk)
         assert (stored.task_id, stored.organization_id, bytes(stored.input)) == (task.pk, run.organization_id,
                                                                                bytes(run.input))
         assert stored.created_at == run.created_at is not None  # auto_now_add filled in by pre_save
+    assert Run.objects.filter(task=task).count() == 2
     with pytest.raises(ValueError, match="new instances"):
         PreparedInsert(Run, fields=columns).save_new(runs[0])
 
@@ -121,21 +157,24 @@ def test_visible_collaboration_agrees_with_the_collaboration_list(owner, outside
         assert collaboration_visible(user=user, pk=10**9) is None
 
 
-@pytest.mark.parametrize("logged", [False, True], ids=["driver-sql", "django-path"])
+@pytest.mark.parametrize("logged", [False, True], ids=["unlogged", "logged"])
 def test_statements_agree_and_translate_errors_whether_or_not_queries_are_logged(logged, org_a, org_b):
     from django.db import IntegrityError, connection, transaction
     from django.utils import timezone
 
-    insert = PreparedInsert(Organization, fields=("id", "name", "country", "domain", "public_key", "created_at"))
+    insert = PreparedInsert(Organization, fields=("id", "name", "country", "domain", "public_key",
+                                                   "require_second_factor", "created_at"))
     update = PreparedUpdate(Organization, set=("country",), where=("name",))
-    lookup = PreparedQuery(lambda *, name: Organization.objects.filter(name=name).values("id", "country"), "name")
+    lookup = PreparedQuery(lambda *, name: Organization.objects.filter(name=name).only("id", "country"), "name")
     connection.force_debug_cursor = logged
     try:
-        insert(id=9001, name="with %s and %% in it", country="NL", domain="", public_key="", created_at=timezone.now())
+        insert(id=9001, name="with %s and %% in it", country="NL", domain="", public_key="", require_second_factor=False,
+               created_at=timezone.now())
         assert update(where={"name": "with %s and %% in it"}, country="BE") == 1
-        assert lookup.values(name="with %s and %% in it") == [{"id": 9001, "country": "BE"}]
+        assert [(o.pk, o.country) for o in lookup.models(name="with %s and %% in it")] == [(9001, "BE")]
         with pytest.raises(IntegrityError), transaction.atomic():  # the driver's error, as Django's
-            insert(id=9001, name="another", country="NL", domain="", public_key="", created_at=timezone.now())
+            insert(id=9001, name="another", country="NL", domain="", public_key="", require_second_factor=False,
+               created_at=timezone.now())
     finally:
         connection.force_debug_cursor = False
     assert Organization.objects.get(pk=9001).country == "BE"

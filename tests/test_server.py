@@ -1,6 +1,7 @@
 """The server command (python -m vantage.server) and the HTTP bridge's request mapping."""
 
 import asyncio
+import io
 import os
 import re
 import socket
@@ -92,9 +93,13 @@ def _scope(headers):
     return {"type": "http", "method": "GET", "path": "/api/x/", "query_string": b"", "headers": headers}
 
 
+def _body(content: bytes = b"") -> dict:
+    return {"file": io.BytesIO(content), "length": len(content)}
+
+
 def test_headers_become_wsgi_keys_and_repeated_ones_are_joined():
     environ = _environ(_scope([(b"x-trace", b"a"), (b"x-trace", b"b"), (b"content-type", b"application/json"),
-                               (b"content-length", b"12")]), body=None)
+                               (b"content-length", b"12")]), _body(b"twelve bytes"))
     assert environ["HTTP_X_TRACE"] == "a,b"
     assert (environ["CONTENT_TYPE"], environ["CONTENT_LENGTH"]) == ("application/json", "12")
 
@@ -102,7 +107,7 @@ def test_headers_become_wsgi_keys_and_repeated_ones_are_joined():
 def test_header_names_with_underscores_are_dropped():
     # Otherwise "x_forwarded_for" would arrive as HTTP_X_FORWARDED_FOR, indistinguishable
     # from the header a trusted proxy sets.
-    environ = _environ(_scope([(b"x_forwarded_for", b"10.0.0.1"), (b"authorization_x", b"y")]), body=None)
+    environ = _environ(_scope([(b"x_forwarded_for", b"10.0.0.1"), (b"authorization_x", b"y")]), _body())
     assert "HTTP_X_FORWARDED_FOR" not in environ
     assert "HTTP_AUTHORIZATION_X" not in environ
 
@@ -156,3 +161,68 @@ def test_a_port_and_a_unix_socket_together_are_refused(tmp_path):
     done = _run("-u", str(tmp_path / "s.sock"), "-p", "8000", "vantage.asgi:application")
     assert done.returncode == 2
     assert "give either --port or --unix-socket, not both" in done.stderr
+
+
+def _run_with(env_changes: dict, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "SECRET_KEY_FILE", "DEBUG")}
+    env.update(env_changes)
+    return subprocess.run([sys.executable, "-m", "vantage.server", *args, "vantage.asgi:application"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+A_KEY = "k" * 48
+
+
+@pytest.mark.parametrize("env_changes, bind, variable", [
+    ({}, "0.0.0.0", "set SECRET_KEY (or SECRET_KEY_FILE)"),  # the defaults: development key, DEBUG on
+    ({"DEBUG": "true"}, "::", "set SECRET_KEY (or SECRET_KEY_FILE)"),
+    ({"SECRET_KEY": A_KEY}, "0.0.0.0", "set DEBUG=false (or pass --debug-off-loopback to force it)"),
+    ({"SECRET_KEY": A_KEY, "DEBUG": "true"}, "", "set DEBUG=false (or pass --debug-off-loopback to force it)"),
+])
+def test_off_loopback_the_development_key_or_debug_refuse_to_start_with_one_line(env_changes, bind, variable):
+    done = _run_with(env_changes, "-b", bind, "-p", "0")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vantage.server: refusing to listen on ") and variable in lines[0]
+    assert "Listening" not in done.stderr
+
+
+def test_even_forced_debug_does_not_allow_the_development_key_off_loopback():
+    done = _run_with({"DEBUG": "true"}, "-b", "0.0.0.0", "-p", "0", "--debug-off-loopback")
+    assert done.returncode == 2 and "set SECRET_KEY (or SECRET_KEY_FILE)" in done.stderr
+
+
+@pytest.mark.parametrize("bind, unix, loopback", [
+    ("127.0.0.1", False, True), ("127.0.0.2", False, True), ("::1", False, True), ("localhost", False, True),
+    ("0.0.0.0", False, False), ("::", False, False), ("", False, False), ("0.0.0.0", True, True),
+])
+def test_what_counts_as_loopback(bind, unix, loopback):
+    args = server.parse_args(["-b", bind, *(["-u", "/tmp/x.sock"] if unix else []), "x:y"])
+    assert server.on_loopback(args) is loopback
+
+
+def test_forced_debug_with_a_real_key_may_listen_beyond_loopback(settings):
+    settings.SECRET_KEY, settings.DEBUG = A_KEY, True
+    assert server.refusal(server.parse_args(["-b", "0.0.0.0", "--debug-off-loopback", "x:y"]), settings) is None
+    assert "DEBUG=false" in server.refusal(server.parse_args(["-b", "0.0.0.0", "x:y"]), settings)
+    settings.DEBUG = False
+    assert server.refusal(server.parse_args(["-b", "0.0.0.0", "x:y"]), settings) is None
+
+
+@pytest.mark.slow
+def test_loopback_and_unix_sockets_start_with_the_development_key(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "SECRET_KEY_FILE", "DEBUG")}
+    env["VANTAGE_DATA_DIR"] = str(tmp_path)
+    for where in (["-b", "127.0.0.1", "-p", "0"], ["-u", str(tmp_path / "s.sock")]):
+        log_path = tmp_path / "server.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "vantage.server", *where, "vantage.asgi:application"],
+                                       cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while "Listening on" not in log_path.read_text():
+                assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

@@ -7,11 +7,11 @@ commit, and the consumers' database calls run on their own connection handling.
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
-from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.authentication import node_access_token
 from tasks.services import run_claim, task_kill
 from tests.factories import make_task
+from tests import factories
 from vantage.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -94,10 +94,12 @@ def test_kill_request_reaches_the_node_holding_the_run(
 def test_users_see_events_of_their_collaboration_and_outsiders_see_none(
     owner, member, outsider, collab, org_a, org_b, node_a
 ):
+    tokens = {"member": factories.access_token(member), "outsider": factories.access_token(outsider)}
+
     async def scenario():
         comms = {}
-        for name, user in (("member", member), ("outsider", outsider)):
-            comms[name], _ = await _open("/ws/events/", AccessToken.for_user(user))
+        for name in ("member", "outsider"):
+            comms[name], _ = await _open("/ws/events/", tokens[name])
         task = await _in_test_thread(lambda: make_task(owner, collab, [org_a, org_b]))
         await _in_test_thread(lambda: run_claim(run_id=task.runs.get(organization=org_a).pk, node=node_a))
         got = {"member": await _drain(comms["member"], expect=["task.updated", "run.updated"])}
@@ -130,8 +132,10 @@ def test_bad_token_is_refused_with_a_close_code_and_reason(path):
 
 
 def test_foreign_origin_is_refused_even_with_a_valid_token(owner):
+    token = factories.access_token(owner)
+
     async def scenario():
-        comm = _connect("/ws/events/", token=AccessToken.for_user(owner), origin="https://evil.example")
+        comm = _connect("/ws/events/", token=token, origin="https://evil.example")
         await comm.connect()
         closed = await comm.receive_output(timeout=5)
         await comm.wait()
@@ -172,3 +176,39 @@ def test_heartbeats_do_not_write_once_the_node_is_known_online(node_a):
     with CaptureQueriesContext(connection) as beating:
         async_to_sync(session)(20)
     assert len(beating) == len(quiet)
+
+
+def test_ending_every_session_of_a_user_closes_their_open_sockets(owner, member):
+    """Issue 13.3: "log out everywhere" (or a password change) reaches sockets already open."""
+    from accounts.services import user_end_sessions
+
+    tokens = {"owner": factories.access_token(owner), "member": factories.access_token(member)}
+
+    async def scenario():
+        mine, _ = await _open("/ws/events/", tokens["owner"])
+        theirs, _ = await _open("/ws/events/", tokens["member"])
+        await _in_test_thread(lambda: user_end_sessions(actor=owner, user=owner, reason="logout_everywhere"))
+        closed = await mine.receive_output(timeout=5)
+        still_open = await theirs.receive_nothing(0.3)
+        await theirs.disconnect()
+        return closed, still_open
+
+    closed, still_open = async_to_sync(scenario)()
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4401)
+    assert still_open
+
+
+@pytest.mark.parametrize("path", ["/ws/nothing/", "/", "/ws/events/extra/"])
+def test_an_unknown_path_is_closed_with_4404_not_an_error(path, owner):
+    token = factories.access_token(owner)
+
+    async def scenario():
+        comm = _connect(path, token=token)
+        connected, _ = await comm.connect()
+        closed = await comm.receive_output(timeout=5)
+        await comm.wait()
+        return connected, closed
+
+    connected, closed = async_to_sync(scenario)()
+    assert connected
+    assert closed == {"type": "websocket.close", "code": 4404, "reason": "No websocket at this path."}

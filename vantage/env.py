@@ -92,7 +92,7 @@ def database_from_url(url: str) -> dict:
 
 def sqlite_database(path: Path) -> dict:
     return {
-        "ENGINE": "vantage.backends.sqlite3",
+        "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
         # Each HTTP worker thread keeps its connection (and its WAL set-up) between requests.
         "CONN_MAX_AGE": None,

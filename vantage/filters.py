@@ -1,14 +1,35 @@
 """The list filter backend: django-filter, without its cost when no filter is asked for."""
 
+from django import forms
+from django_filters import NumberFilter
 from django_filters.rest_framework import DjangoFilterBackend
+
+from vantage.ids import MAX_ID
+
+
+class IdFilter(NumberFilter):
+    """A filter on an object id: a whole number within the id columns' 64-bit range.
+
+    django-filter's NumberFilter takes any decimal up to 1e50, and a value such as
+    `-4e68` or `99999999999999999999` then failed in the database (a 500). Every filter on
+    an id uses this one instead, so such a value is a 400 naming the parameter.
+    """
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(*args, **kwargs)
 
 
 class FilterBackend(DjangoFilterBackend):
     """django-filter, skipped when the query string names none of the view's filters.
 
-    Building a filter set and its form costs a noticeable share of a small list request,
-    and without any of its parameters it filters nothing. A parameter counts when it
-    starts with a filter's name, so range widgets (`<name>_min`, `<name>_after`) count too.
+    Building a filter set and its form costs a noticeable share of a small list request
+    (bench/README.md, "Consolidation"), and without any of its parameters it filters
+    nothing. A parameter counts when it starts with a filter's name, so range widgets
+    (`<name>_min`, `<name>_after`) count too.
     """
 
     def filter_queryset(self, request, queryset, view):
@@ -17,26 +38,4 @@ class FilterBackend(DjangoFilterBackend):
             param.startswith(name) for param in request.query_params for name in filterset_class.base_filters
         ):
             return queryset
-        try:
-            return super().filter_queryset(request, queryset, view)
-        finally:
-            self._release_filterset()
-
-    # DRF builds a backend per filtering, so the set it made can wait here for its release.
-    _filterset = None
-
-    def get_filterset(self, request, queryset, view):
-        self._filterset = super().get_filterset(request, queryset, view)
-        return self._filterset
-
-    def _release_filterset(self) -> None:
-        """The filter set and its form are tangled in reference cycles (each filter points
-        to its set, each bound field to its form): emptied, they are freed right away
-        instead of by the cyclic collector, a hundred-odd objects per list request."""
-        filterset, self._filterset = self._filterset, None
-        if filterset is None:
-            return
-        form = filterset.__dict__.get("_form")
-        if form is not None:
-            form.__dict__.clear()
-        filterset.__dict__.clear()
+        return super().filter_queryset(request, queryset, view)

@@ -1,4 +1,4 @@
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from rest_framework import pagination
 from rest_framework.response import Response
 
@@ -29,13 +29,13 @@ class FirstPageCountingPaginator(Paginator):
             self.count = len(rows)  # fills the cached property: no COUNT query
         # The count (a query when the page is full) also checks an empty first page.
         self.validate_number(1)
-        return self._get_page(rows, 1, self)
+        return Page(rows, 1, self)
 
 
 class PageNumberPagination(pagination.PageNumberPagination):
     """Page numbers over a stable ordering; `next` is null on the last page.
 
-    Every list view orders by a unique key (views add `pk` as tie-breaker), so walking
+    Every list view orders by a unique key (`pk` added as tie-breaker), so walking
     `next` visits each row once and terminates whatever the page size.
     """
 
@@ -66,5 +66,5 @@ class PageNumberPagination(pagination.PageNumberPagination):
         paginator = self.django_paginator_class((), page_size)
         paginator.count = len(rows) if len(rows) < page_size else count()
         self.request = request
-        self.page = paginator._get_page(rows, 1, paginator)
+        self.page = Page(rows, 1, paginator)
         return self.get_paginated_response(rows)

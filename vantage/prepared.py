@@ -1,23 +1,36 @@
-"""ORM queries of a fixed shape whose SQL Django builds once, not once per request.
+"""ORM queries and writes of a fixed shape whose SQL is built once, not once per request.
 
-On the hot API paths (a node claiming, starting and finishing runs, a user listing
-organisations) building a queryset's SQL — filters, joins, select_related, ordering —
-costs 0.3-1 ms of CPU each time, several times what running it costs. A prepared
-query is built once per database and shape, with marker values where its arguments
-go; every later call runs that SQL with the arguments bound in the markers' places.
+The one compiled-query mechanism of the project, kept because bench/api.py needs it for
+the ≥10× goal on the node's claim, start and finish and on task creation
+(bench/README.md, "Consolidation"). Building a queryset's SQL (filters, joins,
+select_related, ordering) costs 0.3-1 ms of CPU each time, several times what running
+it costs. A prepared query is built once per database and shape, with marker values
+where its arguments go; every later call runs that SQL with the arguments bound in the
+markers' places.
 
 Rows come back as the ORM would give them: model instances with their select_related
-objects (`models`), or dicts for a `values()` queryset (`values`), with the database's
-converters applied (dates, JSON, booleans). This rests on the compiler attributes that
-Django's own ModelIterable reads (select, klass_info, annotation_col_map), a stable part
-of Django 5.2; tests/test_prepared.py checks the results against the plain ORM.
+objects and annotations, with the database's converters applied (dates, JSON, booleans).
+
+Private or undocumented Django internals this module touches (Django 5.2), each checked
+by tests/test_prepared.py::test_the_django_internals_it_reads_are_there, which fails
+naming the one that changed:
+- `QuerySet.query.get_compiler()` and the compiler's `as_sql()`, `select`, `col_count`,
+  `klass_info`, `annotation_col_map`, `has_extra_select`, `get_converters()`: what
+  Django's own ModelIterable reads;
+- `django.db.models.query.get_related_populators`: fills select_related objects (with
+  the queryset's `_fetch_mode` on Django 6.1 and later, which added that parameter);
+- `Model._state.adding` and `_state.db` (documented in the model instance reference):
+  set on instances inserted by `PreparedInsert.save_new`, as save() sets them.
+
+PreparedUpdate and PreparedInsert write without save() and without model signals; their
+call sites say so.
 
 Only plain values can be arguments (ints and strings compared with =, a single-value
 IN): anything that changes the SQL itself (a list's length, LIMIT, which filter
 applies) is part of the shape, so it goes in `shape`, and each shape is built once.
 """
 
-import sqlite3
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +44,8 @@ _MARKER_BASE = -7_300_000_001
 
 
 class _Plan:
-    __slots__ = ("sql", "params", "slots", "compiler", "converters", "values_names", "model_plan")
+    __slots__ = ("sql", "params", "slots", "compiler", "converters", "model", "model_columns", "init_list",
+                 "populators", "annotations")
 
     def __init__(self, queryset: QuerySet, markers: dict[str, Any], connection):
         compiler = queryset.query.get_compiler(connection=connection)
@@ -49,25 +63,16 @@ class _Plan:
         # Converter functions read no per-connection state but the database's time zone,
         # which every connection to one alias shares: any thread's connection may apply them.
         self.converters = compiler.get_converters(fields)
-        query = queryset.query
-        if queryset._fields is not None:
-            # As ValuesIterable names a row's columns.
-            self.values_names = list(query.selected) if query.selected else [
-                *query.extra_select, *query.values_select, *query.annotation_select
-            ]
-            self.model_plan = None
-        else:
-            self.values_names = None
-            klass_info = compiler.klass_info
-            start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
-            self.model_plan = (
-                klass_info["model"],
-                start,
-                end,
-                [f[0].target.attname for f in compiler.select[start:end]],
-                get_related_populators(klass_info, compiler.select, connection.alias),
-                dict(compiler.annotation_col_map or {}),
-            )
+        klass_info = compiler.klass_info
+        populator_arguments = [klass_info, compiler.select, connection.alias]
+        if "fetch_mode" in inspect.signature(get_related_populators).parameters:  # Django 6.1 and later
+            populator_arguments.append(queryset._fetch_mode)
+        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        self.model = klass_info["model"]
+        self.model_columns = (start, end)
+        self.init_list = [f[0].target.attname for f in compiler.select[start:end]]
+        self.populators = get_related_populators(*populator_arguments)
+        self.annotations = dict(compiler.annotation_col_map or {})
 
     def rows(self, arguments: dict[str, Any], connection) -> list:
         params = list(self.params)
@@ -75,7 +80,7 @@ class _Plan:
             for i in positions:
                 params[i] = arguments[name]
         with connection.cursor() as cursor:
-            execute(connection, cursor, self.sql, params)
+            cursor.execute(self.sql, params)
             rows = cursor.fetchall()
         if self.compiler.has_extra_select:  # ordering columns the rows do not include
             rows = [row[: self.compiler.col_count] for row in rows]
@@ -131,15 +136,13 @@ class PreparedQuery:
         self._check(arguments)
         connection = connections[self._using]
         plan = self._plan(shape, connection)
-        if plan.model_plan is None:
-            raise TypeError("prepared query: a values() queryset gives dicts, use .values()")
-        model, start, end, init_list, populators, annotations = plan.model_plan
+        start, end = plan.model_columns
         objects = []
         for row in plan.rows(arguments, connection):
-            obj = model.from_db(connection.alias, init_list, row[start:end])
-            for populator in populators:
+            obj = plan.model.from_db(connection.alias, plan.init_list, row[start:end])
+            for populator in plan.populators:
                 populator.populate(row, obj)
-            for name, pos in annotations.items():
+            for name, pos in plan.annotations.items():
                 setattr(obj, name, row[pos])
             objects.append(obj)
         return objects
@@ -147,15 +150,6 @@ class PreparedQuery:
     def first(self, *shape, **arguments) -> Model | None:
         objects = self.models(*shape, **arguments)
         return objects[0] if objects else None
-
-    def values(self, *shape, **arguments) -> list[dict]:
-        self._check(arguments)
-        connection = connections[self._using]
-        plan = self._plan(shape, connection)
-        if plan.values_names is None:
-            raise TypeError("prepared query: a model queryset gives instances, use .models()")
-        names = plan.values_names
-        return [dict(zip(names, row)) for row in plan.rows(arguments, connection)]
 
 
 class PreparedUpdate:
@@ -192,7 +186,7 @@ class PreparedUpdate:
         params = [f.get_db_prep_save(_key(values[f.name]), connection) for f in self._set]
         params += [f.get_db_prep_value(_key(where[f.name]), connection, prepared=False) for f in self._where]
         with connection.cursor() as cursor:
-            execute(connection, cursor, sql, params)
+            cursor.execute(sql, params)
             return cursor.rowcount
 
 
@@ -239,8 +233,8 @@ class PreparedInsert:
         """Insert one row through a cursor the caller holds on `connection` (several statements, one cursor)."""
         if set(values) != {f.name for f in self._fields}:
             raise TypeError("prepared insert: the values must name exactly its fields")
-        execute(
-            connection, cursor, self._statement(connection, 1, False),
+        cursor.execute(
+            self._statement(connection, 1, False),
             [f.get_db_prep_save(_key(values[f.name]), connection) for f in self._fields],
         )
 
@@ -262,29 +256,9 @@ class PreparedInsert:
             instance._state.db = connection.alias
 
 
-# A prepared statement's SQL as SQLite's driver takes it (qmark markers), by its SQL.
-_sqlite_sql: dict[str, str] = {}
-
-
 def execute(connection, cursor, sql: str, params: list) -> None:
-    """`cursor.execute(sql, params)` for a fixed statement, on SQLite without the rewrite.
-
-    Django's SQLite cursor turns every statement's %s markers into ? with a regular
-    expression on every call: 4-5 % of a node's finish request (py-spy, the statements
-    being a few hundred characters long). A fixed statement is rewritten once here and
-    run on the driver's cursor, inside the same broken-transaction check and error
-    translation as Django's. While queries are logged or wrapped (DEBUG, tests that
-    count queries, debugging tools) the ordinary path runs, so they see every statement.
-    """
-    if connection.vendor != "sqlite" or connection.execute_wrappers or connection.queries_logged:
-        cursor.execute(sql, params)
-        return
-    driver_sql = _sqlite_sql.get(sql)
-    if driver_sql is None:
-        driver_sql = _sqlite_sql[sql] = cursor.cursor.convert_query(sql)
-    connection.validate_no_broken_transaction()
-    with connection.wrap_database_errors:
-        sqlite3.Cursor.execute(cursor.cursor, driver_sql, params)
+    """Run a fixed statement on a cursor of `connection` (the audit log's statements)."""
+    cursor.execute(sql, params)
 
 
 def _key(value):

@@ -2,11 +2,15 @@
 
     python -m vantage.server [-b HOST] [-p PORT | -u SOCKET] [options] vantage.asgi:application
 
-One event loop serves HTTP and websockets on one port; HTTP requests run in Django on a
-pool of worker threads (vantage.wsgi_bridge). Bodies stay out of memory both ways:
-uvicorn stops reading a request's socket while 64 KiB of its body wait unread, and
-holds back a response chunk while the connection's send buffer is full, so a 1 GiB
-upload or download moves through a bounded buffer (tests/live/test_result_streaming.py).
+One event loop serves HTTP and websockets on one port. An HTTP request's body is read
+whole on the loop first (vantage.body: timeouts, size limit, a cap on bodies arriving at
+once), then the request runs in Django on a pool of worker threads (vantage.wsgi_bridge),
+so a slow client never holds a thread. Responses go out with back-pressure: uvicorn
+holds back a chunk while the connection's send buffer is full, so a 1 GiB download moves
+through a bounded buffer (tests/live/test_result_streaming.py).
+
+It refuses to listen beyond loopback with the development SECRET_KEY, or with DEBUG on
+unless --debug-off-loopback forces it (refusal()).
 
 Until 2026-11 this was daphne, patched to stream bodies. On the same trivial request
 uvicorn with httptools spent 76 us of CPU where daphne (Twisted) spent 202, and with the
@@ -17,22 +21,15 @@ request. Daphne's options that deployments use are kept (-b, -p, -u, --proxy-hea
 """
 
 import argparse
-import gc
 import importlib
+import ipaddress
 import os
 import socket
 import sys
 
 import uvicorn
-
-# Python's cyclic collector ran ~160 times per 1,000 small requests here, each pass
-# walking the tens of thousands of objects Django, DRF and the app loaded at start: 0.12
-# ms of a claim's 1.7 ms. Those objects live as long as the process, so they are moved
-# out of the collector's sight once the application is loaded (gc.freeze), and the
-# youngest generation is collected after 20,000 new container objects instead of 700:
-# 0.04 ms per claim (bench/README.md). Garbage cycles are still collected, only in
-# larger batches.
-GC_THRESHOLDS = (20_000, 20, 20)
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 LOG_LEVELS = {0: "warning", 1: "info", 2: "debug"}
 BACKLOG = 2048  # uvicorn's default
@@ -61,6 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--access-log", metavar="FILE",
                         help="write one line per request to FILE ('-' for standard output)")
     parser.add_argument("--keep-alive", type=int, default=5, help="idle keep-alive timeout, s (default 5)")
+    parser.add_argument("--debug-off-loopback", action="store_true",
+                        help="serve with DEBUG on although listening beyond loopback (refused otherwise)")
     parser.add_argument("-v", "--verbosity", type=int, choices=sorted(LOG_LEVELS), default=1,
                         help="0 warnings only, 1 start-up and errors (default), 2 debug")
     args = parser.parse_args(argv)
@@ -82,6 +81,37 @@ def load_application(target: str):
         return getattr(module, attribute)
     except AttributeError:
         raise UsageError(f"application {target!r}: {module_name} has no attribute {attribute!r}") from None
+
+
+def on_loopback(args) -> bool:
+    """Whether only this machine can connect: a Unix socket, or a bind address that is loopback only."""
+    if args.unix_socket:
+        return True
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(args.bind or None, None, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return False  # binding will fail and say why
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def refusal(args, settings) -> str | None:
+    """Why this configuration must not listen where it was asked to, or None.
+
+    The development SECRET_KEY is in the repository: anyone could sign a token with it,
+    so it may serve only this machine. DEBUG shows settings and code in its error pages.
+    """
+    if on_loopback(args):
+        return None
+    from vantage.settings import DEVELOPMENT_SECRET_KEY
+
+    where = args.bind or "every interface"
+    if settings.SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+        return (f"refusing to listen on {where} with the development key: set SECRET_KEY "
+                "(or SECRET_KEY_FILE) to a long random value")
+    if settings.DEBUG and not args.debug_off_loopback:
+        return (f"refusing to listen on {where} with DEBUG on: set DEBUG=false "
+                "(or pass --debug-off-loopback to force it)")
+    return None
 
 
 def listening_socket(args) -> tuple[socket.socket, str]:
@@ -136,13 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     level = LOG_LEVELS[args.verbosity]
     try:
         application = load_application(args.application)
+        if settings.configured and (refused := refusal(args, settings)):
+            raise UsageError(refused)
         sock, listening = listening_socket(args)
-    except (UsageError, OSError) as error:
+    except (UsageError, OSError, ImproperlyConfigured) as error:
         print(f"vantage.server: {error}", file=sys.stderr)
         return 2
-    # Django, every app and the URL configuration are loaded by now.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
     config = uvicorn.Config(
         application,
         loop="uvloop",

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN)
     "accounts",
     "collaborations",
     "tasks",
@@ -47,7 +48,11 @@ INSTALLED_APPS = [
 # Sessions, CSRF, the session user and messages are Django's, except that API requests
 # with a bearer token skip them (vantage/middleware.py).
 MIDDLEWARE = [
+    "vantage.api_errors.ApiErrorsAsJson",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's CSS and JavaScript, Swagger UI) from the server itself.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "vantage.csp.ContentSecurityPolicyMiddleware",
     "vantage.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "vantage.middleware.CsrfViewMiddleware",
@@ -55,6 +60,12 @@ MIDDLEWARE = [
     "vantage.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Django's deploy check looks for CsrfViewMiddleware by its dotted path; the subclass
+# above (vantage.middleware) is Django's CSRF protection for every browser request.
+SILENCED_SYSTEM_CHECKS = (
+    [] if "django.middleware.csrf.CsrfViewMiddleware" in MIDDLEWARE else ["security.W003"]
+)
 
 ROOT_URLCONF = "vantage.urls"
 ASGI_APPLICATION = "vantage.asgi.application"
@@ -98,6 +109,14 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# WhiteNoise serves the apps' static files straight from their folders (found once at
+# start), so neither the demo nor a production server needs `collectstatic` or a
+# separate web server for them; files collected into STATIC_ROOT are served too.
+WHITENOISE_USE_FINDERS = True
+try:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # else WhiteNoise warns at every start
+except OSError:
+    pass  # a read-only data folder: WhiteNoise serves from the apps' folders alone
 MEDIA_ROOT = Path(env_str("VANTAGE_MEDIA_ROOT", str(DATA_DIR / "media")))
 MEDIA_URL = None  # result files are only served through the authorised API
 STORAGES = {
@@ -108,14 +127,38 @@ STORAGES = {
 # Request bodies: form/JSON bodies stay small; result files stream to disk in chunks.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("VANTAGE_MAX_REQUEST_BYTES", 20 * 1024 * 1024, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Result files are readable by the server's own user only (Django's default is 0644).
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 VANTAGE_MAX_RESULT_BYTES = env_int("VANTAGE_MAX_RESULT_BYTES", 2 * 1024**3, minimum=1)
 # Results up to this size are kept in the run's row rather than as files: aggregates are
 # small, and a row costs a fraction of a file's creation (0 keeps every result as a file).
 VANTAGE_RESULT_IN_DATABASE_BYTES = env_int("VANTAGE_RESULT_IN_DATABASE_BYTES", 64 * 1024, minimum=0)
+# Catalogue approvals needed from reviewers other than the submitter (four eyes at least).
+VANTAGE_CATALOGUE_REVIEWERS = env_int("VANTAGE_CATALOGUE_REVIEWERS", 1, minimum=1)
 VANTAGE_MAX_INPUT_BYTES = env_int("VANTAGE_MAX_INPUT_BYTES", 8 * 1024 * 1024, minimum=1)
 VANTAGE_RUN_LOG_MAX_CHARS = env_int("VANTAGE_RUN_LOG_MAX_CHARS", 256 * 1024, minimum=1024)
 VANTAGE_NODE_KEY_SECRET = env_str("VANTAGE_NODE_KEY_SECRET") or SECRET_KEY
+# How many reverse proxies in front of the server append to X-Forwarded-For. 0 (default):
+# the header is ignored and the client is the socket's peer; n: the n-th address from the
+# right is the client (password-reset throttle, lockout audit). Anything further left was
+# written by the client and is never believed.
+VANTAGE_TRUSTED_PROXIES = env_int("VANTAGE_TRUSTED_PROXIES", 0, minimum=0)
+# The audit chain's HMAC key: outside the database, so that whoever can write the
+# database cannot rewrite the log unnoticed (accounts.audit). Without it the key is
+# derived from SECRET_KEY, and `check --deploy` warns (accounts.W001).
+VANTAGE_AUDIT_KEY = env_str("VANTAGE_AUDIT_KEY") or ""
+if VANTAGE_AUDIT_KEY and len(VANTAGE_AUDIT_KEY) < 32:
+    raise ImproperlyConfigured("VANTAGE_AUDIT_KEY: use at least 32 characters")
 VANTAGE_HTTP_THREADS = env_int("VANTAGE_HTTP_THREADS", 8, minimum=1)
+# Request bodies are read whole before Django runs (vantage/body.py): a body must arrive
+# within VANTAGE_BODY_TIMEOUT_SECONDS plus one second per VANTAGE_BODY_MIN_RATE bytes,
+# with no silence longer than VANTAGE_BODY_IDLE_SECONDS (else 408); at most
+# VANTAGE_MAX_SPOOLING_BODIES arrive at once per process (else 503).
+VANTAGE_BODY_TIMEOUT_SECONDS = env_int("VANTAGE_BODY_TIMEOUT_SECONDS", 30, minimum=1)
+VANTAGE_BODY_IDLE_SECONDS = env_int("VANTAGE_BODY_IDLE_SECONDS", 10, minimum=1)
+VANTAGE_BODY_MIN_RATE = env_int("VANTAGE_BODY_MIN_RATE", 64 * 1024, minimum=1)
+VANTAGE_MAX_SPOOLING_BODIES = env_int("VANTAGE_MAX_SPOOLING_BODIES", 128, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -126,6 +169,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "vantage.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["vantage.filters.FilterBackend"],
+    "DEFAULT_PARSER_CLASSES": [
+        "vantage.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "vantage.exceptions.exception_handler",
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "vantage.negotiation.ContentNegotiation",
@@ -134,6 +182,8 @@ REST_FRAMEWORK = {
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_RATES": {"password-reset": env_str("VANTAGE_PASSWORD_RESET_RATE", "5/hour")},
     "UNAUTHENTICATED_USER": None,
+    # Throttles key on the client's address: see VANTAGE_TRUSTED_PROXIES.
+    "NUM_PROXIES": VANTAGE_TRUSTED_PROXIES,
 }
 
 SIMPLE_JWT = {
@@ -150,6 +200,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Privacy-preserving federated analysis: organisations, collaborations, tasks, runs.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a `status` field with different choices; name each enum.
     "ENUM_NAME_OVERRIDES": {
@@ -222,3 +275,11 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
     SECURE_CONTENT_TYPE_NOSNIFF = True
+    # HSTS on every HTTPS answer: browsers then refuse plain http to this host for a year.
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    # Off by default: the node agents, tests and benchmarks talk plain http on loopback.
+    # Behind a TLS proxy, set it with --proxy-headers on the server (README).
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+    SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]  # load balancers probe over http

@@ -7,32 +7,25 @@ hands each request to Django's WSGI handler on a fixed pool of worker threads in
 (each keeping its database connection), while the server keeps serving websockets
 through Channels on the same port.
 
-The request body is read from the ASGI receive channel as Django reads wsgi.input, and
-streaming responses are sent chunk by chunk with back-pressure, so large uploads and
-downloads stay out of memory. A chunked request (no Content-Length, which Django needs
-to parse a form) is first spooled to a temporary file, up to `max_body_bytes`.
+The body is read whole on the event loop first (vantage.body.CompleteBody), so a worker
+thread runs only once there is nothing left to wait for from the client. Streaming
+responses are sent chunk by chunk with back-pressure, so large downloads stay out of
+memory.
 
 Every hop between the event loop and a worker thread wakes the other side (a pipe
-write, a lock, a GIL hand-over): about 0.1-0.2 ms of CPU each on these machines, and
-a small API request used to make eight of them. So the first body chunk, which the
-server has ready, is read on the loop before the request goes to its thread, and a
+write, a lock, a GIL hand-over): about 0.1-0.2 ms of CPU each on these machines. So a
 response that is not streamed comes back whole as the thread's result: one hop there,
 one back.
 """
 
 import asyncio
-import json
 import queue
 import sys
-import tempfile
 import threading
-
-from django.core.exceptions import RequestAborted
 
 from vantage import events
 
 DOWNLOAD_CHUNK = 1024 * 1024
-SPOOL_IN_MEMORY_BYTES = 1024 * 1024
 
 
 class _FileWrapper:
@@ -53,25 +46,26 @@ class _FileWrapper:
 
 
 class WSGIBridge:
-    def __init__(self, wsgi_application, *, threads: int, max_body_bytes: int):
+    """Django's WSGI handler on a fixed pool of threads, behind vantage.body.CompleteBody.
+
+    The body is complete before the request reaches its thread (the file in
+    scope["extensions"]["vantage.body"]), so a worker never waits on a client.
+    """
+
+    def __init__(self, wsgi_application, *, threads: int):
         self.wsgi_application = wsgi_application
-        self.max_body_bytes = max_body_bytes
         self.workers = _WorkerPool(threads, name="http")
 
     async def __call__(self, scope, receive, send):
         loop = asyncio.get_running_loop()
         events.attach_to_loop(loop)
-        first = await receive()
-        if first["type"] == "http.disconnect":
-            return
-        body = _BodyReader(receive, loop, first)
-        whole = await self.workers.run(loop, self._run, scope, body, send, loop)
+        whole = await self.workers.run(loop, self._run, scope, send, loop)
         if whole is not None:
             start, content = whole
             await send(start)
             await send({"type": "http.response.body", "body": content})
 
-    def _run(self, scope, body, send, loop) -> tuple[dict, bytes] | None:
+    def _run(self, scope, send, loop) -> tuple[dict, bytes] | None:
         """Run the request; a response that is not streamed is returned whole, the others are sent here."""
         def sync_send(message):
             asyncio.run_coroutine_threadsafe(send(message), loop).result()
@@ -89,19 +83,12 @@ class WSGIBridge:
             }
             return lambda data: None  # the legacy write() callable; Django never uses it
 
-        environ = _environ(scope, body)
-        if "CONTENT_LENGTH" not in environ and environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-            spooled = self._spool(body)
-            if spooled is None:
-                return _too_large(self.max_body_bytes)
-            environ["wsgi.input"], environ["CONTENT_LENGTH"] = spooled
-        response = self.wsgi_application(environ, start_response)
+        response = self.wsgi_application(_environ(scope, scope["extensions"]["vantage.body"]), start_response)
         if getattr(response, "streaming", True) is False:
             try:
                 content = b"".join(response)
             finally:
                 response.close()  # in this thread: it ends the request (signals, database connection)
-                _release(response)
             return started["message"], content
         try:
             for chunk in response:
@@ -117,47 +104,6 @@ class WSGIBridge:
         finally:
             if hasattr(response, "close"):
                 response.close()
-            _release(response)
-
-    def _spool(self, body) -> tuple | None:
-        """(file, length) of the whole body, or None once it passes max_body_bytes."""
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
-        while chunk := body.read(DOWNLOAD_CHUNK):
-            spool.write(chunk)
-            if spool.tell() > self.max_body_bytes:
-                spool.close()
-                return None
-        size = spool.tell()
-        spool.seek(0)
-        return spool, str(size)
-
-
-def _release(response) -> None:
-    """Break the cycles between a finished API request's view, request and response.
-
-    DRF's view holds its request and response, and each of those holds the view back
-    (parser and renderer contexts), so the whole request (the Django request, the
-    principal, models, serializers: a hundred objects or more) outlived it until Python's
-    cyclic collector found it, at about 1 us per object in collections of 20-30 ms. Once
-    the response is closed nothing reads them again; emptied, they are freed by
-    reference counting as the request ends (bench/README.md).
-    """
-    context = getattr(response, "renderer_context", None)
-    if not context:
-        return  # not a DRF response
-    view, request = context.get("view"), context.get("request")
-    for obj in (view, request, getattr(request, "_request", None)):
-        if obj is not None:
-            obj.__dict__.clear()
-    context.clear()
-
-
-def _too_large(limit: int) -> tuple[dict, bytes]:
-    content = json.dumps({"detail": f"The request body exceeds {limit} bytes.", "code": "too_large"}).encode()
-    return {"type": "http.response.start", "status": 413, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()),
-        (b"connection", b"close"),
-    ]}, content
 
 
 class _WorkerPool:
@@ -216,49 +162,7 @@ def _settle(future: asyncio.Future, result, error) -> None:
         future.set_exception(error)
 
 
-class ClientGone(RequestAborted):
-    """The client disconnected before its request body arrived."""
-
-
-class _BodyReader:
-    """wsgi.input over the ASGI receive channel, read from a worker thread."""
-
-    def __init__(self, receive, loop, first: dict):
-        self._receive = receive
-        self._loop = loop
-        self._buffer = bytearray()
-        self._more = True
-        self._take(first)
-
-    def _fill(self) -> None:
-        self._take(asyncio.run_coroutine_threadsafe(self._receive(), self._loop).result())
-
-    def _take(self, message: dict) -> None:
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        self._buffer += message.get("body", b"")
-        self._more = message.get("more_body", False)
-
-    def read(self, size: int = -1) -> bytes:
-        while self._more and (size < 0 or len(self._buffer) < size):
-            self._fill()
-        if size < 0 or size >= len(self._buffer):
-            data, self._buffer = bytes(self._buffer), bytearray()
-        else:
-            data, self._buffer = bytes(self._buffer[:size]), self._buffer[size:]
-        return data
-
-    def readline(self, size: int = -1) -> bytes:
-        while self._more and b"\n" not in self._buffer and (size < 0 or len(self._buffer) < size):
-            self._fill()
-        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
-        if size >= 0:
-            end = min(end, size)
-        data, self._buffer = bytes(self._buffer[:end]), self._buffer[end:]
-        return data
-
-
-def _environ(scope, body) -> dict:
+def _environ(scope, body: dict) -> dict:
     path = scope["path"]
     root = scope.get("root_path", "")
     if root and path.startswith(root):
@@ -271,7 +175,7 @@ def _environ(scope, body) -> dict:
         "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scope.get("scheme", "http"),
-        "wsgi.input": body,
+        "wsgi.input": body["file"],
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
         "wsgi.multiprocess": True,
@@ -290,9 +194,13 @@ def _environ(scope, body) -> dict:
             continue
         key = name.decode("latin1").upper().replace("-", "_")
         value = value.decode("latin1")
-        if key == "CONTENT_LENGTH" or key == "CONTENT_TYPE":
+        if key == "CONTENT_TYPE":
             environ[key] = value
             continue
+        if key == "CONTENT_LENGTH":
+            continue  # the length of the body as received, below
         key = f"HTTP_{key}"
         environ[key] = f"{environ[key]},{value}" if key in environ else value
+    # Also for a chunked body, whose length Django needs to parse a form.
+    environ["CONTENT_LENGTH"] = str(body["length"])
     return environ

@@ -78,13 +78,27 @@ class Client:
 
     # ------------------------------------------------------------ session
 
-    def login(self, username: str, password: str) -> dict:
+    def login(self, username: str, password: str, otp: str | None = None) -> dict:
         """Log in; the client refreshes its access token by itself from then on.
-        Returns the logged-in user as the API shows it."""
-        response = self._send("POST", "token/", json={"username": username, "password": password}, auth=False)
+        `otp`: the current code of the authenticator app (or a recovery code), once the
+        account has a second factor. Returns the logged-in user as the API shows it."""
+        body = {"username": username, "password": password}
+        if otp is not None:
+            body["otp"] = otp
+        response = self._send("POST", "token/", json=body, auth=False)
         body = response.json()
         self._access, self._refresh = body["access"], body.get("refresh")
         return self.whoami()
+
+    def logout(self, *, everywhere: bool = False) -> None:
+        """End this login (its access and refresh tokens), or with `everywhere=True` every
+        login, session and token of the account, on every device."""
+        if self._access is None:
+            return
+        try:
+            self._send("POST", "logout/everywhere/" if everywhere else "logout/").close()
+        finally:
+            self._access = self._refresh = None
 
     def whoami(self) -> dict:
         user_id = _token_claims(self.access_token).get("user_id")
@@ -217,7 +231,8 @@ class Client:
 
     def runs(self, task) -> list[dict]:
         """The task's runs, each with `result`: the decoded output of a completed run
-        (decrypted in an encrypted collaboration), else None."""
+        (decrypted in an encrypted collaboration), else None; `executed_digest` is the
+        image digest the run's node verified and ran."""
         task = self.tasks.get(task) if not isinstance(task, dict) or "collaboration" not in task else task
         encrypted = self.collaboration_encrypted(task["collaboration"])
         runs = self.list("runs/", task=task["id"])

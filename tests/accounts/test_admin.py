@@ -225,3 +225,22 @@ def test_verify_chain_names_the_first_tampered_event(staff, owner):
 def test_verify_chain_does_nothing_on_get(staff, owner):
     response = staff.get(reverse("admin:accounts_auditevent_verify"))
     assert response.status_code == 302
+
+
+def test_the_update_service_gets_the_stored_user_not_the_forms_copy(staff, owner, monkeypatch):
+    # Guards compare the stored object with the change (issue 13.11): the admin used to pass
+    # the form's instance, already carrying the new values.
+    from accounts import admin as accounts_admin
+
+    seen = {}
+    real = accounts_admin.user_update
+
+    def spy(*, actor, user, **changes):
+        seen["is_superuser_before"] = user.is_superuser
+        return real(actor=actor, user=user, **changes)
+
+    monkeypatch.setattr(accounts_admin, "user_update", spy)
+    data = user_change_data(owner, is_staff="on", is_superuser="on")
+    assert staff.post(reverse("admin:accounts_user_change", args=[owner.pk]), data).status_code == 302
+    assert seen == {"is_superuser_before": False}
+    assert last_event("user.updated").details["fields"] == ["is_staff", "is_superuser"]

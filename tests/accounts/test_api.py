@@ -187,7 +187,8 @@ def test_organization_admin_may_not_touch_a_superuser_of_their_organisation(api_
     assert client.patch(f"/api/users/{root.pk}/", {"password": "hijacked-passphrase-99"}).status_code == 403
     assert client.patch(f"/api/users/{root.pk}/", {"is_active": False}).status_code == 403
     assert client.delete(f"/api/users/{root.pk}/").status_code == 403
-    assert _login("root", factories.PASSWORD).status_code == 200
+    # The password still opens the account (a superuser then needs a second factor).
+    assert _login("root", factories.PASSWORD).data["code"] == "otp_required"
 
 
 def test_user_edit_of_an_unseen_user_is_404(api_for, org_admin, member):
@@ -386,3 +387,13 @@ def test_audit_list_query_count_does_not_grow_with_rows(api_for, root, extra, dj
     with django_assert_num_queries(2):
         response = client.get("/api/audit/")
     assert response.data["count"] == AuditEvent.objects.count()
+
+
+@pytest.mark.parametrize("field", ["is_superuser", "is_staff", "organization", "username", "id"])
+def test_user_patch_naming_a_field_the_caller_cannot_set_is_refused(api_for, org_admin, owner, field):
+    value = {"is_superuser": True, "is_staff": True, "organization": 99, "username": "renamed", "id": 77}[field]
+    response = api_for(org_admin).patch(f"/api/users/{owner.pk}/", {field: value, "first_name": "Ann"}, format="json")
+    assert response.status_code == 400
+    assert response.data == {field: ["This field cannot be set here."]}
+    owner.refresh_from_db()
+    assert (owner.is_superuser, owner.is_staff, owner.username, owner.first_name) == (False, False, "owner", "")

@@ -1,10 +1,10 @@
 """User tokens: login with username and password, refresh."""
 
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.authentication import node_access_token
 from accounts.models import User
+from accounts.services import api_login_create
 from tests import factories
 
 
@@ -74,13 +74,13 @@ def test_refresh_refuses_garbage_and_access_tokens(owner, node_a):
 
 
 def test_refresh_of_a_deleted_user_is_401_not_500(owner):
-    refresh = str(RefreshToken.for_user(owner))
+    refresh = str(api_login_create(user=owner))
     owner.delete()
     assert _refresh(refresh).status_code == 401
 
 
 def test_refresh_of_a_deactivated_user_is_401(owner):
-    refresh = str(RefreshToken.for_user(owner))
+    refresh = str(api_login_create(user=owner))
     User.objects.filter(pk=owner.pk).update(is_active=False)
     assert _refresh(refresh).status_code == 401
 

@@ -1,9 +1,16 @@
+import importlib
+import io
+from types import SimpleNamespace
+
 import pytest
+from django.apps import apps as django_apps
+from django.core.management import CommandError, call_command
+from django.utils import timezone
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from accounts import audit
-from accounts.audit import audit_record, verify_chain
+from accounts.audit import Anchor, anchor_current, audit_record, event_hash, find_break, hashed_fields, verify_chain
 from accounts.models import AuditChainHead, AuditEvent
 from tests.factories import make_organization
 
@@ -26,13 +33,13 @@ def test_editing_a_past_event_breaks_the_chain_from_there(db):
     assert verify_chain() == second.pk
 
 
-def test_deleting_a_past_event_breaks_the_chain(db):
+def test_deleting_a_past_event_breaks_the_chain_naming_it(db):
     make_organization("A")
     make_organization("B")
     make_organization("C")
     first, second, third = AuditEvent.objects.order_by("id")
     AuditEvent.objects.filter(pk=second.pk).delete()
-    assert verify_chain() == third.pk
+    assert verify_chain() == second.pk  # the missing one, by its id: ids in the chain are consecutive
 
 
 @pytest.mark.django_db(transaction=True)
@@ -52,12 +59,22 @@ def test_a_failed_service_call_leaves_no_event(db):
     assert AuditEvent.objects.count() == before
 
 
-def test_deleting_the_newest_events_is_caught_by_the_head(db):
+def test_deleting_the_newest_event_names_that_event(db):
+    # Issue 13.13: it named #81 (the last survivor) for a deleted #82.
     make_organization("A")
     make_organization("B")
     first, second = AuditEvent.objects.order_by("id")
     AuditEvent.objects.filter(pk=second.pk).delete()
-    assert verify_chain() == first.pk
+    assert verify_chain() == second.pk
+    assert "is missing" in find_break().reason
+
+
+def test_deleting_several_newest_events_names_the_first_deleted(db):
+    for name in "ABCDE":
+        make_organization(name)
+    events = list(AuditEvent.objects.order_by("id"))
+    AuditEvent.objects.filter(pk__gte=events[2].pk).delete()
+    assert verify_chain() == events[2].pk
 
 
 @pytest.mark.django_db(transaction=True)
@@ -89,47 +106,167 @@ def test_appends_from_concurrent_transactions_form_one_chain():
     assert verify_chain() is None
 
 
-def test_an_append_after_this_process_own_swaps_the_head_in_one_statement(db):
+def test_an_append_locks_the_head_and_takes_the_next_id(db):
     with transaction.atomic():
         audit_record(actor=None, verb="test.first")
     with CaptureQueriesContext(connection) as captured, transaction.atomic():
         audit_record(actor=None, verb="test.second")
     statements = [q["sql"].split()[0] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert statements == ["UPDATE", "INSERT"]  # the guarded head update and the event; no read
+    assert statements == ["SELECT", "UPDATE", "INSERT"]
     first, second = AuditEvent.objects.filter(verb__startswith="test.").order_by("id")
-    assert second.prev_hash == first.hash
+    assert (second.pk, second.prev_hash) == (first.pk + 1, first.hash)
+    assert AuditChainHead.objects.values_list("last_id", "last_hash").get() == (second.pk, second.hash)
     assert verify_chain() is None
 
 
-def test_a_head_moved_by_someone_else_is_read_before_appending(db):
-    """Another process appended since: the guess is stale, the swap misses, the chain holds."""
-    with transaction.atomic():
-        audit_record(actor=None, verb="test.ours")
-    with transaction.atomic():
-        # As another process would: an event of its own, the head moved on to its hash.
-        other = AuditEvent.objects.create(
-            created_at=AuditEvent.objects.get(verb="test.ours").created_at, actor_type="system", actor_label="system",
-            verb="test.theirs", details={}, prev_hash=AuditChainHead.objects.get(pk=1).last_hash, hash="",
-        )
-        other.hash = audit._event_hash(other.prev_hash, audit._hashed_fields(other))
-        other.save()
-        AuditChainHead.objects.filter(pk=1).update(last_hash=other.hash)
-    with transaction.atomic():
-        audit_record(actor=None, verb="test.next")
-    assert AuditEvent.objects.get(verb="test.next").prev_hash == other.hash
+def _rewrite_from(event_id: int, key: bytes) -> None:
+    """What an attacker with write access to the database does: recompute every hash from
+    `event_id` on, and the head, with the key they have."""
+    prev = AuditEvent.objects.get(pk=event_id).prev_hash
+    for event in AuditEvent.objects.filter(pk__gte=event_id).order_by("id"):
+        event.prev_hash, event.hash = prev, event_hash(key, prev, event.pk, hashed_fields(event))
+        event.save(update_fields=["prev_hash", "hash"])
+        prev = event.hash
+    AuditChainHead.objects.filter(pk=1).update(last_hash=prev)
+
+
+def test_an_edit_with_every_later_hash_recomputed_without_the_key_is_caught(db, settings):
+    settings.VANTAGE_AUDIT_KEY = "k" * 40
+    for name in "ABC":
+        make_organization(name)
+    first, second, third = AuditEvent.objects.order_by("id")
+    AuditEvent.objects.filter(pk=second.pk).update(details={"forged": True})
+    _rewrite_from(second.pk, b"a guess at the key, not the key")
+    assert verify_chain() == second.pk
+    # With the key itself the rewrite would pass: the key is what protects the chain.
+    _rewrite_from(second.pk, b"k" * 40)
     assert verify_chain() is None
 
 
-def test_an_append_rolled_back_leaves_the_next_one_linked_to_the_committed_head(db):
-    with transaction.atomic():
-        audit_record(actor=None, verb="test.kept")
-    with pytest.raises(ZeroDivisionError):
-        with transaction.atomic():
-            audit_record(actor=None, verb="test.lost")
-            1 / 0
-    with transaction.atomic():
-        audit_record(actor=None, verb="test.after")
-    kept, after = AuditEvent.objects.filter(verb__startswith="test.").order_by("id")
-    assert (kept.verb, after.verb) == ("test.kept", "test.after")
-    assert after.prev_hash == kept.hash
+def test_the_chain_depends_on_the_key(db, settings):
+    settings.VANTAGE_AUDIT_KEY = "k" * 40
+    make_organization("A")
     assert verify_chain() is None
+    settings.VANTAGE_AUDIT_KEY = "another key of at least thirty-two chars"
+    assert verify_chain() == AuditEvent.objects.get().pk
+
+
+def test_an_anchor_catches_the_newest_events_deleted_with_the_head_set_back(db):
+    for name in "ABC":
+        make_organization(name)
+    anchor = Anchor.parse(str(anchor_current()))
+    first, second, third = AuditEvent.objects.order_by("id")
+    AuditEvent.objects.filter(pk__gte=second.pk).delete()
+    AuditChainHead.objects.filter(pk=1).update(last_id=first.pk, last_hash=first.hash)
+    assert find_break() is None  # without the anchor the shortened chain looks whole
+    found = find_break(anchor=anchor)
+    assert found.event_id == second.pk
+    assert f"names #{third.pk}" in found.reason
+
+
+def test_an_anchor_of_an_older_head_still_verifies_a_longer_chain(db):
+    make_organization("A")
+    anchor = Anchor.parse(str(anchor_current()))
+    make_organization("B")
+    assert find_break(anchor=anchor) is None
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda parts: parts[:2] + [str(int(parts[2]) + 1)] + parts[3:],  # another id
+    lambda parts: parts[:5] + ["0" * 64],                               # another signature
+    lambda parts: ["something", "else"],
+])
+def test_a_forged_or_malformed_anchor_is_refused(db, mutate):
+    make_organization("A")
+    parts = str(anchor_current()).split()
+    with pytest.raises(ValueError):
+        Anchor.parse(" ".join(mutate(parts)))
+
+
+# --- the commands ----------------------------------------------------------------------
+
+
+def _command(*args):
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command(*args, stdout=out, stderr=err)
+    except CommandError as exc:
+        return 1, str(exc)
+    return 0, out.getvalue().strip()
+
+
+def test_audit_verify_command_exits_non_zero_naming_the_first_bad_event(db):
+    for name in "ABC":
+        make_organization(name)
+    assert _command("audit_verify")[0] == 0
+    first, second, third = AuditEvent.objects.order_by("id")
+    AuditEvent.objects.filter(pk=third.pk).delete()
+    code, line = _command("audit_verify")
+    assert code == 1
+    assert line.startswith(f"audit chain broken: event #{third.pk} is missing")
+    assert "\n" not in line
+
+
+def test_audit_anchor_then_verify_against_the_kept_anchor(db, tmp_path):
+    for name in "ABC":
+        make_organization(name)
+    code, line = _command("audit_anchor")
+    assert code == 0 and line.startswith("vantage-audit-anchor v1 ")
+    kept = tmp_path / "anchor.txt"
+    kept.write_text(line + "\n")
+    assert _command("audit_verify", "--anchor", str(kept)) == (
+        0, f"audit chain intact: events up to #{AuditEvent.objects.latest('id').pk} verified, "
+           f"reaching the anchored event #{AuditEvent.objects.latest('id').pk}")
+    first, second, third = AuditEvent.objects.order_by("id")
+    AuditEvent.objects.filter(pk=third.pk).delete()
+    AuditChainHead.objects.filter(pk=1).update(last_id=second.pk, last_hash=second.hash)
+    assert _command("audit_verify")[0] == 0
+    code, line = _command("audit_verify", "--anchor", str(kept))
+    assert code == 1 and line.startswith(f"audit chain broken: event #{third.pk} is missing (the anchor")
+
+
+def test_audit_verify_refuses_an_unreadable_or_forged_anchor(db, tmp_path):
+    make_organization("A")
+    assert _command("audit_verify", "--anchor", str(tmp_path / "none"))[1].startswith("cannot read the anchor")
+    forged = tmp_path / "forged"
+    forged.write_text(str(anchor_current())[:-4] + "0000")
+    assert "signature does not match" in _command("audit_verify", "--anchor", str(forged))[1]
+
+
+def test_audit_anchor_refuses_a_broken_chain(db):
+    make_organization("A")
+    AuditEvent.objects.update(verb="edited")
+    code, line = _command("audit_anchor")
+    assert code == 1 and "not anchoring it" in line
+
+
+# --- the migration that keyed existing chains -------------------------------------------
+
+
+def _unkeyed_chain(count: int) -> None:
+    migration = importlib.import_module("accounts.migrations.0005_audit_chain_keyed")
+    prev = audit.GENESIS_HASH
+    for i in range(count):
+        event = AuditEvent(created_at=timezone.now(), actor_type="system", actor_label="system",
+                           verb=f"old.{i}", details={"i": i}, prev_hash=prev, hash="")
+        event.hash = prev = migration._unkeyed_hash(prev, hashed_fields(event))
+        event.save()
+    AuditChainHead.objects.update_or_create(pk=1, defaults={"last_hash": prev, "last_id": 0})
+    return migration
+
+
+def test_the_migration_keys_an_intact_unkeyed_chain(db):
+    migration = _unkeyed_chain(3)
+    migration.key_the_chain(django_apps, SimpleNamespace(connection=connection))
+    assert verify_chain() is None
+    with transaction.atomic():
+        audit_record(actor=None, verb="new")
+    assert verify_chain() is None
+    assert AuditEvent.objects.latest("id").verb == "new"
+
+
+def test_the_migration_refuses_to_key_a_broken_chain(db):
+    migration = _unkeyed_chain(3)
+    AuditEvent.objects.filter(verb="old.1").update(details={"forged": True})
+    with pytest.raises(RuntimeError, match=r"broken at event #\d+"):
+        migration.key_the_chain(django_apps, SimpleNamespace(connection=connection))

@@ -2,7 +2,7 @@
 
 Two hospitals share a plain and an encrypted collaboration. `researcher` (hospital 1)
 is also its organisation admin, so it may publish hospital 1's public key;
-`admin2` publishes hospital 2's. Each hospital has a node in each collaboration.
+`admin2` publishes hospital 2's; `client-guarded` logs in with a second factor. Each hospital has a node in each collaboration.
 Prints one line `CLIENTSEED <json>` with ids, usernames and node tokens.
 """
 
@@ -19,6 +19,8 @@ def main() -> None:
     sealed = factories.make_collaboration([org_1, org_2], name="Client sealed study", encrypted=True)
     researcher = factories.make_user(org_1, roles=("researcher", "organization-admin"), username="client-researcher")
     admin_2 = factories.make_user(org_2, roles=("organization-admin",), username="client-admin2")
+    guarded = factories.make_user(org_1, username="client-guarded")
+    guarded_secret = factories.enrol_second_factor(guarded)
     nodes = {}
     for label, collab in (("plain", plain), ("sealed", sealed)):
         for org in (org_1, org_2):
@@ -27,5 +29,5 @@ def main() -> None:
     print("CLIENTSEED " + json.dumps({
         "org_1": org_1.pk, "org_2": org_2.pk, "plain": plain.pk, "sealed": sealed.pk,
         "researcher": researcher.username, "admin_2": admin_2.username, "password": factories.PASSWORD,
-        "node_tokens": nodes,
+        "node_tokens": nodes, "guarded": guarded.username, "guarded_secret": guarded_secret,
     }))

@@ -102,6 +102,38 @@ def test_wrong_password_is_one_readable_error(api_server, client_seed):
     assert str(caught.value) == "HTTP 401: Wrong username or password, or the account is disabled."
 
 
+def _fresh_client(server) -> Client:
+    client = Client(server.url)
+    client.session.trust_env = False
+    return client
+
+
+def test_login_with_a_second_factor_takes_the_code(api_server, client_seed):
+    import pyotp
+
+    client = _fresh_client(api_server)
+    with pytest.raises(VantageError) as caught:
+        client.login(client_seed["guarded"], client_seed["password"])
+    assert (caught.value.status, caught.value.code) == (401, "otp_required")
+    with pytest.raises(VantageError) as caught:
+        client.login(client_seed["guarded"], client_seed["password"], otp="12345x")
+    assert (caught.value.status, caught.value.code) == (401, "otp_invalid")
+    me = client.login(client_seed["guarded"], client_seed["password"], otp=pyotp.TOTP(client_seed["guarded_secret"]).now())
+    assert me["username"] == client_seed["guarded"]
+
+
+def test_logout_ends_this_login_and_everywhere_ends_all(api_server, client_seed):
+    first, second, third = (_client(api_server, client_seed) for _ in range(3))
+    first.logout()
+    with pytest.raises(VantageError, match="not logged in"):
+        first.collaborations.list()
+    assert second.collaborations.list()
+    second.logout(everywhere=True)
+    with pytest.raises(VantageError) as caught:
+        third.collaborations.list()  # its access token and its refresh token both ended
+    assert caught.value.status == 401
+
+
 def test_an_expired_access_token_is_refreshed_without_the_caller_noticing(researcher, client_seed):
     researcher._access = "not.a-valid.token"  # what a token past its lifetime looks like to the server
     assert researcher.collaborations.get(client_seed["plain"])["id"] == client_seed["plain"]

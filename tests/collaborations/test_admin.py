@@ -227,3 +227,60 @@ def test_deleting_a_node_goes_through_node_delete(staff, root, node_a):
     assert response.status_code == 302
     assert not Node.objects.filter(pk=node_a.pk).exists()
     assert last_event("node.deleted").actor_id == root.pk
+
+
+# --- Guarded fields: the admin keeps the API's rules (issue 13.11) -------------------------
+
+
+def test_unticking_encryption_of_a_collaboration_with_tasks_is_a_form_error(staff, owner, collab, org_a, org_b):
+    # The admin's form used to copy "encrypted" onto the object before the service compared
+    # it with itself: the guard was skipped and the change saved ("changed successfully").
+    Collaboration.objects.filter(pk=collab.pk).update(encrypted=True)
+    factories.make_task(owner, collab, [org_a])
+    url = reverse("admin:collaborations_collaboration_change", args=[collab.pk])
+    response = staff.post(url, {"name": collab.name, "organizations": [org_a.pk, org_b.pk]})  # box unticked
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["encrypted"] == [
+        "Encryption cannot change once the collaboration has tasks."]
+    collab.refresh_from_db()
+    assert collab.encrypted
+    assert last_event("collaboration.updated") is None
+
+
+def test_ticking_encryption_without_tasks_is_saved_and_audited_with_the_change(staff, root, collab, org_a, org_b):
+    url = reverse("admin:collaborations_collaboration_change", args=[collab.pk])
+    response = staff.post(url, {"name": collab.name, "organizations": [org_a.pk, org_b.pk], "encrypted": "on"})
+    assert response.status_code == 302
+    collab.refresh_from_db()
+    assert collab.encrypted
+    event = last_event("collaboration.updated")
+    assert (event.actor_id, event.details) == (root.pk, {"encrypted": True})
+
+
+def test_renaming_a_collaboration_audits_the_new_name_only(staff, collab, org_a, org_b):
+    url = reverse("admin:collaborations_collaboration_change", args=[collab.pk])
+    staff.post(url, {"name": "Renamed", "organizations": [org_a.pk, org_b.pk]})
+    assert last_event("collaboration.updated").details == {"name": "Renamed"}
+
+
+def test_changing_a_study_to_a_member_outside_the_collaboration_is_a_form_error(staff, root, collab, org_a, org_c):
+    study = study_create(actor=root, collaboration=collab, name="Pilot", organizations=[org_a])
+    url = reverse("admin:collaborations_study_change", args=[study.pk])
+    response = staff.post(url, {"name": "Pilot", "organizations": [org_a.pk, org_c.pk]})
+    assert response.status_code == 200
+    assert "not members" in response.context["adminform"].form.errors["organizations"][0]
+    assert list(study.organizations.all()) == [org_a]
+    assert last_event("study.updated") is None
+
+
+def test_changing_a_study_audits_what_changed(staff, root, collab, org_a, org_b):
+    study = study_create(actor=root, collaboration=collab, name="Pilot", organizations=[org_a])
+    url = reverse("admin:collaborations_study_change", args=[study.pk])
+    assert staff.post(url, {"name": "Pilot 2", "organizations": [org_a.pk, org_b.pk]}).status_code == 302
+    assert last_event("study.updated").details == {"name": "Pilot 2", "organizations": sorted([org_a.pk, org_b.pk])}
+
+
+def test_editing_an_organisation_audits_the_changed_fields_only(staff, org_a):
+    url = reverse("admin:collaborations_organization_change", args=[org_a.pk])
+    staff.post(url, {"name": org_a.name, "country": "BE", "domain": org_a.domain, "public_key": ""})
+    assert last_event("organization.updated").details == {"fields": ["country"]}

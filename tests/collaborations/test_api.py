@@ -26,7 +26,7 @@ def test_organization_list_shows_own_and_partner_organisations_only(api_for, own
     assert response.status_code == 200
     assert [o["name"] for o in response.data["results"]] == ["Hospital A", "Hospital B"]
     assert response.data["results"][0] == {
-        "id": org_a.pk, "name": "Hospital A", "country": "NL", "domain": "", "public_key": "",
+        "id": org_a.pk, "name": "Hospital A", "country": "NL", "domain": "", "public_key": "", "require_second_factor": False,
         "created_at": response.data["results"][0]["created_at"],
     }
 

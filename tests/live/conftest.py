@@ -5,7 +5,7 @@ The database follows the test run: with DATABASE_URL (PostgreSQL) a dedicated da
 SQLite file in a temporary folder. Either is migrated with `manage.py migrate` and seeded
 with `manage.py shell -c` (tests/live/seed.py), in the servers' own environment.
 
-Servers run as `python -m vantage.server` (uvicorn, bodies streamed) on a
+Servers run as `python -m vantage.server` (uvicorn, bodies read before Django runs) on a
 port the kernel picks, with in-memory channel layer and eager Celery: REDIS_URL is not
 passed on, so no worker is needed. Each server's output goes to `server-<n>.log` in the
 session's temporary folder (pytest keeps the last three).
@@ -318,11 +318,10 @@ def redis_api_servers(live_db, live_seed, live_redis):
 def live_outsider_token(live_db, live_seed) -> str:
     """A researcher of an organisation outside the seeded collaboration."""
     out = live_db.manage("shell", "-c", (
-        "from rest_framework_simplejwt.tokens import AccessToken\n"
         "from tests import factories\n"
         "org = factories.make_organization('Live outsider hospital')\n"
         "factories.make_collaboration([org], name='Live other collaboration')\n"
-        "print('TOKEN', AccessToken.for_user(factories.make_user(org, username='live-outsider')))\n"
+        "print('TOKEN', factories.access_token(factories.make_user(org, username='live-outsider')))\n"
     ))
     return next(line.split()[1] for line in out.splitlines() if line.startswith("TOKEN "))
 

@@ -8,7 +8,6 @@ keys, for tests of the node agent's own client.
 
 import json
 
-from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.authentication import node_access_token
 from tests import factories
@@ -19,6 +18,8 @@ def main() -> None:
     org_b = factories.make_organization("Live Hospital B")
     collab = factories.make_collaboration([org_a, org_b], name="Live collaboration")
     owner = factories.make_user(org_a, username="live-owner")
+    factories.make_user(org_a, username="live-guarded")  # sets up a second factor in the portal's browser test
+    factories.make_user(org_a, username="live-logouts")  # logs out everywhere (test_revocation_live): not the owner
     made = {
         "a1": factories.make_node(org_a, collab, name="live-node-a1"),
         "a2": factories.make_node(org_a, collab, name="live-node-a2"),
@@ -28,7 +29,7 @@ def main() -> None:
         "collaboration": collab.pk,
         "org_a": org_a.pk,
         "org_b": org_b.pk,
-        "owner_token": str(AccessToken.for_user(owner)),
+        "owner_token": factories.access_token(owner),
         "nodes": {key: {"id": node.pk, "token": str(node_access_token(node)), "api_key": api_key}
                   for key, (node, api_key) in made.items()},
     }

@@ -1,6 +1,6 @@
 """Results sent with chunked transfer encoding: parsed like any other, limited like any other.
 
-The server (vantage.wsgi_bridge) spools a chunked body and passes Django its length, so a
+The server (vantage/body.py) reads a chunked body whole and passes Django its length, so a
 chunked upload reaches the same checks as one with a Content-Length; a chunked body
 larger than any endpoint accepts is refused while it arrives. Runs on servers whose
 results are limited to 1 MiB, and whose bodies are limited to 134 KiB.

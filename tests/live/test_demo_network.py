@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from client.vantage_client import signing
 from demo import network
 from tests.live.conftest import BASE_DIR
 from tests.nodeagent import images
@@ -60,6 +61,8 @@ def test_demo_runs_the_study_and_reuses_the_network(demo_world):
     out = first.stdout
     for node in demo_world["seed"]["nodes"]:
         assert f"node {node['name']}: started" in out
+    # The nodes require a trusted signature and an approved catalogue entry: the study runs on signed images.
+    assert "images signed with the demo reviewer's key" in out and "approved by the reviewer" in out
     assert "Summary statistics (federated vs pooled)" in out
     assert "Kaplan–Meier recurrence-free survival by hormonal therapy" in out
     assert "Cox regression stratified by hospital" in out
@@ -110,9 +113,14 @@ def test_node_configs_are_valid_for_the_node_agent(tmp_path):
     node.data_file.parent.mkdir()
     node.data_file.write_text("a\n1\n")
     (tmp_path / "pw").write_text("secret\n")
+    key = signing.generate_key()
+    public = signing.write_key_pair(tmp_path / "demo-signing.key", key, None)
     node.config_file.write_text(network.node_config(
-        node, server_url="http://127.0.0.1:8000", registry_port=5000, password_file=tmp_path / "pw"))
+        node, server_url="http://127.0.0.1:8000", registry_port=5000, password_file=tmp_path / "pw",
+        trusted_key=public))
     loaded = config.load(node.config_file)
+    assert (loaded.policy.require_signature, loaded.policy.require_catalogue) == (True, True)
+    assert [k.fingerprint for k in loaded.policy.trusted_keys] == [signing.fingerprint(key.public_key())]
     assert set(loaded.databases) == {network.DATABASE_LABEL}
     assert loaded.algorithm_env["VANTAGE_MIN_CELL"] == "5"
     assert loaded.policy.allowed_images == ("127.0.0.1:5000/vantage/alg-*",)

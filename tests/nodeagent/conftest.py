@@ -29,6 +29,12 @@ def test_images(docker_client, registry):
 
 
 @pytest.fixture(scope="session")
+def hog_image(docker_client, registry, test_images):
+    """algorithms/testimages/hog, pushed next to the probe (whose repository holds the base layers)."""
+    return images.build_and_push(docker_client, registry, "hog", repository_path="vantage-test/probe")
+
+
+@pytest.fixture(scope="session")
 def v6_image(docker_client, registry):
     """An algorithm on the unmodified vantage6-algorithm-tools 4.15.2 (algorithms/testimages/v6-stats)."""
     return images.build_and_push(docker_client, registry, "v6-stats", repository_path="vantage/test-v6-stats",

@@ -128,3 +128,31 @@ def build_and_push(client: docker.DockerClient, reg: Registry, name: str, *, rep
     if not digests:
         raise RuntimeError(f"{reference} was pushed but has no digest for {repository}")
     return f"{reference}@{digests[0].split('@', 1)[1]}"
+
+
+def fresh_image(client: docker.DockerClient, reg: Registry, repository_path: str, *, dockerfile: str = "") -> str:
+    """A new image no one has signed yet, pushed; returns `host/path:tag@sha256:...`.
+
+    By default a one-file image (signature tests never run it); with `dockerfile` (e.g.
+    `FROM <a test image in the same repository>`) a label unique to this call is added, so
+    only a manifest and a config are new and the push takes well under a second."""
+    nonce = os.urandom(8).hex()
+    text = (dockerfile or "FROM scratch\nCOPY Dockerfile /image\n") + f"LABEL vantage.test.nonce={nonce}\n"
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        data = text.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    archive.seek(0)
+    repository = f"{reg.host}/{repository_path}"
+    reference = f"{repository}:{nonce}"
+    image, _ = client.images.build(fileobj=archive, custom_context=True, tag=reference, pull=False, rm=True,
+                                   network_mode="none")
+    auth = {"username": reg.username, "password": reg.password}
+    for event in client.api.push(repository, tag=nonce, stream=True, decode=True, auth_config=auth):
+        if "error" in event:
+            raise RuntimeError(f"push of {reference} failed: {event['error']}")
+    image.reload()
+    digests = [d for d in image.attrs.get("RepoDigests", []) if d.startswith(f"{repository}@")]
+    return f"{reference}@{digests[0].split('@', 1)[1]}"

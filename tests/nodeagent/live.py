@@ -213,6 +213,10 @@ class NodeProcess:
         self.log_path = self.dir / "agent.log"
         # The base image the tests were set up with (VANTAGE_BASE_IMAGE) relays, unless a test names another.
         forwarder = "" if "forwarder_image" in top else f'forwarder_image = "{BASE_IMAGE}"'
+        # Most tests run the unsigned test images: they say so here. Tests of signatures
+        # (tests/nodeagent/test_signatures_live.py) set require_signature themselves.
+        if "require_signature" not in policy:
+            policy = f"require_signature = false\n{policy}"
         db_lines = "".join(
             f'[databases.{label}]\ntype = "csv"\npath = "{path}"\n' for label, path in databases.items()
         )

@@ -41,7 +41,23 @@ def migrate_and_worlds(count: int, prefix: str) -> list[dict]:
     return worlds(count, prefix)
 
 
-OPS = {"world": world, "worlds": worlds, "migrate_and_worlds": migrate_and_worlds}
+def catalogue(image: str, digest: str, statuses: list[str], organization: int) -> dict:
+    """A catalogue entry submitted by one user and reviewed by another (root) through the
+    services, taken through `statuses` in turn (e.g. ["approved", "retired"])."""
+    from collaborations.models import Organization
+    from tasks.services import algorithm_review, algorithm_submit
+    from tests import factories
+
+    org = Organization.objects.get(pk=organization)
+    submitter = factories.make_user(org, roles=("root",), username=f"dev-{digest[7:19]}")
+    reviewer = factories.make_user(org, roles=("root",), username=f"reviewer-{digest[7:19]}")
+    algorithm = algorithm_submit(actor=submitter, name="signed probe", image=image, digest=digest)
+    for status in statuses:
+        algorithm = algorithm_review(actor=reviewer, algorithm=algorithm, status=status)
+    return {"id": algorithm.pk, "status": algorithm.status}
+
+
+OPS = {"world": world, "worlds": worlds, "migrate_and_worlds": migrate_and_worlds, "catalogue": catalogue}
 
 
 def main() -> None:

@@ -157,3 +157,78 @@ def test_run_node_with_a_bad_config_prints_one_line_and_exits_2(tmp_path):
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == f'{path}: limits.memory: expected a size like "2g", got "lots"'
+
+
+# --- What runs: trusted keys -------------------------------------------------------------
+
+
+def _signing_key(tmp_path, name="reviewer"):
+    from client.vantage_client import signing
+    key = signing.generate_key()
+    return signing.write_key_pair(tmp_path / f"{name}.key", key, None), signing.fingerprint(key.public_key())
+
+
+def test_signatures_are_required_by_default_and_trusted_keys_load_with_expiry(tmp_path):
+    (tmp_path / "keys").mkdir()
+    first, first_print = _signing_key(tmp_path / "keys", "first")
+    second, second_print = _signing_key(tmp_path / "keys", "second")
+    text = GOOD.replace("require_digest = true", (
+        'require_digest = true\nrequire_catalogue = true\n'
+        f'trusted_keys = ["keys/first.pub", {{path = "keys/second.pub", not_after = 2027-06-30, name = "old"}}]\n'
+        f'revoked_keys = ["{"0" * 64}"]'))
+    policy = config.load(write(tmp_path, text)).policy
+    assert policy.require_signature is True and policy.require_signature_set is False
+    assert policy.require_catalogue is True
+    assert [(k.name, k.fingerprint) for k in policy.trusted_keys] == [("first.pub", first_print),
+                                                                      ("old", second_print)]
+    assert policy.trusted_keys[0].not_after is None
+    assert policy.trusted_keys[1].not_after.isoformat().startswith("2027-06-30T23:59:59")
+    assert policy.revoked_keys == frozenset({"0" * 64})
+    # An old config without any of these still loads: it requires signatures and says so at --check.
+    assert config.load(write(tmp_path, GOOD)).policy.trusted_keys == ()
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ('"keys/missing.pub"', "policy.trusted_keys[0]: cannot read"),
+    ('"keys/rsa.pub"', "is not an ECDSA P-256 public key"),
+    ('"keys/garbage.pub"', "is not a PEM public key"),
+    ('{path = "keys/first.pub", not_after = 2027-06-30T00:00:00}', "not_after needs a time zone"),
+    ('{path = "keys/first.pub", until = 2027-06-30}', "unknown key until"),
+    ("3", "expected a public key file"),
+])
+def test_an_unusable_trusted_key_stops_the_node_with_one_line(tmp_path, entry, expected):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    (tmp_path / "keys").mkdir()
+    _signing_key(tmp_path / "keys", "first")
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    (tmp_path / "keys" / "rsa.pub").write_bytes(rsa_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (tmp_path / "keys" / "garbage.pub").write_text("not a key\n")
+    message = error_of(tmp_path, GOOD.replace("require_digest = true", f"trusted_keys = [{entry}]"))
+    assert expected in message and "\n" not in message
+
+
+def test_a_revoked_key_is_a_fingerprint(tmp_path):
+    message = error_of(tmp_path, GOOD.replace("require_digest = true", 'revoked_keys = ["keys/old.pub"]'))
+    assert "policy.revoked_keys: expected key fingerprints (64 hex digits)" in message
+
+
+def test_check_prints_the_trusted_keys_and_fails_without_any(tmp_path):
+    from nodeagent.checks import FAIL, OK, _check_signatures
+    public, fingerprint = _signing_key(tmp_path)
+    text = GOOD.replace("require_digest = true", f'trusted_keys = ["{public}"]\nrevoked_keys = ["{fingerprint}"]')
+    findings = _check_signatures(config.load(write(tmp_path, text)).policy)
+    assert (OK, "trusted key", f"reviewer.pub: ECDSA P-256, fingerprint {fingerprint} (revoked)") in [
+        (f.level, f.topic, f.message) for f in findings]
+    (missing,) = [f for f in _check_signatures(config.load(write(tmp_path, GOOD)).policy) if f.level == FAIL]
+    assert "the default since signed images came in" in missing.message and "trusted_keys" in missing.message
+
+
+def test_check_warns_when_the_task_folder_names_the_operators_home(tmp_path, monkeypatch):
+    from nodeagent.checks import WARN, _check_task_folder
+    monkeypatch.setenv("HOME", str(tmp_path))
+    loaded = config.load(write(tmp_path, GOOD))  # task_folder = "tasks", next to node.toml: under HOME here
+    assert [f.level for f in _check_task_folder(loaded)] == ["ok", WARN]
+    monkeypatch.setenv("HOME", "/nonexistent-home")
+    assert [f.level for f in _check_task_folder(loaded)] == ["ok"]

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from client.vantage_client import crypto
+
 from nodeagent import checks, config
 from nodeagent.config import ConfigError
 
@@ -51,12 +52,50 @@ def test_a_bad_key_setting_is_one_line_naming_the_key(tmp_path, table, environ, 
     assert str(caught.value) == f"{tmp_path / 'node.toml'}: {message.format(dir=tmp_path)}"
 
 
-def test_check_names_the_key_by_fingerprint(tmp_path):
+def _public_pem(key) -> str:
+    return crypto.public_key_pem(key)
+
+
+def test_check_names_the_key_by_fingerprint_when_the_server_was_not_reached(tmp_path):
     crypto.write_private_key(tmp_path / "org.pem", KEY)
     loaded = _load(tmp_path, '[encryption]\nprivate_key_file = "org.pem"\n')
-    finding = checks._check_encryption(loaded)
+    finding = checks._check_encryption(loaded, None)
     assert (finding.level, finding.topic) == (checks.OK, "encryption")
-    assert finding.message == f"RSA 2048-bit private key, public key fingerprint {crypto.fingerprint(KEY).hex()}"
+    assert finding.message == (f"RSA 2048-bit private key, public key fingerprint {crypto.fingerprint(KEY).hex()} "
+                               "(not compared: the server was not reached)")
+
+
+def test_check_accepts_the_key_matching_the_organisations_published_one(tmp_path):
+    crypto.write_private_key(tmp_path / "org.pem", KEY)
+    loaded = _load(tmp_path, '[encryption]\nprivate_key_file = "org.pem"\n')
+    finding = checks._check_encryption(loaded, _public_pem(KEY))
+    assert finding.level == checks.OK
+    assert finding.message.endswith("the organisation's published key")
+
+
+def test_check_refuses_a_private_key_that_does_not_match_the_published_key(tmp_path):
+    # Issue 13.13: "ok encryption" was said for any valid key.
+    crypto.write_private_key(tmp_path / "org.pem", KEY)
+    loaded = _load(tmp_path, '[encryption]\nprivate_key_file = "org.pem"\n')
+    other = crypto.generate_private_key(2048)
+    finding = checks._check_encryption(loaded, _public_pem(other))
+    assert finding.level == checks.FAIL
+    assert finding.message == (
+        f"the private key (fingerprint {crypto.fingerprint(KEY).hex()}) does not match the organisation's "
+        f"published public key (fingerprint {crypto.fingerprint(other).hex()})")
+
+
+@pytest.mark.parametrize("published, has_key, level, words", [
+    ("", True, "warn", "has published no public key"),
+    ("-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n", True, "FAIL", "cannot be read"),
+    ("PUBLISHED", False, "warn", "has no private key"),
+    ("", False, "ok", "no private key"),
+])
+def test_check_reports_missing_or_unreadable_keys(tmp_path, published, has_key, level, words):
+    crypto.write_private_key(tmp_path / "org.pem", KEY)
+    loaded = _load(tmp_path, '[encryption]\nprivate_key_file = "org.pem"\n' if has_key else "")
+    finding = checks._check_encryption(loaded, _public_pem(KEY) if published == "PUBLISHED" else published)
+    assert finding.level == level and words in finding.message
 
 
 def test_the_node_reports_its_public_key_fingerprint_never_the_key(tmp_path):

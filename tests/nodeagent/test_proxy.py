@@ -8,6 +8,7 @@ import base64
 import json
 import socket
 import threading
+import time
 from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -108,8 +109,10 @@ def test_a_vantage6_task_becomes_a_vantage_subtask_with_the_method_from_its_inpu
     assert (status, answer["id"], answer["status"]) == (201, 12, "pending")
     method, path, _, body = api.calls[0]
     assert (method, path) == ("POST", "/api/tasks/")
+    # Image and collaboration go on for the server to check (it refuses any but the container's own).
     assert body == {"name": "sub", "method": "partial", "description": "d", "databases": [{"label": "default"}],
-                    "organizations": [{"id": 1, "input": encoded("partial")}, {"id": 2, "input": encoded("partial")}]}
+                    "organizations": [{"id": 1, "input": encoded("partial")}, {"id": 2, "input": encoded("partial")}],
+                    "image": "x", "collaboration": 3}
 
 
 def test_a_task_input_that_is_not_base64_json_is_refused_with_400(running, api):
@@ -179,3 +182,65 @@ def test_close_ends_the_serving_thread_and_refuses_new_connections(api, tmp_path
     assert not proxy._thread.is_alive()
     with pytest.raises(ConnectionRefusedError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.connect(str(proxy.socket_path))
+
+
+def raw(proxy, head: bytes, body: bytes = b"", *, timeout: float = 10) -> tuple[int, dict]:
+    """Send bytes as they are (lengths that http.client would never write) and read the answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        client.connect(str(proxy.socket_path))
+        client.sendall(head + b"\r\n" + body)
+        data = b""
+        while chunk := client.recv(65536):
+            data += chunk
+            if b"\r\n\r\n" in data:
+                header, _, rest = data.partition(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in header.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                if len(rest) >= length:
+                    return int(header.split(b" ")[1]), json.loads(rest[:length])
+    raise AssertionError(f"no full answer: {data[:200]!r}")
+
+
+@pytest.mark.parametrize("headers, status, message", [
+    (b"Content-Length: -1\r\n", 400, "Content-Length must be a whole number"),
+    (b"Content-Length: 1e9\r\n", 400, "Content-Length must be a whole number"),
+    (b"", 411, "needs a Content-Length"),
+    (b"Transfer-Encoding: chunked\r\n", 411, "chunked bodies are not accepted"),
+    (b"Content-Length: 419430400\r\n", 413, "larger than the node proxy takes"),
+])
+def test_bodies_without_a_usable_length_are_refused_before_any_is_read(running, api, headers, status, message):
+    answer = raw(running, b"POST /task HTTP/1.1\r\nHost: x\r\n" + headers, b"x" * 65536)
+    assert answer[0] == status and message in answer[1]["msg"]
+    assert api.calls == []
+
+
+def test_connections_beyond_the_bound_are_answered_503_at_once(running, api, monkeypatch):
+    from nodeagent import proxy
+    idle = []
+    for _ in range(proxy.MAX_CONNECTIONS):  # each holds a handler thread, sending nothing
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(running.socket_path))
+        client.sendall(b"GET /blobstream/status HTTP/1.1\r\n")
+        idle.append(client)
+    try:
+        status, answer = raw(running, b"GET /blobstream/status HTTP/1.1\r\nHost: x\r\n")
+        assert status == 503 and "too many connections" in answer["msg"]
+    finally:
+        for client in idle:
+            client.close()
+    deadline = time.monotonic() + 15  # the handlers notice the closed connections and free their slots
+    while time.monotonic() < deadline:
+        status, _ = raw(running, b"GET /blobstream/status HTTP/1.1\r\nHost: x\r\n")
+        if status == 200:
+            break
+        time.sleep(0.05)
+    assert status == 200
+
+
+def test_an_answer_from_the_server_larger_than_the_bound_is_refused_not_held(running, api, monkeypatch):
+    from nodeagent import proxy
+    monkeypatch.setattr(proxy, "MAX_ANSWER", 4096)
+    api.answers[("GET", "/api/organizations/3/")] = (200, b"[" + b"0," * 10000 + b"0]")
+    status, answer = ask(running, "GET", "/organization/3")
+    assert status == 502 and "larger than the node proxy passes on" in answer["msg"]

@@ -28,6 +28,6 @@ def test_prepare_again_starts_from_a_fresh_folder(tmp_path):
     folder = RunFolder(tmp_path, 7)
     folder.prepare(input_bytes=b"{}")
     folder.write_token("old")
-    (folder.tmp / "left").write_text("x")
+    (folder.path / "left").write_text("x")
     folder.prepare(input_bytes=b"{}")
-    assert folder.token.read_bytes() == b"" and not (folder.tmp / "left").exists()
+    assert folder.token.read_bytes() == b"" and not (folder.path / "left").exists()

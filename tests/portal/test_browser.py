@@ -11,6 +11,7 @@ tests; under CI=true it fails them.
 import json
 import os
 import shutil
+import time
 
 import pytest
 import requests
@@ -212,6 +213,49 @@ def test_researcher_follows_a_task_live_kills_another_and_logs_out(browser, port
     assert "You are logged out." in _text(driver, ".messages")
     driver.get(f"{server.url}/portal/")
     assert "/portal/login/?next=/portal/" in driver.current_url
+
+
+def test_a_researcher_sets_up_a_second_factor_and_logs_in_with_it(browser, portal_server):
+    import pyotp
+
+    server, _seed = portal_server
+    driver = browser
+    driver.get(server.url + "/portal/login/")
+    driver.find_element(By.NAME, "username").send_keys("live-guarded")
+    driver.find_element(By.NAME, "password").send_keys(factories.PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    _wait(driver, lambda d: d.current_url == f"{server.url}/portal/", "login leads to the dashboard")
+
+    driver.find_element(By.LINK_TEXT, "Security").click()
+    driver.find_element(By.ID, "second-factor-begin").click()
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#second-factor-qr svg"), "the QR code shows")
+    qr = driver.find_element(By.CSS_SELECTOR, "#second-factor-qr svg")
+    assert qr.size["width"] > 100 and qr.size["height"] > 100  # drawn, not blocked by the page's CSP
+    secret = _text(driver, "#second-factor-secret")
+    driver.find_element(By.NAME, "code").send_keys(pyotp.TOTP(secret).now())
+    driver.find_element(By.ID, "second-factor-confirm").click()
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#recovery-codes li"), "the recovery codes show")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#recovery-codes li")) == 10
+
+    driver.find_element(By.CSS_SELECTOR, "header.top form button").click()
+    _wait(driver, lambda d: "/portal/login/" in d.current_url, "logout leads to the login page")
+    # The set-up used up the current code; the next one is accepted (one step of clock drift).
+    next_code = pyotp.TOTP(secret).at(time.time() + 30)
+    for code, outcome in (("", "code from its authenticator"), (next_code, None)):
+        for name, value in (("username", "live-guarded"), ("password", factories.PASSWORD), ("otp", code)):
+            field = driver.find_element(By.NAME, name)
+            field.clear()
+            field.send_keys(value)
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        if outcome:
+            _wait(driver, lambda d: outcome in _text(d, "main"), "the login asks for the code")
+        else:
+            _wait(driver, lambda d: d.current_url == f"{server.url}/portal/", "login with the code succeeds")
+
+    driver.find_element(By.LINK_TEXT, "Security").click()
+    driver.find_element(By.ID, "logout-everywhere").click()
+    _wait(driver, lambda d: "/portal/login/" in d.current_url, "log out everywhere leads to the login page")
+    assert "logged out everywhere" in _text(driver, ".messages")
 
 
 def _confirm(driver) -> bool:

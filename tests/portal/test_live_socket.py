@@ -17,10 +17,11 @@ def _session_cookie(client: Client) -> str:
     return f"sessionid={client.cookies['sessionid'].value}"
 
 
-def _open(cookie: str, origin: str):
+def _open(cookie: str, origin: str, host: str = "testserver", scheme: str = "ws"):
     async def scenario():
-        comm = WebsocketCommunicator(application, "/ws/events/",
-                                     headers=[(b"cookie", cookie.encode()), (b"origin", origin.encode())])
+        comm = WebsocketCommunicator(application, "/ws/events/", headers=[
+            (b"cookie", cookie.encode()), (b"origin", origin.encode()), (b"host", host.encode())])
+        comm.scope["scheme"] = scheme
         connected, _ = await comm.connect()
         assert connected
         first = await comm.receive_output(timeout=5)
@@ -42,6 +43,41 @@ def test_the_session_opens_the_event_socket_from_the_portals_origin_only(owner, 
     assert _open(cookie, "https://evil.example") == {"code": 4401, "reason": "origin not allowed"}
 
 
+@pytest.mark.parametrize("origin, host, scheme", [
+    ("http://testserver:8080", "testserver", "ws"),     # another port on the same host
+    ("https://testserver", "testserver", "ws"),         # another scheme
+    ("http://testserver", "testserver", "wss"),         # plain http page, TLS socket
+    ("http://testserver", "testserver:8000", "ws"),     # the server listens on another port
+    ("http://evil.example", "evil.example", "ws"),      # a host outside ALLOWED_HOSTS
+    ("http://testserver:99999", "testserver", "ws"),    # malformed
+    ("null", "testserver", "ws"),
+])
+def test_the_origin_must_match_scheme_host_and_port(owner, origin, host, scheme):
+    client = Client()
+    client.force_login(owner)
+    assert _open(_session_cookie(client), origin, host, scheme) == {"code": 4401, "reason": "origin not allowed"}
+
+
+@pytest.mark.parametrize("origin, host, scheme", [
+    ("http://testserver:8000", "testserver:8000", "ws"),
+    ("https://testserver", "testserver", "wss"),
+    ("https://testserver:443", "testserver", "wss"),
+    ("http://TestServer", "testserver", "ws"),
+])
+def test_the_servers_own_origin_is_allowed(owner, origin, host, scheme):
+    client = Client()
+    client.force_login(owner)
+    assert "hello" in _open(_session_cookie(client), origin, host, scheme)
+
+
+def test_a_trusted_origin_behind_a_tls_proxy_is_allowed(owner, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://vantage.example.org"]
+    settings.ALLOWED_HOSTS = ["testserver", "vantage.example.org"]
+    client = Client()
+    client.force_login(owner)
+    assert "hello" in _open(_session_cookie(client), "https://vantage.example.org", "vantage.example.org", "ws")
+
+
 def test_after_logout_the_old_session_cookie_opens_nothing(owner):
     client = Client(enforce_csrf_checks=True)
     client.force_login(owner)
@@ -59,7 +95,8 @@ def test_logging_out_closes_the_sockets_of_that_session_only(owner):
 
     async def connect(client):
         comm = WebsocketCommunicator(application, "/ws/events/", headers=[
-            (b"cookie", _session_cookie(client).encode()), (b"origin", b"http://testserver")])
+            (b"cookie", _session_cookie(client).encode()), (b"origin", b"http://testserver"),
+            (b"host", b"testserver")])
         connected, _ = await comm.connect()
         assert connected
         assert (await comm.receive_json_from(timeout=5))["type"] == "hello"

@@ -17,7 +17,7 @@ from accounts.models import AuditEvent, User
 from client.vantage_client import crypto
 from collaborations.services import collaboration_archive, node_heartbeat
 from tasks.models import Algorithm, Run, Task
-from tasks.services import algorithm_review, algorithm_submit, task_create
+from tasks.services import algorithm_review, algorithm_submit, run_claim, run_start, task_create
 from tests import factories
 from tests.portal.conftest import csrf_token
 
@@ -208,6 +208,15 @@ def test_task_page_shows_runs_logs_and_results_as_tables(browser_for, member, ta
     assert "120 rows" in body
     assert f'href="/api/runs/{runs[org_a.pk].run.pk}/result/"' in body
     assert page.context["may_kill"] is False  # a partner may read the task, not kill it
+
+
+def test_task_page_shows_the_digest_each_run_executed(browser_for, member, task, org_a, node_a):
+    digest = "sha256:" + "7" * 64
+    run = task.runs.get(organization=org_a)
+    run_claim(run_id=run.pk, node=node_a)
+    run_start(run_id=run.pk, node=node_a, digest=digest)
+    body = browser_for(member).get(f"/portal/tasks/{task.pk}/").content.decode()
+    assert f'<code class="meta" title="{digest}">{digest[:19]}…</code>' in body
 
 
 def test_the_download_link_streams_the_result_to_the_session_and_not_to_an_outsider(

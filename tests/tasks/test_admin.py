@@ -76,6 +76,25 @@ def test_review_action_reviews_through_the_service_with_the_admin_as_reviewer(st
     assert (event.actor_id, event.details) == (root.pk, {"note": "Checked the image."})
 
 
+def test_admin_approval_records_the_signature_and_refuses_the_submitters_own(staff, root, algorithm):
+    signed = {"signature_digest": "sha256:" + "e" * 64, "key_fingerprint": "f" * 64}
+    page = staff.post(reverse("admin:tasks_algorithm_changelist"),
+                      {"action": "approve", "_selected_action": [algorithm.pk]}).content.decode()
+    assert 'name="signature_digest"' in page and 'name="key_fingerprint"' in page
+    staff.post(reverse("admin:tasks_algorithm_changelist"), {
+        "action": "approve", "_selected_action": [algorithm.pk], "confirm": "yes", **signed}, follow=True)
+    approval = algorithm.approvals.get()
+    assert (approval.reviewer, approval.signature_digest, approval.key_fingerprint) == (
+        root, signed["signature_digest"], signed["key_fingerprint"])
+    own = algorithm_submit(actor=root, name="mine", image="127.0.0.1:5000/mine", digest=DIGEST)
+    response = staff.post(reverse("admin:tasks_algorithm_changelist"), {
+        "action": "approve", "_selected_action": [own.pk], "confirm": "yes"}, follow=True)
+    assert messages_of(response) == [f"{own}: status: You submitted this algorithm: a reviewer other than the submitter "
+                                     "must approve it."]
+    own.refresh_from_db()
+    assert own.status == Algorithm.Status.SUBMITTED
+
+
 def test_algorithms_are_immutable_and_never_deleted(staff, algorithm):
     url = reverse("admin:tasks_algorithm_change", args=[algorithm.pk])
     assert staff.post(url, {"name": "renamed", "image": "x", "digest": DIGEST}).status_code == 403

@@ -247,9 +247,9 @@ def test_node_claims_a_pending_run_and_gets_its_input(api_for, node_a, run_a):
 def test_claim_tells_the_node_who_created_the_task_in_the_same_queries(api_for, owner, node_a, run_a,
                                                                       django_assert_num_queries):
     client = api_for(node_a)
-    # node; savepoint, claim, run with its task, creator and collaboration, audit (2), release.
-    # Audit: the head swapped on this process's last hash (the fixtures' task), the event.
-    with django_assert_num_queries(7):
+    # node; savepoint, claim, run with its task, creator and collaboration, audit (3), release.
+    # Audit: the chain's head read and locked, moved on, the event.
+    with django_assert_num_queries(8):
         response = client.post(f"/api/runs/{run_a.pk}/claim/")
     assert response.status_code == 200
     assert (response.data["created_by"], response.data["created_by_username"]) == (owner.pk, "owner")
@@ -611,12 +611,13 @@ def test_result_refuses_anonymous_callers(anon, finished_run):
 
 def test_start_and_finish_cost_a_fixed_number_of_queries(api_for, node_a, run_a, django_assert_num_queries):
     client = api_for(node_a)
-    client.post(f"/api/runs/{run_a.pk}/claim/")  # the node is cached from here on
-    # savepoint, start, run with its task, audit (2: head swap, event), release
-    with django_assert_num_queries(6):
+    client.post(f"/api/runs/{run_a.pk}/claim/")
+    # the node (read on every request: a rotated key stops it at once), savepoint, start,
+    # run with its task, audit (3: head locked, moved on, event), release
+    with django_assert_num_queries(8):
         assert client.post(f"/api/runs/{run_a.pk}/start/").status_code == 200
-    # savepoint, run locked (404 for a run the node cannot see), its update, audit (2), release
-    with django_assert_num_queries(6):
+    # the node, savepoint, run locked (404 for a run the node cannot see), its update, audit (3), release
+    with django_assert_num_queries(8):
         response = client.post(f"/api/runs/{run_a.pk}/finish/", {"status": "completed", "exit_code": "0"},
                                format="multipart")
     assert response.status_code == 200

@@ -349,3 +349,12 @@ def test_expired_container_token_is_refused(api_for, node_a, running_a, task):
 def test_websocket_handshake_refuses_a_container_token(container_token):
     with pytest.raises(AuthenticationFailed):
         NodeOrUserJWTAuthentication().authenticate_token(container_token.encode())
+
+
+@pytest.mark.parametrize("field, value", [("study", 1), ("algorithm", 1), ("created_by", 1), ("job", 5)])
+def test_subtask_naming_a_field_a_container_cannot_set_is_refused(api_container, org_b, field, value):
+    # The serializer has no such field for a container: DRF dropped it silently before.
+    response = api_container.post("/api/tasks/", _subtask_body(org_b, **{field: value}), format="json")
+    assert response.status_code == 400
+    assert response.data == {field: ["This field cannot be set here."]}
+    assert Task.objects.count() == 1

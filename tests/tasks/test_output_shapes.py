@@ -16,7 +16,7 @@ from collaborations.models import Organization
 from collaborations.serializers import OrganizationSerializer
 from tasks.models import Run, Task
 from tasks.selectors import task_detail
-from tasks.serializers import NodeRunSerializer, RunSerializer, TaskSerializer, node_run_data, run_data
+from tasks.serializers import NodeRunSerializer, RunSerializer, TaskSerializer, node_run_data, run_columns, run_data
 from tasks.services import run_claim, run_finish, run_start
 from tests import factories
 from tests.tasks.conftest import b64json
@@ -34,12 +34,12 @@ def test_a_finished_run_with_a_result_and_a_kill_request_renders_as_its_serializ
                      error_kind=Run.ErrorKind.KILLED, result=ContentFile(b"{}", name="out"))
     run = Run.objects.get(pk=run.pk)
     assert run.kill_requested_at and run.finished_at and run.result_size == 2
-    assert _json(run_data(vars(run))) == _json(RunSerializer(run).data)
+    assert _json(run_data(run_columns(run))) == _json(RunSerializer(run).data)
 
 
 def test_a_pending_run_renders_as_its_serializer(run_a):
     run = Run.objects.get(pk=run_a.pk)
-    assert _json(run_data(vars(run))) == _json(RunSerializer(run).data)
+    assert _json(run_data(run_columns(run))) == _json(RunSerializer(run).data)
 
 
 def test_the_run_list_renders_each_run_as_its_serializer(api_for, owner, node_a, run_a, run_b):

@@ -113,3 +113,17 @@ def test_a_task_with_row_results_is_deleted_with_them(api_for, owner, task, run_
         run_finish(run_id=run.pk, node=node, status=Run.Status.COMPLETED, result=b"{}")
     assert api_for(owner).delete(f"/api/tasks/{task.pk}/").status_code == 204
     assert not Task.objects.filter(pk=task.pk).exists() and not Run.objects.filter(pk=run_a.pk).exists()
+
+
+@pytest.mark.parametrize("send", [_finish_multipart, _finish_inline], ids=["multipart", "inline"])
+def test_result_files_are_readable_by_the_server_only(api_for, node_a, run_a, send, settings):
+    # Issue 13.13: they were written 0644 (world-readable).
+    import os
+    import stat
+
+    _running(run_a, node_a)
+    assert send(api_for(node_a), run_a, b"x" * (LIMIT + 1)).status_code == 200
+    run_a.refresh_from_db()
+    path = default_storage.path(run_a.result.name)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700

@@ -58,6 +58,9 @@ USERS = (
     DemoUser("admin", "VANTAGE_DEMO_ADMIN_PASSWORD", ("root",), superuser=True, in_first_organization=False),
     DemoUser("researcher", "VANTAGE_DEMO_RESEARCHER_PASSWORD", ("researcher",), superuser=False,
              in_first_organization=True),
+    # The catalogue's second pair of eyes: the admin submits the reference algorithms, the
+    # reviewer signs and approves them (no one approves their own submission).
+    DemoUser("reviewer", "VANTAGE_DEMO_REVIEWER_PASSWORD", ("root",), superuser=False, in_first_organization=False),
 )
 
 

@@ -152,7 +152,7 @@ def central(column="value", count=2):
     partial_input = base64.b64encode(json.dumps(
         {"method": "partial", "args": [], "kwargs": {"column": column}}).encode()).decode()
     task = proxy_call("POST", "/task", {
-        "name": "probe subtask", "image": "ignored-by-the-server", "collaboration_id": claims["collaboration_id"],
+        "name": "probe subtask", "image": claims["image"], "collaboration_id": claims["collaboration_id"],
         "description": "partial sums", "organizations": [{"id": org, "input": partial_input} for org in chosen],
         "databases": [{"label": "default"}]})
     print(f"probe: subtask {task['id']} for organisations {chosen}", flush=True)

@@ -1,0 +1,37 @@
+"""The demo's reviewer key: it signs the reference images, and the demo nodes trust it.
+
+A hospital would trust its own reviewers' keys (docs/node.md, "What runs"); the demo
+makes one key pair in its state folder on the first `./vantage.sh up` and keeps it.
+"""
+
+from pathlib import Path
+
+from client.vantage_client import signing
+from demo.network import DemoError
+
+KEY_NAME = "demo-signing.key"
+
+
+def ensure_key(state_dir: Path):
+    """(private key, public key file), made on the first call."""
+    private = state_dir / KEY_NAME
+    public = private.with_suffix(".pub")
+    try:
+        if not private.exists():
+            signing.write_key_pair(private, signing.generate_key(), None)
+        return signing.read_private_key(private, None), public
+    except signing.SigningError as exc:
+        raise DemoError(f"the demo's signing key: {exc}")
+
+
+def sign_images(images: dict[str, str], key, *, registry_port: int, password_file: Path) -> dict[str, signing.Signed]:
+    """Sign each image's digest (name -> repository@digest) and push the signatures."""
+    try:
+        password = password_file.read_text().strip()
+    except OSError as exc:
+        raise DemoError(f"cannot read the registry password {password_file}: {exc.strerror}")
+    registry = signing.Registry(f"127.0.0.1:{registry_port}", "vantage", password)
+    try:
+        return {name: signing.sign_image(registry, reference, key) for name, reference in images.items()}
+    except signing.SigningError as exc:
+        raise DemoError(f"signing the algorithm images failed: {exc}")
