@@ -13,7 +13,7 @@ from vantage.prepared import PreparedQuery
 _CACHE_ATTR = "_vantage_rule_scopes"
 # Read on nearly every API request: prepared once (vantage.prepared), not built each time.
 _rules_of_user = PreparedQuery(
-    lambda *, user_id: Rule.objects.filter(roles__users__id=user_id).values("resource", "action", "scope"), "user_id")
+    lambda *, user_id: Rule.objects.filter(roles__users__id=user_id).only("resource", "action", "scope"), "user_id")
 
 
 def rule_scopes(user) -> dict[tuple[str, str], int]:
@@ -23,9 +23,9 @@ def rule_scopes(user) -> dict[tuple[str, str], int]:
         if user.is_superuser:
             cached = {(r, a): Scope.GLOBAL for r in Resource.values for a in Action.values}
         else:
-            for row in _rules_of_user.values(user_id=user.pk):
-                key = (row["resource"], row["action"])
-                cached[key] = max(cached.get(key, 0), row["scope"])
+            for rule in _rules_of_user.models(user_id=user.pk):
+                key = (rule.resource, rule.action)
+                cached[key] = max(cached.get(key, 0), rule.scope)
         setattr(user, _CACHE_ATTR, cached)
     return cached
 
