@@ -420,14 +420,22 @@ def newton_raphson(
 ) -> NewtonResult:
     """Maximise a concave log-likelihood by Newton–Raphson with step-halving.
 
-    Converged when the last step moved no coefficient by more than ``tolerance`` (relative
-    to its size): Newton's error then is of the order of the step squared.
+    Converged when the next Newton step would move no coefficient by more than
+    ``tolerance`` (relative to its size): the step is Newton's estimate of the distance to
+    the maximum, so the coefficients are that close to it. The test comes before the step
+    is evaluated, because every evaluation is a round at the sites; testing the step just
+    taken instead would ask them for one more log-likelihood that changes nothing the
+    researcher sees.
     """
     beta = np.zeros(p)
     loglik, gradient, information = evaluate(beta)
     loglik_null = loglik
-    for iteration in range(1, max_iterations + 1):
-        step = _solve(information, gradient)
+    for iteration in range(max_iterations + 1):  # iteration: steps taken so far
+        step = _solve(information, gradient)  # also: the information here is invertible, for the errors
+        if np.all(np.abs(step) <= tolerance * (1 + np.abs(beta))):
+            return NewtonResult(beta, loglik, gradient, information, loglik_null, iteration)
+        if iteration == max_iterations:
+            break
         for _ in range(max_halvings + 1):
             trial = beta + step
             trial_loglik, trial_gradient, trial_information = evaluate(trial)
@@ -436,11 +444,8 @@ def newton_raphson(
             step = step / 2
         else:
             raise NotConverged(
-                f"the log-likelihood kept decreasing after {max_halvings} step-halvings at iteration {iteration}")
+                f"the log-likelihood kept decreasing after {max_halvings} step-halvings at iteration {iteration + 1}")
         beta, loglik, gradient, information = trial, trial_loglik, trial_gradient, trial_information
-        if np.all(np.abs(step) <= tolerance * (1 + np.abs(beta))):
-            _solve(information, gradient)  # the final information must be invertible for the errors
-            return NewtonResult(beta, loglik, gradient, information, loglik_null, iteration)
     raise NotConverged(f"Newton–Raphson did not converge in {max_iterations} iterations")
 
 

@@ -100,17 +100,20 @@ def survival_grid_check(data: pd.DataFrame, policy: Policy, *, duration: str, ev
     if not isinstance(start, (int, float)) or isinstance(start, bool) or (len(ends) and start >= ends[0]):
         raise sv.SurvivalInputError("start must be a number below every end")
     labels = group_labels(frame, group)
+    # Each group's rows once, as arrays: comparing the labels again for every candidate
+    # interval made this check the slowest step of a guarded grid search.
+    groups = None if labels is None else [(labels == v).to_numpy() for v in labels.unique()]
     after = rows.time >= start
     allowed, empty = [], []
     for end in [*ends.tolist(), float("inf")]:
         inside = after & (rows.time < end)
-        allowed.append(policy.allow_exact_event_times or _interval_allowed(policy, rows, inside, labels, event_sums))
+        allowed.append(policy.allow_exact_event_times or _interval_allowed(policy, rows, inside, groups, event_sums))
         empty.append(not inside.any())
     return outputs.Aggregate({"allowed": allowed, "empty": empty}, len(rows.time))
 
 
-def _interval_allowed(policy: Policy, rows: sv.SurvivalData, inside, labels, event_sums: bool) -> bool:
-    selections = [inside] if labels is None else [inside & (labels == v).to_numpy() for v in labels.unique()]
+def _interval_allowed(policy: Policy, rows: sv.SurvivalData, inside, groups: list | None, event_sums: bool) -> bool:
+    selections = [inside] if groups is None else [inside & chosen for chosen in groups]
     for chosen in selections:
         events = np.array([rows.event[chosen].sum()])
         censored = np.array([chosen.sum()]) - events

@@ -141,6 +141,22 @@ def test_newton_raphson_halves_steps_that_lower_the_log_likelihood():
     assert any(abs(b) > 50 for b in calls)  # the rejected full step was tried, then halved
 
 
+def test_newton_raphson_asks_for_no_evaluation_after_the_maximum_is_known():
+    # Each evaluation is a round of containers at every site. On a quadratic
+    # log-likelihood the first Newton step lands on the maximum; the step computed there
+    # is zero, so evaluating it again would change nothing: two evaluations, not three.
+    calls = []
+
+    def evaluate(beta):
+        calls.append(beta.copy())
+        b = beta - np.array([1.5, -2.0])
+        return -float(b @ b), -2 * b, 2 * np.eye(2)
+
+    fit = sv.newton_raphson(evaluate, 2)
+    assert np.allclose(fit.beta, [1.5, -2.0], rtol=0, atol=1e-12)
+    assert len(calls) == 2 and fit.iterations == 1
+
+
 def test_a_log_likelihood_that_is_not_concave_where_newton_starts_is_a_clear_error():
     # cos(b + 2.5) is convex at 0: Newton's step points downhill, and no halving helps.
     def evaluate(beta):
