@@ -57,10 +57,10 @@ def up(args: argparse.Namespace) -> None:
         raise network.DemoError("the researcher's password was changed since the demo was seeded; set "
                                 "VANTAGE_DEMO_RESEARCHER_PASSWORD to it and run ./vantage.sh up again")
 
-    admin = user_entry(seed, "admin")
-    if not admin["password"]:
-        raise network.DemoError("the admin's password was changed since the demo was seeded; set "
-                                "VANTAGE_DEMO_ADMIN_PASSWORD to it and run ./vantage.sh up again")
+    author = user_entry(seed, "author")
+    if not author["password"]:
+        raise network.DemoError("the author's password was changed since the demo was seeded; set "
+                                "VANTAGE_DEMO_AUTHOR_PASSWORD to it and run ./vantage.sh up again")
     reviewer = user_entry(seed, "reviewer")
     if not reviewer["password"]:
         raise network.DemoError("the reviewer's password was changed since the demo was seeded; set "
@@ -73,7 +73,7 @@ def up(args: argparse.Namespace) -> None:
     signed = signing.sign_images(images, key, registry_port=args.registry_port, password_file=password_file)
     say(f"signatures: {len(signed)} images signed with the demo reviewer's key "
         f"{next(iter(signed.values())).fingerprint[:16]}... ({trusted_key})")
-    algorithms = catalogue.register(study.connect(args.server, "admin", admin["password"]).client,
+    algorithms = catalogue.register(study.connect(args.server, "author", author["password"]).client,
                                     study.connect(args.server, "reviewer", reviewer["password"]).client,
                                     images, signed)
     say("catalogue: " + ", ".join(f"{catalogue.TITLES.get(name, name)} (algorithm {pk})"

@@ -66,17 +66,17 @@ def describe(module_name: str) -> tuple[str, list[dict]]:
     return description, functions
 
 
-def register(admin: Client, reviewer: Client, images: dict[str, str], signed: dict) -> dict[str, int]:
+def register(author: Client, reviewer: Client, images: dict[str, str], signed: dict) -> dict[str, int]:
     """Catalogue entries approved for the built images; name -> algorithm id.
 
-    The admin submits, the reviewer (who signed each digest: `signed`, name -> signing.Signed)
+    The author submits, the reviewer (who signed each digest: `signed`, name -> signing.Signed)
     approves: no one approves their own submission. An entry for the same image and
     digest is reused; entries of an earlier build of the same algorithm are retired, so
     the catalogue offers the current one only (and nodes refuse the retired ones).
     """
     ids = {}
     try:
-        known = admin.list("algorithms/")
+        known = author.list("algorithms/")
         for name, reference in images.items():
             image, _, digest = reference.partition("@")
             title = TITLES.get(name, name)
@@ -85,7 +85,7 @@ def register(admin: Client, reviewer: Client, images: dict[str, str], signed: di
                 entry = same[0]
             else:
                 description, functions = describe(f"reference.{name}")
-                entry = admin.post("algorithms/", {
+                entry = author.post("algorithms/", {
                     "name": title, "image": image, "digest": digest,
                     "description": description, "functions": functions,
                 })

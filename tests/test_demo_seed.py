@@ -55,8 +55,9 @@ def test_first_run_creates_the_demo_through_the_services(demo_env):
     assert list(researcher.roles.values_list("name", flat=True)) == ["researcher"]
     assert not researcher.is_staff
     # The catalogue's second pair of eyes: global algorithm rights, no admin site.
-    reviewer = User.objects.get(username="reviewer")
-    assert list(reviewer.roles.values_list("name", flat=True)) == ["root"] and not reviewer.is_staff
+    for username in ("author", "reviewer"):
+        pair_of_eyes = User.objects.get(username=username)
+        assert list(pair_of_eyes.roles.values_list("name", flat=True)) == ["root"] and not pair_of_eyes.is_staff
     assert Node.objects.filter(collaboration=collaboration).count() == 3
     # Every change is in the audit log, by the system.
     assert set(AuditEvent.objects.values_list("actor_type", flat=True)) == {"system"}
@@ -97,7 +98,7 @@ def test_second_run_changes_nothing_and_says_so(demo_env):
     second = seed_json()
     assert second["changes"] == [] and not second["changed"]
     assert second["users"] == first["users"]
-    assert (Organization.objects.count(), Node.objects.count(), User.objects.count()) == (3, 3, 3)
+    assert (Organization.objects.count(), Node.objects.count(), User.objects.count()) == (3, 3, 4)
 
 
 def test_text_summary_names_users_passwords_and_key_files(demo_env):
@@ -113,13 +114,16 @@ def test_text_summary_names_users_passwords_and_key_files(demo_env):
 def test_passwords_from_the_environment_are_used_and_not_written_down(demo_env, monkeypatch):
     monkeypatch.setenv(ADMIN_ENV, "admin-demo-password-1")
     monkeypatch.setenv(RESEARCHER_ENV, "researcher-demo-password-1")
+    monkeypatch.setenv("VANTAGE_DEMO_AUTHOR_PASSWORD", "author-demo-password-1")
     monkeypatch.setenv("VANTAGE_DEMO_REVIEWER_PASSWORD", "reviewer-demo-password-1")
     summary = seed_json()
     assert User.objects.get(username="admin").check_password("admin-demo-password-1")
     assert User.objects.get(username="researcher").check_password("researcher-demo-password-1")
+    assert User.objects.get(username="author").check_password("author-demo-password-1")
     assert User.objects.get(username="reviewer").check_password("reviewer-demo-password-1")
     assert [u["password_source"] for u in summary["users"]] == [
-        f"from {ADMIN_ENV}", f"from {RESEARCHER_ENV}", "from VANTAGE_DEMO_REVIEWER_PASSWORD"]
+        f"from {ADMIN_ENV}", f"from {RESEARCHER_ENV}", "from VANTAGE_DEMO_AUTHOR_PASSWORD",
+        "from VANTAGE_DEMO_REVIEWER_PASSWORD"]
     assert not (demo_env / "demo-credentials.json").exists()
     assert summary["credentials_file"] is None
 
@@ -164,6 +168,7 @@ def test_a_lost_credentials_file_gives_new_passwords_that_work(demo_env):
     summary = seed_json()
     assert sorted(summary["changes"]) == [
         "set a new password for admin (it was stored nowhere)",
+        "set a new password for author (it was stored nowhere)",
         "set a new password for researcher (it was stored nowhere)",
         "set a new password for reviewer (it was stored nowhere)",
     ]

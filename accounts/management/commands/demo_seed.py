@@ -58,8 +58,10 @@ USERS = (
     DemoUser("admin", "VANTAGE_DEMO_ADMIN_PASSWORD", ("root",), superuser=True, in_first_organization=False),
     DemoUser("researcher", "VANTAGE_DEMO_RESEARCHER_PASSWORD", ("researcher",), superuser=False,
              in_first_organization=True),
-    # The catalogue's second pair of eyes: the admin submits the reference algorithms, the
-    # reviewer signs and approves them (no one approves their own submission).
+    # The catalogue's two pairs of eyes: the author submits the reference algorithms, the
+    # reviewer signs and approves them (no one approves their own submission). Neither is
+    # staff: staff log in with a second factor, which the demo's automation does not hold.
+    DemoUser("author", "VANTAGE_DEMO_AUTHOR_PASSWORD", ("root",), superuser=False, in_first_organization=False),
     DemoUser("reviewer", "VANTAGE_DEMO_REVIEWER_PASSWORD", ("root",), superuser=False, in_first_organization=False),
 )
 
