@@ -247,8 +247,8 @@ class RunJob:
             return None
         try:
             # Before anything is pulled: the digest is resolved here and is what runs.
-            image = signatures.admit(self.ctx.config.policy, self.ctx.config.registries, image,
-                                     self.ctx.client.catalogue_status)
+            admitted = signatures.admit(self.ctx.config.policy, self.ctx.config.registries, image,
+                                        self.ctx.client.catalogue_status)
         except signatures.Rejected as exc:
             self._decide(Outcome("rejected", None, "policy", f"refused by this node's policy: {exc}"))
             return None
@@ -258,7 +258,10 @@ class RunJob:
         except (ServerUnavailable, ServerRefused) as exc:
             self._decide(Outcome("failed", None, "internal", f"the catalogue could not be asked: {exc}"))
             return None
+        image = admitted.image
         self.state.run["executed_digest"] = image.digest
+        # The steward page shows who vouched for the code that made a held result.
+        self.state.run["signer"] = admitted.signer_text()
         labels = [entry.get("label") for entry in task.get("databases") or [] if isinstance(entry, dict)]
         missing = [label for label in labels if label not in self.ctx.config.databases]
         if missing:

@@ -56,7 +56,9 @@ def output_gate(job, outcome: Outcome, container_log: str) -> Outcome:
             "log_release": verdict.log_action in (gate.RELEASE, gate.HOLD),
             "logs_policy": policy.logs, "log_max_lines": policy.log_max_lines,
             "task": {
-                "id": _id(job.state.run.get("task")), "image": task.get("image"), "digest": task.get("digest"),
+                "id": _id(job.state.run.get("task")), "image": task.get("image"),
+                "digest": job.state.run.get("executed_digest") or task.get("digest"),
+                "signer": job.state.run.get("signer") or "",
                 "method": task.get("method"), "created_by": _id(task.get("created_by")),
                 "created_by_username": _username(task), "init_organization": _id(task.get("init_organization")),
                 "collaboration": _id(task.get("collaboration")),

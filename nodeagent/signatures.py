@@ -161,8 +161,18 @@ def _valid(key: TrustedKey, signature: bytes, payload: bytes) -> bool:
     return True
 
 
-def admit(policy: Policy, registries: dict[str, RegistryCredentials], ref: ImageRef, catalogue_status) -> ImageRef:
-    """The image pinned to the digest that may run here, or Rejected.
+@dataclass(frozen=True)
+class Admitted:
+    image: ImageRef  # pinned to the digest that runs
+    signer: TrustedKey | None  # the trusted key whose signature admitted it (None: not required)
+
+    def signer_text(self) -> str:
+        """The signer as the steward page shows it: the key's name and fingerprint."""
+        return f"{self.signer.name} ({self.signer.fingerprint[:16]}...)" if self.signer else ""
+
+
+def admit(policy: Policy, registries: dict[str, RegistryCredentials], ref: ImageRef, catalogue_status) -> Admitted:
+    """The image pinned to the digest that may run here, with its signer, or Rejected.
 
     `catalogue_status(image, digest)` asks the server for the catalogue's word on the
     digest (only with require_catalogue): the catalogue can refuse an image, never admit
@@ -177,4 +187,5 @@ def admit(policy: Policy, registries: dict[str, RegistryCredentials], ref: Image
             shown = "not in the catalogue" if status in (None, "", "unknown") else f"{status} in the catalogue"
             raise Rejected(f"image {ref.repository}@{verified.digest} is {shown} "
                            "and this node runs approved catalogue entries only (policy.require_catalogue)")
-    return ImageRef(repository=ref.repository, tag=ref.tag, digest=verified.digest or ref.digest)
+    return Admitted(ImageRef(repository=ref.repository, tag=ref.tag, digest=verified.digest or ref.digest),
+                    verified.key)

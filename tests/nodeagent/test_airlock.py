@@ -30,7 +30,8 @@ def _entry(airlock: Airlock, tmp_path, name="srv-run7", output=PATIENT_ROWS, out
         "verdict": {"action": "hold", "log_action": "hold", "output_type": output_type, "size": len(output),
                     "flags": ["an opaque (untyped) output"]},
         "node_log": "", "log_release": True, "logs_policy": "gate", "log_max_lines": 200,
-        "task": {"id": 3, "image": "img", "digest": "sha256:" + "a" * 64, "method": "m", "created_by": 5,
+        "task": {"id": 3, "image": "img", "digest": "sha256:" + "a" * 64, "signer": "reviewers.pub (0123456789abcdef...)",
+                 "method": "m", "created_by": 5,
                  "created_by_username": requester, "init_organization": 1, "collaboration": 1,
                  "result_public_key": ""},
     }, files={"output": out, "log": log_file, "input": None})
@@ -257,6 +258,7 @@ def test_the_page_shows_a_held_result_escaped_with_its_flags_and_requester(page,
     text = session.get(f"{url}/runs/{script}").text
     assert "<script>alert" not in text and "&lt;script&gt;" in text
     assert "an opaque (untyped) output" in text and "alice" in text
+    assert "reviewers.pub (0123456789abcdef...)" in text  # who signed the image that made it
 
 
 def test_a_missing_entry_is_not_found(page):

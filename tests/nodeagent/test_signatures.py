@@ -69,7 +69,10 @@ def test_signed_image_is_admitted_pinned_to_the_signed_digest(reg, fresh, tmp_pa
     ref = ImageRef.parse(image.split("@")[0])
     creds = {registry.host: RegistryCredentials(registry.host, registry.username, registry.password)}
     admitted = admit(_policy(trusted), creds, ref, lambda *_: pytest.fail("catalogue not required"))
-    assert admitted.digest == signed.image_digest == image.split("@")[1]
+    assert admitted.image.digest == signed.image_digest == image.split("@")[1]
+    # The signer the steward page shows for a held result of this image.
+    assert admitted.signer.fingerprint == trusted.fingerprint
+    assert admitted.signer_text() == f"{trusted.name} ({trusted.fingerprint[:16]}...)"
 
 
 def test_signature_layout_follows_cosigns_specification_and_verifies_with_openssl(reg, fresh, tmp_path):
