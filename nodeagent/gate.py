@@ -30,6 +30,10 @@ RELEASE, HOLD, REFUSE, WITHHOLD = "release", "hold", "refuse", "withhold"
 OPAQUE = "opaque"
 TYPED = ("count_table", "aggregate", "model", "intermediate")
 FLAG_LIMIT = 20  # flags kept per verdict: enough to see what is wrong, bounded for the server
+# A gradient is a vector, an information matrix a matrix; a model with a baseline over time
+# intervals (the common-baseline Cox) sends one matrix per interval. Each axis must still
+# be shorter than the units behind it (checked beside this), so no axis runs over people.
+MAX_INTERMEDIATE_AXES = 3
 
 # The toolkit's settings and safe defaults (vantage_algorithms.policy.SETTINGS, which the
 # node cannot import: algorithms/ is not installed with the agent). A test keeps them equal.
@@ -182,8 +186,9 @@ class _Checker:
             if shape is None or shape != tuple(declared if isinstance(declared, list) else ()):
                 self.flag(f"{where}.{name}", f"its values do not have its declared shape {declared!r}"[:200])
                 continue
-            if len(shape) > 2:
-                self.flag(f"{where}.{name}", f"{len(shape)} axes: an intermediate is a vector or a matrix")
+            if len(shape) > MAX_INTERMEDIATE_AXES:
+                self.flag(f"{where}.{name}", f"{len(shape)} axes: an intermediate is a vector, a matrix "
+                                             "or a stack of matrices")
             if n is not None and any(axis >= n for axis in shape):
                 self.flag(f"{where}.{name}", f"shape {list(shape)} has an axis as long as its {n} units: "
                                              "that could be one value per person")

@@ -539,7 +539,7 @@ class RunJob:
                                     self.state.run.get("result_public_key") or "")
             except sealing.SealingError as exc:
                 return Outcome("failed", code, "output", f"[node] {exc}")
-        return Outcome("completed", code, "", "", has_result=True)
+        return Outcome("completed", code, "", self.proxy.summary() if self.proxy else "", has_result=True)
 
     @property
     def _sealed_output(self) -> Path:

@@ -30,6 +30,7 @@ import os
 import socket
 import socketserver
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -87,6 +88,9 @@ class Upstream:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.lock = threading.Lock()
+        # (method, organisations) of each subtask created through this proxy: the node's own
+        # account of what a central run asked of the sites (RunProxy.summary).
+        self.subtasks: list[tuple[str, int]] = []
 
     def call(self, method: str, path: str, **kwargs) -> Answer:
         """The server's answer, read up to MAX_ANSWER bytes (a larger one is refused, not held)."""
@@ -206,6 +210,8 @@ def _create_task(upstream: Upstream, body: bytes) -> dict:
     if request.get("image"):
         payload["image"] = request["image"]
     task = upstream.json("POST", "/api/tasks/", json=payload)
+    with upstream.lock:
+        upstream.subtasks.append((method, len(organizations)))
     status = V6_TASK_STATUS.get(task.get("status"), task.get("status"))
     return {**task, "id": task["id"], "status": status}
 
@@ -367,6 +373,7 @@ class RunProxy:
         if self.socket_path.exists():
             self.socket_path.unlink()  # left by an agent that stopped; this one serves anew
         self._server = _UnixServer(str(self.socket_path), Upstream(server_url, token, sealing), run_id, api_path)
+        self._opened = time.monotonic()
         os.chmod(self.socket_path, 0o666)
         self._thread = threading.Thread(target=self._serve, name=f"proxy-{run_id}", daemon=True)
         self._thread.start()
@@ -385,6 +392,24 @@ class RunProxy:
             except Exception:
                 self._server.handle_error(request, address)
                 self._server.shutdown_request(request)
+
+    def summary(self) -> str:
+        """What the run asked of the sites through this proxy, for its log: written by the
+        node, not the container, so it leaves whatever the output gate holds of the
+        container's own log. Only what the server already knows (subtasks, their methods
+        and organisation counts) and the time; empty when the run created no subtask."""
+        upstream = self._server.upstream
+        with upstream.lock:
+            subtasks = list(upstream.subtasks)
+        if not subtasks:
+            return ""
+        counts: dict[str, int] = {}
+        for method, _organizations in subtasks:
+            counts[method] = counts.get(method, 0) + 1
+        methods = ", ".join(f"{method} ×{count}" for method, count in counts.items())
+        rounds = len(subtasks)
+        return (f"[node] central run: {rounds} round{'s' if rounds != 1 else ''} of subtasks ({methods}) "
+                f"at up to {max(n for _m, n in subtasks)} organisations in {time.monotonic() - self._opened:.1f} s")
 
     def close(self) -> None:
         try:

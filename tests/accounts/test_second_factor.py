@@ -217,3 +217,31 @@ def test_admin_edits_the_organisation_requirement_and_it_is_audited(staff, org_a
     org_a.refresh_from_db()
     assert org_a.require_second_factor is True
     assert factories.last_event("organization.updated").details["require_second_factor"] is True
+
+
+def test_the_command_line_sets_up_a_second_factor_for_the_first_administrator(db, capsys):
+    from django.core.management import call_command
+
+    admin = User.objects.create_superuser("first-admin", "a@example.org", factories.PASSWORD)
+    call_command("second_factor_setup", "first-admin")
+    uri = capsys.readouterr().out.strip()
+    assert uri.startswith("otpauth://totp/") and "first-admin" in uri
+    totp = pyotp.parse_uri(uri)
+    call_command("second_factor_setup", "first-admin", "--code", totp.at(datetime.now().timestamp() - 30))
+    assert "Recovery codes" in capsys.readouterr().out
+    answer = APIClient().post("/api/token/", {"username": "first-admin", "password": factories.PASSWORD,
+                                              "otp": totp.now()}, format="json")
+    assert answer.status_code == 200, answer.content
+    assert SecondFactor.objects.get(user=admin).confirmed_at is not None
+
+
+def test_the_command_line_refuses_an_unknown_user_and_a_wrong_code(db):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no user named 'nobody'"):
+        call_command("second_factor_setup", "nobody")
+    User.objects.create_superuser("first-admin", "a@example.org", factories.PASSWORD)
+    call_command("second_factor_setup", "first-admin")
+    with pytest.raises(CommandError, match="does not match"):
+        call_command("second_factor_setup", "first-admin", "--code", "000000x")

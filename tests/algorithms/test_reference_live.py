@@ -5,6 +5,7 @@ and crosstab, statsmodels Logit for logistic regression): counts exact, everythi
 within 1e-8 absolute + 1e-8 relative.
 """
 
+import re
 import time
 
 import numpy as np
@@ -101,4 +102,13 @@ def test_organizations_narrow_a_central_method_to_some_sites(algorithm_network):
     frame = pd.concat(algorithm_network.sites["gbsg2"][1:], ignore_index=True)
     assert result["values"]["organizations"] == [org_b, org_c]
     pooled.assert_matches_summary(result, frame, ["age"], min_max=True)
+
+
+def test_the_central_runs_log_says_what_it_asked_of_the_sites(algorithm_network):
+    # Written by the node from what its proxy saw, so it leaves even where the output gate
+    # keeps the container's own log at the node (these nodes: logs = "on_failure").
+    detail = algorithm_network.submit("summary", "summary", {"columns": ["age"]}, "gbsg2")
+    assert detail["status"] == "completed", detail["log"]
+    assert re.search(r"^\[node\] central run: 1 round of subtasks \(summary_site ×1\) at up to 3 organisations "
+                     r"in \d+\.\d s$", detail["log"], re.M), detail["log"]
 

@@ -117,6 +117,7 @@ def test_following_docs_network_md_takes_an_empty_server_to_a_first_study(tmp_pa
     assert re.search(r"== Hospital A \(run \d+\): completed", output)
     assert re.search(r"^age\s+numeric\s+\d+", output, re.M), output          # results as a table
     assert re.search(r"^0\s+age\s+numeric", output, re.M), output             # the Python client's to_frame()
+    assert "[node] central run: 1 round of subtasks (summary_site ×1) at up to 2 organisations" in output  # tasks logs
 
 
 def _stop_everything(group: int) -> None:

@@ -102,6 +102,13 @@ def test_an_intermediate_with_one_value_per_person_is_flagged(tmp_path):
     assert examine(tmp_path, fine) == ("intermediate", (tmp_path / "output").stat().st_size, [])
 
 
+def test_an_intermediate_may_stack_matrices_but_not_go_deeper(tmp_path):
+    per_interval = Intermediate(500, arrays={"information": [[[1.0] * 3] * 3] * 4}).to_json()
+    assert examine(tmp_path, per_interval)[2] == []
+    deeper = Intermediate(500, arrays={"cube": [[[[1.0] * 2] * 2] * 2] * 2}).to_json()
+    assert any("4 axes" in f for f in examine(tmp_path, deeper)[2])
+
+
 def test_an_intermediate_whose_values_do_not_have_its_declared_shape_is_flagged(tmp_path):
     value = Intermediate(500, arrays={"gradient": [0.1] * 4}).to_json()
     value["shapes"]["gradient"] = [2]
