@@ -122,3 +122,16 @@ def test_administrator_creates_a_collaboration_with_members_and_a_node(browser, 
     details = audit[-1][1]
     details = json.loads(details) if isinstance(details, str) else details
     assert set(details) == {"organization", "collaboration"}
+
+
+def test_api_docs_render_from_this_server_alone(browser, admin_server):  # noqa: F811
+    # This machine reaches no CDN: Swagger UI draws the schema only if the server serves
+    # every script and stylesheet itself (drf-spectacular-sidecar), under its CSP.
+    server, _database, _secret = admin_server
+    driver = browser
+    driver.get(server.url + "/api/docs/")
+    _wait(driver, lambda d: "Vantage API" in d.execute_script(
+        "const t = document.querySelector('.swagger-ui .info .title'); return t ? t.innerText : '';"),
+        "Swagger UI shows the API's title")
+    operations = driver.execute_script("return document.querySelectorAll('.swagger-ui .opblock').length")
+    assert operations > 20, operations
