@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import socketserver
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -362,6 +363,16 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+    def handle_error(self, request, client_address):
+        """A container that hangs up before its answer is written gets one line, not the
+        traceback socketserver prints to stderr; anything else is logged with its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            log.info("run %s: the container closed its proxy connection early (%s)", self.run_id,
+                     type(error).__name__)
+        else:
+            log.exception("run %s: the node proxy failed on a request", self.run_id)
 
 
 class RunProxy:
