@@ -189,7 +189,10 @@ def raw(proxy, head: bytes, body: bytes = b"", *, timeout: float = 10) -> tuple[
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
         client.connect(str(proxy.socket_path))
-        client.sendall(head + b"\r\n" + body)
+        try:
+            client.sendall(head + b"\r\n" + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered and closed before reading (a 503 beyond the connection bound): read it
         data = b""
         while chunk := client.recv(65536):
             data += chunk
