@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+import docker.errors
 import requests
 
 from tests.nodeagent.images import BASE_IMAGE
@@ -274,4 +275,9 @@ def tear_down(site, server_url: str, docker_client) -> None:
         for node_label in ("vantage.node_id", "vantage.forwarder_node_id"):
             labels = [f"vantage.server={server_key}", f"{node_label}={node['id']}"]
             for container in docker_client.api.containers(all=True, filters={"label": labels}):
-                docker_client.api.remove_container(container["Id"], force=True)
+                try:
+                    docker_client.api.remove_container(container["Id"], force=True)
+                except docker.errors.APIError as exc:
+                    # The stopping agent may be removing it too: gone, or its removal under way.
+                    if exc.status_code not in (404, 409):
+                        raise
