@@ -119,11 +119,19 @@ def agent_running(pid: int | None, config_file: Path) -> bool:
     """Whether `pid` is a run_node process of this config (not a recycled pid)."""
     if pid is None:
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"run_node" in cmdline and str(config_file).encode() in cmdline
+    # Right after Popen returns, exec may still be setting the new program up: for that
+    # moment the kernel shows an empty command line. Wait it out (up to 1 s) rather than
+    # take a starting agent for a stopped one.
+    for _ in range(20):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        if cmdline:
+            break
+        time.sleep(0.05)
+    arguments = cmdline.split(b"\0")
+    return b"run_node" in arguments and str(config_file).encode() in arguments
 
 
 def stop_agent(pid: int) -> None:
