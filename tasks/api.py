@@ -49,7 +49,7 @@ from tasks.serializers import (
     TaskCreateSerializer,
 )
 from tasks.uploads import ResultUploadHandler
-from vantage.errors import Conflict, NotFound
+from vantage.errors import Conflict
 from vantage.parsers import JSONParser
 from vantage.shapes import any_of
 

@@ -11,7 +11,7 @@ name in the answer, its kind, where the value is read), and from that one list c
   (`extend_schema(responses=shape.schema())`); it never renders a response;
 - `any_of(name, *shapes)`: the schema of an answer that is one of several shapes.
 
-tests/test_output_shapes.py holds the schema to real answers for each caller.
+tests/tasks/test_output_shapes.py holds the schema to real answers for each caller.
 """
 
 import base64
