@@ -40,6 +40,7 @@ from tasks.selectors import container_organization_list
 
 
 class OrganizationViewSet(ScopedViewSet):
+    serializer_class = OrganizationInputSerializer  # the browsable API's form (DEBUG); answers are ORGANIZATION
     filterset_class = OrganizationFilter
     # An algorithm container may read its collaboration's members (their public keys, to
     # encrypt subtask inputs): tasks.container_tokens.

@@ -113,6 +113,7 @@ class AlgorithmViewSet(ScopedViewSet):
 
 
 class TaskViewSet(ScopedViewSet):
+    serializer_class = TaskCreateSerializer  # the browsable API's form (DEBUG); answers are TASK
     filterset_class = TaskFilter
     permission_classes = [HasRule | IsContainer]
     rules = rules_for(Resource.TASK, list=Action.VIEW, retrieve=Action.VIEW, create=Action.CREATE,

@@ -14,11 +14,13 @@ from datetime import datetime
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.test import APIClient
 
+from collaborations.api import OrganizationViewSet
+from tasks.api import RunViewSet, TaskViewSet
 from tasks.models import Run, Task
 from tasks.services import run_claim, run_start, task_kill
-from tests import factories
 from tests.tasks.conftest import b64json
 
 TYPES = {
@@ -215,3 +217,12 @@ def test_a_response_that_breaks_its_schema_is_caught(api_schema):
     for_caller = {"$ref": "#/components/schemas/RunForCaller"}
     assert api_schema["components"]["schemas"]["RunForCaller"].keys() == {"anyOf"}
     assert violations(api_schema, for_caller, {"id": 1}) != []
+
+
+@pytest.mark.parametrize("path", ["/api/tasks/", "/api/organizations/", "/api/runs/"])
+def test_the_browsable_api_still_draws_the_resources_answered_as_shapes(api_for, owner, monkeypatch, path):
+    """With DEBUG the browsable API is on; it draws its form from the view's serializer_class."""
+    for view in (TaskViewSet, OrganizationViewSet, RunViewSet):
+        monkeypatch.setattr(view, "renderer_classes", [JSONRenderer, BrowsableAPIRenderer])
+    response = api_for(owner).get(path, HTTP_ACCEPT="text/html")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
