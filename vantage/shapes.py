@@ -104,7 +104,6 @@ class Shape:
         # Values are read in one comprehension, then the few that need it converted in place
         # (which keeps the declared order): close to a hand-written dict literal's cost.
         self._read = [(f.name, f.path if callable(f.path) else _attribute_reader(f.path)) for f in self.fields]
-        self._keys = [(f.name, f.path.replace(".", "__")) for f in self.fields if not callable(f.path)]
         self._convert = [(f.name, f.convert or f.kind.to_json) for f in self.fields if f.convert or f.kind.to_json]
 
     def extend(self, name: str, fields: list[Out], *, description: str = "") -> "Shape":
@@ -117,6 +116,12 @@ class Shape:
         for name, convert in self._convert:
             answer[name] = convert(answer[name])
         return answer
+
+    @cached_property
+    def _keys(self) -> list[tuple[str, str]]:
+        if any(callable(f.path) for f in self.fields):
+            raise TypeError(f"{self.name} reads a field with a function: only of() can build it.")
+        return [(f.name, f.path.replace(".", "__")) for f in self.fields]
 
     @cached_property
     def columns(self) -> tuple[str, ...]:
