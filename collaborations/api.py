@@ -30,19 +30,17 @@ from collaborations.serializers import (
     NodeTokenRequestSerializer,
     NodeTokenSerializer,
     NodeWithKeySerializer,
-    ORGANIZATION_COLUMNS,
+    ORGANIZATION,
     OrganizationInputSerializer,
-    OrganizationSerializer,
     StudyCreateSerializer,
     StudySerializer,
     StudyUpdateSerializer,
-    organization_data,
 )
 from tasks.selectors import container_organization_list
 
 
 class OrganizationViewSet(ScopedViewSet):
-    serializer_class = OrganizationSerializer
+    serializer_class = OrganizationInputSerializer  # the browsable API's form (DEBUG); answers are ORGANIZATION
     filterset_class = OrganizationFilter
     # An algorithm container may read its collaboration's members (their public keys, to
     # encrypt subtask inputs): tasks.container_tokens.
@@ -58,28 +56,33 @@ class OrganizationViewSet(ScopedViewSet):
             )
         return selectors.organization_list(user=self.request.user)
 
+    @extend_schema(responses=ORGANIZATION.schema(many=True))
     def list(self, request):
         page_size = self.paginator.plain_first_page_size(request)
         if page_size is not None and not is_container(request.user):
-            rows = selectors.organization_first_rows(user=request.user, columns=ORGANIZATION_COLUMNS, limit=page_size)
+            rows = selectors.organization_first_rows(user=request.user, columns=ORGANIZATION.columns, limit=page_size)
             if rows is not None:
                 return self.paginator.first_page_response(
-                    request, [organization_data(row) for row in rows], page_size, lambda: self.get_queryset().count()
+                    request, [ORGANIZATION.row(row) for row in rows], page_size, lambda: self.get_queryset().count()
                 )
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).values(*ORGANIZATION_COLUMNS))
-        return self.get_paginated_response([organization_data(row) for row in page])
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).values(*ORGANIZATION.columns))
+        return self.get_paginated_response([ORGANIZATION.row(row) for row in page])
 
-    @extend_schema(request=OrganizationInputSerializer, responses={201: OrganizationSerializer})
+    @extend_schema(responses=ORGANIZATION.schema())
+    def retrieve(self, request, pk=None):
+        return Response(ORGANIZATION.of(self.get_object()))
+
+    @extend_schema(request=OrganizationInputSerializer, responses={201: ORGANIZATION.schema()})
     def create(self, request):
         organization = services.organization_create(actor=request.user, **self._input(OrganizationInputSerializer))
-        return Response(OrganizationSerializer(organization).data, status=status.HTTP_201_CREATED)
+        return Response(ORGANIZATION.of(organization), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=OrganizationInputSerializer, responses=OrganizationSerializer)
+    @extend_schema(request=OrganizationInputSerializer, responses=ORGANIZATION.schema())
     def partial_update(self, request, pk=None):
         organization = self.get_object()
         changes = self._input(OrganizationInputSerializer, partial=True)
         organization = services.organization_update(actor=request.user, organization=organization, **changes)
-        return Response(OrganizationSerializer(organization).data)
+        return Response(ORGANIZATION.of(organization))
 
 
 class CollaborationViewSet(ScopedViewSet):

@@ -19,7 +19,7 @@ its job's tasks, runs and results. Anything outside its job is absent (404).
 from asgiref.sync import sync_to_async
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -31,31 +31,27 @@ from accounts.permissions import HasRule, IsContainer, IsNode, is_container, is_
 from tasks import container_tokens, selectors, services
 from tasks.filters import AlgorithmFilter, RunFilter, TaskFilter
 from tasks.serializers import (
-    RUN_COLUMNS,
+    NODE_RUN,
+    RUN,
+    RUN_DETAIL,
+    TASK,
     AlgorithmReviewSerializer,
     AlgorithmSerializer,
     AlgorithmSubmitSerializer,
     CatalogueStatusSerializer,
     ContainerTokenSerializer,
-    NodeRunSerializer,
-    RunDetailSerializer,
     RunFinishInlineSerializer,
     RunFinishSerializer,
     RunHoldSerializer,
     RunLogSerializer,
-    RunSerializer,
     RunStartSerializer,
     SubtaskCreateSerializer,
     TaskCreateSerializer,
-    TaskSerializer,
-    node_run_data,
-    run_columns,
-    run_data,
-    task_data,
 )
 from tasks.uploads import ResultUploadHandler
-from vantage.errors import Conflict, NotFound
+from vantage.errors import Conflict
 from vantage.parsers import JSONParser
+from vantage.shapes import any_of
 
 
 class ChunkedFileResponse(FileResponse):
@@ -117,7 +113,7 @@ class AlgorithmViewSet(ScopedViewSet):
 
 
 class TaskViewSet(ScopedViewSet):
-    serializer_class = TaskSerializer
+    serializer_class = TaskCreateSerializer  # the browsable API's form (DEBUG); answers are TASK
     filterset_class = TaskFilter
     permission_classes = [HasRule | IsContainer]
     rules = rules_for(Resource.TASK, list=Action.VIEW, retrieve=Action.VIEW, create=Action.CREATE,
@@ -129,9 +125,18 @@ class TaskViewSet(ScopedViewSet):
             return selectors.container_task_list(container=self.request.user)
         return selectors.task_list(user=self.request.user)
 
+    @extend_schema(responses=TASK.schema(many=True))
+    def list(self, request):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response([TASK.of(task) for task in page])
+
+    @extend_schema(responses=TASK.schema())
+    def retrieve(self, request, pk=None):
+        return Response(TASK.of(self.get_object()))
+
     @extend_schema(
         request=TaskCreateSerializer,
-        responses={201: TaskSerializer, 413: OpenApiResponse(description="An input exceeds VANTAGE_MAX_INPUT_BYTES.")},
+        responses={201: TASK.schema(), 413: OpenApiResponse(description="An input exceeds VANTAGE_MAX_INPUT_BYTES.")},
     )
     def create(self, request):
         """Create a task: one pending run per named organisation, each with its own input.
@@ -147,15 +152,15 @@ class TaskViewSet(ScopedViewSet):
             serializer = TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
             serializer.is_valid(raise_exception=True)
             task = services.task_create(actor=request.user, **serializer.to_service_kwargs())
-        return Response(task_data(task, task.created_runs), status=status.HTTP_201_CREATED)
+        return Response(TASK.of(task), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses=TaskSerializer)
+    @extend_schema(request=None, responses=TASK.schema())
     @action(detail=True, methods=["post"])
     def kill(self, request, pk=None):
         """Kill the task's job: pending runs end now, claimed and running ones are asked to stop."""
         task = self.get_object()
         services.task_kill(actor=request.user, task=task)
-        return Response(TaskSerializer(selectors.task_detail(task_id=task.pk)).data)
+        return Response(TASK.of(selectors.task_detail(task_id=task.pk)))
 
     @extend_schema(responses={204: None, 409: OpenApiResponse(description="The job still has open runs.")})
     def destroy(self, request, pk=None):
@@ -164,11 +169,6 @@ class TaskViewSet(ScopedViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-# One run answers in the caller's shape: a user reads its log, the node that runs it reads
-# what it needs to run it (input, image, method); a container gets the list shape.
-@extend_schema_view(retrieve=extend_schema(responses=PolymorphicProxySerializer(
-    component_name="RunForCaller", serializers=[RunDetailSerializer, NodeRunSerializer],
-    resource_type_field_name=None)))
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSet):
     permission_classes = [IsNode | HasRule | IsContainer]
     filterset_class = RunFilter
@@ -189,17 +189,21 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
             return runs.defer(None).defer("input", "log")  # a small result is in the row
         return runs
 
+    @extend_schema(responses=RUN.schema(many=True))
     def list(self, request):
-        # Plain rows rendered as RunSerializer renders them (tasks.serializers.run_data).
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).values(*RUN_COLUMNS))
-        return self.get_paginated_response([run_data(row) for row in page])
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).values(*RUN.columns))
+        return self.get_paginated_response([RUN.row(row) for row in page])
 
-    def get_serializer_class(self):
-        if self.action == "list" or is_container(getattr(self.request, "user", None)):
-            return RunSerializer
-        if is_node(getattr(self.request, "user", None)):
-            return NodeRunSerializer
-        return RunDetailSerializer
+    # One run answers in the caller's shape: a user reads its log, the node that runs it reads
+    # what it needs to run it (input, image, method); a container gets the list shape.
+    @extend_schema(responses=any_of("RunForCaller", RUN_DETAIL, NODE_RUN, RUN))
+    def retrieve(self, request, pk=None):
+        run = self.get_object()
+        if is_container(request.user):
+            return Response(RUN.of(run))
+        if is_node(request.user):
+            return Response(NODE_RUN.of(run))
+        return Response(RUN_DETAIL.of(run))
 
     def initialize_request(self, request, *args, **kwargs):
         if self.action_map.get(request.method.lower()) == "finish":
@@ -208,7 +212,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
             request.upload_handlers = [ResultUploadHandler(request)]
         return super().initialize_request(request, *args, **kwargs)
 
-    @extend_schema(request=None, responses={200: NodeRunSerializer,
+    @extend_schema(request=None, responses={200: NODE_RUN.schema(),
                                             409: OpenApiResponse(description="Another node claimed it first.")})
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
     def claim(self, request, pk=None):
@@ -218,7 +222,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         if run is None:
             self.get_object()  # 404 when the run is not this node's to see
             raise Conflict("The run is no longer pending: another node claimed it, or it was killed.")
-        return Response(node_run_data(run))
+        return Response(NODE_RUN.of(run))
 
     @extend_schema(request=None, responses={200: ContainerTokenSerializer, 409: OpenApiResponse(
         description="This node does not hold the run (not claimed by it, or final), or its deadline passed.")})
@@ -228,7 +232,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         token, expires_in = container_tokens.container_token_issue(run=self.get_object(), node=request.user)
         return Response(ContainerTokenSerializer({"token": token, "expires_in": expires_in}).data)
 
-    @extend_schema(request=RunStartSerializer, responses=RunSerializer)
+    @extend_schema(request=RunStartSerializer, responses=RUN.schema())
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
     def start(self, request, pk=None):
         """Mark a run this node claimed as running: its container has started."""
@@ -239,27 +243,27 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         except Conflict:
             self.get_object()  # 404 when the run is not this node's to see
             raise
-        return Response(run_data(run_columns(run)))
+        return Response(RUN.of(run))
 
-    @extend_schema(request=RunLogSerializer, responses=RunSerializer)
+    @extend_schema(request=RunLogSerializer, responses=RUN.schema())
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
     def log(self, request, pk=None):
         """Append to the run's log. The answer tells the node whether a kill was requested."""
         run = self.get_object()
         run = services.run_append_log(run_id=run.pk, node=request.user, **self._input(RunLogSerializer))
-        return Response(RunSerializer(run).data)
+        return Response(RUN.of(run))
 
-    @extend_schema(request=RunHoldSerializer, responses=RunSerializer)
+    @extend_schema(request=RunHoldSerializer, responses=RUN.schema())
     @action(detail=True, methods=["post"], permission_classes=[IsNode])
     def hold(self, request, pk=None):
         """The node's output gate holds the result for its steward: the run awaits release."""
         run = self.get_object()
         run = services.run_hold(run_id=run.pk, node=request.user, **self._input(RunHoldSerializer))
-        return Response(RunSerializer(run).data)
+        return Response(RUN.of(run))
 
     @extend_schema(
         request={"multipart/form-data": RunFinishSerializer, "application/json": RunFinishInlineSerializer},
-        responses={200: RunSerializer, 413: OpenApiResponse(description="The result exceeds VANTAGE_MAX_RESULT_BYTES.")},
+        responses={200: RUN.schema(), 413: OpenApiResponse(description="The result exceeds VANTAGE_MAX_RESULT_BYTES.")},
     )
     @action(detail=True, methods=["post"], permission_classes=[IsNode],
             parser_classes=[MultiPartParser, JSONParser, FormParser])
@@ -270,7 +274,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
         inline = request.content_type.startswith("application/json")
         fields = self._input(RunFinishInlineSerializer if inline else RunFinishSerializer)
         run = services.run_finish(run_id=pk, node=request.user, **fields)
-        return Response(run_data(run_columns(run)))
+        return Response(RUN.of(run))
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
                               404: OpenApiResponse(description="No such run, or it has no result.")})

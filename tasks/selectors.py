@@ -109,7 +109,7 @@ def run_list(*, principal, action: str = Action.VIEW, defer_payload: bool = Fals
     if defer_payload:
         qs = qs.defer("input", "log", "result_data")
     if is_node(principal):
-        # The node's run detail names the task's creator and collaboration (NodeRunSerializer).
+        # The node's run detail names the task's creator and collaboration (tasks.serializers.NODE_RUN).
         return qs.select_related("task__created_by", "task__collaboration").filter(
             organization_id=principal.organization_id, task__collaboration_id=principal.collaboration_id
         )
@@ -125,7 +125,7 @@ def run_list(*, principal, action: str = Action.VIEW, defer_payload: bool = Fals
 
 def run_for_claim(*, run_id: int, node) -> Run | None:
     """A run addressed to the node's organisation in its collaboration, with what a claim
-    answers (tasks.serializers.node_run_data), audits and publishes; None if there is none."""
+    answers (tasks.serializers.NODE_RUN), audits and publishes; None if there is none."""
     return _run_for_claim.first(
         run_id=int(run_id), organization_id=node.organization_id, collaboration_id=node.collaboration_id
     )
@@ -138,7 +138,7 @@ _run_for_claim = PreparedQuery(
         "task__created_by", "task__collaboration"
     ).only(
         "task", "organization", "node", "status", "exit_code", "error_kind", "result_size", "result_sha256",
-        "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at", "digest", "input",
+        "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at", "hold_info", "digest", "input",
         "task__collaboration", "task__init_organization", "task__job", "task__image", "task__digest", "task__method",
         "task__databases", "task__created_by", "task__parent", "task__created_by_run", "task__created_by__username",
         "task__collaboration__encrypted",
@@ -150,7 +150,7 @@ _run_for_claim = PreparedQuery(
 def node_run_for_update(*, run_id: int, node) -> Run:
     """One of the node's runs, locked until the transaction ends; NotFound if the node may not see it.
 
-    It loads what a log append and a finish read, answer (tasks.serializers.run_data) and
+    It loads what a log append and a finish read, answer (tasks.serializers.RUN) and
     publish; never the input, which is not needed once a run is claimed, nor the task's
     own columns beyond those naming who may see the events.
     """

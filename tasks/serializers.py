@@ -5,16 +5,13 @@ what may be created or changed live in tasks.services. Binary run inputs travel 
 base64 strings inside JSON; results travel as multipart uploads (or, when small, as
 base64 inside the JSON of the finish request) and as streamed downloads.
 
-The node's hot path (its run list, claim, start, finish) and task creation answer with
-plain dicts (`run_data`, `node_run_data`, `task_data`) in exactly the shape of the
-serializers below, which still describe them in the OpenAPI schema: building a DRF
-serializer's fields costs more than the rest of such a request's Python work
-(tests/tasks/test_output_shapes.py holds the two to the same output).
+Tasks and runs answer in the shapes declared at the end (vantage.shapes): one declaration
+per output gives both the answer's dict and its OpenAPI component, because building a DRF
+serializer's fields would cost more than the rest of a hot request's Python work.
 """
 
 import base64
 import binascii
-from collections.abc import Mapping
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -24,9 +21,9 @@ from collaborations.selectors import collaboration_list, collaboration_visible, 
 from collaborations.serializers import ScopedIdField
 from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
-from vantage.renderers import iso_datetime
 from vantage.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, StrictFields
 from vantage.serializers import LongTextField
+from vantage.shapes import BOOLEAN, BYTES, DATETIME, INTEGER, JSON, STRING, Out, Shape, choice, many
 
 
 @extend_schema_field(OpenApiTypes.BYTE)
@@ -113,26 +110,6 @@ class RunStartSerializer(InputSerializer):
                                     default="", error_messages={"invalid": "Expected sha256:<64 hex digits>."})
 
 
-class RunSummarySerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Run
-        fields = ["id", "organization", "status"]
-        read_only_fields = fields
-
-
-class TaskSerializer(serializers.ModelSerializer):
-    status = serializers.ChoiceField(choices=Task.Status.choices, read_only=True,
-                                     help_text="Derived from the runs; never stored.")
-    runs = RunSummarySerializer(many=True, read_only=True)
-
-    class Meta:
-        model = Task
-        fields = ["id", "name", "description", "status", "collaboration", "study", "algorithm",
-                  "init_organization", "created_by", "image", "digest", "method", "databases",
-                  "parent", "job", "created_at", "runs"]
-        read_only_fields = fields
-
-
 class TaskOrganizationInputSerializer(InputSerializer):
     id = IdField()
     input = Base64Field(help_text="The run's input for this organisation, base64-encoded "
@@ -172,59 +149,6 @@ class TaskCreateSerializer(InputSerializer):
         return data
 
 
-class RunSerializer(serializers.ModelSerializer):
-    """A run as lists show it: no input, no log."""
-
-    kill_requested = serializers.SerializerMethodField()
-    executed_digest = serializers.CharField(source="digest", read_only=True,
-                                            help_text="The image digest the node verified and ran.")
-
-    class Meta:
-        model = Run
-        fields = ["id", "task", "organization", "node", "status", "exit_code", "error_kind",
-                  "result_size", "result_sha256", "kill_requested", "kill_requested_at",
-                  "created_at", "claimed_at", "started_at", "finished_at", "hold_info", "executed_digest"]
-        read_only_fields = fields
-
-    def get_kill_requested(self, run: Run) -> bool:
-        return run.kill_requested_at is not None
-
-
-class RunDetailSerializer(RunSerializer):
-    """One run for a user: with its log, never its input."""
-
-    class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "log", "log_truncated"]
-        read_only_fields = fields
-
-
-class NodeRunSerializer(RunSerializer):
-    """One run for the node that executes it: its input and what to run."""
-
-    input = Base64Field(read_only=True)
-    collaboration = serializers.IntegerField(source="task.collaboration_id", read_only=True)
-    init_organization = serializers.IntegerField(source="task.init_organization_id", read_only=True)
-    job = serializers.IntegerField(source="task.job_id", read_only=True, allow_null=True)
-    image = serializers.CharField(source="task.image", read_only=True)
-    digest = serializers.CharField(source="task.digest", read_only=True)
-    method = serializers.CharField(source="task.method", read_only=True)
-    databases = serializers.JSONField(source="task.databases", read_only=True)
-    # The node's own policy (allowed_users) and the proxy decide on these, so the node
-    # needs them whatever the server already checked.
-    created_by = serializers.IntegerField(source="task.created_by_id", read_only=True, allow_null=True)
-    created_by_username = serializers.CharField(source="task.created_by.username", read_only=True,
-                                                allow_null=True)
-    collaboration_encrypted = serializers.BooleanField(source="task.collaboration.encrypted", read_only=True)
-    parent = serializers.IntegerField(source="task.parent_id", read_only=True, allow_null=True)
-    created_by_run = serializers.IntegerField(source="task.created_by_run_id", read_only=True, allow_null=True)
-
-    class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "collaboration", "init_organization", "job", "image", "digest",
-                  "method", "databases", "created_by", "created_by_username", "collaboration_encrypted",
-                  "parent", "created_by_run", "input"]
-        read_only_fields = fields
-
-
 class RunLogSerializer(StrictFields, serializers.Serializer):
     text = LongTextField(trim_whitespace=False)
 
@@ -256,60 +180,6 @@ class RunFinishInlineSerializer(RunFinishSerializer):
         "Larger results go as a multipart upload."))
 
 
-# A run's columns as run_data reads them: `Run.objects.values(*RUN_COLUMNS)` or run_columns(run).
-RUN_COLUMNS = ("id", "task_id", "organization_id", "node_id", "status", "exit_code", "error_kind", "result_size",
-               "result_sha256", "kill_requested_at", "created_at", "claimed_at", "started_at", "finished_at",
-               "hold_info", "digest")
-
-
-def run_columns(run: Run) -> dict:
-    """A loaded run's RUN_COLUMNS, as `values(*RUN_COLUMNS)` gives them; columns its query
-    left unloaded are absent (reading them would cost a query each)."""
-    unloaded = run.get_deferred_fields()
-    return {name: getattr(run, name) for name in RUN_COLUMNS if name not in unloaded}
-
-
-def run_data(run: Mapping) -> dict:
-    """RunSerializer's output, from a run's column values (RUN_COLUMNS)."""
-    return {
-        "id": run["id"], "task": run["task_id"], "organization": run["organization_id"], "node": run["node_id"],
-        "status": run["status"], "exit_code": run["exit_code"], "error_kind": run["error_kind"],
-        "result_size": run["result_size"], "result_sha256": run["result_sha256"],
-        "kill_requested": run["kill_requested_at"] is not None,
-        "kill_requested_at": iso_datetime(run["kill_requested_at"]), "created_at": iso_datetime(run["created_at"]),
-        "claimed_at": iso_datetime(run["claimed_at"]), "started_at": iso_datetime(run["started_at"]),
-        "finished_at": iso_datetime(run["finished_at"]),
-        # Absent where a node's answer loaded only the columns it needs: nothing was held then.
-        "hold_info": run.get("hold_info"), "executed_digest": run["digest"],
-    }
-
-
-def node_run_data(run: Run) -> dict:
-    """NodeRunSerializer's output, for a run loaded with its task's creator and collaboration."""
-    task = run.task
-    creator = task.created_by
-    return {
-        **run_data(run_columns(run)),
-        "collaboration": task.collaboration_id, "init_organization": task.init_organization_id, "job": task.job_id,
-        "image": task.image, "digest": task.digest, "method": task.method, "databases": task.databases,
-        "created_by": task.created_by_id, "created_by_username": creator.username if creator is not None else None,
-        "collaboration_encrypted": task.collaboration.encrypted, "parent": task.parent_id,
-        "created_by_run": task.created_by_run_id, "input": base64.b64encode(bytes(run.input)).decode("ascii"),
-    }
-
-
-def task_data(task: Task, runs: list[Run]) -> dict:
-    """TaskSerializer's output for a task whose status and runs the caller knows."""
-    return {
-        "id": task.pk, "name": task.name, "description": task.description, "status": task.status,
-        "collaboration": task.collaboration_id, "study": task.study_id, "algorithm": task.algorithm_id,
-        "init_organization": task.init_organization_id, "created_by": task.created_by_id, "image": task.image,
-        "digest": task.digest, "method": task.method, "databases": task.databases, "parent": task.parent_id,
-        "job": task.job_id, "created_at": iso_datetime(task.created_at),
-        "runs": [{"id": run.pk, "organization": run.organization_id, "status": run.status} for run in runs],
-    }
-
-
 class SubtaskCreateSerializer(TaskCreateSerializer):
     """A subtask as an algorithm container asks for it (through its node's proxy).
 
@@ -327,3 +197,81 @@ class SubtaskCreateSerializer(TaskCreateSerializer):
 class ContainerTokenSerializer(serializers.Serializer):
     token = serializers.CharField(help_text="For the run's token file: a bearer token for the container.")
     expires_in = serializers.IntegerField(help_text="Seconds until the run's deadline, when the token expires.")
+
+
+RUN = Shape("Run", [
+    Out("id", INTEGER),
+    Out("task", INTEGER, "task_id"),
+    Out("organization", INTEGER, "organization_id"),
+    Out("node", INTEGER, "node_id", nullable=True),
+    Out("status", choice(Run.Status)),
+    Out("exit_code", INTEGER, nullable=True),
+    Out("error_kind", choice(Run.ErrorKind, blank=True)),
+    Out("result_size", INTEGER, nullable=True),
+    Out("result_sha256", STRING),
+    Out("kill_requested", BOOLEAN, "kill_requested_at", convert=lambda at: at is not None),
+    Out("kill_requested_at", DATETIME, nullable=True),
+    Out("created_at", DATETIME),
+    Out("claimed_at", DATETIME, nullable=True),
+    Out("started_at", DATETIME, nullable=True),
+    Out("finished_at", DATETIME, nullable=True),
+    Out("hold_info", JSON, nullable=True),
+    Out("executed_digest", STRING, "digest", description="The image digest the node verified and ran."),
+], model=Run, description="A run as lists show it: no input, no log.")
+
+RUN_DETAIL = RUN.extend("RunDetail", [
+    Out("log", STRING),
+    Out("log_truncated", BOOLEAN),
+], description="One run for a user: with its log, never its input.")
+
+# Read from a run loaded with its task, the task's creator and collaboration.
+NODE_RUN = RUN.extend("NodeRun", [
+    Out("collaboration", INTEGER, "task.collaboration_id"),
+    Out("init_organization", INTEGER, "task.init_organization_id"),
+    Out("job", INTEGER, "task.job_id", nullable=True),
+    Out("image", STRING, "task.image"),
+    Out("digest", STRING, "task.digest"),
+    Out("method", STRING, "task.method"),
+    Out("databases", JSON, "task.databases"),
+    # The node's own policy (allowed_users) and the proxy decide on these, so the node
+    # needs them whatever the server already checked.
+    Out("created_by", INTEGER, "task.created_by_id", nullable=True),
+    Out("created_by_username", STRING, "task.created_by.username", nullable=True),
+    Out("collaboration_encrypted", BOOLEAN, "task.collaboration.encrypted"),
+    Out("parent", INTEGER, "task.parent_id", nullable=True),
+    Out("created_by_run", INTEGER, "task.created_by_run_id", nullable=True),
+    Out("input", BYTES),
+], description="One run for the node that executes it: its input and what to run.")
+
+RUN_SUMMARY = Shape("RunSummary", [
+    Out("id", INTEGER),
+    Out("organization", INTEGER, "organization_id"),
+    Out("status", choice(Run.Status)),
+], model=Run)
+
+
+def _task_runs(task: Task):
+    # A task just created carries the runs its service made; a listed one has them prefetched.
+    return task.created_runs if hasattr(task, "created_runs") else task.runs.all()
+
+
+# Read from a task with its derived `status` (tasks.selectors.with_status, or set by task_create).
+TASK = Shape("Task", [
+    Out("id", INTEGER),
+    Out("name", STRING),
+    Out("description", STRING),
+    Out("status", choice(Task.Status), description="Derived from the runs; never stored."),
+    Out("collaboration", INTEGER, "collaboration_id"),
+    Out("study", INTEGER, "study_id", nullable=True),
+    Out("algorithm", INTEGER, "algorithm_id", nullable=True),
+    Out("init_organization", INTEGER, "init_organization_id"),
+    Out("created_by", INTEGER, "created_by_id", nullable=True),
+    Out("image", STRING),
+    Out("digest", STRING),
+    Out("method", STRING),
+    Out("databases", JSON),
+    Out("parent", INTEGER, "parent_id", nullable=True),
+    Out("job", INTEGER, "job_id", nullable=True),
+    Out("created_at", DATETIME),
+    Out("runs", many(RUN_SUMMARY), _task_runs),
+], model=Task)

@@ -333,7 +333,7 @@ def task_delete(*, actor, task: Task) -> None:
 @transaction.atomic
 def run_claim(*, run_id: int, node: Node) -> Run | None:
     """Move a pending run to claimed for this node; None if another node won."""
-    # The node's answer names the task's creator and collaboration (tasks.serializers.node_run_data).
+    # The node's answer names the task's creator and collaboration (tasks.serializers.NODE_RUN).
     # Read first: what decides the claim is the compare-and-swap below, and nothing read
     # here changes while the run is pending except its status, which the swap checks.
     run = run_for_claim(run_id=run_id, node=node)
