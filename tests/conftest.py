@@ -16,9 +16,13 @@ from tests import factories
 
 def pytest_collection_modifyitems(config, items):
     """In the second database pass of ./vantage.sh test, leave out the tests marked
-    `database_independent`: what they check (numbers computed inside algorithm containers,
-    the demo's printed study) does not depend on the server's database, and they are the
-    slowest of the suite. Every other test runs on both databases."""
+    `database_independent`: what they check does not depend on the server's database, and
+    they are the slowest of the suite: numbers computed inside algorithm containers, the
+    demo's printed study, what the node agent does with containers and outages (isolation,
+    limits, deadlines, kills, restarts, the output gate, signatures, hostile images), and
+    scans of the source tree. The server's side of those flows (claims, state changes,
+    results, events) has its own tests, which run on both databases, as does every other
+    test, the live node tests of claiming in parallel and of websocket delivery included."""
     if os.environ.get("VANTAGE_TEST_SECOND_PASS") != "1":
         return
     kept = [item for item in items if item.get_closest_marker("database_independent") is None]

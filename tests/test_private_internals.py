@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# A scan of the source tree: the same on either database.
+pytestmark = pytest.mark.database_independent
+
 CEILING = 19
 
 

@@ -16,7 +16,7 @@ from tests.nodeagent.live import LiveServer
 
 from vantage_client import Client  # noqa: E402  (tests/client/conftest.py puts it on the path)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,7 @@ def _kib(value: int) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.database_independent
 def test_one_gib_result_round_trip_keeps_memory_flat(api_server, live_seed, session_for):
     node = session_for(live_seed["nodes"]["a1"]["token"])
     user = session_for(live_seed["owner_token"])

@@ -7,7 +7,7 @@ import pytest
 
 from tests.nodeagent.live import PYTHON, REPO_ROOT, NodeProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 
 
 def check(node: NodeProcess) -> subprocess.CompletedProcess:

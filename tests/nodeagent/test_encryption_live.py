@@ -23,7 +23,7 @@ if str(CLIENT_DIR) not in sys.path:  # the client is its own distribution: see t
 
 from vantage_client import Client, crypto  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 
 
 def _server_shell(server, code: str) -> str:

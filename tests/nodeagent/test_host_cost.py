@@ -8,7 +8,7 @@ import pytest
 
 from nodeagent import job
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 
 MIB = 1024 * 1024
 

@@ -32,6 +32,7 @@ def test_partial_method_runs_on_two_sites_and_results_are_downloadable(site, tes
     print(f"task created -> both results visible: {elapsed:.2f} s")
 
 
+@pytest.mark.database_independent
 def test_container_sees_the_vantage6_contract_and_the_node_env(site, test_images):
     site.node(0, algorithm_env='ALGO_MIN_ROWS = "5"')
     task = site.task(test_images["probe"], "env")
@@ -78,6 +79,7 @@ def test_central_method_creates_a_subtask_through_the_proxy_and_combines_its_res
         assert docker_client.api.containers(all=True, filters=labels) == [], "a forwarder was left behind"
 
 
+@pytest.mark.database_independent
 def test_policy_refusal_is_rejected_before_pulling_with_the_reason_in_the_log(site, test_images):
     site.node(0, policy='allowed_images = ["127.0.0.1:5000/approved/*"]')
     task = site.task(test_images["probe"], "partial")
@@ -88,6 +90,7 @@ def test_policy_refusal_is_rejected_before_pulling_with_the_reason_in_the_log(si
     assert "policy.allowed_images" in detail["log"]
 
 
+@pytest.mark.database_independent
 def test_a_crash_is_crashed_with_exit_code_and_stderr_in_the_log(site, test_images):
     site.node(0)
     task = site.task(test_images["probe"], "crash", kwargs={"code": 3})
@@ -98,6 +101,7 @@ def test_a_crash_is_crashed_with_exit_code_and_stderr_in_the_log(site, test_imag
     assert "[node] the algorithm exited with code 3" in detail["log"]
 
 
+@pytest.mark.database_independent
 def test_output_that_is_not_json_fails_as_output(site, test_images):
     site.node(0)
     task = site.task(test_images["probe"], "bad_output")
@@ -107,6 +111,7 @@ def test_output_that_is_not_json_fails_as_output(site, test_images):
     assert "the output is not valid JSON" in detail["log"]
 
 
+@pytest.mark.database_independent
 def test_deadline_kills_the_container_as_timed_out(site, test_images):
     site.node(0, limits="deadline = 2")
     task = site.task(test_images["probe"], "sleep", kwargs={"seconds": 60})
@@ -117,6 +122,7 @@ def test_deadline_kills_the_container_as_timed_out(site, test_images):
     assert "passed its deadline of 2 s" in detail["log"]
 
 
+@pytest.mark.database_independent
 def test_kill_request_stops_the_container_within_seconds(site, test_images, docker_client):
     node = site.node(0)
     task = site.task(test_images["probe"], "sleep", kwargs={"seconds": 120})
@@ -143,6 +149,7 @@ def test_kill_request_stops_the_container_within_seconds(site, test_images, dock
     print(f"kill request -> killed: {took:.2f} s")
 
 
+@pytest.mark.database_independent
 def test_an_image_that_does_not_exist_fails_as_image(site):
     site.node(0)
     task = site.task("127.0.0.1:5000/vantage-test/no-such-image@sha256:" + "0" * 64, "partial")
@@ -152,6 +159,7 @@ def test_an_image_that_does_not_exist_fails_as_image(site):
     assert "pulling 127.0.0.1:5000/vantage-test/no-such-image@sha256:" in detail["log"]
 
 
+@pytest.mark.database_independent
 def test_a_registry_refusing_the_credentials_fails_as_image(site, test_images, docker_client, registry):
     # A repository the engine has no local copy of, so the node has to pull it.
     source = docker_client.images.get(test_images["nostart"].split("@")[0])
@@ -174,6 +182,7 @@ def test_a_registry_refusing_the_credentials_fails_as_image(site, test_images, d
     assert "unauthorized" in detail["log"].lower() or "authentication required" in detail["log"].lower()
 
 
+@pytest.mark.database_independent
 def test_a_container_that_cannot_start_fails_as_startup(site, test_images):
     site.node(0)
     task = site.task(test_images["nostart"], "partial")
@@ -183,6 +192,7 @@ def test_a_container_that_cannot_start_fails_as_startup(site, test_images):
     assert "/no/such/program" in detail["log"]
 
 
+@pytest.mark.database_independent
 def test_a_forwarder_that_cannot_start_fails_the_run_as_startup(site, test_images):
     site.node(0, top='forwarder_image = "127.0.0.1:5000/vantage-test/no-such-forwarder:1"')
     task = site.task(test_images["probe"], "partial")
@@ -192,6 +202,7 @@ def test_a_forwarder_that_cannot_start_fails_the_run_as_startup(site, test_image
     assert "the node proxy could not start for this run" in detail["log"]
 
 
+@pytest.mark.database_independent
 def test_containers_cannot_reach_the_network_write_their_data_or_read_other_runs(site, test_images):
     node = site.node(0)
     node.data.chmod(0o666)  # only the read-only mount stands between the algorithm and the data now
@@ -222,6 +233,7 @@ def test_containers_cannot_reach_the_network_write_their_data_or_read_other_runs
     site.wait_status(sleeper_run, {"killed"})
 
 
+@pytest.mark.database_independent
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_agent_restart_mid_run_reattaches_and_the_run_completes_once(site, test_images, signum):
     node = site.node(0)
@@ -239,6 +251,7 @@ def test_agent_restart_mid_run_reattaches_and_the_run_completes_once(site, test_
     assert f"run {run_id}: resuming (phase started)" in node.log()
 
 
+@pytest.mark.database_independent
 @pytest.mark.parametrize("restart_agent", [False, True], ids=["same-agent", "agent-restarted-meanwhile"])
 def test_server_down_during_upload_keeps_the_result_and_uploads_it_later(site, test_images, restart_agent):
     node = site.node(0)

@@ -26,7 +26,7 @@ from tests.nodeagent.live import PYTHON, REPO_ROOT, free_port
 from tests.portal.test_browser import browser  # noqa: F401 - the real-browser fixture
 from tests.portal.test_browser import _wait
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 
 PASSWORD = "steward password for the test"
 PATIENTS = 40

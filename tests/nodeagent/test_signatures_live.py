@@ -7,7 +7,7 @@ import pytest
 from client.vantage_client import signing
 from tests.nodeagent import images
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 
 
 @pytest.fixture(scope="module")

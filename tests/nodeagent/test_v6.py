@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 
 
 def test_v6_partial_runs_on_each_site(site, v6_image):
