@@ -38,7 +38,7 @@ from accounts.services import (
     user_delete,
     user_update,
 )
-from vantage.errors import DomainError
+from core.errors import DomainError
 
 SERVICE_ERRORS = (DomainError, ValidationError)
 

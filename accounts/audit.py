@@ -25,7 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import AuditChainHead, AuditEvent
-from vantage.prepared import PreparedInsert, execute
+from core.prepared import PreparedInsert, execute
 
 GENESIS_HASH = "0" * 64
 ANCHOR_PREFIX = "vantage-audit-anchor"

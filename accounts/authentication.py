@@ -10,7 +10,7 @@ revokes every token issued under the old one. A container token
 REST API only, never on a websocket.
 
 Nothing about a principal is cached between requests: each is read from the database,
-the one place a revocation is written. The reads are prepared queries (vantage.prepared):
+the one place a revocation is written. The reads are prepared queries (core.prepared):
 building their SQL with the ORM on every request cost more than a cache saved.
 
 What is cached is the check of a token's signature and claims, which costs about as
@@ -32,8 +32,8 @@ from rest_framework_simplejwt.tokens import AccessToken
 from accounts.models import User
 from accounts.services import LOGIN_CLAIM
 from collaborations.models import Node
+from core.prepared import PreparedQuery
 from tasks.container_tokens import CONTAINER_CLAIM, container_principal, container_token_claims
-from vantage.prepared import PreparedQuery
 
 NODE_CLAIM = "node_id"
 NODE_KEY_CLAIM = "node_key"

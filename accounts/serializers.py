@@ -12,7 +12,7 @@ from accounts.selectors import rule_list
 from accounts.services import LOGIN_CLAIM, api_login_is_live
 from collaborations.selectors import organization_list
 from collaborations.serializers import ScopedIdField, ScopedIdsField
-from vantage.inputs import DESCRIPTION_MAX_CHARS, InputSerializer
+from core.inputs import DESCRIPTION_MAX_CHARS, InputSerializer
 
 
 class OptionalEmailField(serializers.EmailField):

@@ -13,7 +13,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts.consumers import accept_principal
 from collaborations.services import node_heartbeat
-from vantage import events
+from core import events
 
 HEARTBEAT_WRITE_SECONDS = 30
 

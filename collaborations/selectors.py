@@ -9,8 +9,8 @@ from django.db.models import Prefetch, Q, QuerySet
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import user_scope
 from collaborations.models import Collaboration, Node, Organization, Study
-from vantage.pagination import stable_order
-from vantage.prepared import PreparedQuery
+from core.pagination import stable_order
+from core.prepared import PreparedQuery
 
 Membership = Collaboration.organizations.through
 

@@ -12,8 +12,8 @@ from rest_framework import serializers
 from collaborations.models import Collaboration, Node, Organization, Study
 from collaborations.selectors import collaboration_list, organization_list
 from collaborations.validators import validate_public_key
-from vantage.inputs import IdField, InputSerializer
-from vantage.renderers import iso_datetime
+from core.inputs import IdField, InputSerializer
+from core.renderers import iso_datetime
 
 MAX_REPORTED_CONFIG_BYTES = 64 * 1024
 

@@ -28,6 +28,8 @@ from rest_framework.response import Response
 from accounts.api import GuardedViewSet, ScopedViewSet, rules_for
 from accounts.models import Action, Resource
 from accounts.permissions import HasRule, IsContainer, IsNode, is_container, is_node
+from core.errors import Conflict, NotFound
+from core.parsers import JSONParser
 from tasks import container_tokens, selectors, services
 from tasks.filters import AlgorithmFilter, RunFilter, TaskFilter
 from tasks.serializers import (
@@ -54,8 +56,6 @@ from tasks.serializers import (
     task_data,
 )
 from tasks.uploads import ResultUploadHandler
-from vantage.errors import Conflict, NotFound
-from vantage.parsers import JSONParser
 
 
 class ChunkedFileResponse(FileResponse):
@@ -214,7 +214,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     def claim(self, request, pk=None):
         """Claim a pending run for this node; of nodes claiming at once, exactly one wins."""
         # The claim itself is scoped to the node, so the object is looked up only when it fails.
-        run = services.run_claim(run_id=pk, node=request.user)  # pk: an int (vantage.routers)
+        run = services.run_claim(run_id=pk, node=request.user)  # pk: an int (core.routers)
         if run is None:
             self.get_object()  # 404 when the run is not this node's to see
             raise Conflict("The run is no longer pending: another node claimed it, or it was killed.")

@@ -33,8 +33,8 @@ from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.tokens import AccessToken
 
 from collaborations.models import Node
+from core.errors import Conflict
 from tasks.models import Run
-from vantage.errors import Conflict
 
 CONTAINER_CLAIM = "container_run"
 # Node id and key prefix under their own names: a container token must never read as a

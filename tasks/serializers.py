@@ -22,11 +22,11 @@ from rest_framework import serializers
 
 from collaborations.selectors import collaboration_list, collaboration_visible, study_list
 from collaborations.serializers import ScopedIdField
+from core.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, StrictFields
+from core.renderers import iso_datetime
+from core.serializers import LongTextField
 from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
-from vantage.renderers import iso_datetime
-from vantage.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, StrictFields
-from vantage.serializers import LongTextField
 
 
 @extend_schema_field(OpenApiTypes.BYTE)

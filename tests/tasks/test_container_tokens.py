@@ -22,11 +22,11 @@ from accounts.authentication import NodeOrUserJWTAuthentication
 from accounts.models import Action, AuditEvent, Resource
 from accounts.permissions import user_scope
 from collaborations.services import node_rotate_key
+from core.errors import Conflict
 from tasks.models import Run, Task
 from tasks.services import run_claim, run_finish, run_start, subtask_create, task_kill
 from tests import factories
 from tests.tasks.conftest import b64json
-from vantage.errors import Conflict
 
 DIGEST = "sha256:" + "ab" * 32
 
