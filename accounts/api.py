@@ -9,7 +9,7 @@ on a visible object is the service's decision (403).
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from django.contrib.auth import logout
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework import mixins, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from accounts import selectors, services
 from accounts.filters import AuditEventFilter, UserFilter
 from accounts.models import Action, Resource
-from accounts.permissions import HasRule, IsUser
+from accounts.permissions import IsUser
 from accounts.serializers import (
     AuditEventSerializer,
     DetailSerializer,
@@ -35,6 +35,7 @@ from accounts.serializers import (
     UserSerializer,
     UserUpdateSerializer,
 )
+from core.views import GuardedViewSet, ScopedViewSet, rules_for
 
 
 class NodeOrUserJWTScheme(OpenApiAuthenticationExtension):
@@ -50,33 +51,6 @@ class NodeOrUserJWTScheme(OpenApiAuthenticationExtension):
             "bearerFormat": "JWT",
             "description": "A user token from /api/token/ or a node token from /api/node/token/.",
         }
-
-
-def rules_for(resource: str, **actions: str) -> dict[str, tuple[str, str]]:
-    """HasRule's map for a view: `rules_for(Resource.X, list=Action.VIEW, ...)`."""
-    return {name: (resource, needed) for name, needed in actions.items()}
-
-
-class GuardedViewSet(viewsets.GenericViewSet):
-    """A viewset behind HasRule whose writes parse their input with `_input`."""
-
-    permission_classes = [HasRule]
-
-    def initial(self, request, *args, **kwargs):
-        # HasRule refuses actions missing from `rules`; an unsupported method should
-        # still read as 405 (PUT where only PATCH exists), not as a missing role.
-        if not hasattr(self, request.method.lower()):
-            raise exceptions.MethodNotAllowed(request.method)
-        super().initial(request, *args, **kwargs)
-
-    def _input(self, serializer_class, *, partial: bool = False) -> dict:
-        serializer = serializer_class(data=self.request.data, partial=partial, context=self.get_serializer_context())
-        serializer.is_valid(raise_exception=True)
-        return serializer.validated_data
-
-
-class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSet):
-    """List and retrieve through the caller's scoped selector (`get_queryset`)."""
 
 
 class LoginView(APIView):

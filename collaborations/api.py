@@ -14,7 +14,6 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import ScopedViewSet, rules_for
 from accounts.authentication import NodeOrUserJWTAuthentication, node_access_token
 from accounts.models import Action, Resource
 from accounts.permissions import HasRule, IsContainer, IsNode, is_container
@@ -38,6 +37,7 @@ from collaborations.serializers import (
     StudyUpdateSerializer,
     organization_data,
 )
+from core.views import ScopedViewSet, rules_for
 from tasks.selectors import container_organization_list
 
 

@@ -25,11 +25,11 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from accounts.api import GuardedViewSet, ScopedViewSet, rules_for
 from accounts.models import Action, Resource
 from accounts.permissions import HasRule, IsContainer, IsNode, is_container, is_node
 from core.errors import Conflict, NotFound
 from core.parsers import JSONParser
+from core.views import GuardedViewSet, ScopedViewSet, rules_for
 from tasks import container_tokens, selectors, services
 from tasks.filters import AlgorithmFilter, RunFilter, TaskFilter
 from tasks.serializers import (

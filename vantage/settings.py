@@ -165,7 +165,9 @@ REST_FRAMEWORK = {
         "accounts.authentication.NodeOrUserJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Fail closed: a view refuses every action its `rules` do not name (core/views.py), unless
+    # it lists its own permissions (AllowAny for login and health, IsNode for a node's calls).
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.HasRule"],
     "DEFAULT_PAGINATION_CLASS": "core.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["core.filters.FilterBackend"],
