@@ -38,7 +38,6 @@ from collaborations.serializers import (
     organization_data,
 )
 from core.views import ScopedViewSet, rules_for
-from tasks.selectors import container_organization_list
 
 
 class OrganizationViewSet(ScopedViewSet):
@@ -53,7 +52,7 @@ class OrganizationViewSet(ScopedViewSet):
 
     def get_queryset(self):
         if is_container(self.request.user):
-            return container_organization_list(
+            return selectors.container_organization_list(
                 container=self.request.user, collaboration=self.request.query_params.get("collaboration")
             )
         return selectors.organization_list(user=self.request.user)

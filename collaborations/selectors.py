@@ -34,6 +34,18 @@ def organization_list(*, user, action: str = Action.VIEW) -> QuerySet[Organizati
     return _organizations_in_scope(scope, user.organization_id)
 
 
+def container_organization_list(*, container, collaboration: str | None = None) -> QuerySet[Organization]:
+    """The member organisations of a container's collaboration (public keys included).
+
+    `collaboration` is the `?collaboration=` the vantage6 client sends: naming any other
+    collaboration finds nothing.
+    """
+    qs = Organization.objects.filter(collaborations=container.collaboration_id)
+    if collaboration is not None and collaboration.strip() != str(container.collaboration_id):
+        return qs.none()
+    return qs
+
+
 def _organizations_in_scope(scope: int, organization_id) -> QuerySet[Organization]:
     qs = Organization.objects.all()
     if scope == Scope.GLOBAL:

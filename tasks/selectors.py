@@ -6,7 +6,6 @@ from django.db.models.lookups import Exact, GreaterThan
 
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import is_node, user_scope
-from collaborations.models import Organization
 from collaborations.selectors import member_collaboration_ids
 from core.errors import NotFound
 from core.prepared import PreparedQuery
@@ -228,18 +227,6 @@ def container_task_list(*, container) -> QuerySet[Task]:
 def container_run_list(*, container) -> QuerySet[Run]:
     """The runs of a container's own job; never their inputs or logs."""
     return Run.objects.select_related("task", "organization").filter(task__job_id=container.job_id).defer("input", "log")
-
-
-def container_organization_list(*, container, collaboration: str | None = None) -> QuerySet[Organization]:
-    """The member organisations of a container's collaboration (public keys included).
-
-    `collaboration` is the `?collaboration=` the vantage6 client sends: naming any other
-    collaboration finds nothing.
-    """
-    qs = Organization.objects.filter(collaborations=container.collaboration_id)
-    if collaboration is not None and collaboration.strip() != str(container.collaboration_id):
-        return qs.none()
-    return qs
 
 
 def catalogue_status(*, image: str, digest: str) -> str:
