@@ -6,7 +6,6 @@ object outside their scope is absent (404). Whether the caller's scope covers a 
 on a visible object is the service's decision (403).
 """
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from django.contrib.auth import logout
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
@@ -36,21 +35,6 @@ from accounts.serializers import (
     UserUpdateSerializer,
 )
 from core.views import GuardedViewSet, ScopedViewSet, rules_for
-
-
-class NodeOrUserJWTScheme(OpenApiAuthenticationExtension):
-    """Documents the one bearer scheme that users and node agents share."""
-
-    target_class = "accounts.authentication.NodeOrUserJWTAuthentication"
-    name = "bearerAuth"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "bearerFormat": "JWT",
-            "description": "A user token from /api/token/ or a node token from /api/node/token/.",
-        }
 
 
 class LoginView(APIView):

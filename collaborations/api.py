@@ -14,10 +14,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.authentication import NodeOrUserJWTAuthentication, node_access_token
 from accounts.models import Action, Resource
 from accounts.permissions import HasRule, IsContainer, IsNode, is_container
 from collaborations import selectors, services
+from collaborations.authentication import NodeTokenAuthentication, node_access_token
 from collaborations.filters import CollaborationFilter, NodeFilter, OrganizationFilter, StudyFilter
 from collaborations.serializers import (
     CollaborationInputSerializer,
@@ -172,7 +172,7 @@ class NodeTokenView(APIView):
 
     def get_authenticate_header(self, request) -> str:
         # Without an authenticator DRF would turn the 401 for a bad key into a 403.
-        return NodeOrUserJWTAuthentication().authenticate_header(request)
+        return NodeTokenAuthentication().authenticate_header(request)
 
     @extend_schema(request=NodeTokenRequestSerializer, responses=NodeTokenSerializer, auth=[])
     def post(self, request):

@@ -7,7 +7,10 @@ the view's `rules` map does not name, so a new action cannot be left open by acc
 a view that also admits nodes or containers lists its permissions itself.
 """
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions, mixins, viewsets
+
+from core.authentication import BearerTokenAuthentication
 
 
 def rules_for(resource: str, **actions: str) -> dict[str, tuple[str, str]]:
@@ -33,3 +36,24 @@ class GuardedViewSet(viewsets.GenericViewSet):
 
 class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSet):
     """List and retrieve through the caller's scoped selector (`get_queryset`)."""
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the one bearer scheme that users, node agents and containers share."""
+
+    target_class = BearerTokenAuthentication
+    match_subclasses = True
+    name = "bearerAuth"
+
+    def get_security_requirement(self, auto_schema):
+        # One requirement for the scheme, not one per kind of token listed in settings.
+        first = next(a for a in auto_schema.view.get_authenticators() if isinstance(a, BearerTokenAuthentication))
+        return {self.name: []} if type(first) is type(self.target) else []
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "A user token from /api/token/ or a node token from /api/node/token/.",
+        }

@@ -52,7 +52,7 @@ class ContainerPrincipal:
     IsNode refuse it, and only views that name it in IsContainer let it in.
     """
 
-    container_run: Run  # accounts.audit records the actor as container:run#<id>
+    container_run: Run  # audited as container:run#<id> (registered with accounts.audit in tasks.apps)
     run_id: int
     task_id: int
     job_id: int

@@ -161,8 +161,12 @@ VANTAGE_BODY_MIN_RATE = env_int("VANTAGE_BODY_MIN_RATE", 64 * 1024, minimum=1)
 VANTAGE_MAX_SPOOLING_BODIES = env_int("VANTAGE_MAX_SPOOLING_BODIES", 128, minimum=1)
 
 REST_FRAMEWORK = {
+    # One class per kind of bearer token, each living with the model it authenticates
+    # (core/authentication.py): users last, since they take every token the others left.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "accounts.authentication.NodeOrUserJWTAuthentication",
+        "tasks.authentication.ContainerTokenAuthentication",
+        "collaborations.authentication.NodeTokenAuthentication",
+        "accounts.authentication.UserTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Fail closed: a view refuses every action its `rules` do not name (core/views.py), unless

@@ -1,7 +1,7 @@
 import pytest
 
-from accounts.authentication import node_access_token
 from collaborations import node_keys
+from collaborations.authentication import node_access_token
 from collaborations.models import Node
 from collaborations.services import node_authenticate, node_create, node_rotate_key, study_create
 from core.errors import DomainError, NotAllowed
