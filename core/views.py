@@ -46,11 +46,17 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
     name = "bearerAuth"
 
     def get_security_requirement(self, auto_schema):
-        # One requirement for the scheme, not one per kind of token listed in settings.
+        # Documented once, by the first kind the view lists: the kinds share one header and
+        # one scheme, and drf-spectacular names a component after one class only.
         first = next(a for a in auto_schema.view.get_authenticators() if isinstance(a, BearerTokenAuthentication))
-        return {self.name: []} if type(first) is type(self.target) else []
+        if type(first) is not type(self.target):
+            self.name = []
+            return []
+        return {self.name: []}
 
     def get_security_definition(self, auto_schema):
+        if not isinstance(self.name, str):
+            return []
         return {
             "type": "http",
             "scheme": "bearer",

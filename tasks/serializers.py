@@ -21,10 +21,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from collaborations.selectors import collaboration_list, collaboration_visible, study_list
-from collaborations.serializers import ScopedIdField
 from core.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, StrictFields
 from core.renderers import iso_datetime
-from core.serializers import LongTextField
+from core.serializers import LongTextField, ScopedIdField
 from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
 
