@@ -24,7 +24,6 @@ from django.utils import timezone
 from accounts.audit import audit_record
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import is_node, user_scope
-from client.vantage_client import crypto
 from collaborations.models import Collaboration, Node, Study
 from collaborations.selectors import collaboration_member_ids, organization_public_keys, study_organization_ids
 from core.errors import Conflict, DomainError, NotAllowed, TooLarge
@@ -39,6 +38,7 @@ from tasks.selectors import (
     task_allows,
 )
 from tasks.uploads import ReceivedResult
+from vantage_client import crypto
 
 LABEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
