@@ -81,7 +81,8 @@ ensure_venv() {
             out="$("$py" -m venv "$VENV" 2>&1)" || die "$py -m venv .venv failed: $(printf '%s\n' "$out" | tail -n 1)"
         fi
         say "installing requirements-dev.txt into .venv (log: $log)"
-        if ! "$VPY" -m pip install --disable-pip-version-check -r "$REPO_DIR/requirements-dev.txt" >>"$log" 2>&1; then
+        # From the repository root: requirements.txt names the client as ./client.
+        if ! (cd "$REPO_DIR" && "$VPY" -m pip install --disable-pip-version-check -r requirements-dev.txt) >>"$log" 2>&1; then
             rm -f "$VENV/.vantage-requirements.sha256"
             die "pip install -r requirements-dev.txt failed: $(last_line "$log") (see $log)"
         fi

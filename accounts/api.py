@@ -6,10 +6,9 @@ object outside their scope is absent (404). Whether the caller's scope covers a 
 on a visible object is the service's decision (403).
 """
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from django.contrib.auth import logout
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework import mixins, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -18,7 +17,7 @@ from rest_framework.views import APIView
 from accounts import selectors, services
 from accounts.filters import AuditEventFilter, UserFilter
 from accounts.models import Action, Resource
-from accounts.permissions import HasRule, IsUser
+from accounts.permissions import IsUser
 from accounts.serializers import (
     AuditEventSerializer,
     DetailSerializer,
@@ -35,48 +34,7 @@ from accounts.serializers import (
     UserSerializer,
     UserUpdateSerializer,
 )
-
-
-class NodeOrUserJWTScheme(OpenApiAuthenticationExtension):
-    """Documents the one bearer scheme that users and node agents share."""
-
-    target_class = "accounts.authentication.NodeOrUserJWTAuthentication"
-    name = "bearerAuth"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "bearerFormat": "JWT",
-            "description": "A user token from /api/token/ or a node token from /api/node/token/.",
-        }
-
-
-def rules_for(resource: str, **actions: str) -> dict[str, tuple[str, str]]:
-    """HasRule's map for a view: `rules_for(Resource.X, list=Action.VIEW, ...)`."""
-    return {name: (resource, needed) for name, needed in actions.items()}
-
-
-class GuardedViewSet(viewsets.GenericViewSet):
-    """A viewset behind HasRule whose writes parse their input with `_input`."""
-
-    permission_classes = [HasRule]
-
-    def initial(self, request, *args, **kwargs):
-        # HasRule refuses actions missing from `rules`; an unsupported method should
-        # still read as 405 (PUT where only PATCH exists), not as a missing role.
-        if not hasattr(self, request.method.lower()):
-            raise exceptions.MethodNotAllowed(request.method)
-        super().initial(request, *args, **kwargs)
-
-    def _input(self, serializer_class, *, partial: bool = False) -> dict:
-        serializer = serializer_class(data=self.request.data, partial=partial, context=self.get_serializer_context())
-        serializer.is_valid(raise_exception=True)
-        return serializer.validated_data
-
-
-class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSet):
-    """List and retrieve through the caller's scoped selector (`get_queryset`)."""
+from core.views import GuardedViewSet, ScopedViewSet, rules_for
 
 
 class LoginView(APIView):

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import AuditChainHead, AuditEvent
-from vantage.prepared import PreparedInsert, execute
+from core.prepared import PreparedInsert, execute
 
 GENESIS_HASH = "0" * 64
 ANCHOR_PREFIX = "vantage-audit-anchor"
@@ -38,16 +39,23 @@ def audit_key() -> bytes:
     return hmac.new(settings.SECRET_KEY.encode(), b"vantage audit chain", hashlib.sha256).digest()
 
 
-def _actor_fields(actor) -> tuple[str, int | None, str]:
-    from collaborations.models import Node
+# Principals other than users, each registered by the app that owns it in its
+# AppConfig.ready (a node by collaborations, a container by tasks): kind -> describe,
+# where describe(actor) gives (AuditEvent.ActorType, id, label).
+_actor_kinds: dict[type, Callable[[object], tuple[str, int | None, str]]] = {}
 
+
+def register_actor(kind: type, describe: Callable[[object], tuple[str, int | None, str]]) -> None:
+    """Record actors of `kind` as describe(actor) says; any other actor is a user."""
+    _actor_kinds[kind] = describe
+
+
+def _actor_fields(actor) -> tuple[str, int | None, str]:
     if actor is None:
         return AuditEvent.ActorType.SYSTEM, None, "system"
-    if isinstance(actor, Node):
-        return AuditEvent.ActorType.NODE, actor.pk, f"node:{actor.name}"
-    container_run = getattr(actor, "container_run", None)
-    if container_run is not None:
-        return AuditEvent.ActorType.CONTAINER, container_run.pk, f"container:run#{container_run.pk}"
+    for kind, describe in _actor_kinds.items():
+        if isinstance(actor, kind):
+            return describe(actor)
     return AuditEvent.ActorType.USER, actor.pk, actor.get_username()
 
 

@@ -3,7 +3,7 @@
 import django_filters
 
 from accounts.models import AuditEvent, User
-from vantage.filters import IdFilter
+from core.filters import IdFilter
 
 
 class UserFilter(django_filters.FilterSet):

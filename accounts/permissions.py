@@ -8,10 +8,10 @@ all" into 403. Objects outside the scope are simply absent from querysets: 404.
 from rest_framework.permissions import BasePermission
 
 from accounts.models import Action, Resource, Rule, Scope
-from vantage.prepared import PreparedQuery
+from core.prepared import PreparedQuery
 
 _CACHE_ATTR = "_vantage_rule_scopes"
-# Read on nearly every API request: prepared once (vantage.prepared), not built each time.
+# Read on nearly every API request: prepared once (core.prepared), not built each time.
 _rules_of_user = PreparedQuery(
     lambda *, user_id: Rule.objects.filter(roles__users__id=user_id).only("resource", "action", "scope"), "user_id")
 

@@ -1,10 +1,30 @@
 """Reads for users, roles, rules and the audit log, scoped to the caller."""
 
+from collections.abc import Callable
+
 from django.db.models import Q, QuerySet
 
 from accounts.models import Action, AuditEvent, Resource, Role, Rule, Scope, User
 from accounts.permissions import user_scope
-from collaborations.selectors import partner_organization_ids
+
+# Organisations and their collaborations are collaborations' models, and collaborations
+# sits above accounts: it registers how they are read (collaborations.apps), so that
+# accounts scopes users and validates a user's organisation without importing it.
+_organization_reads: dict[str, Callable] = {}
+
+
+def register_organization_reads(*, organization_list: Callable, partner_organization_ids: Callable) -> None:
+    _organization_reads.update(organization_list=organization_list, partner_organization_ids=partner_organization_ids)
+
+
+def organization_list(*, user, action: str = Action.VIEW) -> QuerySet:
+    """The organisations the user may see (or act on) under their roles."""
+    return _organization_reads["organization_list"](user=user, action=action)
+
+
+def partner_organization_ids(organization_id: int | None):
+    """Subquery: every organisation sharing a collaboration with this one (itself included)."""
+    return _organization_reads["partner_organization_ids"](organization_id)
 
 
 def user_list(*, user, action: str = Action.VIEW) -> QuerySet[User]:

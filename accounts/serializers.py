@@ -8,11 +8,10 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import AuditEvent, Role, Rule, User
-from accounts.selectors import rule_list
+from accounts.selectors import organization_list, rule_list
 from accounts.services import LOGIN_CLAIM, api_login_is_live
-from collaborations.selectors import organization_list
-from collaborations.serializers import ScopedIdField, ScopedIdsField
-from vantage.inputs import DESCRIPTION_MAX_CHARS, InputSerializer
+from core.inputs import DESCRIPTION_MAX_CHARS, InputSerializer
+from core.serializers import ScopedIdField, ScopedIdsField
 
 
 class OptionalEmailField(serializers.EmailField):

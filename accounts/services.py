@@ -25,7 +25,7 @@ from accounts.audit import audit_record
 from accounts.models import Action, ApiLogin, RecoveryCode, Resource, Role, Rule, Scope, SecondFactor, User
 from accounts.permissions import forget_rule_scopes, rule_scopes, user_scope
 from accounts.selectors import user_login_state
-from vantage.errors import DomainError, NotAllowed
+from core.errors import DomainError, NotAllowed
 
 # The claim that ties a refresh token and its access tokens to their ApiLogin row.
 LOGIN_CLAIM = "login"

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from accounts import api
-from vantage.routers import Router
+from core.routers import Router
 
 router = Router()
 router.register("users", api.UserViewSet, basename="user")

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.http.request import validate_host
 from rest_framework.exceptions import AuthenticationFailed
 
-from accounts.authentication import NodeOrUserJWTAuthentication
+from core.authentication import websocket_principal
 
 
 def _header(scope, name: bytes) -> bytes | None:
@@ -66,7 +66,7 @@ def _principal_from_token(authorization: bytes):
     parts = authorization.split()
     if len(parts) != 2 or parts[0].lower() != b"bearer":
         raise AuthenticationFailed("Expected 'Authorization: Bearer <token>'.")
-    return NodeOrUserJWTAuthentication().authenticate_token(parts[1])[0]
+    return websocket_principal(parts[1])
 
 
 @database_sync_to_async

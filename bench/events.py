@@ -105,7 +105,7 @@ def seed(params: dict) -> None:
 
     django.setup()
     from django.db import transaction
-    from accounts.authentication import node_access_token
+    from collaborations.authentication import node_access_token
     from accounts.services import api_login_create, user_create
     from collaborations.services import collaboration_create, node_create, organization_create
 

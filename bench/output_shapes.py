@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cost of building the hot answers from their shapes (vantage.shapes), in process, no database.
+"""Cost of building the hot answers from their shapes (core.shapes), in process, no database.
 
     .venv/bin/python bench/output_shapes.py
 

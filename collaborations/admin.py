@@ -14,7 +14,6 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers
 
-from accounts.admin import SERVICE_ERRORS, ServiceAdmin, changed_values, pretty_json, service_error_text
 from collaborations.models import Collaboration, Node, Organization, Study
 from collaborations.services import (
     collaboration_archive,
@@ -29,6 +28,7 @@ from collaborations.services import (
     study_delete,
     study_update,
 )
+from core.admin import SERVICE_ERRORS, ServiceAdmin, changed_values, pretty_json, service_error_text
 
 
 @admin.register(Organization)

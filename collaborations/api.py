@@ -14,11 +14,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import ScopedViewSet, rules_for
-from accounts.authentication import NodeOrUserJWTAuthentication, node_access_token
 from accounts.models import Action, Resource
 from accounts.permissions import HasRule, IsContainer, IsNode, is_container
 from collaborations import selectors, services
+from collaborations.authentication import NodeTokenAuthentication, node_access_token
 from collaborations.filters import CollaborationFilter, NodeFilter, OrganizationFilter, StudyFilter
 from collaborations.serializers import (
     CollaborationInputSerializer,
@@ -36,7 +35,7 @@ from collaborations.serializers import (
     StudySerializer,
     StudyUpdateSerializer,
 )
-from tasks.selectors import container_organization_list
+from core.views import ScopedViewSet, rules_for
 
 
 class OrganizationViewSet(ScopedViewSet):
@@ -51,7 +50,7 @@ class OrganizationViewSet(ScopedViewSet):
 
     def get_queryset(self):
         if is_container(self.request.user):
-            return container_organization_list(
+            return selectors.container_organization_list(
                 container=self.request.user, collaboration=self.request.query_params.get("collaboration")
             )
         return selectors.organization_list(user=self.request.user)
@@ -176,7 +175,7 @@ class NodeTokenView(APIView):
 
     def get_authenticate_header(self, request) -> str:
         # Without an authenticator DRF would turn the 401 for a bad key into a 403.
-        return NodeOrUserJWTAuthentication().authenticate_header(request)
+        return NodeTokenAuthentication().authenticate_header(request)
 
     @extend_schema(request=NodeTokenRequestSerializer, responses=NodeTokenSerializer, auth=[])
     def post(self, request):

@@ -1,13 +1,13 @@
 """Query-string filters for the collaborations API lists.
 
-Related objects filter by id with vantage.filters.IdFilter: no lookup query, and an id outside the
+Related objects filter by id with core.filters.IdFilter: no lookup query, and an id outside the
 caller's scope simply matches nothing.
 """
 
 import django_filters
 
 from collaborations.models import Collaboration, Node, Organization, Study
-from vantage.filters import IdFilter
+from core.filters import IdFilter
 
 
 class OrganizationFilter(django_filters.FilterSet):

@@ -9,8 +9,8 @@ from django.db.models import Prefetch, Q, QuerySet
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import user_scope
 from collaborations.models import Collaboration, Node, Organization, Study
-from vantage.pagination import stable_order
-from vantage.prepared import PreparedQuery
+from core.pagination import stable_order
+from core.prepared import PreparedQuery
 
 Membership = Collaboration.organizations.through
 
@@ -32,6 +32,18 @@ def organization_list(*, user, action: str = Action.VIEW) -> QuerySet[Organizati
     if scope is None:
         return Organization.objects.none()
     return _organizations_in_scope(scope, user.organization_id)
+
+
+def container_organization_list(*, container, collaboration: str | None = None) -> QuerySet[Organization]:
+    """The member organisations of a container's collaboration (public keys included).
+
+    `collaboration` is the `?collaboration=` the vantage6 client sends: naming any other
+    collaboration finds nothing.
+    """
+    qs = Organization.objects.filter(collaborations=container.collaboration_id)
+    if collaboration is not None and collaboration.strip() != str(container.collaboration_id):
+        return qs.none()
+    return qs
 
 
 def _organizations_in_scope(scope: int, organization_id) -> QuerySet[Organization]:

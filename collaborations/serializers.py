@@ -2,7 +2,7 @@
 
 Input serializers only parse and resolve ids; every rule about what may change lives in
 collaborations.services. Related objects are given and shown as ids. Organisations answer
-in a shape (vantage.shapes) that declares both their dict and their OpenAPI component.
+in a shape (core.shapes) that declares both their dict and their OpenAPI component.
 """
 
 import json
@@ -13,63 +13,15 @@ from rest_framework import serializers
 from collaborations.models import Collaboration, Node, Organization, Study
 from collaborations.selectors import collaboration_list, organization_list
 from collaborations.validators import validate_public_key
-from vantage.inputs import IdField, InputSerializer
-from vantage.shapes import BOOLEAN, DATETIME, INTEGER, STRING, Out, Shape
+from core.inputs import InputSerializer
+from core.serializers import ScopedIdField, ScopedIdsField
+from core.shapes import BOOLEAN, DATETIME, INTEGER, STRING, Out, Shape
 
 MAX_REPORTED_CONFIG_BYTES = 64 * 1024
 
 
-def _caller(field: serializers.Field):
-    return field.context["request"].user
-
-
-class ScopedIdField(IdField):
-    """An id resolved against what the caller may see; anything else reads as unknown.
-
-    `selector(user=...)` gives the caller's queryset, so an id outside their scope gets
-    the same answer as an id that does not exist.
-    """
-
-    default_error_messages = {"does_not_exist": "No object with id {pk} (or not visible to you)."}
-
-    def __init__(self, *, selector, lookup=None, **kwargs):
-        self.selector = selector
-        # `lookup(user=..., pk=...)`, where given, answers as the selector would, faster.
-        self.lookup = lookup
-        super().__init__(**kwargs)
-
-    def run_validation(self, data=serializers.empty):
-        pk = super().run_validation(data)
-        if self.lookup is not None:
-            found = self.lookup(user=_caller(self), pk=pk)
-        else:
-            found = self.selector(user=_caller(self)).filter(pk=pk).first()
-        if found is None:
-            self.fail("does_not_exist", pk=pk)
-        return found
-
-
-class ScopedIdsField(serializers.ListField):
-    """A list of ids resolved in one query against what the caller may see."""
-
-    default_error_messages = {"does_not_exist": "No objects with ids {pks} (or not visible to you)."}
-
-    def __init__(self, *, selector, **kwargs):
-        self.selector = selector
-        kwargs["child"] = IdField()
-        super().__init__(**kwargs)
-
-    def run_validation(self, data=serializers.empty):
-        pks = list(dict.fromkeys(super().run_validation(data)))
-        found = {obj.pk: obj for obj in self.selector(user=_caller(self)).filter(pk__in=pks)}
-        missing = [pk for pk in pks if pk not in found]
-        if missing:
-            self.fail("does_not_exist", pks=missing)
-        return [found[pk] for pk in pks]
-
-
 # The organisation list is among the most frequent requests: it answers from
-# `values(*ORGANIZATION.columns)` rows (vantage.shapes), without a serializer.
+# `values(*ORGANIZATION.columns)` rows (core.shapes), without a serializer.
 ORGANIZATION = Shape("Organization", [
     Out("id", INTEGER),
     Out("name", STRING),

@@ -18,8 +18,8 @@ from accounts.permissions import user_scope
 from collaborations import node_keys
 from collaborations.models import Collaboration, Node, Organization, Study
 from collaborations.selectors import collaboration_non_members, member_collaboration_ids
-from vantage import events
-from vantage.errors import DomainError, NotAllowed
+from core import events
+from core.errors import DomainError, NotAllowed
 
 
 def _require(actor, resource: str, action: str, *, organization_id=None, collaboration_id=None) -> None:

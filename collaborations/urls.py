@@ -1,7 +1,7 @@
 from django.urls import path
 
 from collaborations import api
-from vantage.routers import Router
+from core.routers import Router
 
 router = Router()
 router.register("organizations", api.OrganizationViewSet, basename="organization")

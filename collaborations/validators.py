@@ -2,7 +2,7 @@
 
 from django.core.exceptions import ValidationError
 
-from client.vantage_client import crypto
+from vantage_client import crypto
 
 
 def validate_public_key(value: str) -> None:

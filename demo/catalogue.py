@@ -11,8 +11,8 @@ import sys
 import types
 import typing
 
-from client.vantage_client import Client, VantageError
 from demo.network import REPO_DIR, DemoError
+from vantage_client import Client, VantageError
 
 TITLES = {
     "summary": "Summary statistics",

@@ -6,8 +6,8 @@ makes one key pair in its state folder on the first `./vantage.sh up` and keeps 
 
 from pathlib import Path
 
-from client.vantage_client import signing
 from demo.network import DemoError
+from vantage_client import signing
 
 KEY_NAME = "demo-signing.key"
 

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.vantage_client import Client, VantageError
 from demo.console import Progress, say
 from demo.network import DATABASE_LABEL, REPO_DIR, DemoError
 from demo.reference import PooledReference
+from vantage_client import Client, VantageError
 
 IMAGES = ("summary", "kaplan_meier", "cox")
 TASK_SECONDS = 1200

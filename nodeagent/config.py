@@ -21,9 +21,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from client.vantage_client import signing
 from nodeagent.crypto import KeyFormatError, envelope
 from nodeagent.images import BadReference, ImageRef
+from vantage_client import signing
 
 DEFAULT_FORWARDER_IMAGE = "vantage/algorithm-base:bookworm-1"
 DATABASE_TYPES = ("csv", "parquet", "sql", "excel")

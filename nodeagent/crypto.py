@@ -1,7 +1,7 @@
 """End-to-end encryption on the node, for runs of encrypted collaborations.
 
 The envelope format itself lives in one place, client/vantage_client/crypto.py, imported
-here from the repository root (a node install runs from a checkout: see docs/node.md).
+here as the package vantage_client (requirements.txt installs the client: see docs/node.md).
 This module adds what the node does with it:
 
 - open a run's input with the node's private key before the container sees it;
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from client.vantage_client import crypto as envelope
+from vantage_client import crypto as envelope
 
 EnvelopeError = envelope.EnvelopeError
 KeyFormatError = envelope.KeyFormatError

@@ -24,11 +24,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from client.vantage_client.signing import (
-    MAX_PAYLOAD, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, SIGNATURE_ANNOTATION, Registry, SigningError,
-)
 from nodeagent.config import Policy, RegistryCredentials, TrustedKey
 from nodeagent.images import ImageRef
+from vantage_client.signing import (
+    MAX_PAYLOAD,
+    PAYLOAD_MEDIA_TYPE,
+    PAYLOAD_TYPE,
+    SIGNATURE_ANNOTATION,
+    Registry,
+    SigningError,
+)
 
 log = logging.getLogger(__name__)
 

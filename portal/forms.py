@@ -9,9 +9,9 @@ import json
 from django import forms
 
 from collaborations.models import Organization
+from core.inputs import DESCRIPTION_MAX_CHARS
 from portal import selectors
 from tasks import catalogue
-from vantage.inputs import DESCRIPTION_MAX_CHARS
 
 KWARGS_PLACEHOLDER = '{"columns": ["age", "tsize"]}'
 

@@ -15,10 +15,10 @@ from accounts.models import Action, Resource
 from accounts.permissions import user_scope
 from collaborations.models import Collaboration, Node
 from collaborations.selectors import collaboration_list, node_list, organization_list
+from core.errors import NotFound
 from portal.charts import Picture, picture
 from tasks.models import Algorithm, Run, Task
 from tasks.selectors import algorithm_list, run_list, run_result_file, task_allows, task_list
-from vantage.errors import NotFound
 
 RECENT_TASKS = 20
 COLLABORATION_TASKS = 50

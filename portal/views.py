@@ -2,7 +2,7 @@
 
 Every page but the login page needs a session. Objects come from scoped selectors, so
 what a user may not see answers 404; an action their roles do not allow answers 403.
-Both render the portal's error page (`portal_page`), as vantage.exceptions does for the API.
+Both render the portal's error page (`portal_page`), as core.exceptions does for the API.
 """
 
 import csv
@@ -20,11 +20,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.static import serve
 
 from accounts import services as account_services
+from core.errors import DomainError, NotAllowed, NotFound
 from portal import selectors, services
 from portal.charts import csv_rows
 from portal.forms import LoginForm, SecondFactorConfirmForm, TaskCreateForm
 from tasks import services as task_services
-from vantage.errors import DomainError, NotAllowed, NotFound
 
 ASSETS_DIR = Path(__file__).resolve().parent / "static" / "portal"
 # Pages load only the portal's own script and stylesheet and talk only to this server

@@ -5,7 +5,7 @@
 #   scripts/test-newest-django.sh tests/tasks -x  # other pytest arguments
 #
 # The project pins Django, djangorestframework and djangorestframework-simplejwt
-# (requirements.txt); the few places that read their internals (vantage/prepared.py lists
+# (requirements.txt); the few places that read their internals (core/prepared.py lists
 # them) are checked by tests that fail naming what changed. This runs those tests, and the
 # apps' own, with the newest releases, so a break shows the day it is released rather than
 # at the next upgrade.

@@ -12,7 +12,7 @@ from django.db.models.functions import Length
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
-from accounts.admin import ReadOnlyAdmin, ReadOnlyMixin, ServiceAdmin
+from core.admin import ReadOnlyAdmin, ReadOnlyMixin, ServiceAdmin
 from tasks.models import Algorithm, AlgorithmApproval, Run, Task
 from tasks.selectors import with_status
 from tasks.services import algorithm_review, algorithm_submit, task_delete, task_kill

@@ -25,9 +25,12 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from accounts.api import GuardedViewSet, ScopedViewSet, rules_for
 from accounts.models import Action, Resource
 from accounts.permissions import HasRule, IsContainer, IsNode, is_container, is_node
+from core.errors import Conflict
+from core.parsers import JSONParser
+from core.shapes import any_of
+from core.views import GuardedViewSet, ScopedViewSet, rules_for
 from tasks import container_tokens, selectors, services
 from tasks.filters import AlgorithmFilter, RunFilter, TaskFilter
 from tasks.serializers import (
@@ -49,9 +52,6 @@ from tasks.serializers import (
     TaskCreateSerializer,
 )
 from tasks.uploads import ResultUploadHandler
-from vantage.errors import Conflict
-from vantage.parsers import JSONParser
-from vantage.shapes import any_of
 
 
 class ChunkedFileResponse(FileResponse):
@@ -218,7 +218,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     def claim(self, request, pk=None):
         """Claim a pending run for this node; of nodes claiming at once, exactly one wins."""
         # The claim itself is scoped to the node, so the object is looked up only when it fails.
-        run = services.run_claim(run_id=pk, node=request.user)  # pk: an int (vantage.routers)
+        run = services.run_claim(run_id=pk, node=request.user)  # pk: an int (core.routers)
         if run is None:
             self.get_object()  # 404 when the run is not this node's to see
             raise Conflict("The run is no longer pending: another node claimed it, or it was killed.")

@@ -33,8 +33,8 @@ from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.tokens import AccessToken
 
 from collaborations.models import Node
+from core.errors import Conflict
 from tasks.models import Run
-from vantage.errors import Conflict
 
 CONTAINER_CLAIM = "container_run"
 # Node id and key prefix under their own names: a container token must never read as a
@@ -52,7 +52,7 @@ class ContainerPrincipal:
     IsNode refuse it, and only views that name it in IsContainer let it in.
     """
 
-    container_run: Run  # accounts.audit records the actor as container:run#<id>
+    container_run: Run  # audited as container:run#<id> (registered with accounts.audit in tasks.apps)
     run_id: int
     task_id: int
     job_id: int

@@ -1,10 +1,10 @@
-"""Task and run events, published after commit (see vantage.events for the groups)."""
+"""Task and run events, published after commit (see core.events for the groups)."""
 
 from django.db import transaction
 
+from core import events
 from tasks.models import Run, Task
 from tasks.selectors import task_status
-from vantage import events
 
 
 def _run_body(run: Run) -> dict:

@@ -1,14 +1,14 @@
 """Query-string filters for the algorithm, task and run lists.
 
-Related objects filter by id with vantage.filters.IdFilter: no lookup query, and an id outside the
+Related objects filter by id with core.filters.IdFilter: no lookup query, and an id outside the
 caller's scope simply matches nothing. A task's `status` filters on the status the
 database derives from its runs (tasks.selectors.with_status).
 """
 
 import django_filters
 
+from core.filters import IdFilter
 from tasks.models import Algorithm, Run, Task
-from vantage.filters import IdFilter
 
 
 class AlgorithmFilter(django_filters.FilterSet):

@@ -6,11 +6,10 @@ from django.db.models.lookups import Exact, GreaterThan
 
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import is_node, user_scope
-from collaborations.models import Organization
 from collaborations.selectors import member_collaboration_ids
+from core.errors import NotFound
+from core.prepared import PreparedQuery
 from tasks.models import Algorithm, Run, Task
-from vantage.errors import NotFound
-from vantage.prepared import PreparedQuery
 
 S = Run.Status
 FAILED_STATUSES = (S.FAILED, S.CRASHED, S.REJECTED, S.TIMED_OUT)
@@ -52,7 +51,7 @@ def task_status(*, task_id: int) -> str | None:
 
 
 # Building the status expression's SQL costs far more than running it, and every final
-# run needs its task's status for its event: the query is prepared (vantage.prepared).
+# run needs its task's status for its event: the query is prepared (core.prepared).
 _task_status = PreparedQuery(
     lambda *, task_id: with_status(Task.objects.only("pk").filter(pk=task_id)).order_by("pk")[:1], "task_id"
 )
@@ -131,7 +130,7 @@ def run_for_claim(*, run_id: int, node) -> Run | None:
     )
 
 
-# Claims are the node's hottest request: prepared (vantage.prepared), and only the
+# Claims are the node's hottest request: prepared (core.prepared), and only the
 # columns the claim reads: the creator's row alone holds a dozen the node never sees.
 _run_for_claim = PreparedQuery(
     lambda *, run_id, organization_id, collaboration_id: Run.objects.select_related(
@@ -162,7 +161,7 @@ def node_run_for_update(*, run_id: int, node) -> Run:
     return run
 
 
-# Every upload and log line of a node locks its run first: prepared (vantage.prepared).
+# Every upload and log line of a node locks its run first: prepared (core.prepared).
 _node_run_for_update = PreparedQuery(
     lambda *, run_id, organization_id, collaboration_id: Run.objects.select_for_update(of=("self",))
     .select_related("task").only(
@@ -228,18 +227,6 @@ def container_task_list(*, container) -> QuerySet[Task]:
 def container_run_list(*, container) -> QuerySet[Run]:
     """The runs of a container's own job; never their inputs or logs."""
     return Run.objects.select_related("task", "organization").filter(task__job_id=container.job_id).defer("input", "log")
-
-
-def container_organization_list(*, container, collaboration: str | None = None) -> QuerySet[Organization]:
-    """The member organisations of a container's collaboration (public keys included).
-
-    `collaboration` is the `?collaboration=` the vantage6 client sends: naming any other
-    collaboration finds nothing.
-    """
-    qs = Organization.objects.filter(collaborations=container.collaboration_id)
-    if collaboration is not None and collaboration.strip() != str(container.collaboration_id):
-        return qs.none()
-    return qs
 
 
 def catalogue_status(*, image: str, digest: str) -> str:

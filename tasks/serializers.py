@@ -5,7 +5,7 @@ what may be created or changed live in tasks.services. Binary run inputs travel 
 base64 strings inside JSON; results travel as multipart uploads (or, when small, as
 base64 inside the JSON of the finish request) and as streamed downloads.
 
-Tasks and runs answer in the shapes declared at the end (vantage.shapes): one declaration
+Tasks and runs answer in the shapes declared at the end (core.shapes): one declaration
 per output gives both the answer's dict and its OpenAPI component, because building a DRF
 serializer's fields would cost more than the rest of a hot request's Python work.
 """
@@ -18,12 +18,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from collaborations.selectors import collaboration_list, collaboration_visible, study_list
-from collaborations.serializers import ScopedIdField
+from core.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, StrictFields
+from core.serializers import LongTextField, ScopedIdField
+from core.shapes import BOOLEAN, BYTES, DATETIME, INTEGER, JSON, STRING, Out, Shape, choice, many
 from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
 from tasks.selectors import algorithm_list
-from vantage.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, StrictFields
-from vantage.serializers import LongTextField
-from vantage.shapes import BOOLEAN, BYTES, DATETIME, INTEGER, JSON, STRING, Out, Shape, choice, many
 
 
 @extend_schema_field(OpenApiTypes.BYTE)

@@ -22,11 +22,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.audit import audit_record
-from client.vantage_client import crypto
 from accounts.models import Action, Resource, Scope
 from accounts.permissions import is_node, user_scope
 from collaborations.models import Collaboration, Node, Study
 from collaborations.selectors import collaboration_member_ids, organization_public_keys, study_organization_ids
+from core.errors import Conflict, DomainError, NotAllowed, TooLarge
+from core.prepared import PreparedInsert, PreparedUpdate
 from tasks import events as task_events
 from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
 from tasks.selectors import (
@@ -37,8 +38,7 @@ from tasks.selectors import (
     task_allows,
 )
 from tasks.uploads import ReceivedResult
-from vantage.errors import Conflict, DomainError, NotAllowed, TooLarge
-from vantage.prepared import PreparedInsert, PreparedUpdate
+from vantage_client import crypto
 
 LABEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -253,7 +253,7 @@ def _task_insert(
     # The related objects were all loaded and checked above: skip re-reading each one.
     task.full_clean(exclude=["job", "collaboration", "study", "algorithm", "init_organization", "created_by",
                              "created_by_run", "parent"])
-    # Written without save() or bulk_create(), so no model signals (vantage.prepared).
+    # Written without save() or bulk_create(), so no model signals (core.prepared).
     _insert_task.save_new(task)
     if task.job_id is None:
         task.job = task
@@ -271,7 +271,7 @@ def _task_insert(
 
 
 # Researchers and their algorithms create tasks all day: the three statements are
-# written once (vantage.prepared).
+# written once (core.prepared).
 _insert_task = PreparedInsert(Task, fields=tuple(f.name for f in Task._meta.concrete_fields if not f.primary_key))
 _set_job = PreparedUpdate(Task, set=("job",), where=("id",))
 _insert_run = PreparedInsert(Run, fields=tuple(f.name for f in Run._meta.concrete_fields if not f.primary_key))
@@ -355,7 +355,7 @@ def run_claim(*, run_id: int, node: Node) -> Run | None:
     return run
 
 
-# The claim's compare-and-swap is built once (vantage.prepared).
+# The claim's compare-and-swap is built once (core.prepared).
 _claim_swap = PreparedUpdate(Run, set=("status", "node", "claimed_at", "deadline_at"), where=("id", "status"))
 
 
@@ -528,7 +528,7 @@ def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, l
         combined = run.log + log
         run.log_truncated = run.log_truncated or len(combined) > limit
         run.log = combined[-limit:]
-    # Only the columns a finish changes; no save(), no signals (vantage.prepared).
+    # Only the columns a finish changes; no save(), no signals (core.prepared).
     _finish_update(where={"id": run.pk}, **{f.name: getattr(run, f.attname) for f in _FINISH_FIELDS})
     audit_record(actor=node, verb=f"run.{status}", target=run,
                  details={"exit_code": exit_code, "error_kind": error_kind, "result_size": run.result_size})

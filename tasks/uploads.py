@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 
-from vantage.errors import DomainError, TooLarge
+from core.errors import DomainError, TooLarge
 
 RESULT_FIELD = "result"
 # Boundaries, part headers and the small fields (status, exit_code, error_kind).

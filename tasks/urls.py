@@ -1,5 +1,5 @@
+from core.routers import Router
 from tasks import api
-from vantage.routers import Router
 
 router = Router()
 router.register("algorithms", api.AlgorithmViewSet, basename="algorithm")

@@ -10,7 +10,7 @@ import os
 
 import pytest
 from rest_framework.test import APIClient
-from accounts.authentication import node_access_token
+from collaborations.authentication import node_access_token
 from tests import factories
 
 

@@ -1,8 +1,8 @@
 """Hostile input to the API: every error a 4xx in JSON with a message, never a 500 or HTML.
 
-Ids beyond the 64-bit range of the primary-key columns (vantage.ids), JSON nested past
-Python's recursion limit and NUL characters (vantage.parsers), unknown URLs and escaped
-exceptions (vantage.api_errors). Runs on SQLite and PostgreSQL alike.
+Ids beyond the 64-bit range of the primary-key columns (core.ids), JSON nested past
+Python's recursion limit and NUL characters (core.parsers), unknown URLs and escaped
+exceptions (core.api_errors). Runs on SQLite and PostgreSQL alike.
 """
 
 import pytest

@@ -3,8 +3,8 @@
 from django.core import checks
 from django.test import Client
 
+from core.middleware import is_token_api_request
 from tests import factories
-from vantage.middleware import is_token_api_request
 
 
 def _ids(response) -> list[int]:

@@ -6,7 +6,7 @@ from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
-from vantage.negotiation import ContentNegotiation
+from core.negotiation import ContentNegotiation
 
 
 def _request(accept: str | None, query: str = ""):

@@ -1,4 +1,4 @@
-"""Pages and their counts (vantage.pagination): a short first page counts its own rows."""
+"""Pages and their counts (core.pagination): a short first page counts its own rows."""
 
 import pytest
 

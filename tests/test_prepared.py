@@ -1,5 +1,5 @@
 """Prepared queries give what the plain ORM gives, for any argument values and shapes, and
-the Django internals they read are still there (vantage.prepared lists them)."""
+the Django internals they read are still there (core.prepared lists them)."""
 
 import inspect
 
@@ -8,10 +8,10 @@ from django.db.models import Q
 
 from collaborations.models import Organization
 from collaborations.selectors import collaboration_list, collaboration_visible
+from core.prepared import PreparedInsert, PreparedQuery, PreparedUpdate
 from tasks.models import Run, Task
 from tasks.services import run_claim
 from tests.factories import make_task
-from vantage.prepared import PreparedInsert, PreparedQuery, PreparedUpdate
 
 run_with_task = PreparedQuery(
     lambda *, run_id, org_id: Run.objects.select_related("task__created_by", "task__collaboration").filter(
@@ -41,14 +41,14 @@ def test_the_django_internals_it_reads_are_there(owner, collab, org_a):
     from django.db import connection
     from django.db.models import query as query_module
 
-    from vantage import prepared
+    from core import prepared
 
     make_task(owner, collab, [org_a])
     compiler = Run.objects.select_related("task").filter(pk=1).query.get_compiler(connection=connection)
     sql, params = compiler.as_sql()
     assert isinstance(sql, str) and list(params) == [1]
     for name in ("select", "col_count", "klass_info", "annotation_col_map", "has_extra_select"):
-        assert hasattr(compiler, name), f"SQLCompiler.{name} is gone: vantage.prepared reads it"
+        assert hasattr(compiler, name), f"SQLCompiler.{name} is gone: core.prepared reads it"
     assert {"model", "select_fields", "related_klass_infos"} <= set(compiler.klass_info), compiler.klass_info
     assert callable(getattr(compiler, "get_converters", None)), "SQLCompiler.get_converters is gone"
     assert callable(getattr(query_module, "get_related_populators", None)), "get_related_populators is gone"

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 from schemathesis.checks import not_a_server_error
 
-from accounts.authentication import node_access_token
+from collaborations.authentication import node_access_token
 from tests import factories
 
 EXAMPLES = 10  # per operation; about a minute of CPU for the whole schema (3-4 min wall on a loaded 2-core machine)

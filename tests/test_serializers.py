@@ -1,10 +1,10 @@
-"""Serializer building blocks (vantage.serializers), validated as DRF validates."""
+"""Serializer building blocks (core.serializers), validated as DRF validates."""
 
 import pytest
 from rest_framework import serializers
 
+from core.serializers import LongTextField
 from tasks.serializers import RunFinishInlineSerializer
-from vantage.serializers import LongTextField
 
 
 def test_finish_input_is_validated_per_instance():

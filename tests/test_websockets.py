@@ -8,10 +8,10 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from accounts.authentication import node_access_token
+from collaborations.authentication import node_access_token
 from tasks.services import run_claim, task_kill
-from tests.factories import make_task
 from tests import factories
+from tests.factories import make_task
 from vantage.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -15,7 +15,7 @@ urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),
     path("version/", VersionView.as_view(), name="version"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    # The split view serves its start-up script as a file: the page runs no inline script (vantage.csp).
+    # The split view serves its start-up script as a file: the page runs no inline script (core.csp).
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
     path("", ApiIndexView.as_view(), name="api-index"),
 ]

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from accounts.consumers import EventsConsumer
+from collaborations.consumers import EventsConsumer
 from collaborations.consumers import NodeConsumer
 
 NOT_FOUND_CLOSE_CODE = 4404

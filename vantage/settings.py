@@ -46,23 +46,23 @@ INSTALLED_APPS = [
 ]
 
 # Sessions, CSRF, the session user and messages are Django's, except that API requests
-# with a bearer token skip them (vantage/middleware.py).
+# with a bearer token skip them (core/middleware.py).
 MIDDLEWARE = [
-    "vantage.api_errors.ApiErrorsAsJson",
+    "core.api_errors.ApiErrorsAsJson",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's CSS and JavaScript, Swagger UI) from the server itself.
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "vantage.csp.ContentSecurityPolicyMiddleware",
-    "vantage.middleware.SessionMiddleware",
+    "core.csp.ContentSecurityPolicyMiddleware",
+    "core.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "vantage.middleware.CsrfViewMiddleware",
-    "vantage.middleware.AuthenticationMiddleware",
-    "vantage.middleware.MessageMiddleware",
+    "core.middleware.CsrfViewMiddleware",
+    "core.middleware.AuthenticationMiddleware",
+    "core.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 # Django's deploy check looks for CsrfViewMiddleware by its dotted path; the subclass
-# above (vantage.middleware) is Django's CSRF protection for every browser request.
+# above (core.middleware) is Django's CSRF protection for every browser request.
 SILENCED_SYSTEM_CHECKS = (
     [] if "django.middleware.csrf.CsrfViewMiddleware" in MIDDLEWARE else ["security.W003"]
 )
@@ -161,22 +161,28 @@ VANTAGE_BODY_MIN_RATE = env_int("VANTAGE_BODY_MIN_RATE", 64 * 1024, minimum=1)
 VANTAGE_MAX_SPOOLING_BODIES = env_int("VANTAGE_MAX_SPOOLING_BODIES", 128, minimum=1)
 
 REST_FRAMEWORK = {
+    # One class per kind of bearer token, each living with the model it authenticates
+    # (core/authentication.py): users last, since they take every token the others left.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "accounts.authentication.NodeOrUserJWTAuthentication",
+        "tasks.authentication.ContainerTokenAuthentication",
+        "collaborations.authentication.NodeTokenAuthentication",
+        "accounts.authentication.UserTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "vantage.pagination.PageNumberPagination",
+    # Fail closed: a view refuses every action its `rules` do not name (core/views.py), unless
+    # it lists its own permissions (AllowAny for login and health, IsNode for a node's calls).
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.HasRule"],
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["vantage.filters.FilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["core.filters.FilterBackend"],
     "DEFAULT_PARSER_CLASSES": [
-        "vantage.parsers.JSONParser",
+        "core.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "vantage.exceptions.exception_handler",
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "vantage.negotiation.ContentNegotiation",
+    "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.negotiation.ContentNegotiation",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -224,7 +230,7 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     # Embedded default: one server process, so in-process layer and cache are enough.
-    CHANNEL_LAYERS = {"default": {"BACKEND": "vantage.channel_layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "core.channel_layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Celery: a Redis broker with separate worker and beat processes in production; without

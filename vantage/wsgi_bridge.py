@@ -23,7 +23,7 @@ import queue
 import sys
 import threading
 
-from vantage import events
+from core import events
 
 DOWNLOAD_CHUNK = 1024 * 1024
 

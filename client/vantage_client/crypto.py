@@ -1,8 +1,9 @@
 """End-to-end encryption for encrypted collaborations: the one envelope format.
 
 The researcher's client, the node agent and the server's input check all use this
-module (the node imports it as `client.vantage_client.crypto` from the repository
-root), so there is exactly one definition of the bytes on the wire.
+module (the server and the node import it as the package `vantage_client.crypto`:
+requirements.txt installs this distribution), so there is exactly one definition of
+the bytes on the wire.
 
 Each organisation holds an RSA key pair (at least 2048 bits; `generate_private_key`
 makes 3072) and publishes the public key on its Organization record. A message is

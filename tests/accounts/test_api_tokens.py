@@ -2,9 +2,9 @@
 
 from rest_framework.test import APIClient
 
-from accounts.authentication import node_access_token
 from accounts.models import User
 from accounts.services import api_login_create
+from collaborations.authentication import node_access_token
 from tests import factories
 
 

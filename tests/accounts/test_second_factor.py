@@ -108,7 +108,7 @@ def test_no_api_output_shows_the_secret(enrolled, api_for):
 
 def test_confirming_needs_the_right_code(owner):
     second_factor_begin(user=owner)
-    from vantage.errors import DomainError
+    from core.errors import DomainError
 
     with pytest.raises(DomainError):
         second_factor_confirm(user=owner, code="12345")

@@ -12,9 +12,9 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from rest_framework.test import APIClient
 
-from accounts import authentication
 from accounts.models import ApiLogin, AuditEvent
 from accounts.services import api_login_create, user_end_sessions, user_update
+from core import authentication
 from tests import factories
 
 NEW_PASSWORD = "another-long-passphrase-77"

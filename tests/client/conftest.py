@@ -1,8 +1,8 @@
 """The researcher's client against a real server process (tests/live/conftest.py's harness).
 
-The client is its own distribution (client/pyproject.toml); the suite's virtualenv
-installs the server's requirements only, so `client/` is put on the path here, which is
-what `pip install ./client` would give.
+The client is its own distribution (client/pyproject.toml), which requirements.txt
+installs editable; `client/` is also put on the path here, which is what that install
+gives, so these tests run in a virtualenv made before it.
 """
 
 import json

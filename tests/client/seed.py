@@ -8,7 +8,7 @@ Prints one line `CLIENTSEED <json>` with ids, usernames and node tokens.
 
 import json
 
-from accounts.authentication import node_access_token
+from collaborations.authentication import node_access_token
 from tasks.models import Algorithm
 from tasks.services import algorithm_review, algorithm_submit
 from tests import factories

@@ -7,11 +7,11 @@ import sys
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from client.vantage_client import signing
 from nodeagent.config import Policy, TrustedKey
 from nodeagent.images import ImageRef
 from nodeagent.signatures import verify
 from tests.nodeagent import images
+from vantage_client import signing
 
 CLIENT = [sys.executable, "-m", "vantage_client"]
 

@@ -53,7 +53,7 @@ def test_a_duplicate_organisation_name_is_a_form_error(staff, org_a):
 
 
 def test_a_malformed_public_key_is_a_form_error_and_a_good_one_is_kept(staff, org_a):
-    from client.vantage_client import crypto
+    from vantage_client import crypto
 
     url = reverse("admin:collaborations_organization_change", args=[org_a.pk])
     data = {"name": org_a.name, "country": org_a.country, "domain": org_a.domain,

@@ -307,7 +307,7 @@ def test_node_list_query_count_does_not_grow_with_rows(api_for, owner, org_a, co
 
 def test_a_node_reads_its_organisations_published_public_key_for_its_check(api_for, node_a, org_a):
     # run_node --check compares it with the node's private key (nodeagent.checks).
-    from client.vantage_client import crypto
+    from vantage_client import crypto
 
     pem = crypto.public_key_pem(crypto.generate_private_key(2048))
     type(org_a).objects.filter(pk=org_a.pk).update(public_key=pem)

@@ -4,7 +4,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from client.vantage_client import crypto
+from vantage_client import crypto
 
 PRIVATE = crypto.generate_private_key(2048)
 PUBLIC_PEM = crypto.public_key_pem(PRIVATE)

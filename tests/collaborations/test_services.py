@@ -1,11 +1,11 @@
 import pytest
 
-from accounts.authentication import node_access_token
 from collaborations import node_keys
+from collaborations.authentication import node_access_token
 from collaborations.models import Node
 from collaborations.services import node_authenticate, node_create, node_rotate_key, study_create
+from core.errors import DomainError, NotAllowed
 from tests.factories import make_node, make_user
-from vantage.errors import DomainError, NotAllowed
 
 
 def test_node_key_is_stored_as_prefix_and_keyed_hash_only(org_a, collab):

@@ -9,7 +9,7 @@ keys, for tests of the node agent's own client.
 import json
 
 
-from accounts.authentication import node_access_token
+from collaborations.authentication import node_access_token
 from tests import factories
 
 

@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from client.vantage_client import signing
 from demo import network
 from tests.live.conftest import BASE_DIR
 from tests.nodeagent import images
+from vantage_client import signing
 
 DEMO_SECONDS = 900
 pytestmark = pytest.mark.database_independent

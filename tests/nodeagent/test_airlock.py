@@ -269,7 +269,7 @@ def test_a_missing_entry_is_not_found(page):
 
 
 def test_a_release_is_sealed_for_the_tasks_organisation_and_suppressed_when_asked(tmp_path):
-    from client.vantage_client import crypto as envelope
+    from vantage_client import crypto as envelope
 
     key = envelope.generate_private_key(2048)
     airlock = Airlock(tmp_path / "state")

@@ -163,7 +163,7 @@ def test_run_node_with_a_bad_config_prints_one_line_and_exits_2(tmp_path):
 
 
 def _signing_key(tmp_path, name="reviewer"):
-    from client.vantage_client import signing
+    from vantage_client import signing
     key = signing.generate_key()
     return signing.write_key_pair(tmp_path / f"{name}.key", key, None), signing.fingerprint(key.public_key())
 

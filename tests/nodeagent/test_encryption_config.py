@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from client.vantage_client import crypto
+from vantage_client import crypto
 
 from nodeagent import checks, config
 from nodeagent.config import ConfigError

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from client.vantage_client import crypto
 from nodeagent.crypto import RunSealing
 from nodeagent.proxy import RunProxy
 from tests.nodeagent.test_proxy import TOKEN, api, ask, encoded  # noqa: F401  (the fake API fixture)
+from vantage_client import crypto
 
 OURS = crypto.generate_private_key(2048)  # this node's organisation (1)
 THEIRS = crypto.generate_private_key(2048)  # organisation 2

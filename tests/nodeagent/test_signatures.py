@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from client.vantage_client import signing
 from nodeagent.config import Policy, RegistryCredentials, TrustedKey
 from nodeagent.images import ImageRef
 from nodeagent.signatures import Rejected, Unavailable, admit, verify
+from vantage_client import signing
 
 REPO = "vantage-test/signed"
 

@@ -4,8 +4,8 @@ the digest it executed."""
 
 import pytest
 
-from client.vantage_client import signing
 from tests.nodeagent import images
+from vantage_client import signing
 
 pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 

@@ -14,12 +14,12 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from accounts.models import AuditEvent, User
-from client.vantage_client import crypto
 from collaborations.services import collaboration_archive, node_heartbeat
 from tasks.models import Algorithm, Run, Task
 from tasks.services import algorithm_review, algorithm_submit, run_claim, run_start, task_create
 from tests import factories
 from tests.portal.conftest import csrf_token
+from vantage_client import crypto
 
 pytestmark = pytest.mark.django_db
 DIGEST = "sha256:" + "c" * 64

@@ -18,15 +18,16 @@ from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIClient
 
-from accounts.authentication import NodeOrUserJWTAuthentication
 from accounts.models import Action, AuditEvent, Resource
 from accounts.permissions import user_scope
 from collaborations.services import node_rotate_key
+from core.authentication import websocket_principal
+from core.errors import Conflict
+from tasks.authentication import ContainerTokenAuthentication
 from tasks.models import Run, Task
 from tasks.services import run_claim, run_finish, run_start, subtask_create, task_kill
 from tests import factories
 from tests.tasks.conftest import b64json
-from vantage.errors import Conflict
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -61,7 +62,8 @@ def api_container(container_token) -> APIClient:
 
 @pytest.fixture
 def container(container_token):
-    return NodeOrUserJWTAuthentication().authenticate_token(container_token.encode(), allow_container=True)[0]
+    authentication = ContainerTokenAuthentication()
+    return authentication.principal(authentication.token(container_token.encode()))
 
 
 def _subtask_body(*orgs, **extra) -> dict:
@@ -348,7 +350,7 @@ def test_expired_container_token_is_refused(api_for, node_a, running_a, task):
 
 def test_websocket_handshake_refuses_a_container_token(container_token):
     with pytest.raises(AuthenticationFailed):
-        NodeOrUserJWTAuthentication().authenticate_token(container_token.encode())
+        websocket_principal(container_token.encode())
 
 
 @pytest.mark.parametrize("field, value", [("study", 1), ("algorithm", 1), ("created_by", 1), ("job", 5)])

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from client.vantage_client import crypto
 from tasks.models import Run, Task
+from vantage_client import crypto
 
 KEYS = {name: crypto.generate_private_key(2048) for name in ("a", "b", "stranger")}
 DIGEST = "sha256:" + "c" * 64

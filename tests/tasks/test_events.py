@@ -6,9 +6,9 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from core import events
 from tasks.models import Run
 from tasks.services import run_claim, run_finish
-from vantage import events
 
 
 def _status_queries(queries) -> list[str]:

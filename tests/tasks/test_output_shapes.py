@@ -1,6 +1,6 @@
 """The OpenAPI schema describes the real answers of runs, tasks and organisations.
 
-These resources answer with dicts built from their shapes (vantage.shapes), and the same
+These resources answer with dicts built from their shapes (core.shapes), and the same
 shapes give their schema components. Here every answer each caller gets (a user, the node,
 an algorithm container) is held to its operation's response schema in /api/schema/: every
 key is a declared property of the declared type (null only where nullable), and every

@@ -51,7 +51,7 @@ def test_kill_ends_pending_runs_and_flags_running_ones(owner, collab, org_a, org
 
 def test_a_finished_runs_log_is_closed(owner, collab, org_a, node_a):
     from tasks.services import run_append_log
-    from vantage.errors import Conflict
+    from core.errors import Conflict
 
     run = make_task(owner, collab, [org_a]).runs.get()
     run_claim(run_id=run.pk, node=node_a)

@@ -11,8 +11,8 @@ import io
 import pytest
 from django.http.multipartparser import MultiPartParser
 
+from core.errors import DomainError, TooLarge
 from tasks.uploads import ReceivedResult, ResultUploadHandler
-from vantage.errors import DomainError, TooLarge
 
 BOUNDARY = "vantage-test-boundary"
 

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.services import second_factor_begin, second_factor_confirm
-from vantage.errors import DomainError
+from core.errors import DomainError
 
 
 class Command(BaseCommand):

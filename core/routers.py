@@ -1,9 +1,9 @@
-"""The API's router: DRF's SimpleRouter with object ids parsed by vantage.ids.IdConverter."""
+"""The API's router: DRF's SimpleRouter with object ids parsed by core.ids.IdConverter."""
 
 from django.urls import register_converter
 from rest_framework.routers import SimpleRouter
 
-from vantage.ids import IdConverter
+from core.ids import IdConverter
 
 register_converter(IdConverter, "id")
 

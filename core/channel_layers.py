@@ -2,7 +2,7 @@
 
 Most events go to groups nobody in this process listens to right now (a collaboration
 without an open portal page, a node that is not connected): the layer can say so
-without waking the event loop (vantage.events), and drops them without setting up an
+without waking the event loop (core.events), and drops them without setting up an
 empty fan-out.
 """
 

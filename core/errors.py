@@ -1,4 +1,4 @@
-"""Domain errors raised by services; vantage.exceptions maps them to HTTP answers."""
+"""Domain errors raised by services; core.exceptions maps them to HTTP answers."""
 
 
 class DomainError(Exception):

@@ -3,8 +3,8 @@
 Every primary key is a 64-bit integer column, and a larger number reaches neither SQLite
 (OverflowError while binding) nor PostgreSQL (an out-of-range error) gracefully. So an
 id is parsed with this one bound wherever it enters: a path converter for the routers
-(a larger number matches no URL: 404), `vantage.serializers.IdField` for bodies and
-`vantage.filters.IdFilter` for query strings (400, naming the field).
+(a larger number matches no URL: 404), `core.serializers.IdField` for bodies and
+`core.filters.IdFilter` for query strings (400, naming the field).
 """
 
 MAX_ID = 2**63 - 1

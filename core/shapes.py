@@ -25,7 +25,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from vantage.renderers import iso_datetime
+from core.renderers import iso_datetime
 
 
 @extend_schema_field(OpenApiTypes.BYTE)

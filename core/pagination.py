@@ -47,7 +47,7 @@ class PageNumberPagination(pagination.PageNumberPagination):
         return super().paginate_queryset(stable_order(queryset), request, view)
 
     # The most frequent list request asks for the first page of an unfiltered list, which
-    # a prepared query (vantage.prepared) can answer: these two say when, and answer.
+    # a prepared query (core.prepared) can answer: these two say when, and answer.
 
     def plain_first_page_size(self, request) -> int | None:
         """The page size when the request asks for the first page and nothing else, else None."""

@@ -4,7 +4,7 @@ from django import forms
 from django_filters import NumberFilter
 from django_filters.rest_framework import DjangoFilterBackend
 
-from vantage.ids import MAX_ID
+from core.ids import MAX_ID
 
 
 class IdFilter(NumberFilter):

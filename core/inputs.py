@@ -1,7 +1,7 @@
 """Building blocks of the API's input serializers.
 
 - `IdField`: an object id, bounded to the 64-bit range of every primary key column
-  (see vantage.ids), so a huge number is a 400 naming the field, not a database error.
+  (see core.ids), so a huge number is a 400 naming the field, not a database error.
 - `StrictFields`: a body naming a field the serializer does not take is refused (400,
   naming the field). DRF ignores unknown keys, so `{"is_superuser": true}` in a user
   PATCH answered 200 with nothing changed: a caller could not tell a refused field from
@@ -10,7 +10,7 @@
 
 from rest_framework import serializers
 
-from vantage.ids import MAX_ID
+from core.ids import MAX_ID
 
 NOT_SETTABLE = "This field cannot be set here."
 
