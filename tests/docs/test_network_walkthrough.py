@@ -107,6 +107,7 @@ def test_following_docs_network_md_takes_an_empty_server_to_a_first_study(tmp_pa
         logs = _logs(work) if process.returncode != 0 else ""
     finally:
         _stop_everything(process.pid)
+        images.remove_server_volumes(images.docker_client(), f"http://127.0.0.1:{env['PORT']}")  # as section 0 sets it
         database.drop()
         shutil.rmtree(work, ignore_errors=True)
     assert process.returncode == 0, f"{output[-6000:]}\n{logs}\n{failure_logs}"

@@ -41,6 +41,7 @@ def demo_world(live_db, tmp_path_factory):
             if pid is not None:
                 network.stop_agent(pid)
         server.stop()
+        images.remove_server_volumes(images.docker_client(), server.url)
 
 
 def demo_up(world, *extra: str) -> subprocess.CompletedProcess:

@@ -186,3 +186,16 @@ def registries_file(reg: Registry, folder: Path) -> Path:
     path = folder / "server-registries.toml"
     path.write_text(f'[registries."{reg.host}"]\nusername = "{reg.username}"\npassword_file = "{reg.password_file}"\n')
     return path
+
+
+def remove_server_volumes(client: docker.DockerClient, server_url: str) -> None:
+    """The data volumes node agents of a server keep (nodeagent/volumes.py: a node's cache of
+    its database files, kept across agent restarts): a test's server is gone for good."""
+    server_key = hashlib.sha256(server_url.encode()).hexdigest()[:10]
+    found = client.api.volumes(filters={"label": [f"vantage.server={server_key}"]}).get("Volumes") or []
+    for volume in found:
+        try:
+            client.api.remove_volume(volume["Name"], force=True)
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (404, 409):  # gone, or still used by a container being removed
+                raise

@@ -79,6 +79,7 @@ def demo_network(live_db, tmp_path_factory):  # noqa: F811
             if pid is not None:
                 network.stop_agent(pid)
         server.stop()
+        images.remove_server_volumes(images.docker_client(), server.url)
 
 
 @pytest.mark.database_independent
