@@ -190,6 +190,15 @@ server_env() {
             die "cannot write $audit_key"
         export VANTAGE_AUDIT_KEY_FILE="$audit_key"
     fi
+    # The registry the server reads a reviewer's image signature from when they approve a
+    # catalogue entry (docs/node.md, "The catalogue"): the demo's, with its credentials.
+    if [ -z "${VANTAGE_REGISTRIES_FILE:-}" ]; then
+        local registries="$STATE_DIR/server-registries.toml"
+        (umask 077 && printf '[registries."127.0.0.1:%s"]\nusername = "vantage"\npassword_file = "%s"\n' \
+            "${VANTAGE_REGISTRY_PORT:-5000}" "$STATE_DIR/registry-password" >"$registries") ||
+            die "cannot write $registries"
+        export VANTAGE_REGISTRIES_FILE="$registries"
+    fi
 }
 
 health_ok() {

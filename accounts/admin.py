@@ -24,13 +24,15 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.audit import find_break
-from accounts.models import AuditEvent, Role, Rule, User
+from accounts.models import AuditEvent, Role, Rule, SigningKey, User
 from accounts.services import (
     LoginRefused,
     confirmed_second_factor,
     login_authenticate,
     role_create,
     second_factor_reset,
+    signing_key_add,
+    signing_key_remove,
     user_create,
     user_delete,
     user_update,
@@ -266,6 +268,38 @@ class RuleAdmin(ReadOnlyAdmin):
     list_display = ("__str__", "resource", "action", "scope")
     list_filter = ("resource", "action", "scope")
     search_fields = ("resource", "action")
+
+
+# --- Signing keys ----------------------------------------------------------------------
+
+
+@admin.register(SigningKey)
+class SigningKeyAdmin(ServiceAdmin):
+    """A reviewer's public keys: catalogue approvals need their signature by one of them.
+    Added (checked, fingerprinted, audited by signing_key_add) and removed, never edited."""
+
+    list_display = ("user", "name", "fingerprint", "created_at")
+    list_select_related = ("user",)
+    search_fields = ("user__username", "name", "=fingerprint")
+    autocomplete_fields = ("user",)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("user", "name", "public_key")
+        return ("user", "name", "fingerprint", "public_key", "created_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("user", "name", "fingerprint", "public_key", "created_at")
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def create_object(self, request, form):
+        data = form.cleaned_data
+        return signing_key_add(actor=request.user, user=data["user"], name=data["name"], public_key=data["public_key"])
+
+    def delete_model(self, request, obj):
+        signing_key_remove(actor=request.user, key=obj)
 
 
 # --- Audit log -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.filters import AuditEventFilter, UserFilter
-from accounts.models import Action, Resource
+from accounts.models import Action, Resource, SigningKey
 from accounts.permissions import IsUser
 from accounts.serializers import (
     AuditEventSerializer,
@@ -29,6 +29,8 @@ from accounts.serializers import (
     RoleCreateSerializer,
     RoleSerializer,
     RuleSerializer,
+    SigningKeyCreateSerializer,
+    SigningKeySerializer,
     TokenPairSerializer,
     UserCreateSerializer,
     UserSerializer,
@@ -199,3 +201,27 @@ class AuditEventViewSet(mixins.ListModelMixin, GuardedViewSet):
 
     def get_queryset(self):
         return selectors.audit_list(user=self.request.user)
+
+
+class SigningKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSet):
+    """Public keys whose image signatures count as a user's: a catalogue approval needs the
+    reviewer's signature of the entry's digest by one of their keys. Everyone manages their
+    own; user admins see (and, holding the user's rights, manage) those of their users."""
+
+    serializer_class = SigningKeySerializer
+    permission_classes = [IsUser]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema generator, with no caller
+            return SigningKey.objects.none()
+        return selectors.signing_key_list(user=self.request.user).order_by("id")
+
+    @extend_schema(request=SigningKeyCreateSerializer, responses={201: SigningKeySerializer})
+    def create(self, request):
+        data = self._input(SigningKeyCreateSerializer)
+        key = services.signing_key_add(actor=request.user, user=data.pop("user", request.user), **data)
+        return Response(SigningKeySerializer(key).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, pk=None):
+        services.signing_key_remove(actor=request.user, key=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -133,6 +133,26 @@ class RecoveryCode(models.Model):
         constraints = [models.UniqueConstraint(fields=["user", "code_hash"], name="recovery_code_unique")]
 
 
+class SigningKey(models.Model):
+    """A public key whose image signatures count as this user's (cosign's key-based format:
+    ECDSA P-256, PKIX PEM). A catalogue approval needs the reviewer's signature of the
+    entry's digest by one of their keys (tasks/signature_check.py)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="signing_keys")
+    name = models.CharField(max_length=100, help_text="What the key is, for its owner (e.g. laptop 2026).")
+    public_key = models.TextField(help_text="PKIX PEM, as `vantage-client signing-keygen` writes the .pub file.")
+    fingerprint = models.CharField(
+        max_length=64, unique=True, help_text="SHA-256 (hex) of the DER public key: one account per key."
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["user_id", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.fingerprint[:16]}...) of {self.user}"
+
+
 class AuditEvent(models.Model):
     """Append-only, hash-chained record of who did what to what.
 

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from django.db.models import Q, QuerySet
 
-from accounts.models import Action, AuditEvent, Resource, Role, Rule, Scope, User
+from accounts.models import Action, AuditEvent, Resource, Role, Rule, Scope, SigningKey, User
 from accounts.permissions import user_scope
 
 # Organisations and their collaborations are collaborations' models, and collaborations
@@ -64,3 +64,10 @@ def audit_list(*, user) -> QuerySet[AuditEvent]:
 def user_login_state(*, username: str) -> User | None:
     """The account a login attempt names, with just its lockout fields (None if unknown)."""
     return User.objects.filter(username=username).only("pk", "locked_until", "failed_logins").first()
+
+
+def signing_key_list(*, user) -> QuerySet[SigningKey]:
+    """Signing keys: one's own, and those of the users one may see with user view rights."""
+    if user_scope(user, Resource.USER, Action.VIEW) is None:
+        return SigningKey.objects.filter(user_id=user.pk)
+    return SigningKey.objects.filter(Q(user_id=user.pk) | Q(user_id__in=user_list(user=user).values("pk")))

@@ -7,8 +7,8 @@ from rest_framework import exceptions, serializers
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.models import AuditEvent, Role, Rule, User
-from accounts.selectors import organization_list, rule_list
+from accounts.models import AuditEvent, Role, Rule, SigningKey, User
+from accounts.selectors import organization_list, rule_list, user_list
 from accounts.services import LOGIN_CLAIM, api_login_is_live
 from core.inputs import DESCRIPTION_MAX_CHARS, InputSerializer
 from core.serializers import ScopedIdField, ScopedIdsField
@@ -138,3 +138,19 @@ class DetailSerializer(serializers.Serializer):
 
 class LogoutSerializer(DetailSerializer):
     api_logins = serializers.IntegerField(help_text="How many API logins were ended.")
+
+
+class SigningKeySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SigningKey
+        fields = ["id", "user", "name", "fingerprint", "public_key", "created_at"]
+        read_only_fields = fields
+
+
+class SigningKeyCreateSerializer(InputSerializer):
+    name = serializers.CharField(max_length=100)
+    public_key = serializers.CharField(max_length=4096, trim_whitespace=False,
+                                       help_text="PKIX PEM of an ECDSA P-256 key (the .pub file of "
+                                                 "`vantage-client signing-keygen`, or cosign.pub).")
+    user = ScopedIdField(selector=user_list, required=False,
+                         help_text="Whose key it is (default: yours); another user's takes rights over them.")

@@ -22,10 +22,13 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import jobs
 from accounts.audit import audit_record
-from accounts.models import Action, ApiLogin, RecoveryCode, Resource, Role, Rule, Scope, SecondFactor, User
+from accounts.models import (
+    Action, ApiLogin, RecoveryCode, Resource, Role, Rule, Scope, SecondFactor, SigningKey, User,
+)
 from accounts.permissions import forget_rule_scopes, rule_scopes, user_scope
 from accounts.selectors import user_login_state
 from core.errors import DomainError, NotAllowed
+from vantage_client import signing
 
 # The claim that ties a refresh token and its access tokens to their ApiLogin row.
 LOGIN_CLAIM = "login"
@@ -60,7 +63,7 @@ def _require_may_manage(actor, user: User, changes: set[str]) -> None:
         return
     if user.is_superuser:
         raise NotAllowed("Only a superuser can change or delete a superuser.")
-    if changes & {"password", "email"}:
+    if changes & {"password", "email", "signing_keys"}:
         held = rule_scopes(actor)
         if any(held.get(key, 0) < scope for key, scope in rule_scopes(user).items()):
             raise NotAllowed("You cannot set the password or email of a user who holds rights you do not hold.")
@@ -481,3 +484,54 @@ def client_address(request) -> str:
     if not hops:
         return remote
     return hops[-min(trusted, len(hops))]
+
+
+# --- Signing keys ------------------------------------------------------------------------
+
+MAX_PUBLIC_KEY_CHARS = 4096  # a P-256 PKIX PEM is ~180 characters
+
+
+@transaction.atomic
+def signing_key_add(*, actor, user: User, name: str, public_key: str) -> SigningKey:
+    """Register a public key whose image signatures count as `user`'s (catalogue approvals).
+
+    Anyone registers their own keys; registering one on another account takes the right
+    to edit that user and every right the user holds (as setting their password does):
+    the key would let its holder's signatures pass as that user's."""
+    if actor is not None and actor.pk != user.pk:
+        _require_user_scope(actor, Action.EDIT, user.organization_id)
+        _require_may_manage(actor, user, {"signing_keys"})
+    text = (public_key or "").strip()
+    if len(text) > MAX_PUBLIC_KEY_CHARS:
+        raise DomainError(f"A public key has at most {MAX_PUBLIC_KEY_CHARS} characters.", field="public_key")
+    try:
+        key = signing.load_public_key(text.encode())
+    except signing.SigningError as exc:
+        raise DomainError(f"{exc}.", field="public_key") from None
+    fingerprint = signing.fingerprint(key)
+    holder = SigningKey.objects.filter(fingerprint=fingerprint).values_list("user_id", flat=True).first()
+    if holder is not None:
+        whose = "this account" if holder == user.pk else "another account"
+        raise DomainError(f"This key (fingerprint {fingerprint}) is registered to {whose} already.",
+                          field="public_key")
+    if not (name or "").strip():
+        raise DomainError("Name the key (what it is, for its owner).", field="name")
+    signing_key = SigningKey(user=user, name=name.strip(), public_key=signing.public_key_pem(key).decode(),
+                             fingerprint=fingerprint, created_at=timezone.now())
+    signing_key.full_clean()
+    signing_key.save()
+    audit_record(actor=actor, verb="signing_key.added", target=user,
+                 details={"key": signing_key.pk, "name": signing_key.name, "fingerprint": fingerprint})
+    return signing_key
+
+
+@transaction.atomic
+def signing_key_remove(*, actor, key: SigningKey) -> None:
+    """Remove a key: approvals made with it stay recorded; new ones need another key."""
+    user = key.user
+    if actor is not None and actor.pk != user.pk:
+        _require_user_scope(actor, Action.EDIT, user.organization_id)
+        _require_may_manage(actor, user, {"signing_keys"})
+    details = {"key": key.pk, "name": key.name, "fingerprint": key.fingerprint}
+    key.delete()
+    audit_record(actor=actor, verb="signing_key.removed", target=user, details=details)

@@ -8,6 +8,7 @@ router.register("users", api.UserViewSet, basename="user")
 router.register("roles", api.RoleViewSet, basename="role")
 router.register("rules", api.RuleViewSet, basename="rule")
 router.register("audit", api.AuditEventViewSet, basename="audit")
+router.register("signing-keys", api.SigningKeyViewSet, basename="signing-key")
 
 urlpatterns = [
     path("token/", api.LoginView.as_view(), name="token"),

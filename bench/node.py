@@ -177,6 +177,9 @@ class Bench:
                     self.client.api.remove_container(container["Id"], force=True)
                 except docker.errors.NotFound:
                     pass
+        if self.server is not None:
+            # The agents' copies of their data files (nodeagent/volumes.py), kept for their next start.
+            images.remove_server_volumes(self.client, self.server.url)
 
     def close(self) -> None:
         self.stop_agents()

@@ -73,9 +73,10 @@ def up(args: argparse.Namespace) -> None:
     signed = signing.sign_images(images, key, registry_port=args.registry_port, password_file=password_file)
     say(f"signatures: {len(signed)} images signed with the demo reviewer's key "
         f"{next(iter(signed.values())).fingerprint[:16]}... ({trusted_key})")
+    reviewer_client = study.connect(args.server, "reviewer", reviewer["password"]).client
+    signing.register_key(reviewer_client, trusted_key)
     algorithms = catalogue.register(study.connect(args.server, "author", author["password"]).client,
-                                    study.connect(args.server, "reviewer", reviewer["password"]).client,
-                                    images, signed)
+                                    reviewer_client, images, signed)
     say("catalogue: " + ", ".join(f"{catalogue.TITLES.get(name, name)} (algorithm {pk})"
                                   for name, pk in algorithms.items()) + " approved by the reviewer")
     nodes_dir = args.state_dir / "demo-nodes"

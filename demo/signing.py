@@ -1,4 +1,6 @@
-"""The demo's reviewer key: it signs the reference images, and the demo nodes trust it.
+"""The demo's reviewer key: it signs the reference images, the reviewer's account holds
+it (the server checks the reviewer's signature when they approve), and the demo nodes
+trust it.
 
 A hospital would trust its own reviewers' keys (docs/node.md, "What runs"); the demo
 makes one key pair in its state folder on the first `./vantage.sh up` and keeps it.
@@ -7,7 +9,7 @@ makes one key pair in its state folder on the first `./vantage.sh up` and keeps 
 from pathlib import Path
 
 from demo.network import DemoError
-from vantage_client import signing
+from vantage_client import VantageError, signing
 
 KEY_NAME = "demo-signing.key"
 
@@ -35,3 +37,19 @@ def sign_images(images: dict[str, str], key, *, registry_port: int, password_fil
         return {name: signing.sign_image(registry, reference, key) for name, reference in images.items()}
     except signing.SigningError as exc:
         raise DemoError(f"signing the algorithm images failed: {exc}")
+
+
+def register_key(reviewer, public_key: Path) -> str:
+    """The demo key on the reviewer's account (once; a later `up` finds it there): what
+    the server checks their approvals' signatures against. `reviewer` is their Client."""
+    try:
+        key = signing.load_public_key(public_key.read_bytes())
+    except (OSError, signing.SigningError) as exc:
+        raise DemoError(f"the demo's public signing key {public_key}: {exc}")
+    fingerprint = signing.fingerprint(key)
+    try:
+        if not any(found["fingerprint"] == fingerprint for found in reviewer.list("signing-keys/")):
+            reviewer.post("signing-keys/", {"name": "demo signing key", "public_key": public_key.read_text()})
+    except VantageError as exc:
+        raise DemoError(f"registering the demo signing key on the reviewer's account failed: {exc}")
+    return fingerprint

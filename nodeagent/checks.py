@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import stat
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ def run_checks(config: NodeConfig, *, client: ServerClient | None = None,
     findings += _check_docker(config, executor_factory)
     findings += _check_task_folder(config)
     for database in config.databases.values():
-        findings.append(_check_database(database, config.limits.user))
+        findings.append(_check_database(database))
     if not config.databases:
         findings.append(Finding(WARN, "databases", "no databases configured: algorithms get no data"))
     findings += _check_policy(config)
@@ -120,28 +119,14 @@ def _check_task_folder(config: NodeConfig) -> list[Finding]:
     probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("/"))
     if not os.access(probe, os.W_OK | os.X_OK):
         return [Finding(FAIL, "task_folder", f"{folder}: not writable by this user")]
-    findings = [Finding(OK, "task_folder", f"{folder} is usable")]
-    home = str(Path.home())
-    if home not in ("/", "") and (str(folder) + "/").startswith(home.rstrip("/") + "/"):
-        # Bind mounts show their host path in the container's /proc/self/mountinfo.
-        findings.append(Finding(WARN, "task_folder", (
-            f"{folder} is under the home folder {home}: algorithms see this path in /proc/self/mountinfo; "
-            "choose one that names no person, such as /var/lib/vantage-node")))
-    return findings
+    # No container sees this folder (its files reach a run through volumes: nodeagent/volumes.py),
+    # so its path may name anyone.
+    return [Finding(OK, "task_folder", f"{folder} is usable")]
 
 
-def _readable_by(path: Path, user: str) -> bool:
-    """Whether the container's uid:gid may read the file, from its mode bits."""
-    uid, _, gid = user.partition(":")
-    info = path.stat()
-    if info.st_uid == int(uid):
-        return bool(info.st_mode & stat.S_IRUSR)
-    if gid and info.st_gid == int(gid):
-        return bool(info.st_mode & stat.S_IRGRP)
-    return bool(info.st_mode & stat.S_IROTH)
-
-
-def _check_database(database: Database, container_user: str) -> Finding:
+def _check_database(database: Database) -> Finding:
+    """The agent reads the file (it copies it into a read-only volume for the runs, readable
+    there by the algorithm's user whatever the file's own mode)."""
     topic = f"database {database.label}"
     path = database.path or database.sqlite_path
     if path is not None:
@@ -151,11 +136,6 @@ def _check_database(database: Database, container_user: str) -> Finding:
             return Finding(FAIL, topic, f"{path} is not a file")
         if not os.access(path, os.R_OK):
             return Finding(FAIL, topic, f"{path} is not readable by the node agent")
-        if not _readable_by(path, container_user):
-            return Finding(FAIL, topic, (
-                f"{path} is not readable by the algorithm's user {container_user} (limits.user): "
-                "make it group- or world-readable"
-            ))
         if database.type != "sql":
             return Finding(OK, topic, f"{database.type} file {path} ({path.stat().st_size} bytes) is readable")
         return _check_sqlite(path, topic)

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 from nodeagent.config import Database, NodeConfig
 
-# Where a run's own files appear inside its container. Each is a separate bind mount
-# of one file (or the run's temp folder), never the task folder above them.
-INPUT_PATH = "/mnt/run/input"
-OUTPUT_PATH = "/mnt/run/output"
-TOKEN_PATH = "/mnt/run/token"
+# Where a run's own files appear inside its container: RUN_DIR is the run's own volume
+# (nodeagent/volumes.py), holding these three files and nothing else; each database
+# requested is a read-only volume of its own under DATA_DIR.
+RUN_DIR = "/mnt/run"
+INPUT_PATH = f"{RUN_DIR}/input"
+OUTPUT_PATH = f"{RUN_DIR}/output"
+TOKEN_PATH = f"{RUN_DIR}/token"
 TEMP_PATH = "/mnt/tmp"
 DATA_DIR = "/mnt/data"
 PROXY_HOST = "http://127.0.0.1"
@@ -33,20 +35,30 @@ def decode_value(value: str) -> str:
 
 @dataclass(frozen=True)
 class DataMount:
-    """A database file the container may read: host path → container path."""
+    """A database file the container may read: host path → container path. The file is
+    `file_name` in a read-only volume mounted at `container_dir`."""
 
     label: str
     host_path: str
     container_path: str
 
+    @property
+    def container_dir(self) -> str:
+        return self.container_path.rsplit("/", 1)[0]
+
+    @property
+    def file_name(self) -> str:
+        return self.container_path.rsplit("/", 1)[1]
+
 
 def database_mount(database: Database) -> DataMount | None:
     if database.path is not None:
         suffix = database.path.suffix or FILE_SUFFIX[database.type]
-        return DataMount(database.label, str(database.path), f"{DATA_DIR}/{database.label}{suffix}")
+        return DataMount(database.label, str(database.path), f"{DATA_DIR}/{database.label}/{database.label}{suffix}")
     sqlite = database.sqlite_path
     if sqlite is not None:
-        return DataMount(database.label, str(sqlite), f"{DATA_DIR}/{database.label}{sqlite.suffix or '.sqlite'}")
+        return DataMount(database.label, str(sqlite),
+                         f"{DATA_DIR}/{database.label}/{database.label}{sqlite.suffix or '.sqlite'}")
     return None
 
 

@@ -6,14 +6,17 @@ small noexec tmpfs on /tmp; its scratch folder (TEMPORARY_FOLDER) a noexec tmpfs
 `limits.max_output` + 1 bytes (RLIMIT_FSIZE: the output file is bounded while the
 container runs, not only checked after); no capabilities; no-new-privileges; memory
 (no swap on top), CPU and pids limits; an unprivileged user; database files mounted
-read-only; and only its own input/output/token files. Containers carry the
-labels `vantage.server`, `vantage.node_id` and `vantage.run_id`, so an agent that
-restarts finds its own containers and no one else's.
+read-only; and only its own input/output/token files, in named volumes whose paths name
+nothing of the host (nodeagent/volumes.py). Besides the paths the engine itself masks,
+the host's kernel command line and build string, boot id and machine identity read as
+empty (MASKED_PATHS). Containers carry the labels `vantage.server`, `vantage.node_id`
+and `vantage.run_id`, so an agent that restarts finds its own containers and no one else's.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,7 @@ import requests
 from docker.models.containers import Container
 from docker.types import LogConfig, Mount, Ulimit
 
+from nodeagent import volumes
 from nodeagent.config import Limits, RegistryCredentials
 from nodeagent.images import BadReference, ImageRef
 
@@ -42,6 +46,24 @@ RELAY_PATH = "/opt/vantage/relay.py"
 PROXY_MOUNT = "/mnt/proxy"
 FORWARDER_READY_SECONDS = 20
 FORWARDER_LIMITS = {"memory": 64 * 1024 * 1024, "cpus": 0.5, "pids": 64}
+# Docker's HostConfig.MaskedPaths replaces the engine's default list when set, so every
+# container gets the engine's own defaults (read from the engine once: ENGINE_MASKED_PATHS
+# is what Docker 20.10 to 29 mask, kept if the engine cannot be asked) and these, which
+# tell a container about the host it runs on: the kernel command line (boot parameters,
+# root device, hypervisor settings), the kernel's build string (the build host and
+# compiler; the release an algorithm may need is still in uname(2)), bootconfig (boot
+# parameters again), the boot id (one id per host boot, the same in every container) and
+# the machine's DMI identity (vendor, model, BIOS). A masked file reads as empty, a
+# masked folder as an empty read-only one; a path the host lacks is skipped by runc.
+HOST_MASKED_PATHS = (
+    "/proc/cmdline", "/proc/version", "/proc/bootconfig", "/proc/sys/kernel/random/boot_id",
+    "/sys/devices/virtual/dmi",
+)
+ENGINE_MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
 
 
 class ImageError(Exception):
@@ -64,6 +86,8 @@ class ContainerSpec:
     network_mode: str = "none"
     command: list[str] | None = None  # None: the image's own CMD
     scratch: str | None = None  # where the run's size-limited scratch tmpfs goes (algorithm containers)
+    # The run's own named volume (nodeagent/volumes.py), made with the container, labelled as it.
+    run_volume: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,8 @@ class Executor:
         self.limits = limits
         self.registries = registries
         self.docker = client or docker.from_env(max_pool_size=pool_size, timeout=120)
+        self._engine_masked: tuple[str, ...] | None = None
+        self._masked_lock = threading.Lock()
 
     def ping(self) -> str:
         """The engine's version; raises docker.errors.DockerException when it is not there."""
@@ -180,6 +206,8 @@ class Executor:
         memory = memory or limits.memory
         api = self.docker.api
         try:
+            if spec.run_volume:
+                api.create_volume(name=spec.run_volume, labels={**spec.labels, volumes.LABEL_VOLUME: "run"})
             host_config = api.create_host_config(
                 mounts=spec.mounts,
                 network_mode=spec.network_mode,
@@ -195,6 +223,8 @@ class Executor:
                 ipc_mode="private",
                 log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "20m", "max-file": "2"}),
             )
+            # Not a create_host_config argument in docker-py; the engine reads it from HostConfig (API >= 1.30).
+            host_config["MaskedPaths"] = self.masked_paths(spec.image)
             created = api.create_container(
                 spec.image, command=spec.command, name=spec.name, environment=spec.environment,
                 labels=spec.labels, user=limits.user, detach=True, host_config=host_config,
@@ -206,6 +236,48 @@ class Executor:
             raise StartupError(f"the image is gone from the Docker engine: {_explain(exc)}")
         except docker.errors.APIError as exc:
             raise StartupError(f"the container could not be created: {_explain(exc)}")
+
+    def masked_paths(self, image: str) -> list[str]:
+        """The engine's default masked paths, and HOST_MASKED_PATHS."""
+        with self._masked_lock:
+            if self._engine_masked is None:
+                self._engine_masked = self._engine_default_masked_paths(image)
+            engine = self._engine_masked or ()
+        return sorted(set(engine) | set(ENGINE_MASKED_PATHS) | set(HOST_MASKED_PATHS))
+
+    def _engine_default_masked_paths(self, image: str) -> tuple[str, ...] | None:
+        """What this engine masks when HostConfig says nothing: a container created (never
+        started) without MaskedPaths shows the engine's list in its HostConfig. Once per
+        agent; None (asked again next time, ENGINE_MASKED_PATHS meanwhile) when it fails."""
+        api = self.docker.api
+        probe = None
+        try:
+            probe = api.create_container(image, command=["true"], network_disabled=True,
+                                         host_config=api.create_host_config(network_mode="none"))["Id"]
+            found = api.inspect_container(probe).get("HostConfig", {}).get("MaskedPaths")
+            return tuple(found) if isinstance(found, list) else ENGINE_MASKED_PATHS
+        except docker.errors.APIError as exc:
+            log.warning("the engine's default masked paths could not be read (%s); using Docker's known list",
+                        _explain(exc))
+            return None
+        finally:
+            if probe is not None:
+                try:
+                    api.remove_container(probe, force=True)
+                except docker.errors.APIError:
+                    log.warning("could not remove container %s (made to read the engine's masked paths)", probe)
+
+    def put_files(self, container: Container, directory: str, entries: list[volumes.Entry]) -> None:
+        """Write a run's files into its created container's volume before it starts."""
+        try:
+            volumes.put_files(self.docker.api, container.id, directory, entries)
+        except volumes.VolumeError as exc:
+            raise StartupError(str(exc))
+
+    def fetch_file(self, container: Container, path: str, target: Path, limit: int) -> int:
+        """Copy a file out of the container (its output) to `target`, at most `limit` bytes;
+        raises volumes.VolumeError."""
+        return volumes.fetch_file(self.docker.api, container.id, path, target, limit)
 
     def _tmpfs(self, spec: ContainerSpec) -> dict[str, str]:
         mounts = {"/tmp": f"rw,noexec,nosuid,nodev,size={self.limits.tmpfs}"}
@@ -293,7 +365,8 @@ class Executor:
             log.debug("kill %s: %s", container.name, _explain(exc))
 
     def remove(self, container: Container | str) -> None:
-        """Stop and remove a container, or the one of this name if there is one."""
+        """Stop and remove a container, or the one of this name if there is one, and its
+        run volume if it has one."""
         name = container if isinstance(container, str) else container.name
         try:
             self.docker.api.remove_container(container if isinstance(container, str) else container.id, force=True)
@@ -301,6 +374,13 @@ class Executor:
             pass
         except docker.errors.APIError as exc:
             log.warning("could not remove container %s: %s", name, _explain(exc))
+            return
+        try:
+            self.docker.api.remove_volume(volumes.run_volume_name(name))
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            log.warning("could not remove the volume of container %s: %s", name, _explain(exc))
 
     def logs(self, container: Container, since: float | None) -> Iterator[bytes]:
         """stdout and stderr as they come, until the container stops."""

@@ -26,17 +26,18 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 from docker.models.containers import Container
 
-from nodeagent import contract, signatures
+from nodeagent import contract, signatures, volumes
 from nodeagent import crypto as sealing
 from nodeagent import gate
 from nodeagent.client import Conflict, NotFound, ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
 from nodeagent.executor import (
-    LABEL_NODE, LABEL_RUN, LABEL_SERVER, LABEL_TASK, ContainerSpec, Executor, ExitInfo, ImageError, StartupError, bind,
+    LABEL_NODE, LABEL_RUN, LABEL_SERVER, LABEL_TASK, ContainerSpec, Executor, ExitInfo, ImageError, StartupError,
 )
 from nodeagent.forwarders import ForwarderPool, Slot
 from nodeagent.images import BadReference, ImageRef
@@ -114,6 +115,12 @@ class AgentContext:
 
     def container_name(self, run_id: int) -> str:
         return f"{self.name_prefix}-run{run_id}"
+
+    @cached_property
+    def data_volumes(self) -> volumes.DataVolumes:
+        """The node's database files in read-only volumes, shared by its runs (nodeagent/volumes.py)."""
+        return volumes.DataVolumes(self.executor.docker.api, state_dir=self.config.state_dir,
+                                   labels={LABEL_SERVER: self.server_key, LABEL_NODE: str(self.node_id)})
 
 
 def backoff(attempt: int) -> float:
@@ -303,10 +310,10 @@ class RunJob:
         # Before the container exists: a restarted agent gives this run back its slot.
         self.state.slot = self.slot.index
         self.folder.save(self.state)
-        spec = self._spec(image_id, labels, network_mode=f"container:{self.slot.container.id}")
         try:
+            spec = self._spec(image_id, labels, network_mode=f"container:{self.slot.container.id}")
             container = self.ctx.executor.create(spec)
-        except StartupError as exc:
+        except (StartupError, volumes.VolumeError) as exc:
             self._decide(Outcome("failed", None, "startup", str(exc)))
             return None
         if not self._token_ready(credentials):
@@ -396,6 +403,12 @@ class RunJob:
 
     def _start(self, container: Container) -> Container | None:
         try:
+            # The run's files go into its volume now, the token with them: one copy per run.
+            self.ctx.executor.put_files(container, contract.RUN_DIR, [
+                volumes.Entry("input", 0o444, path=self.folder.input),
+                volumes.Entry("token", 0o444, path=self.folder.token),
+                volumes.Entry("output", 0o666, data=b""),
+            ])
             self.ctx.executor.start(container)
         except StartupError as exc:
             self.ctx.executor.remove(container)
@@ -424,18 +437,19 @@ class RunJob:
             log.info("run %s: start not recorded: %s", self.run_id, exc)
 
     def _spec(self, image_id: str, labels: list[str], *, network_mode: str) -> ContainerSpec:
+        """No bind mount: the run's files and its data are named volumes whose paths name
+        nothing of the host (nodeagent/volumes.py). A database is copied into its volume
+        once per version of its file (raises VolumeError when that fails)."""
         config = self.ctx.config
-        mounts = [
-            bind(str(self.folder.input), contract.INPUT_PATH, read_only=True),
-            bind(str(self.folder.output), contract.OUTPUT_PATH, read_only=False),
-            bind(str(self.folder.token), contract.TOKEN_PATH, read_only=True),
-        ]
+        run_volume = volumes.run_volume_name(self.state.container_name)
+        mounts = [volumes.volume(run_volume, contract.RUN_DIR, read_only=False)]
         data_mounts = {}
         for label in labels:
             data_mount = contract.database_mount(config.databases[label])
             data_mounts[label] = data_mount
             if data_mount is not None:
-                mounts.append(bind(data_mount.host_path, data_mount.container_path, read_only=True))
+                name = self.ctx.data_volumes.ensure(label, Path(data_mount.host_path), data_mount.file_name, image_id)
+                mounts.append(volumes.volume(name, data_mount.container_dir, read_only=True))
         return ContainerSpec(
             name=self.state.container_name,
             image=image_id,
@@ -445,6 +459,7 @@ class RunJob:
             mounts=mounts,
             network_mode=network_mode,
             scratch=contract.TEMP_PATH,
+            run_volume=run_volume,
         )
 
     # ---------------------------------------------------------------- supervision
@@ -472,8 +487,22 @@ class RunJob:
             self._flush_logs()
         log.debug("run %s: container exited with %s", self.run_id, exit_info.exit_code)
         reader.join(timeout=5)
+        problem = self._collect_output(container) if self._kill_reason is None else None
         # What is still buffered travels with the finish request: one request less.
-        self._decide(self._outcome(exit_info), gated=True)
+        if problem:
+            self._decide(Outcome("failed", exit_info.exit_code, "internal", f"[node] {problem}"), gated=True)
+        else:
+            self._decide(self._outcome(exit_info), gated=True)
+
+    def _collect_output(self, container: Container) -> str | None:
+        """The output file, out of the run's volume into its folder (at most max_output + 1
+        bytes, which is all RLIMIT_FSIZE lets the container write); why not, or None."""
+        try:
+            self.ctx.executor.fetch_file(container, contract.OUTPUT_PATH, self.folder.output,
+                                         self.ctx.config.limits.max_output + 1)
+        except volumes.VolumeError as exc:
+            return f"the output could not be read back from the container: {exc}"
+        return None
 
     def _read_logs(self, container: Container) -> None:
         try:

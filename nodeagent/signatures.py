@@ -13,31 +13,18 @@ run's `rejected` reason.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from nodeagent.config import Policy, RegistryCredentials, TrustedKey
 from nodeagent.images import ImageRef
 from vantage_client.signing import (
-    MAX_PAYLOAD,
-    PAYLOAD_MEDIA_TYPE,
-    PAYLOAD_TYPE,
-    SIGNATURE_ANNOTATION,
-    Registry,
-    SigningError,
+    NO_KEY, NO_PAYLOAD, NOT_BASE64, NOT_SIMPLE_SIGNING, OTHER_DIGEST, UNREADABLE, WRONG_TYPE, LayerCheck,
+    NotSignatureManifest, NotSigned, Registry, Repository, SigningError, check_layer, signature_layers,
 )
 
 log = logging.getLogger(__name__)
-
-MAX_SIGNATURES = 32  # layers of one .sig manifest looked at; more is a registry flooding the node
 
 
 class Rejected(Exception):
@@ -78,7 +65,9 @@ def verify(policy: Policy, registry: Registry, ref: ImageRef, *, now: datetime |
     Unavailable when the registry cannot say which digest the reference names.
 
     Without require_signature the digest is resolved where the registry answers (so the
-    run records what it executed) and the pull reports any problem, as before."""
+    run records what it executed) and the pull reports any problem, as before.
+    The checking itself is client/vantage_client/signing.py's (check_layer), which the
+    server's catalogue uses too; this turns its findings into the node's reasons."""
     if not policy.require_signature:
         try:
             return Verified(resolve_digest(registry, ref), None)
@@ -88,82 +77,60 @@ def verify(policy: Policy, registry: Registry, ref: ImageRef, *, now: datetime |
     if not policy.trusted_keys:
         raise Rejected("this node requires signed images (policy.require_signature) but trusts no key: "
                        "add policy.trusted_keys")
-    path = ref.repository.split("/", 1)[1]
-    tag = digest.replace(":", "-") + ".sig"
+    repository = Repository(ref.registry, ref.repository.split("/", 1)[1])
     try:
-        found = registry.manifest(path, tag)
+        layers = signature_layers(registry, repository, digest)
+    except NotSigned as exc:
+        raise Rejected(f"image {ref.repository}@{digest} is not signed (no {exc.tag} in its registry)") from None
+    except NotSignatureManifest as exc:
+        raise Rejected(str(exc)) from None
     except SigningError as exc:
         raise Rejected(f"the signature of {ref.repository}@{digest} could not be read: {exc}") from None
-    if found is None:
-        raise Rejected(f"image {ref.repository}@{digest} is not signed (no {tag} in its registry)")
-    try:
-        layers = json.loads(found[0]).get("layers")
-    except (ValueError, AttributeError):
-        layers = None
-    if not isinstance(layers, list):
-        raise Rejected(f"{ref.repository}:{tag} is not a signature manifest")
-    signatures = [layer for layer in layers if isinstance(layer, dict) and layer.get("mediaType") == PAYLOAD_MEDIA_TYPE]
-    if not signatures:
-        raise Rejected(f"{ref.repository}:{tag} holds no cosign signature")
     moment = now or datetime.now(timezone.utc)
     problems: list[tuple[int, str]] = []  # (rank, sentence): the most telling one is reported
-    for layer in signatures[:MAX_SIGNATURES]:
-        try:
-            key, problem = _check_layer(registry, path, layer, ref.repository, digest, policy, moment)
-        except SigningError as exc:
-            problems.append((4, f"a signature's payload could not be read: {exc}"))
-            continue
-        if key is not None:
-            return Verified(digest, key)
-        problems.append(problem)
+    for layer in layers:
+        found = check_layer(registry, repository, digest, layer, policy.trusted_keys, key_of=lambda key: key.key)
+        if not found.problem:
+            problem = _key_problem(found.key, policy, moment)
+            if problem is None:
+                return Verified(digest, found.key)
+            problems.append(problem)
+        else:
+            problems.append(_reason(found, ref.repository, digest))
     problems.sort(key=lambda item: item[0])
     raise Rejected(problems[0][1])
 
 
-def _check_layer(registry: Registry, path: str, layer: dict, repository: str, digest: str, policy: Policy,
-                 now: datetime) -> tuple[TrustedKey | None, tuple[int, str] | None]:
-    encoded = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION, "")
-    try:
-        signature = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError, TypeError):
-        return None, (5, "a signature in the registry is not base64")
-    blob_digest = layer.get("digest")
-    if not isinstance(blob_digest, str) or not blob_digest.startswith("sha256:"):
-        return None, (5, "a signature layer names no payload digest")
-    payload = registry.blob(path, blob_digest, MAX_PAYLOAD)
-    signer = next((key for key in policy.trusted_keys if _valid(key, signature, payload)), None)
-    if signer is None:
-        return None, (3, f"no key this node trusts signed {repository}@{digest}: its signature was made by "
-                         "another key, or its payload was altered after signing")
-    try:
-        critical = json.loads(payload)["critical"]
-        claimed_digest = critical["image"]["docker-manifest-digest"]
-        claimed_reference = critical["identity"]["docker-reference"]
-        kind = critical["type"]
-    except (ValueError, KeyError, TypeError):
-        return None, (2, "a trusted key's signature covers a payload that is not a cosign simple-signing document")
-    if kind != PAYLOAD_TYPE:
-        return None, (2, f"a trusted key signed a payload of type {kind!r}, not a cosign image signature")
-    if claimed_digest != digest:
-        return None, (1, f"the trusted signature found is for another image digest ({claimed_digest}), "
-                         f"not {digest}")
-    if claimed_reference != repository:
-        return None, (1, f"the trusted signature found is for repository {claimed_reference}, not {repository}")
+def _reason(found: LayerCheck, repository: str, digest: str) -> tuple[int, str]:
+    """(rank, the node's sentence) for a signature that does not admit the image."""
+    problem = found.problem
+    if problem == NOT_BASE64:
+        return 5, "a signature in the registry is not base64"
+    if problem == NO_PAYLOAD:
+        return 5, "a signature layer names no payload digest"
+    if problem == UNREADABLE:
+        return 4, f"a signature's payload could not be read: {found.detail}"
+    if problem == NO_KEY:
+        return 3, (f"no key this node trusts signed {repository}@{digest}: its signature was made by "
+                   "another key, or its payload was altered after signing")
+    if problem == NOT_SIMPLE_SIGNING:
+        return 2, "a trusted key's signature covers a payload that is not a cosign simple-signing document"
+    if problem == WRONG_TYPE:
+        return 2, f"a trusted key signed a payload of type {found.claimed_type!r}, not a cosign image signature"
+    if problem == OTHER_DIGEST:
+        return 1, f"the trusted signature found is for another image digest ({found.claimed_digest}), not {digest}"
+    return 1, f"the trusted signature found is for repository {found.claimed_reference}, not {repository}"
+
+
+def _key_problem(signer: TrustedKey, policy: Policy, now: datetime) -> tuple[int, str] | None:
+    """The node's own word on a key that made a valid signature: revoked, expired, or fine."""
     if signer.fingerprint in policy.revoked_keys:
-        return None, (0, f"the only valid signature is by key {signer.name} ({signer.fingerprint[:16]}...), "
-                         "which this node has revoked (policy.revoked_keys)")
+        return 0, (f"the only valid signature is by key {signer.name} ({signer.fingerprint[:16]}...), "
+                   "which this node has revoked (policy.revoked_keys)")
     if signer.not_after is not None and now > signer.not_after:
-        return None, (0, f"the only valid signature is by key {signer.name}, which expired on "
-                         f"{signer.not_after.date().isoformat()} (not_after)")
-    return signer, None
-
-
-def _valid(key: TrustedKey, signature: bytes, payload: bytes) -> bool:
-    try:
-        key.key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        return False
-    return True
+        return 0, (f"the only valid signature is by key {signer.name}, which expired on "
+                   f"{signer.not_after.date().isoformat()} (not_after)")
+    return None
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,14 @@
 
     <task_folder>/runs/run-<id>/       0700, only the agent's user can enter
         state.json                     phase, container name, deadline, outcome
-        input   output   token         mounted one by one into the container
+        input   output   token         the agent's copies (0600) of the run's files
     <task_folder>/forwarders/slot-<n>/ the proxy socket of the run borrowing slot n
 
-The container never sees this folder itself: it gets bind mounts of its own three
-files, so one run cannot read another run's files. Because the folder is 0700, the
-files inside can be open to the container's unprivileged user (input and token
-readable, output writable) without being open to the host. Its TEMPORARY_FOLDER is
-not here: it is a size-limited tmpfs of the container's own (nodeagent/executor.py).
+The container never sees this folder: its input and token are copied into a volume of
+its own just before it starts, and its output copied back from there when it ends
+(nodeagent/volumes.py), so one run cannot read another run's files and no host path
+shows in its mount table. Its TEMPORARY_FOLDER is not here either: it is a size-limited
+tmpfs of the container's own (nodeagent/executor.py).
 """
 
 from __future__ import annotations
@@ -83,23 +83,20 @@ class RunFolder:
     def prepare(self, *, input_bytes: bytes) -> None:
         """Write the run's files fresh (a half-prepared folder from a crash is replaced).
         The token file stays empty until write_token: the container token is fetched
-        while the container is created, which needs every mounted file to exist."""
+        while the container is created."""
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(mode=0o700, parents=True)
-        self.input.write_bytes(input_bytes)
-        self.input.chmod(0o644)
-        self.token.write_bytes(b"")
-        self.token.chmod(0o644)
-        self.output.write_bytes(b"")
-        self.output.chmod(0o666)
+        for path, data in ((self.input, input_bytes), (self.token, b""), (self.output, b"")):
+            path.write_bytes(data)
+            path.chmod(0o600)
 
     def write_token(self, token: str) -> None:
-        """Replace the token file whole, before the container starts (its bind mount is made
-        at the start): an agent stopped half-way leaves it empty, never half written."""
+        """Replace the token file whole, before the container starts (it is copied into the
+        container's volume then): an agent stopped half-way leaves it empty, never half written."""
         tmp = self.path / ".token.tmp"
         tmp.write_text(token)
-        tmp.chmod(0o644)
+        tmp.chmod(0o600)
         os.replace(tmp, self.token)
 
     def save(self, state: RunState) -> None:

@@ -29,6 +29,7 @@ from collaborations.selectors import collaboration_member_ids, organization_publ
 from core.errors import Conflict, DomainError, NotAllowed, TooLarge
 from core.prepared import PreparedInsert, PreparedUpdate
 from tasks import events as task_events
+from tasks import signature_check
 from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
 from tasks.selectors import (
     container_run_for_update,
@@ -576,15 +577,17 @@ def _validate_functions(functions) -> None:
             raise DomainError(f"Function {i}: 'arguments' must be a JSON schema object.", field="functions")
 
 
-@transaction.atomic
 def algorithm_review(*, actor, algorithm: Algorithm, status: str, note: str = "", signature_digest: str = "",
                      key_fingerprint: str = "") -> Algorithm:
     """Approve, reject or retire a catalogue entry.
 
-    Approval takes VANTAGE_CATALOGUE_REVIEWERS reviewers other than the submitter: each
-    approval is recorded (with the digest of the reviewer's signature payload and their
-    key's fingerprint) and the entry turns approved with the last one needed. Nodes
-    check the signatures themselves; these records say who vouched for what."""
+    Approval takes VANTAGE_CATALOGUE_REVIEWERS reviewers other than the submitter, each
+    with their own signature of the entry's digest: the server reads it from the image's
+    registry and checks it against the reviewer's registered signing keys
+    (tasks/signature_check.py; 400 under `signature` saying what is wrong). Each approval
+    records the signed payload's digest and the key's fingerprint; the entry turns
+    approved with the last one needed. Nodes check the signatures again themselves,
+    against the keys their hospital trusts."""
     if actor is not None and user_scope(actor, Resource.ALGORITHM, Action.EDIT) != Scope.GLOBAL:
         raise NotAllowed("Only reviewers with global algorithm rights can review algorithms.")
     allowed = {Algorithm.Status.APPROVED, Algorithm.Status.REJECTED, Algorithm.Status.RETIRED}
@@ -595,13 +598,34 @@ def algorithm_review(*, actor, algorithm: Algorithm, status: str, note: str = ""
     if key_fingerprint and not FINGERPRINT_RE.match(key_fingerprint):
         raise DomainError("The key fingerprint is the SHA-256 of the public key: 64 hex digits.",
                           field="key_fingerprint")
+    signed = None
+    if status == Algorithm.Status.APPROVED and algorithm.status != status:
+        # Everything that needs no registry first; the registry is read outside the lock.
+        _approval_precheck(actor, algorithm)
+        signed = signature_check.reviewer_signature(algorithm=algorithm, reviewer=actor,
+                                                    key_fingerprint=key_fingerprint.lower(),
+                                                    signature_digest=signature_digest)
+    return _algorithm_review_locked(actor, algorithm, status, note, signed)
+
+
+def _approval_precheck(actor, algorithm: Algorithm) -> None:
+    if actor is None or actor.pk == algorithm.submitted_by_id:
+        raise DomainError("You submitted this algorithm: a reviewer other than the submitter must approve it.",
+                          field="status")
+    if algorithm.status == Algorithm.Status.RETIRED:
+        raise DomainError("A retired algorithm is not approved again: submit it anew.", field="status")
+    if AlgorithmApproval.objects.filter(algorithm=algorithm, reviewer=actor).exists():
+        raise Conflict("You approved this algorithm already: another reviewer must approve it.")
+
+
+@transaction.atomic
+def _algorithm_review_locked(actor, algorithm: Algorithm, status: str, note: str, signed) -> Algorithm:
     algorithm = Algorithm.objects.select_for_update().get(pk=algorithm.pk)  # approvals are counted under the lock
     if algorithm.status == status:
         return algorithm
     if status == Algorithm.Status.APPROVED:
-        if algorithm.status == Algorithm.Status.RETIRED:
-            raise DomainError("A retired algorithm is not approved again: submit it anew.", field="status")
-        return _algorithm_approve(actor, algorithm, note, signature_digest, key_fingerprint.lower())
+        _approval_precheck(actor, algorithm)  # again, under the lock
+        return _algorithm_approve(actor, algorithm, note, signed)
     algorithm.status = status
     algorithm.reviewer = actor
     algorithm.reviewed_at = timezone.now()
@@ -611,11 +635,8 @@ def algorithm_review(*, actor, algorithm: Algorithm, status: str, note: str = ""
     return algorithm
 
 
-def _algorithm_approve(actor, algorithm: Algorithm, note: str, signature_digest: str,
-                       key_fingerprint: str) -> Algorithm:
-    if actor is None or actor.pk == algorithm.submitted_by_id:
-        raise DomainError("You submitted this algorithm: a reviewer other than the submitter must approve it.",
-                          field="status")
+def _algorithm_approve(actor, algorithm: Algorithm, note: str, signed) -> Algorithm:
+    signature_digest, key_fingerprint = signed.payload_digest, signed.key.fingerprint
     approval, created = AlgorithmApproval.objects.get_or_create(
         algorithm=algorithm, reviewer=actor,
         defaults={"signature_digest": signature_digest, "key_fingerprint": key_fingerprint, "note": note},
@@ -623,7 +644,8 @@ def _algorithm_approve(actor, algorithm: Algorithm, note: str, signature_digest:
     if not created:
         raise Conflict("You approved this algorithm already: another reviewer must approve it.")
     audit_record(actor=actor, verb="algorithm.approval", target=algorithm,
-                 details={"signature_digest": signature_digest, "key_fingerprint": key_fingerprint, "note": note})
+                 details={"signature_digest": signature_digest, "key_fingerprint": key_fingerprint,
+                          "key": signed.key.name, "note": note})
     needed = settings.VANTAGE_CATALOGUE_REVIEWERS
     approvals = algorithm.approvals.exclude(reviewer_id=algorithm.submitted_by_id).count()
     if approvals < needed:

@@ -70,3 +70,19 @@ def last_event(verb: str):
     from accounts.models import AuditEvent
 
     return AuditEvent.objects.filter(verb=verb).order_by("-id").first()
+
+
+def approved_algorithm(algorithm, reviewer):
+    """A submitted catalogue entry marked approved in the database, for tests about what an
+    approved entry allows. Approval itself (the reviewer's signature, checked in the
+    registry) is tested through algorithm_review in tests/tasks/test_catalogue.py."""
+    from django.utils import timezone
+
+    from tasks.models import Algorithm, AlgorithmApproval
+
+    AlgorithmApproval.objects.create(algorithm=algorithm, reviewer=reviewer)
+    algorithm.status = Algorithm.Status.APPROVED
+    algorithm.reviewer = reviewer
+    algorithm.reviewed_at = timezone.now()
+    algorithm.save(update_fields=["status", "reviewer", "reviewed_at"])
+    return algorithm

@@ -136,6 +136,10 @@ VANTAGE_MAX_RESULT_BYTES = env_int("VANTAGE_MAX_RESULT_BYTES", 2 * 1024**3, mini
 VANTAGE_RESULT_IN_DATABASE_BYTES = env_int("VANTAGE_RESULT_IN_DATABASE_BYTES", 64 * 1024, minimum=0)
 # Catalogue approvals needed from reviewers other than the submitter (four eyes at least).
 VANTAGE_CATALOGUE_REVIEWERS = env_int("VANTAGE_CATALOGUE_REVIEWERS", 1, minimum=1)
+# The registries the server reads reviewers' image signatures from when they approve (TOML:
+# [registries."host"] with username and password or password_file, as in node.toml; an
+# empty table reads anonymously). No other host is contacted. Unset: approvals are refused.
+VANTAGE_REGISTRIES_FILE = env_str("VANTAGE_REGISTRIES_FILE", "")
 VANTAGE_MAX_INPUT_BYTES = env_int("VANTAGE_MAX_INPUT_BYTES", 8 * 1024 * 1024, minimum=1)
 VANTAGE_RUN_LOG_MAX_CHARS = env_int("VANTAGE_RUN_LOG_MAX_CHARS", 256 * 1024, minimum=1024)
 VANTAGE_NODE_KEY_SECRET = env_str("VANTAGE_NODE_KEY_SECRET") or SECRET_KEY

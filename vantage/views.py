@@ -66,7 +66,7 @@ class VersionView(APIView):
 API_INDEX = {
     "collaborations": "collaboration-list", "organizations": "organization-list", "studies": "study-list",
     "nodes": "node-list", "algorithms": "algorithm-list", "tasks": "task-list", "runs": "run-list",
-    "users": "user-list", "roles": "role-list", "audit": "audit-list",
+    "users": "user-list", "roles": "role-list", "signing_keys": "signing-key-list", "audit": "audit-list",
     "token": "token", "token_refresh": "token-refresh", "health": "health", "version": "version",
     "schema": "schema", "docs": "swagger-ui",
 }

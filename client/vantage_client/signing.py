@@ -106,6 +106,17 @@ def read_private_key(path: str | os.PathLike, password: bytes | None) -> ec.Elli
     return key
 
 
+def load_public_key(data: bytes) -> ec.EllipticCurvePublicKey:
+    """A PKIX PEM public key (cosign.pub's format) of cosign's key type, ECDSA P-256."""
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise SigningError("not a PEM public key (cosign.pub format)") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise SigningError("not an ECDSA P-256 public key (cosign's key type)")
+    return key
+
+
 def public_key_pem(key: ec.EllipticCurvePublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -360,3 +371,116 @@ def _own_signature(layer: dict, payload_digest: str, payload: bytes, key: ec.Ell
     except (ValueError, InvalidSignature):
         return False
     return True
+
+
+# ------------------------------------------------------------------ verify
+#
+# One verifier for everyone who checks a signature: the node before it pulls
+# (nodeagent/signatures.py, against the keys it trusts) and the server when a reviewer
+# approves a catalogue entry (tasks/signature_check.py, against the reviewer's registered
+# keys). Each turns the findings into its own sentences.
+
+MAX_SIGNATURES = 32  # layers of one .sig manifest looked at; more is a registry flooding the verifier
+
+# What is wrong with one signature layer (LayerCheck.problem); "" when nothing is.
+NOT_BASE64 = "not-base64"  # its signature annotation is not base64
+NO_PAYLOAD = "no-payload"  # it names no payload blob
+UNREADABLE = "unreadable"  # the payload could not be had from the registry (or not its digest's bytes)
+NO_KEY = "no-key"  # none of the keys verifies the signature over the payload
+NOT_SIMPLE_SIGNING = "not-simple-signing"  # a key's valid signature covers a payload that is no cosign document
+WRONG_TYPE = "wrong-type"  # ... of another type than a container image signature
+OTHER_DIGEST = "other-digest"  # ... naming another image digest
+OTHER_REPOSITORY = "other-repository"  # ... naming another repository
+
+
+class NotSigned(SigningError):
+    """No signature artefact (`<repo>:sha256-<hex>.sig`) for the digest."""
+
+    def __init__(self, tag: str):
+        self.tag = tag
+        super().__init__(f"no {tag} in the registry")
+
+
+class NotSignatureManifest(SigningError):
+    """The artefact under the signature tag is not a cosign signature manifest."""
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    """One signature of a digest, checked against candidate keys."""
+
+    key: object | None  # the candidate whose key verifies the signature over the payload
+    problem: str  # "" when `key` signed a cosign payload naming exactly this digest and repository
+    payload_digest: str = ""
+    payload: bytes = b""
+    signature: bytes = b""
+    claimed_digest: str = ""
+    claimed_reference: str = ""
+    claimed_type: str = ""
+    detail: str = ""  # the registry's words for UNREADABLE
+
+
+def signature_valid(key: ec.EllipticCurvePublicKey, signature: bytes, payload: bytes) -> bool:
+    """ECDSA P-256 over SHA-256 of the payload, as cosign signs (an ASN.1 DER signature)."""
+    try:
+        key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def signature_layers(registry: Registry, repository: Repository, digest: str) -> list[dict]:
+    """The cosign signature layers stored for `digest` (at most MAX_SIGNATURES); raises
+    NotSigned, NotSignatureManifest, or SigningError when the registry cannot say."""
+    tag = repository.signature_tag(digest)
+    found = registry.manifest(repository.path, tag)
+    if found is None:
+        raise NotSigned(tag)
+    try:
+        layers = json.loads(found[0]).get("layers")
+    except (ValueError, AttributeError):
+        layers = None
+    if not isinstance(layers, list):
+        raise NotSignatureManifest(f"{repository.reference}:{tag} is not a signature manifest")
+    signatures = [layer for layer in layers if isinstance(layer, dict) and layer.get("mediaType") == PAYLOAD_MEDIA_TYPE]
+    if not signatures:
+        raise NotSignatureManifest(f"{repository.reference}:{tag} holds no cosign signature")
+    return signatures[:MAX_SIGNATURES]
+
+
+def check_layer(registry: Registry, repository: Repository, digest: str, layer: dict, keys,
+                key_of=lambda candidate: candidate) -> LayerCheck:
+    """Which of `keys` (key_of(candidate) is its public key) signed this layer's payload,
+    and whether that payload names exactly `digest` in `repository`."""
+    encoded = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION, "")
+    try:
+        signature = base64.b64decode(encoded, validate=True)
+    except (ValueError, TypeError):
+        return LayerCheck(None, NOT_BASE64)
+    payload_digest = layer.get("digest")
+    if not isinstance(payload_digest, str) or not DIGEST_RE.match(payload_digest):
+        return LayerCheck(None, NO_PAYLOAD, signature=signature)
+    try:
+        payload = registry.blob(repository.path, payload_digest, MAX_PAYLOAD)
+    except SigningError as exc:
+        return LayerCheck(None, UNREADABLE, payload_digest=payload_digest, signature=signature, detail=str(exc))
+    found = dict(payload_digest=payload_digest, payload=payload, signature=signature)
+    signer = next((candidate for candidate in keys if signature_valid(key_of(candidate), signature, payload)), None)
+    if signer is None:
+        return LayerCheck(None, NO_KEY, **found)
+    try:
+        critical = json.loads(payload)["critical"]
+        claimed_digest = critical["image"]["docker-manifest-digest"]
+        claimed_reference = critical["identity"]["docker-reference"]
+        kind = critical["type"]
+    except (ValueError, KeyError, TypeError):
+        return LayerCheck(signer, NOT_SIMPLE_SIGNING, **found)
+    claimed = dict(claimed_digest=str(claimed_digest), claimed_reference=str(claimed_reference),
+                   claimed_type=str(kind))
+    if kind != PAYLOAD_TYPE:
+        return LayerCheck(signer, WRONG_TYPE, **found, **claimed)
+    if claimed_digest != digest:
+        return LayerCheck(signer, OTHER_DIGEST, **found, **claimed)
+    if claimed_reference != repository.reference:
+        return LayerCheck(signer, OTHER_REPOSITORY, **found, **claimed)
+    return LayerCheck(signer, "", **found, **claimed)

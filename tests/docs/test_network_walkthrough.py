@@ -4,8 +4,9 @@
 Real parts: the server the walkthrough starts, its database (SQLite here; PostgreSQL
 when the suite runs with DATABASE_URL), the shared Docker engine and registry, two
 `run_node` agents and their containers. Only two things differ from a reader's machine,
-both outside the blocks: the `vantage` command comes from client/ on the path instead of
-`pip install ./client` (the one no-test block), and passwords come from the environment.
+both outside the blocks: the `vantage` and `vantage-client` commands come from client/ on
+the path instead of `pip install ./client` (the one no-test block), and passwords come
+from the environment.
 Everything the walkthrough starts is in this test's own process group, ended at the end.
 """
 
@@ -39,6 +40,7 @@ def test_the_walkthrough_has_its_steps_in_runnable_blocks():
     assert len(found) >= 7
     text = "\n".join(found)
     for command in ("manage.py migrate", "createsuperuser", "vantage.server", "nodes/", "review/",
+                    "VANTAGE_REGISTRIES_FILE", "vantage-client sign", "signing-keys/", "trusted_keys",
                     "run_node --config", "--check", "vantage tasks create", "vantage tasks results", "task_results"):
         assert command in text, command
 
@@ -51,13 +53,14 @@ def _free_port() -> int:
 
 @pytest.fixture
 def bin_dir(tmp_path) -> Path:
-    """`vantage` as `pip install ./client` would install it."""
+    """`vantage` and `vantage-client` as `pip install ./client` would install them."""
     folder = tmp_path / "bin"
     folder.mkdir()
-    script = folder / "vantage"
-    script.write_text(f'#!/bin/sh\nexec "{os.sys.executable}" -c '
-                      '"from vantage_client.console import main; main()" "$@"\n')
-    script.chmod(0o755)
+    for name, module in (("vantage", "console"), ("vantage-client", "cli")):
+        script = folder / name
+        script.write_text(f'#!/bin/sh\nexec "{os.sys.executable}" -c '
+                          f'"from vantage_client.{module} import main; main()" "$@"\n')
+        script.chmod(0o755)
     return folder
 
 
@@ -104,12 +107,13 @@ def test_following_docs_network_md_takes_an_empty_server_to_a_first_study(tmp_pa
         logs = _logs(work) if process.returncode != 0 else ""
     finally:
         _stop_everything(process.pid)
+        images.remove_server_volumes(images.docker_client(), f"http://127.0.0.1:{env['PORT']}")  # as section 0 sets it
         database.drop()
         shutil.rmtree(work, ignore_errors=True)
     assert process.returncode == 0, f"{output[-6000:]}\n{logs}\n{failure_logs}"
     # What a reader sees at each step.
     assert '"endpoints"' in output                                   # the API index
-    assert "catalogue entry" in output and "approved" in output
+    assert re.search(r"catalogue entry \d+ approved, signed with key [0-9a-f]{16}\.\.\.", output), output
     assert output.count("all checks passed") + output.count("0 problem(s)") == 2, output
     assert "logged in to" in output and "Breast cancer follow-up" in output
     assert "central  summary(" in output                             # the catalogue, with its arguments

@@ -27,8 +27,9 @@ def demo_world(live_db, tmp_path_factory):
     images.docker_client()
     registry = images.registry()
     seed = json.loads(live_db.manage("demo_seed", "--json"))
-    server = live_db.start_server(7)
     state_dir = tmp_path_factory.mktemp("demo-state")
+    # As ./vantage.sh up does: the server reads the reviewer's signatures from the demo registry.
+    server = live_db.start_server(7, VANTAGE_REGISTRIES_FILE=str(images.registries_file(registry, state_dir)))
     seed_file = state_dir / "demo-seed.json"
     seed_file.write_text(json.dumps(seed))
     try:
@@ -40,6 +41,7 @@ def demo_world(live_db, tmp_path_factory):
             if pid is not None:
                 network.stop_agent(pid)
         server.stop()
+        images.remove_server_volumes(images.docker_client(), server.url)
 
 
 def demo_up(world, *extra: str) -> subprocess.CompletedProcess:

@@ -156,3 +156,46 @@ def fresh_image(client: docker.DockerClient, reg: Registry, repository_path: str
     image.reload()
     digests = [d for d in image.attrs.get("RepoDigests", []) if d.startswith(f"{repository}@")]
     return f"{reference}@{digests[0].split('@', 1)[1]}"
+
+
+def push_unsigned(reg, path: str) -> str:
+    """A new, never signed image pushed through the registry's HTTP API in milliseconds (a
+    config with a unique nonce and one empty layer; never run); `reg` is a
+    vantage_client.signing.Registry. Returns `host/path:tag@sha256:...`."""
+    import gzip
+    import json
+
+    from vantage_client import signing
+
+    config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": os.urandom(8).hex()}).encode()
+    layer = gzip.compress(b"")  # an empty tar stream is enough for a registry
+    manifest = {
+        "schemaVersion": 2, "mediaType": signing.OCI_MANIFEST,
+        "config": {"mediaType": signing.OCI_CONFIG, "size": len(config), "digest": reg.put_blob(path, config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": len(layer),
+                    "digest": reg.put_blob(path, layer)}],
+    }
+    tag = os.urandom(6).hex()
+    digest = reg.put_manifest(path, tag, json.dumps(manifest).encode(), signing.OCI_MANIFEST)
+    return f"{reg.host}/{path}:{tag}@{digest}"
+
+
+def registries_file(reg: Registry, folder: Path) -> Path:
+    """A server's VANTAGE_REGISTRIES_FILE for the local registry, as ./vantage.sh up writes it:
+    the server reads reviewers' image signatures there when they approve."""
+    path = folder / "server-registries.toml"
+    path.write_text(f'[registries."{reg.host}"]\nusername = "{reg.username}"\npassword_file = "{reg.password_file}"\n')
+    return path
+
+
+def remove_server_volumes(client: docker.DockerClient, server_url: str) -> None:
+    """The data volumes node agents of a server keep (nodeagent/volumes.py: a node's cache of
+    its database files, kept across agent restarts): a test's server is gone for good."""
+    server_key = hashlib.sha256(server_url.encode()).hexdigest()[:10]
+    found = client.api.volumes(filters={"label": [f"vantage.server={server_key}"]}).get("Volumes") or []
+    for volume in found:
+        try:
+            client.api.remove_volume(volume["Name"], force=True)
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (404, 409):  # gone, or still used by a container being removed
+                raise

@@ -26,6 +26,7 @@ from pathlib import Path
 import docker.errors
 import requests
 
+from tests.nodeagent import images
 from tests.nodeagent.images import BASE_IMAGE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -281,3 +282,4 @@ def tear_down(site, server_url: str, docker_client) -> None:
                     # The stopping agent may be removing it too: gone, or its removal under way.
                     if exc.status_code not in (404, 409):
                         raise
+    images.remove_server_volumes(docker_client, server_url)

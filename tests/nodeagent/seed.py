@@ -42,8 +42,10 @@ def migrate_and_worlds(count: int, prefix: str) -> list[dict]:
 
 
 def catalogue(image: str, digest: str, statuses: list[str], organization: int) -> dict:
-    """A catalogue entry submitted by one user and reviewed by another (root) through the
-    services, taken through `statuses` in turn (e.g. ["approved", "retired"])."""
+    """A catalogue entry submitted by one user and reviewed by another (root), taken through
+    `statuses` in turn (e.g. ["approved", "retired"]): approval is marked in the database
+    (the reviewer's signature check on approval is tested in tests/tasks/test_catalogue.py),
+    the other outcomes go through the service."""
     from collaborations.models import Organization
     from tasks.services import algorithm_review, algorithm_submit
     from tests import factories
@@ -53,7 +55,10 @@ def catalogue(image: str, digest: str, statuses: list[str], organization: int) -
     reviewer = factories.make_user(org, roles=("root",), username=f"reviewer-{digest[7:19]}")
     algorithm = algorithm_submit(actor=submitter, name="signed probe", image=image, digest=digest)
     for status in statuses:
-        algorithm = algorithm_review(actor=reviewer, algorithm=algorithm, status=status)
+        if status == "approved":
+            algorithm = factories.approved_algorithm(algorithm, reviewer)
+        else:
+            algorithm = algorithm_review(actor=reviewer, algorithm=algorithm, status=status)
     return {"id": algorithm.pk, "status": algorithm.status}
 
 

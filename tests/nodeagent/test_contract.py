@@ -40,8 +40,8 @@ def test_environment_exposes_only_the_requested_databases(tmp_path):
     assert env["TOKEN_FILE"] == "/mnt/run/token" and env["TEMPORARY_FOLDER"] == "/mnt/tmp"
     assert env["USER_REQUESTED_DATABASE_LABELS"] == "default,local"
     assert env["DB_LABELS"] == "default,registry,local"
-    assert env["DEFAULT_DATABASE_URI"] == "/mnt/data/default.csv" and env["DEFAULT_DATABASE_TYPE"] == "csv"
-    assert env["LOCAL_DATABASE_URI"] == "sqlite:////mnt/data/local.db"
+    assert env["DEFAULT_DATABASE_URI"] == "/mnt/data/default/default.csv" and env["DEFAULT_DATABASE_TYPE"] == "csv"
+    assert env["LOCAL_DATABASE_URI"] == "sqlite:////mnt/data/local/local.db"
     assert "REGISTRY_DATABASE_URI" not in env
     assert env["ALGO_MIN_ROWS"] == "10"
     assert mounts["default"].host_path == str(tmp_path / "patients.csv")
@@ -84,5 +84,5 @@ def test_log_text_that_could_not_be_sent_goes_back_in_front():
 
 def test_database_mount_keeps_the_file_suffix(tmp_path):
     db = config.Database(label="x", type="parquet", path=Path("/srv/data/visits"))
-    assert contract.database_mount(db).container_path == "/mnt/data/x.parquet"
+    assert contract.database_mount(db).container_path == "/mnt/data/x/x.parquet"
 

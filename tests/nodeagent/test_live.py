@@ -45,7 +45,7 @@ def test_container_sees_the_vantage6_contract_and_the_node_env(site, test_images
         "INPUT_FILE": "/mnt/run/input", "OUTPUT_FILE": "/mnt/run/output", "TOKEN_FILE": "/mnt/run/token",
         "TEMPORARY_FOLDER": "/mnt/tmp", "HOST": "http://127.0.0.1", "PORT": "7601", "API_PATH": "",
         "USER_REQUESTED_DATABASE_LABELS": "default", "DB_LABELS": "default",
-        "DEFAULT_DATABASE_URI": "/mnt/data/default.csv", "DEFAULT_DATABASE_TYPE": "csv", "ALGO_MIN_ROWS": "5",
+        "DEFAULT_DATABASE_URI": "/mnt/data/default/default.csv", "DEFAULT_DATABASE_TYPE": "csv", "ALGO_MIN_ROWS": "5",
     }
 
 
@@ -205,7 +205,7 @@ def test_a_forwarder_that_cannot_start_fails_the_run_as_startup(site, test_image
 @pytest.mark.database_independent
 def test_containers_cannot_reach_the_network_write_their_data_or_read_other_runs(site, test_images):
     node = site.node(0)
-    node.data.chmod(0o666)  # only the read-only mount stands between the algorithm and the data now
+    node.data.chmod(0o666)  # the algorithm reads a copy: the original is out of its reach anyway
     sleeper = site.task(test_images["probe"], "sleep", kwargs={"seconds": 30})
     sleeper_run = sleeper["runs"][0]["id"]
     site.wait_status(sleeper_run, {"running"})
@@ -221,11 +221,23 @@ def test_containers_cannot_reach_the_network_write_their_data_or_read_other_runs
     assert seen["connect_server"].startswith("ConnectionRefusedError")
     # The relay to the node proxy is all there is, and the proxy offers only vantage6's calls.
     assert seen["proxy_users"].startswith("HTTPError: HTTP Error 404"), seen["proxy_users"]
-    assert "Read-only file system" in seen["write_data"]
+    # A copy of the data, read-only twice over: 0444 root's, on a read-only mount.
+    assert seen["write_data"].startswith("PermissionError"), seen["write_data"]
+    assert " /mnt/data/default ro," in seen["mountinfo"]
     assert "Read-only file system" in seen["write_root"] and "Read-only file system" in seen["write_usr"]
     assert seen["write_input"].startswith(("PermissionError", "OSError"))
     assert all(result.startswith("FileNotFoundError") for result in seen["read_other"].values()), seen
     assert seen["mnt_run"] == ["input", "output", "token"]
+    assert seen["create_in_run"].startswith("PermissionError"), seen["create_in_run"]
+    # Its mount table names no path of the node's: not the run's folder, not the task
+    # folder above it, not the data file or its folder (all reach it through volumes).
+    mountinfo = seen["mountinfo"]
+    assert mountinfo.startswith("ok: ") and " /mnt/run " in mountinfo and " /mnt/data/default " in mountinfo
+    for host_path in (other, node.task_folder, node.task_folder.resolve(), node.data, node.data.parent, node.dir):
+        assert str(host_path) not in mountinfo, (host_path, mountinfo)
+    # Nor does it read the host's kernel command line, kernel build string or boot id.
+    assert seen["host_files"] == {path: "ok: " for path in (
+        "/proc/cmdline", "/proc/version", "/proc/sys/kernel/random/boot_id")}, seen["host_files"]
     assert seen["write_tmp"].startswith("ok") and seen["write_temporary_folder"].startswith("ok")
     assert (seen["uid"], seen["cap_eff"], seen["no_new_privs"]) == (65534, "0000000000000000", "1")
     assert node.data.read_text() == "value\n1\n2\n"

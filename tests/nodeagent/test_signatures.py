@@ -3,9 +3,7 @@ spec field by field and checked by an independent verifier (openssl), and every 
 the node refuses an image (nodeagent/signatures.py)."""
 
 import base64
-import gzip
 import hashlib
-import os
 import json
 import subprocess
 from dataclasses import replace
@@ -17,6 +15,7 @@ import pytest
 from nodeagent.config import Policy, RegistryCredentials, TrustedKey
 from nodeagent.images import ImageRef
 from nodeagent.signatures import Rejected, Unavailable, admit, verify
+from tests.nodeagent import images
 from vantage_client import signing
 
 REPO = "vantage-test/signed"
@@ -29,22 +28,8 @@ def reg(docker_client, registry):
 
 @pytest.fixture
 def fresh(reg):
-    """A new, never signed image, pushed through the registry's HTTP API in milliseconds:
-    a config with a unique nonce and one small layer (these tests never run it)."""
-    def push(path=REPO):
-        config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": os.urandom(8).hex()}).encode()
-        layer = gzip.compress(b"")  # an empty tar stream is enough for a registry
-        manifest = {
-            "schemaVersion": 2, "mediaType": signing.OCI_MANIFEST,
-            "config": {"mediaType": signing.OCI_CONFIG, "size": len(config), "digest": reg.put_blob(path, config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": len(layer),
-                        "digest": reg.put_blob(path, layer)}],
-        }
-        data = json.dumps(manifest).encode()
-        tag = os.urandom(6).hex()
-        digest = reg.put_manifest(path, tag, data, signing.OCI_MANIFEST)
-        return f"{reg.host}/{path}:{tag}@{digest}"
-    return push
+    """A new, never signed image, pushed through the registry's HTTP API in milliseconds."""
+    return lambda path=REPO: images.push_unsigned(reg, path)
 
 
 def _key(tmp_path: Path, name: str):

@@ -1,16 +1,16 @@
-"""A run's folder on the node: the files its container gets, and the token written last."""
+"""A run's folder on the node: the agent's copies of the files its container gets (copied into
+the container's own volume, nodeagent/volumes.py), and the token written last."""
 
 from nodeagent.workspace import RunFolder
 
 
-def test_prepare_writes_the_run_files_with_an_empty_token_for_the_container_user(tmp_path):
+def test_prepare_writes_the_run_files_for_the_agent_alone_with_an_empty_token(tmp_path):
     folder = RunFolder(tmp_path, 7)
     folder.prepare(input_bytes=b'{"method": "partial"}')
     assert folder.input.read_bytes() == b'{"method": "partial"}'
-    # Docker needs every bind source when the container is created; the token comes later.
+    # The token comes later; no container reads these files (they are copied into its volume).
     assert folder.token.read_bytes() == b""
-    assert folder.token.stat().st_mode & 0o777 == 0o644
-    assert folder.output.stat().st_mode & 0o777 == 0o666
+    assert {p.stat().st_mode & 0o777 for p in (folder.input, folder.token, folder.output)} == {0o600}
     assert folder.path.stat().st_mode & 0o777 == 0o700
 
 
@@ -20,7 +20,7 @@ def test_write_token_replaces_the_token_file_whole_and_leaves_nothing_else(tmp_p
     before = {p.name for p in folder.path.iterdir()}
     folder.write_token("container.token.jwt")
     assert folder.token.read_text() == "container.token.jwt"
-    assert folder.token.stat().st_mode & 0o777 == 0o644
+    assert folder.token.stat().st_mode & 0o777 == 0o600
     assert {p.name for p in folder.path.iterdir()} == before
 
 

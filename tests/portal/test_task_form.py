@@ -4,8 +4,9 @@ the nodes report offered, and arguments checked against the catalogue's schema."
 import pytest
 
 from collaborations.services import node_report
-from tasks.models import Algorithm, Task
-from tasks.services import algorithm_review, algorithm_submit
+from tasks.models import Task
+from tasks.services import algorithm_submit
+from tests import factories
 from tests.portal.conftest import csrf_token
 
 DIGEST = "sha256:" + "d" * 64
@@ -22,7 +23,7 @@ COX = [
 def cox(owner, root):
     algorithm = algorithm_submit(actor=owner, name="cox", image="127.0.0.1:5000/vantage/alg-cox", digest=DIGEST,
                                  functions=COX)
-    return algorithm_review(actor=root, algorithm=algorithm, status=Algorithm.Status.APPROVED)
+    return factories.approved_algorithm(algorithm, root)
 
 
 def _post(client, data):

@@ -15,8 +15,8 @@ from django.utils.html import escape
 
 from accounts.models import AuditEvent, User
 from collaborations.services import collaboration_archive, node_heartbeat
-from tasks.models import Algorithm, Run, Task
-from tasks.services import algorithm_review, algorithm_submit, run_claim, run_start, task_create
+from tasks.models import Run, Task
+from tasks.services import algorithm_submit, run_claim, run_start, task_create
 from tests import factories
 from tests.portal.conftest import csrf_token
 from vantage_client import crypto
@@ -388,7 +388,7 @@ def test_researcher_creates_a_task_from_the_form(browser_for, owner, collab, org
 def test_a_task_from_an_approved_catalogue_algorithm_runs_its_pinned_image(browser_for, owner, root, task_form):
     algorithm = algorithm_submit(actor=owner, name="summary", image="127.0.0.1:5000/vantage/alg-summary",
                                  digest=DIGEST)
-    algorithm_review(actor=root, algorithm=algorithm, status=Algorithm.Status.APPROVED)
+    factories.approved_algorithm(algorithm, root)
     response = _create(browser_for(owner), {**task_form, "image": "", "algorithm": algorithm.pk})
     assert response.status_code == 302
     task = Task.objects.get()
@@ -427,7 +427,7 @@ def test_an_organisation_outside_the_collaboration_is_refused_on_its_field(
 
 def test_an_image_and_an_algorithm_together_are_refused(browser_for, owner, root, task_form):
     algorithm = algorithm_submit(actor=owner, name="summary", image="127.0.0.1:5000/s", digest=DIGEST)
-    algorithm_review(actor=root, algorithm=algorithm, status=Algorithm.Status.APPROVED)
+    factories.approved_algorithm(algorithm, root)
     response = _create(browser_for(owner), {**task_form, "algorithm": algorithm.pk})
     assert response.status_code == 400
     assert response.context["form"].errors["image"] == ["Give an image or choose a catalogue algorithm, not both."]
@@ -551,7 +551,7 @@ def test_new_task_form_lists_the_catalogues_functions_and_their_arguments(browse
     ]
     algorithm = algorithm_submit(actor=owner, name="Summary statistics", image="127.0.0.1:5000/vantage/alg-summary",
                                  digest=DIGEST, functions=functions)
-    algorithm_review(actor=root, algorithm=algorithm, status=Algorithm.Status.APPROVED)
+    factories.approved_algorithm(algorithm, root)
     page = browser_for(owner).get("/portal/tasks/new/")
     [entry] = page.context["form"].catalogue_guide
     assert [f.name for f in entry.functions] == ["summary", "summary_site"]  # central first

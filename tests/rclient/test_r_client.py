@@ -57,8 +57,9 @@ def demo_network(live_db, tmp_path_factory):  # noqa: F811
     images.docker_client()
     registry = images.registry()
     seed = json.loads(live_db.manage("demo_seed", "--json"))
-    server = live_db.start_server(11)
     state_dir = tmp_path_factory.mktemp("r-demo-state")
+    # As ./vantage.sh up does: the server reads the reviewer's signatures from the demo registry.
+    server = live_db.start_server(11, VANTAGE_REGISTRIES_FILE=str(images.registries_file(registry, state_dir)))
     seed_file = state_dir / "demo-seed.json"
     seed_file.write_text(json.dumps(seed))
     try:
@@ -78,6 +79,7 @@ def demo_network(live_db, tmp_path_factory):  # noqa: F811
             if pid is not None:
                 network.stop_agent(pid)
         server.stop()
+        images.remove_server_volumes(images.docker_client(), server.url)
 
 
 @pytest.mark.database_independent

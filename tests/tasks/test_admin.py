@@ -6,10 +6,13 @@ import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
 
+from accounts.services import signing_key_add
 from tasks.models import Algorithm, Run, Task
 from tasks.services import algorithm_submit, run_claim, run_finish, run_start
 from tests import factories
 from tests.factories import last_event
+from tests.nodeagent import images
+from vantage_client import signing
 
 DIGEST = "sha256:" + "c" * 64
 
@@ -75,7 +78,7 @@ def test_review_action_first_asks_for_a_note(staff, algorithm):
     assert algorithm.status == "submitted"
 
 
-@pytest.mark.parametrize("action, status", [("approve", "approved"), ("reject", "rejected"), ("retire", "retired")])
+@pytest.mark.parametrize("action, status", [("reject", "rejected"), ("retire", "retired")])
 def test_review_action_reviews_through_the_service_with_the_admin_as_reviewer(staff, root, algorithm, action,
                                                                               status):
     response = staff.post(reverse("admin:tasks_algorithm_changelist"), {
@@ -89,16 +92,29 @@ def test_review_action_reviews_through_the_service_with_the_admin_as_reviewer(st
     assert (event.actor_id, event.details) == (root.pk, {"note": "Checked the image."})
 
 
-def test_admin_approval_records_the_signature_and_refuses_the_submitters_own(staff, root, algorithm):
-    signed = {"signature_digest": "sha256:" + "e" * 64, "key_fingerprint": "f" * 64}
+def test_admin_approval_checks_the_reviewers_signature_and_refuses_the_submitters_own(staff, root, owner, settings,
+                                                                                      tmp_path):
+    """Through the admin's approve action, against the real loopback registry."""
+    loopback = images.registry()
+    settings.VANTAGE_REGISTRIES_FILE = str(images.registries_file(loopback, tmp_path))
+    reg = signing.Registry(loopback.host, loopback.username, loopback.password)
+    image, digest = images.push_unsigned(reg, "vantage-test/catalogue").split("@")
+    algorithm = algorithm_submit(actor=owner, name="cox", image=image, digest=digest)
     page = staff.post(reverse("admin:tasks_algorithm_changelist"),
                       {"action": "approve", "_selected_action": [algorithm.pk]}).content.decode()
-    assert 'name="signature_digest"' in page and 'name="key_fingerprint"' in page
-    staff.post(reverse("admin:tasks_algorithm_changelist"), {
-        "action": "approve", "_selected_action": [algorithm.pk], "confirm": "yes", **signed}, follow=True)
+    assert 'name="signature_digest"' in page and "vantage-client sign" in page
+    key = signing.generate_key()
+    signing_key_add(actor=root, user=root, name="admin key", public_key=signing.public_key_pem(key.public_key()).decode())
+    approve = {"action": "approve", "_selected_action": [algorithm.pk], "confirm": "yes"}
+    response = staff.post(reverse("admin:tasks_algorithm_changelist"), approve, follow=True)
+    (message,) = messages_of(response)
+    assert message.startswith(f"{algorithm}: signature: No signature: "), message
+    signed = signing.sign_image(reg, image, key)
+    response = staff.post(reverse("admin:tasks_algorithm_changelist"), approve, follow=True)
+    assert messages_of(response) == ["1 algorithm(s) approved."]
     approval = algorithm.approvals.get()
     assert (approval.reviewer, approval.signature_digest, approval.key_fingerprint) == (
-        root, signed["signature_digest"], signed["key_fingerprint"])
+        root, signed.payload_digest, signed.fingerprint)
     own = algorithm_submit(actor=root, name="mine", image="127.0.0.1:5000/mine", digest=DIGEST)
     response = staff.post(reverse("admin:tasks_algorithm_changelist"), {
         "action": "approve", "_selected_action": [own.pk], "confirm": "yes"}, follow=True)

@@ -4,7 +4,8 @@ import pytest
 
 from accounts.models import AuditEvent
 from tasks.models import Algorithm
-from tasks.services import algorithm_review, algorithm_submit
+from tasks.services import algorithm_submit
+from tests import factories
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -14,7 +15,7 @@ def _submit(user, name="cox", image="127.0.0.1:5000/cox", digest=DIGEST):
 
 
 def _approved(user, root, **kwargs):
-    return algorithm_review(actor=root, algorithm=_submit(user, **kwargs), status=Algorithm.Status.APPROVED)
+    return factories.approved_algorithm(_submit(user, **kwargs), root)
 
 
 def test_researcher_submits_an_algorithm_awaiting_review(api_for, owner):
@@ -92,15 +93,26 @@ def test_a_submission_by_someone_else_is_absent_before_approval(api_for, owner, 
     assert api_for(owner).get(f"/api/algorithms/{theirs.pk}/").status_code == 404
 
 
-def test_global_reviewer_approves_an_algorithm(api_for, owner, root):
+def test_global_reviewer_cannot_approve_without_a_signature_of_theirs(api_for, owner, root):
+    # Approving with a real signature, and every way one can be wrong: tests/tasks/test_catalogue.py.
     algorithm = _submit(owner)
     response = api_for(root).post(f"/api/algorithms/{algorithm.pk}/review/",
                                   {"status": "approved", "note": "checked the Dockerfile"}, format="json")
+    assert response.status_code == 400
+    assert response.data["signature"][0].startswith("No signature: you have no signing key registered")
+    algorithm.refresh_from_db()
+    assert algorithm.status == Algorithm.Status.SUBMITTED
+    assert not AuditEvent.objects.filter(verb="algorithm.approved", target_id=str(algorithm.pk)).exists()
+
+
+def test_global_reviewer_rejects_an_algorithm_with_a_note(api_for, owner, root):
+    algorithm = _submit(owner)
+    response = api_for(root).post(f"/api/algorithms/{algorithm.pk}/review/",
+                                  {"status": "rejected", "note": "reads the network"}, format="json")
     assert response.status_code == 200
-    assert response.data["status"] == "approved"
-    assert response.data["reviewer"] == root.pk
-    assert response.data["review_note"] == "checked the Dockerfile"
-    assert AuditEvent.objects.filter(verb="algorithm.approved", target_id=str(algorithm.pk)).exists()
+    assert (response.data["status"], response.data["reviewer"], response.data["review_note"]) == (
+        "rejected", root.pk, "reads the network")
+    assert AuditEvent.objects.filter(verb="algorithm.rejected", target_id=str(algorithm.pk)).exists()
 
 
 def test_review_is_forbidden_to_a_researcher(api_for, owner):

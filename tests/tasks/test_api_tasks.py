@@ -8,8 +8,8 @@ from django.core.files.storage import default_storage
 
 from accounts.models import AuditEvent
 from collaborations.services import collaboration_archive, study_create
-from tasks.models import Algorithm, Run, Task
-from tasks.services import algorithm_review, algorithm_submit, run_claim, run_finish, task_kill
+from tasks.models import Run, Task
+from tasks.services import algorithm_submit, run_claim, run_finish, task_kill
 from tests import factories
 from tests.tasks.conftest import b64json
 
@@ -61,7 +61,7 @@ def test_researcher_creates_a_task_with_one_pending_run_per_organisation(api_for
 
 def test_task_from_an_approved_algorithm_runs_its_pinned_image(api_for, owner, root, body):
     algorithm = algorithm_submit(actor=owner, name="cox", image="127.0.0.1:5000/cox", digest=DIGEST)
-    algorithm_review(actor=root, algorithm=algorithm, status=Algorithm.Status.APPROVED)
+    factories.approved_algorithm(algorithm, root)
     response = _post(api_for(owner), {**body, "image": "", "algorithm": algorithm.pk})
     assert response.status_code == 201
     assert (response.data["algorithm"], response.data["image"], response.data["digest"]) == (

@@ -95,6 +95,13 @@ def read(path):
     return action
 
 
+def read_text(path):
+    def action():
+        with open(path) as fh:
+            return fh.read()
+    return action
+
+
 def connect(host, port):
     def action():
         with socket.create_connection((host, port), timeout=3):
@@ -119,6 +126,11 @@ def escape(server_port=None, other_files=()):
         "write_temporary_folder": attempt(write(os.path.join(env("TEMPORARY_FOLDER"), "probe"))),
         "read_other": {path: attempt(read(path)) for path in other_files},
         "mnt_run": sorted(os.listdir("/mnt/run")),
+        "create_in_run": attempt(write("/mnt/run/extra")),
+        # What the container can learn of its host: its mount table, boot and kernel.
+        "mountinfo": attempt(lambda: open("/proc/self/mountinfo").read()),
+        "host_files": {path: attempt(read_text(path)) for path in (
+            "/proc/cmdline", "/proc/version", "/proc/sys/kernel/random/boot_id")},
         "uid": os.getuid(),
         "cap_eff": status.get("CapEff", "").strip(),
         "no_new_privs": status.get("NoNewPrivs", "").strip(),
