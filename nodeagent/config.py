@@ -39,6 +39,7 @@ _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 RESERVED_ENV = {
     "INPUT_FILE", "OUTPUT_FILE", "TOKEN_FILE", "TEMPORARY_FOLDER", "HOST", "PORT", "API_PATH",
     "USER_REQUESTED_DATABASE_LABELS", "DB_LABELS",
+    "VANTAGE_ROUND_WORKER",  # nodeagent/rounds.py: set for a job's round worker only
 }
 
 

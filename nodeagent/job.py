@@ -249,8 +249,12 @@ class RunJob:
             return None
         try:
             # Before anything is pulled: the digest is resolved here and is what runs.
-            admitted = signatures.admit(self.ctx.config.policy, self.ctx.config.registries, image,
+            def admit() -> signatures.Admitted:
+                return signatures.admit(self.ctx.config.policy, self.ctx.config.registries, image,
                                         self.ctx.client.catalogue_status)
+
+            # A round its job's worker here serves runs in the container admitted at its start.
+            admitted = self.ctx.rounds.admit(self, image, admit) if self.ctx.rounds is not None else admit()
         except signatures.Rejected as exc:
             self._decide(Outcome("rejected", None, "policy", f"refused by this node's policy: {exc}"))
             return None

@@ -167,6 +167,7 @@ class RoundWorkers:
         self._workers: dict[tuple, RoundWorker] = {}
         self._opted_in: dict[str, bool] = {}  # image id → declares the label (image ids name content)
         self._failed: set[tuple] = set()  # (job, image, databases) whose worker did not start: containers
+        self._admissions: dict[tuple, object] = {}  # (job, task image) → signatures.Admitted
         self._lock = threading.Lock()
         self._count = 0
         self._reaper: threading.Thread | None = None
@@ -205,6 +206,9 @@ class RoundWorkers:
             now = time.monotonic()
             with self._lock:
                 workers = list(self._workers.values())
+                live = {w.job_id for w in workers}
+                for key in [k for k in self._admissions if k[0] not in live]:
+                    del self._admissions[key]
             for worker in workers:
                 if worker.idle_for(now) >= self.idle_limit:
                     self._retire_when_idle(worker, f"idle for {self.idle_limit} s")
@@ -222,6 +226,9 @@ class RoundWorkers:
         with self._lock:
             if self._workers.get(worker.key) is worker:
                 del self._workers[worker.key]
+            if not any(w.job_id == worker.job_id for w in self._workers.values()):
+                for key in [k for k in self._admissions if k[0] == worker.job_id]:
+                    del self._admissions[key]
         if worker.gone:
             return
         worker.gone = True
@@ -256,6 +263,25 @@ class RoundWorkers:
                 return False
             known = self._opted_in[image_id] = labels.get(IMAGE_LABEL) == PROTOCOL
         return known
+
+    def admit(self, job, image, admit):
+        """`admit()` (signatures.admit) for this run, or, when its job's worker here is alive,
+        what admit() decided for the job's earlier round: every run of a job names the same
+        image (the server takes a subtask's from its parent), and the round runs in the
+        worker's container, whose image is the one admitted then. The registry requests of
+        a signature check (and the catalogue's answer) are not repeated every round."""
+        job_id = self._job_of(job) if self.enabled else None
+        if job_id is None:
+            return admit()
+        key = (job_id, str(image))
+        with self._lock:
+            cached = self._admissions.get(key)
+            live = any(w.job_id == job_id for w in self._workers.values())
+        if cached is not None and live:
+            return cached
+        admitted = admit()
+        job.round_admission = (key, admitted)  # kept for the job's next rounds once a worker serves this one
+        return admitted
 
     def may_serve(self, job) -> bool:
         """Before the image is at hand: will this run likely go to a worker already running?
@@ -293,6 +319,10 @@ class RoundWorkers:
                 if worker.gone:
                     continue
                 handled = self._round(worker, job)
+                admission = getattr(job, "round_admission", None)
+                if handled and admission is not None and not worker.gone:
+                    with self._lock:
+                        self._admissions.setdefault(*admission)
                 if handled is not None:
                     return handled
             finally:

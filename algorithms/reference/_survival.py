@@ -22,12 +22,14 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import pandas as pd
 
 from vantage_algorithms import AlgorithmError
+
+if TYPE_CHECKING:  # pandas only where a site's data is read: a central run never imports it
+    import pandas as pd
 
 TIES = ("breslow", "efron")
 
@@ -85,6 +87,8 @@ def survival_data(
     happens to hold. ``extra`` are further columns that must be present (e.g. a group),
     returned with the complete cases.
     """
+    import pandas as pd  # here: a central method's container never reads data
+
     categories = dict(categories or {})
     for name in categories:
         if name not in covariates:

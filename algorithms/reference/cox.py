@@ -32,13 +32,17 @@ method, as lifelines and statsmodels report it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from reference import _survival as sv
 from reference._survival_protocol import (check_release, find_grid, interval_bounds, site_rows,
                                           survival_event_times, survival_grid_check, survival_time_bound)
 from vantage_algorithms import Policy, central, outputs, partial
+
+if TYPE_CHECKING:  # pandas only where a site's data is read: a central run never imports it
+    import pandas as pd
 
 # The grid protocol's site methods answer in this image too.
 __all__ = ["cox", "cox_interval_sums", "cox_site_baseline", "cox_site_terms", "survival_event_times",

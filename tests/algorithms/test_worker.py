@@ -201,3 +201,14 @@ def test_a_module_that_cannot_be_imported_ends_the_worker_before_it_is_ready(tmp
     assert done.returncode == 2
     assert done.stderr.strip() == "error: no algorithm module 'reference.nothing_here'"
     assert not path.exists()
+
+
+def test_a_central_methods_container_imports_no_pandas():
+    """pandas is the largest import of a run (about half a second of CPU, issue 18): only
+    the sites' rounds read data, so a central run's container does without it."""
+    code = ("import sys, vantage_algorithms.container, reference.summary, reference.kaplan_meier, reference.cox\n"
+            "print(sorted(m for m in ('pandas', 'scipy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(REPO_ROOT / "algorithms")},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

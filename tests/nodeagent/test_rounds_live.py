@@ -102,6 +102,7 @@ def test_a_worker_is_isolated_like_a_run_container_and_a_kill_removes_it(rounds_
     assert not any(m["RW"] for m in mounts.values()), mounts  # its socket folder too: the node listens there
     assert set(host["Tmpfs"]) == {"/tmp", "/mnt/tmp"}
     (sub_run,) = subtask_runs(site, task["id"])
+    time.sleep(1.5)  # "running" comes with the hand-over; let the round print its first line
     asked = time.monotonic()
     site.researcher.kill(task["id"])
     detail = site.wait_status(sub_run["id"], {"killed"}, timeout=15)
