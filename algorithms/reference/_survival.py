@@ -50,6 +50,25 @@ def prefetch_stats() -> None:
     threading.Thread(target=_stats, name="prefetch-scipy-stats", daemon=True).start()
 
 
+class StatsAfterFirstRound:
+    """The central method's client, which starts prefetch_stats() once its first round
+    is answered: not before, when the sites' first rounds (their imports) want the CPU."""
+
+    def __init__(self, client):
+        self._client = client
+        self._started = False
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def run(self, method: str, kwargs: dict | None = None, organizations: list[int] | None = None):
+        answers = self._client.run(method, kwargs, organizations)
+        if not self._started:
+            self._started = True
+            prefetch_stats()
+        return answers
+
+
 class SurvivalInputError(AlgorithmError):
     """The task's arguments do not fit the data (a readable one-line reason)."""
 

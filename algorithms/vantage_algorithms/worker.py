@@ -138,6 +138,10 @@ def serve(module_name: str, env: Mapping[str, str]) -> int:
         module = methods.load_module(module_name)
     except Exception as exc:
         return container.exit_code(exc)
+    try:
+        import pandas  # noqa: F401  what every round's data.load needs: imported once, before "ready"
+    except ImportError:
+        pass  # data.load says which package is missing, in the round that needs it
     sock = connect(env[SOCKET_ENV])
     try:
         send_frame(sock, HELLO, json.dumps({"ready": PROTOCOL}).encode())
