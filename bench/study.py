@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -271,13 +272,33 @@ class Bench:
                            env=env)
         return time.perf_counter() - started, result
 
-    def container_starts(self, since: float, until: float) -> int:
-        """Containers the agents started between two moments (Docker's start events)."""
+    def watch_starts(self) -> tuple[threading.Thread, list, object]:
+        """Count the containers the agents start from now on, from Docker's event stream
+        (live: the engine keeps only its last few hundred events for later queries)."""
         server_key = hashlib.sha256(self.server.url.encode()).hexdigest()[:10]
-        events = self.client.events(since=f"{since:.6f}", until=f"{until + 0.5:.6f}", decode=True, filters={
+        stream = self.client.events(decode=True, filters={
             "type": "container", "event": "start", "label": f"vantage.server={server_key}"})
-        return sum(1 for event in events if not event.get("Actor", {}).get("Attributes", {}).get(
-            "vantage.forwarder_slot"))
+        seen: list = []
+
+        def collect():
+            try:
+                for event in stream:
+                    if not event.get("Actor", {}).get("Attributes", {}).get("vantage.forwarder_slot"):
+                        seen.append(event)
+            except Exception:  # closed below
+                pass
+
+        thread = threading.Thread(target=collect, daemon=True)
+        thread.start()
+        return thread, seen, stream
+
+    @staticmethod
+    def stop_watching(watch) -> int:
+        thread, seen, stream = watch
+        time.sleep(0.3)  # the last start's event is on its way
+        stream.close()
+        thread.join(timeout=5)
+        return len(seen)
 
     def federated(self, researcher: Researcher, world: dict, analysis: Analysis, sites: int) -> tuple[float, dict, int]:
         """Wall seconds from the create request to the completed central run; its result; task id."""
@@ -360,9 +381,9 @@ class Bench:
                 measured.bare.append(self.bare(self.images[analysis.image], len(paths)))
                 seconds, local_result = self.local(analysis, paths, world["organizations"])
                 measured.compute.append(seconds)
-                since = time.time()
+                watch = self.watch_starts()
                 wall, result, task_id = self.federated(researcher, world, analysis, len(paths))
-                starts = self.container_starts(since, time.time())
+                starts = self.stop_watching(watch)
                 measured.wall.append(wall)
                 wrong = differences(result, local_result)
                 if wrong:

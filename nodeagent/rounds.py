@@ -474,6 +474,9 @@ class RoundWorkers:
             return True
         except (_Gone, OSError, ValueError) as exc:
             why = str(exc) or type(exc).__name__
+            if self.stop.is_set():  # the stopping agent closed it: the round is the next agent's
+                self._retire(worker, "the node agent stops")
+                return True
             # A worker that hung up is ending: its exit code and OOM flag say why, as a container's would.
             exit_info = self._exit_of(worker) if isinstance(exc, _Gone) and exc.hung_up else None
             self._retire(worker, f"it ended during a round ({why})")
