@@ -14,8 +14,10 @@ method in a subtask) keep one container per run exactly as before.
 
 What stays the same for every round (RunJob does these steps, this module only replaces
 "create, start and wait for the container"):
-- policy, signature and database checks before anything runs; the run's folder and state
-  file; start and finish reported to the server; the kill and deadline of each run;
+- policy and database checks before anything runs (the signature check and catalogue
+  answer of the job's first round here hold for its later rounds while its worker lives:
+  they run in the container started from that digest); the run's folder and state file;
+  start and finish reported to the server; the kill and deadline of each run;
 - the output: the worker's answer is written to the run's own output file and goes
   through the same checks (size, JSON, sealing) and the same output gate as a container's;
   what the round printed is that run's log.
@@ -209,6 +211,8 @@ class RoundWorkers:
                 live = {w.job_id for w in workers}
                 for key in [k for k in self._admissions if k[0] not in live]:
                     del self._admissions[key]
+                if len(self._failed) > 1000:  # jobs long over: a later round may try a worker again
+                    self._failed.clear()
             for worker in workers:
                 if worker.idle_for(now) >= self.idle_limit:
                     self._retire_when_idle(worker, f"idle for {self.idle_limit} s")

@@ -17,6 +17,8 @@ import pytest
 from tests.algorithms.test_toolkit import REPO_ROOT, Run, frame
 from vantage_algorithms.encoding import encode_value
 
+pytestmark = pytest.mark.database_independent  # the toolkit alone, in subprocesses
+
 LENGTH = struct.Struct(">I")
 
 

@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# What they check is the node's: the run statuses they read back are the server's own,
+# tested on both databases with containers per run (test_live.py).
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 
 FINAL = {"completed", "failed", "crashed", "killed", "rejected", "timed_out"}
 
