@@ -16,7 +16,9 @@ of tests/nodeagent/live.py, in a temporary folder, on loopback.
 Per analysis it prints:
   wall     from the researcher's create request until the central run is completed
   rounds   subtasks the central method created
-  starts   containers started (the central run and every subtask run)
+  starts   containers the nodes started for it (the central run's, and one per subtask
+           run or, for images that opt in to round workers, one per job and node: Docker's
+           own start events for the agents' containers, counted while the analysis ran)
   floor    one bare `docker run --rm --network none` of the same image per site, all at
            once, plus the method's pure computation with the local harness
            (vantage_algorithms.harness.run_local, in this process, imports already done)
@@ -46,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -269,6 +272,34 @@ class Bench:
                            env=env)
         return time.perf_counter() - started, result
 
+    def watch_starts(self) -> tuple[threading.Thread, list, object]:
+        """Count the containers the agents start from now on, from Docker's event stream
+        (live: the engine keeps only its last few hundred events for later queries)."""
+        server_key = hashlib.sha256(self.server.url.encode()).hexdigest()[:10]
+        stream = self.client.events(decode=True, filters={
+            "type": "container", "event": "start", "label": f"vantage.server={server_key}"})
+        seen: list = []
+
+        def collect():
+            try:
+                for event in stream:
+                    if not event.get("Actor", {}).get("Attributes", {}).get("vantage.forwarder_slot"):
+                        seen.append(event)
+            except Exception:  # closed below
+                pass
+
+        thread = threading.Thread(target=collect, daemon=True)
+        thread.start()
+        return thread, seen, stream
+
+    @staticmethod
+    def stop_watching(watch) -> int:
+        thread, seen, stream = watch
+        time.sleep(0.3)  # the last start's event is on its way
+        stream.close()
+        thread.join(timeout=5)
+        return len(seen)
+
     def federated(self, researcher: Researcher, world: dict, analysis: Analysis, sites: int) -> tuple[float, dict, int]:
         """Wall seconds from the create request to the completed central run; its result; task id."""
         organizations = world["organizations"]
@@ -350,14 +381,16 @@ class Bench:
                 measured.bare.append(self.bare(self.images[analysis.image], len(paths)))
                 seconds, local_result = self.local(analysis, paths, world["organizations"])
                 measured.compute.append(seconds)
+                watch = self.watch_starts()
                 wall, result, task_id = self.federated(researcher, world, analysis, len(paths))
+                starts = self.stop_watching(watch)
                 measured.wall.append(wall)
                 wrong = differences(result, local_result)
                 if wrong:
                     raise BenchError(f"{analysis.name}: the federated answer differs from the local harness: "
                                      + "; ".join(wrong[:3]))
                 measured.rounds, runs = self.subtask_runs(researcher, task_id)
-                measured.starts = 1 + len(runs)
+                measured.starts = starts
                 measured.phases = self.phases(runs)
             log(f"  {analysis.name:<20} wall {statistics.median(measured.wall):6.2f} s  rounds {measured.rounds:2d}  "
                 f"floor {measured.floor:5.2f} s  ratio {measured.ratio:5.1f}  (answer equal to the local harness)")

@@ -37,6 +37,22 @@ def _json_type(annotation) -> dict:
     return {"type": found} if found else {}
 
 
+def _hints(fn) -> dict:
+    """The parameters' annotations, evaluated where they can be: the reference modules name
+    pandas in annotations only (imported under TYPE_CHECKING, so that a central run's
+    container never imports it), and the data parameter is not described anyway."""
+    try:
+        return typing.get_type_hints(fn)
+    except NameError:
+        hints = {}
+        for name, annotation in fn.__annotations__.items():
+            try:
+                hints[name] = eval(annotation, fn.__globals__) if isinstance(annotation, str) else annotation
+            except NameError:
+                continue
+        return hints
+
+
 def describe(module_name: str) -> tuple[str, list[dict]]:
     """(description, functions) of one reference algorithm module."""
     algorithms_dir = str(REPO_DIR / "algorithms")
@@ -49,7 +65,7 @@ def describe(module_name: str) -> tuple[str, list[dict]]:
         kind = getattr(fn, "vantage_kind", None)
         if kind not in ("central", "partial") or getattr(fn, "__module__", None) != module.__name__:
             continue
-        hints = typing.get_type_hints(fn)
+        hints = _hints(fn)
         properties, required = {}, []
         for parameter in list(inspect.signature(fn).parameters.values())[2:]:  # after (data|client, policy)
             schema = _json_type(hints.get(parameter.name, inspect.Parameter.empty))

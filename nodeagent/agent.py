@@ -23,6 +23,7 @@ from nodeagent.executor import LABEL_RUN, Executor
 from nodeagent.forwarders import ForwarderPool
 from nodeagent.gate import Thresholds
 from nodeagent.job import AgentContext, RunJob, backoff
+from nodeagent.rounds import RoundWorkers, job_ended_by
 from nodeagent.workspace import Phase, TaskFolder
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class NodeAgent:
             self._wind_down()
             if self.ctx is not None:
                 self.ctx.forwarders.close()
+                self.ctx.rounds.close()
             self.task_folder.close()
 
     def _context(self, node_id: int) -> AgentContext:
@@ -109,8 +111,13 @@ class NodeAgent:
                              image=self.config.forwarder_image, port=self.config.proxy_port, server_key=server_key,
                              node_id=node_id, name_prefix=AgentContext.prefix_of(server_key, node_id))
         pool.adopt()
+        rounds = RoundWorkers(executor=self.executor, config=self.config, folder=self.task_folder.path / "workers",
+                              server_key=server_key, node_id=node_id,
+                              name_prefix=AgentContext.prefix_of(server_key, node_id), stop=self.stop)
+        rounds.clear_leftovers()  # before any run resumes: no worker outlives its agent
+        rounds.start_reaper()
         return AgentContext(config=self.config, client=self.client, executor=self.executor, node_id=node_id,
-                            stop=self.stop, forwarders=pool)
+                            stop=self.stop, forwarders=pool, rounds=rounds)
 
     def _connect(self) -> dict | None:
         """Authenticate and read our node record, waiting out an unreachable server."""
@@ -259,6 +266,9 @@ class NodeAgent:
             self.jobs.pop(job.run_id, None)
             self._slot_freed = True
         self._wake.set()
+        ended = job_ended_by(job)
+        if ended is not None and self.ctx is not None:
+            self.ctx.rounds.job_ended(ended)
 
     def wake(self) -> None:
         """List pending runs at once (the websocket is back: events may have been missed)."""

@@ -39,6 +39,7 @@ _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 RESERVED_ENV = {
     "INPUT_FILE", "OUTPUT_FILE", "TOKEN_FILE", "TEMPORARY_FOLDER", "HOST", "PORT", "API_PATH",
     "USER_REQUESTED_DATABASE_LABELS", "DB_LABELS",
+    "VANTAGE_ROUND_WORKER",  # nodeagent/rounds.py: set for a job's round worker only
 }
 
 
@@ -112,6 +113,9 @@ class Limits:
     scratch: int = 256 * 1024**2  # TEMPORARY_FOLDER, a tmpfs: counted within `memory`
     max_output: int = 256 * 1024**2
     user: str = "65534:65534"
+    # Seconds a job's round worker (nodeagent/rounds.py) may wait for its next round; 0: no
+    # round workers, every run gets a container of its own.
+    round_worker_idle: int = 60
 
 
 OUTPUT_TYPES = ("count_table", "aggregate", "model", "intermediate")
@@ -560,6 +564,9 @@ def _limits(reader: _Reader) -> Limits:
     concurrent = reader.get("max_concurrent_runs", (int,), "a whole number", default=defaults.max_concurrent_runs)
     if concurrent < 1:
         raise reader.error("max_concurrent_runs", f"must be at least 1, got {concurrent}")
+    idle = reader.get("round_worker_idle", (int,), "a whole number of seconds", default=defaults.round_worker_idle)
+    if idle < 0:
+        raise reader.error("round_worker_idle", f"must be 0 (no round workers) or more, got {idle}")
     user = reader.get("user", (str,), 'a "uid:gid"', default=defaults.user)
     if not USER_RE.match(user):
         raise reader.error("user", f'expected a numeric "uid:gid" like "65534:65534", got {_show(user)}')
@@ -568,7 +575,7 @@ def _limits(reader: _Reader) -> Limits:
     reader.finish()
     return Limits(
         cpus=float(cpus), memory=memory, pids=pids, deadline=deadline, max_concurrent_runs=concurrent,
-        tmpfs=tmpfs, scratch=scratch, max_output=max_output, user=user,
+        tmpfs=tmpfs, scratch=scratch, max_output=max_output, user=user, round_worker_idle=idle,
     )
 
 

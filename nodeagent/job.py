@@ -45,6 +45,7 @@ from nodeagent.logbuffer import LogBuffer
 from nodeagent.outputs import output_gate, report_held
 from nodeagent.policy import refusal
 from nodeagent.proxy import RunProxy
+from nodeagent.rounds import RoundWorkers, served_by_worker
 from nodeagent.workspace import Outcome, Phase, RunFolder, RunState
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class AgentContext:
     stop: threading.Event
     forwarders: ForwarderPool
     server_back: ServerBack = field(default_factory=ServerBack)
+    rounds: RoundWorkers | None = None  # nodeagent/rounds.py: one container per job for opted-in images
 
     @staticmethod
     def key_of(server_url: str) -> str:
@@ -212,7 +214,7 @@ class RunJob:
         # A run claimed just now (its input still in memory) has no container yet.
         container = None if self.input_bytes is not None else self.ctx.executor.find(self.state.container_name)
         if container is None:
-            if self.state.phase == Phase.STARTED:
+            if self.state.phase == Phase.STARTED and not served_by_worker(self.state):
                 self._decide(Outcome("failed", None, "internal",
                                      "the container of this run disappeared while the node agent was away"))
                 return
@@ -254,8 +256,12 @@ class RunJob:
             return None
         try:
             # Before anything is pulled: the digest is resolved here and is what runs.
-            admitted = signatures.admit(self.ctx.config.policy, self.ctx.config.registries, image,
+            def admit() -> signatures.Admitted:
+                return signatures.admit(self.ctx.config.policy, self.ctx.config.registries, image,
                                         self.ctx.client.catalogue_status)
+
+            # A round its job's worker here serves runs in the container admitted at its start.
+            admitted = self.ctx.rounds.admit(self, image, admit) if self.ctx.rounds is not None else admit()
         except signatures.Rejected as exc:
             self._decide(Outcome("rejected", None, "policy", f"refused by this node's policy: {exc}"))
             return None
@@ -287,7 +293,9 @@ class RunJob:
             except sealing.SealingError as exc:
                 self._decide(Outcome("failed", None, "startup", str(exc)))
                 return None
-            credentials = _in_background(self._fetch_credentials, name=f"token-{self.run_id}")
+            # A round its job's worker will serve needs no container token (nodeagent/rounds.py).
+            credentials = (None if self.ctx.rounds is not None and self.ctx.rounds.may_serve(self)
+                           else _in_background(self._fetch_credentials, name=f"token-{self.run_id}"))
             self.folder.prepare(input_bytes=run_input)
             self.input_bytes = None
             self.folder.save(self.state)
@@ -302,6 +310,8 @@ class RunJob:
             self._decide(Outcome("killed", None, "killed", "kill requested before the container started"))
             return None
         log.debug("run %s: image %s ready", self.run_id, image)
+        if self.ctx.rounds is not None and self.ctx.rounds.serve(self, image_id, labels):
+            return None  # its job's round worker served it: the outcome is decided
         try:
             self.slot = self.ctx.forwarders.acquire(self.run_id, reserved=self.slot)
         except StartupError as exc:

@@ -25,11 +25,15 @@ releasing anything: the protocol finds a grid, the site's own check guards it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from reference import _survival as sv
 from vantage_algorithms import DisclosureError, Policy, outputs, partial
+
+if TYPE_CHECKING:  # pandas only where a site's data is read: a central run never imports it
+    import pandas as pd
 
 GRIDS = ("auto", "guarded", "exact")
 MAX_CANDIDATES = 1000

@@ -32,13 +32,17 @@ method, as lifelines and statsmodels report it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from reference import _survival as sv
 from reference._survival_protocol import (check_release, find_grid, interval_bounds, site_rows,
                                           survival_event_times, survival_grid_check, survival_time_bound)
 from vantage_algorithms import Policy, central, outputs, partial
+
+if TYPE_CHECKING:  # pandas only where a site's data is read: a central run never imports it
+    import pandas as pd
 
 # The grid protocol's site methods answer in this image too.
 __all__ = ["cox", "cox_interval_sums", "cox_site_baseline", "cox_site_terms", "survival_event_times",
@@ -154,6 +158,7 @@ def cox(client, policy: Policy, *, duration: str, event: str, covariates: list, 
         raise sv.SurvivalInputError("alpha must be a number between 0 and 1")
     if not isinstance(max_iterations, int) or not 1 <= max_iterations <= 500:
         raise sv.SurvivalInputError("max_iterations must be a whole number from 1 to 500")
+    client = sv.StatsAfterFirstRound(client)  # scipy.stats, for the p-values at the end
     columns = {"duration": duration, "event": event, "covariates": covariates, "categories": categories}
     organizations = client.organizations()
     seen: dict[str, list[dict]] = {}

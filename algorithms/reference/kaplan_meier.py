@@ -17,13 +17,17 @@ Confidence bands: Greenwood's variance on the log(-log) scale, as lifelines and 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from reference import _survival as sv
 from reference._survival_protocol import (check_release, find_grid, group_labels, interval_bounds, site_rows,
                                           survival_event_times, survival_grid_check, survival_time_bound)
 from vantage_algorithms import Policy, central, outputs, partial
+
+if TYPE_CHECKING:  # pandas only where a site's data is read: a central run never imports it
+    import pandas as pd
 
 # The grid protocol's site methods answer in this image too.
 __all__ = ["kaplan_meier", "kaplan_meier_counts", "survival_event_times", "survival_grid_check",
@@ -62,6 +66,7 @@ def kaplan_meier(client, policy: Policy, *, duration: str, event: str, group: st
     """
     if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise sv.SurvivalInputError("alpha must be a number between 0 and 1")
+    client = sv.StatsAfterFirstRound(client)  # scipy.stats, for the p-values at the end
     columns = {"duration": duration, "event": event, "group": group}
     cuts, how = find_grid(client, columns, grid=grid, cut_points=cut_points, candidate_cuts=candidate_cuts,
                           cut_every=cut_every)

@@ -11,11 +11,15 @@ Categorical columns: counts per level, with each site's small cells suppressed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from vantage_algorithms import AlgorithmError, Policy, central, outputs, partial
 from vantage_algorithms.tables import is_numeric, level_names, pool_tables, sort_levels
+
+if TYPE_CHECKING:  # pandas only where a site's data is read: a central run never imports it
+    import pandas as pd
 
 
 def _columns(data: pd.DataFrame, columns: list[str] | None) -> list[str]:

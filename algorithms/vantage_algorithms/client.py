@@ -17,9 +17,11 @@ from typing import Any
 
 from vantage_algorithms.errors import AlgorithmError, SubtaskFailed
 
-# Polling the subtask: quick at first (a partial on a warm node takes well under a
-# second), never slower than the cap, so a central method never sleeps past an answer.
-FIRST_POLL, MAX_POLL = 0.02, 0.25
+# Polling the subtask: every FIRST_POLL seconds for its first QUICK_FOR seconds (a round
+# served by its job's round worker takes 0.1-0.3 s, and each poll slept past the answer
+# added to every round), then doubling up to MAX_POLL, so a round that takes a container
+# start of its own costs a few requests more and never waits long past its answer.
+FIRST_POLL, QUICK_FOR, MAX_POLL = 0.025, 1.0, 0.25
 FINAL = {"completed", "failed", "killed by user", "killed"}
 FAILED_RUN = {"failed", "crashed", "killed", "rejected", "timed_out"}
 # Exit codes of the toolkit's runner, so a central method can tell a refusal from a fault
@@ -128,7 +130,7 @@ class ProxyPending(Pending):
         self.client, self.task_id, self.organizations = client, task_id, organizations
 
     def wait(self) -> list[Any]:
-        delay = FIRST_POLL
+        delay, quick_until = FIRST_POLL, time.monotonic() + QUICK_FOR
         while True:
             task = self.client.call("GET", f"/task/{self.task_id}")
             failed = [r for r in task.get("runs", []) if r.get("status") in FAILED_RUN]
@@ -137,7 +139,8 @@ class ProxyPending(Pending):
             if task.get("status") in FINAL:
                 break
             time.sleep(delay)
-            delay = min(delay * 2, MAX_POLL)
+            if time.monotonic() >= quick_until:
+                delay = min(delay * 2, MAX_POLL)
         if task["status"] != "completed":
             raise AlgorithmError(f"subtask {self.task_id} ended {task['status']}")
         results = {}

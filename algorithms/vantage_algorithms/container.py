@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Mapping
+from types import ModuleType
 
 from vantage_algorithms import data, methods
 from vantage_algorithms.client import EXIT_ERROR, EXIT_REFUSED, ProxyClient
@@ -40,14 +41,28 @@ def requested_databases(env: Mapping[str, str]) -> list[data.Database]:
 
 
 def run(module_name: str, env: Mapping[str, str]) -> None:
+    with open(_required(env, "INPUT_FILE"), "rb") as fh:
+        request = fh.read()
+    output = answer(methods.load_module(module_name), request, env)
+    with open(_required(env, "OUTPUT_FILE"), "w", encoding="utf-8") as fh:
+        json.dump(output, fh, allow_nan=False)
+
+
+def parse_input(request: bytes) -> tuple[str, list, dict]:
+    """The input file's method, args and kwargs."""
+    try:
+        parsed = json.loads(request)
+    except ValueError:
+        raise AlgorithmError("the input file is not JSON") from None
+    return methods.parse_request(parsed)
+
+
+def answer(module: ModuleType, request: bytes, env: Mapping[str, str]):
+    """One run's JSON-able output: the method the input names, called with the site's
+    data (a partial method) or a client of the node proxy (a central method)."""
     policy = Policy.from_env(env)
-    with open(_required(env, "INPUT_FILE"), encoding="utf-8") as fh:
-        try:
-            request = json.load(fh)
-        except ValueError:
-            raise AlgorithmError("the input file is not JSON") from None
-    method_name, args, kwargs = methods.parse_request(request)
-    fn = methods.find_method(methods.load_module(module_name), method_name)
+    method_name, args, kwargs = parse_input(request)
+    fn = methods.find_method(module, method_name)
     kwargs, selection, organizations = methods.split_kwargs(fn, kwargs)
     methods.check_arguments(fn, args, kwargs)
     databases = requested_databases(env)
@@ -62,9 +77,24 @@ def run(module_name: str, env: Mapping[str, str]) -> None:
         first = ProxyClient(base_url=f"{_required(env, 'HOST')}:{_required(env, 'PORT')}{env.get('API_PATH', '')}",
                             token=token, databases=[db.label for db in databases], data_selection=selection,
                             organizations=organizations)
-    output = methods.call(fn, first, policy, args, kwargs)
-    with open(_required(env, "OUTPUT_FILE"), "w", encoding="utf-8") as fh:
-        json.dump(output, fh, allow_nan=False)
+    return methods.call(fn, first, policy, args, kwargs)
+
+
+def exit_code(exc: BaseException) -> int:
+    """Say why the run ended in one line on stderr; the exit code that says how."""
+    if isinstance(exc, DisclosureError):
+        print(f"refused by this site's disclosure policy: {exc}", file=sys.stderr, flush=True)
+        return EXIT_REFUSED
+    if isinstance(exc, AlgorithmError):
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    # The log goes to the researcher: show where it failed, not the message, which
+    # may quote a value from the data (pandas and numpy errors often do).
+    for frame in traceback.extract_tb(exc.__traceback__):
+        print(f"  at {frame.filename}:{frame.lineno} in {frame.name}", file=sys.stderr)
+    print(f"error: the algorithm failed with {type(exc).__name__} (message withheld: it may quote data)",
+          file=sys.stderr, flush=True)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,20 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m vantage_algorithms <module>, e.g. reference.summary", file=sys.stderr)
         return EXIT_ERROR
+    env = decode_environment(os.environ)
+    if env.get("VANTAGE_ROUND_WORKER"):
+        # The node started this container as its job's round worker (the image opted in).
+        from vantage_algorithms import worker
+
+        return worker.serve(argv[0], env)
     try:
-        run(argv[0], decode_environment(os.environ))
-    except DisclosureError as exc:
-        print(f"refused by this site's disclosure policy: {exc}", file=sys.stderr, flush=True)
-        return EXIT_REFUSED
-    except AlgorithmError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
+        run(argv[0], env)
     except Exception as exc:
-        # The log goes to the researcher: show where it failed, not the message, which
-        # may quote a value from the data (pandas and numpy errors often do).
-        for frame in traceback.extract_tb(exc.__traceback__):
-            print(f"  at {frame.filename}:{frame.lineno} in {frame.name}", file=sys.stderr)
-        print(f"error: the algorithm failed with {type(exc).__name__} (message withheld: it may quote data)",
-              file=sys.stderr, flush=True)
-        return 1
+        return exit_code(exc)
     return 0

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from vantage_algorithms.errors import AlgorithmError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TYPES = ("csv", "parquet", "excel", "sql")
 
@@ -39,6 +41,8 @@ def load(database: Database, *, table: str | None = None, query: str | None = No
                              f"the toolkit reads {', '.join(TYPES)}")
     if kind != "sql" and (table or query):
         raise AlgorithmError(f"table and query apply to SQL databases; {database.label!r} is {kind}")
+    import pandas as pd  # here, not at the top: a central method's container never reads data
+
     try:
         if kind == "csv":
             return pd.read_csv(database.uri)
@@ -55,6 +59,7 @@ def load(database: Database, *, table: str | None = None, query: str | None = No
 
 def _load_sql(database: Database, *, table: str | None, query: str | None) -> pd.DataFrame:
     _require("sqlalchemy", "SQLAlchemy", "SQL")
+    import pandas as pd
     import sqlalchemy
 
     if bool(table) == bool(query):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def level_name(value) -> str:
@@ -24,6 +27,8 @@ def level_names(series: pd.Series) -> pd.Series:
 
 
 def is_numeric(series: pd.Series) -> bool:
+    import pandas as pd  # here: a central method's container never imports pandas
+
     return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
 

@@ -35,6 +35,12 @@ def hog_image(docker_client, registry, test_images):
 
 
 @pytest.fixture(scope="session")
+def rounds_image(docker_client, registry):
+    """algorithms/testimages/rounds: a toolkit algorithm whose image opts in to round workers."""
+    return images.build_and_push(docker_client, registry, "rounds", toolkit=True)
+
+
+@pytest.fixture(scope="session")
 def v6_image(docker_client, registry):
     """An algorithm on the unmodified vantage6-algorithm-tools 4.15.2 (algorithms/testimages/v6-stats)."""
     return images.build_and_push(docker_client, registry, "v6-stats", repository_path="vantage/test-v6-stats",

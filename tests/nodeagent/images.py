@@ -104,13 +104,17 @@ def _context(files: dict[str, Path]) -> io.BytesIO:
 
 
 def build_and_push(client: docker.DockerClient, reg: Registry, name: str, *, repository_path: str = "",
-                   wheels: list[Path] = ()) -> str:
+                   wheels: list[Path] = (), toolkit: bool = False) -> str:
     """Build algorithms/testimages/<name>, with `wheels` in its context's wheels/ folder
-    (unless this content was built before), push it with credentials, and return
+    and (`toolkit`) algorithms/vantage_algorithms/ beside its files (unless this content
+    was built before), push it with credentials, and return
     `host/<repository_path or vantage-test/name>:<hash>@sha256:<digest>`."""
     folder = IMAGES_DIR / name
     files = {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     files.update({f"wheels/{wheel.name}": wheel for wheel in wheels})
+    if toolkit:
+        package = REPO_ROOT / "algorithms" / "vantage_algorithms"
+        files.update({f"vantage_algorithms/{p.name}": p for p in package.glob("*.py")})
     tag = content_hash(files, client.images.get(BASE_IMAGE).id)
     repository = f"{reg.host}/{repository_path or f'vantage-test/{name}'}"
     reference = f"{repository}:{tag}"

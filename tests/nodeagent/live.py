@@ -273,7 +273,7 @@ def tear_down(site, server_url: str, docker_client) -> None:
     print(site.agent_logs())
     server_key = hashlib.sha256(server_url.encode()).hexdigest()[:10]
     for node in site.world["nodes"]:
-        for node_label in ("vantage.node_id", "vantage.forwarder_node_id"):
+        for node_label in ("vantage.node_id", "vantage.forwarder_node_id", "vantage.round_worker_node"):
             labels = [f"vantage.server={server_key}", f"{node_label}={node['id']}"]
             for container in docker_client.api.containers(all=True, filters={"label": labels}):
                 try:

@@ -73,6 +73,7 @@ def test_a_complete_config_loads_into_typed_values(tmp_path):
     assert loaded.policy.require_digest is True
     assert loaded.limits.memory == 2 * 1024**3
     assert loaded.limits.max_concurrent_runs == 3
+    assert loaded.limits.round_worker_idle == 60  # the default: images that opt in get round workers
     assert loaded.algorithm_env == {"ALGO_MIN_ROWS": "10"}
     assert loaded.forwarder_image == "vantage/algorithm-base:bookworm-1"  # the default
 
@@ -98,6 +99,10 @@ def test_api_key_from_a_file_or_an_environment_variable(tmp_path):
     (("pids = 128", "pids = true"), "limits.pids: expected a whole number, got true"),
     (("deadline = 600", "deadline = 0"), "limits.deadline: must be at least 1 second, got 0"),
     (("max_concurrent_runs = 3", "max_concurrent_runs = 0"), "limits.max_concurrent_runs: must be at least 1"),
+    (("deadline = 600", "deadline = 600\nround_worker_idle = -1"),
+     "limits.round_worker_idle: must be 0 (no round workers) or more, got -1"),
+    (('ALGO_MIN_ROWS = "10"', 'VANTAGE_ROUND_WORKER = "/tmp/x"'),
+     "algorithm_env.VANTAGE_ROUND_WORKER: is set by the node itself"),
     (('type = "csv"', 'type = "xml"'), 'databases.default.type: expected one of csv, parquet, sql, excel, got "xml"'),
     (('uri = "sqlite:///registry.sqlite3"', 'uri = "registry"'), "databases.registry.uri: expected an SQLAlchemy URL"),
     (('url = "https://vantage.example.org/"', 'url = "vantage.example.org"'), "server.url: expected an http(s) URL"),

@@ -1,0 +1,117 @@
+"""Which runs go to a round worker (nodeagent/rounds.py), without Docker.
+
+The worker's life with real containers is in test_rounds_live.py; here, the choices that
+must keep unmodified images, central runs and nodes that turned workers off on one
+container per run, and the bits of the socket set-up."""
+
+import json
+import socket
+import threading
+from dataclasses import asdict, replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from nodeagent import rounds
+from nodeagent.config import Limits
+from nodeagent.workspace import Phase, RunState
+
+
+class FakeApi:
+    def __init__(self, labels):
+        self.labels, self.inspected = labels, 0
+
+    def inspect_image(self, image_id):
+        self.inspected += 1
+        return {"Config": {"Labels": self.labels.get(image_id)}}
+
+
+def pool(tmp_path, *, idle=60, labels=None):
+    executor = SimpleNamespace(docker=SimpleNamespace(api=FakeApi(labels or {})))
+    config = SimpleNamespace(limits=replace(Limits(), round_worker_idle=idle, max_concurrent_runs=2))
+    return rounds.RoundWorkers(executor=executor, config=config, folder=tmp_path / "workers", server_key="k",
+                               node_id=1, name_prefix="vantage-k-node1", stop=threading.Event())
+
+
+def job(*, parent=5, job_id=5, encrypted=False, phase=Phase.PREPARED):
+    run = {"id": 9, "task": 6, "parent": parent, "job": job_id, "collaboration_encrypted": encrypted}
+    state = RunState(run_id=9, container_name="c", run=run, phase=phase)
+    return SimpleNamespace(state=state, _task=lambda: run, run_id=9)
+
+
+OPTED_IN = {"sha256:toolkit": {"org.vantage.round-worker": "1"}, "sha256:v6": {"maintainer": "someone"},
+            "sha256:future": {"org.vantage.round-worker": "2"}}
+
+
+@pytest.mark.parametrize("image, expected", [("sha256:toolkit", True), ("sha256:v6", False),
+                                             ("sha256:future", False), ("sha256:nolabels", False)])
+def test_only_images_that_declare_this_protocol_opt_in(tmp_path, image, expected):
+    workers = pool(tmp_path, labels=OPTED_IN)
+    assert workers.opted_in(image) is expected
+    assert workers.opted_in(image) is expected
+    assert workers.executor.docker.api.inspected == 1  # an image id names its content: asked once
+
+
+@pytest.mark.parametrize("case", ["central run", "workers off", "unlabelled image"])
+def test_these_runs_keep_a_container_of_their_own(tmp_path, case):
+    workers = pool(tmp_path, idle=0 if case == "workers off" else 60, labels=OPTED_IN)
+    run = job(parent=None, job_id=6) if case == "central run" else job()
+    image = "sha256:v6" if case == "unlabelled image" else "sha256:toolkit"
+    assert workers.serve(run, image, ["default"]) is False
+    assert not workers.may_serve(run)
+    assert not (tmp_path / "workers").exists()  # nothing was started
+
+
+def test_a_subtask_whose_job_has_no_worker_here_fetches_its_token_as_before(tmp_path):
+    workers = pool(tmp_path, labels=OPTED_IN)
+    assert not workers.may_serve(job())
+    workers._workers[("k",)] = rounds.RoundWorker(key=("k",), job_id=5, name="w", dir=tmp_path)
+    assert workers.may_serve(job())
+    assert not workers.may_serve(job(job_id=7, parent=7))
+    assert not workers.may_serve(job(encrypted=True))  # the token fetches the key its output is sealed for
+
+
+def test_admission_is_reused_only_while_the_jobs_worker_lives(tmp_path):
+    workers = pool(tmp_path, labels=OPTED_IN)
+    calls = []
+
+    def admit():
+        calls.append(1)
+        return f"admitted {len(calls)}"
+
+    first = job()
+    assert workers.admit(first, "image@sha256:a", admit) == "admitted 1"
+    workers._admissions.setdefault(*first.round_admission)  # what serve() does once a worker served it
+    assert workers.admit(job(), "image@sha256:a", admit) == "admitted 2"  # no worker alive: checked again
+    workers._workers[("k",)] = rounds.RoundWorker(key=("k",), job_id=5, name="w", dir=tmp_path)
+    assert workers.admit(job(), "image@sha256:a", admit) == "admitted 1"
+    assert workers.admit(job(parent=None, job_id=5), "image@sha256:a", admit) == "admitted 3"  # central run
+    assert workers.admit(job(), "image@sha256:b", admit) == "admitted 4"
+    assert len(calls) == 4
+
+
+def test_the_central_run_ending_ends_its_jobs_workers_and_a_subtask_does_not():
+    central = job(parent=None, job_id=6, phase=Phase.FINISHED)
+    assert rounds.job_ended_by(central) == 6
+    assert rounds.job_ended_by(job(phase=Phase.FINISHED)) is None
+    assert rounds.job_ended_by(job(parent=None, job_id=6, phase=Phase.STARTED)) is None  # agent stopping
+
+
+def test_a_run_handed_to_a_worker_is_known_after_a_restart():
+    state = job().state
+    assert not rounds.served_by_worker(state)
+    state.run[rounds.STATE_KEY] = "vantage-k-node1-job5-worker1"
+    assert rounds.served_by_worker(RunState.from_dict(json.loads(json.dumps(asdict(state)))))  # as saved
+
+
+def test_the_socket_binds_even_under_a_task_folder_deeper_than_a_socket_address(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / rounds.SOCKET_NAME
+    assert len(str(path)) > 108
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    rounds._bind(listener, path)
+    listener.listen(1)
+    assert path.exists() and Path(path).is_socket()
+    listener.close()

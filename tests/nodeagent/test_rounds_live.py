@@ -1,0 +1,181 @@
+"""Round workers end to end (nodeagent/rounds.py): a live server, real agents, real containers.
+
+The image is algorithms/testimages/rounds, a toolkit algorithm that opts in with the
+label org.vantage.round-worker="1". Every assertion is about what the researcher sees
+through the API, what Docker shows of the containers, or what the algorithm reported.
+"""
+
+import hashlib
+import signal
+import time
+
+import pytest
+
+# What they check is the node's: the run statuses they read back are the server's own,
+# tested on both databases with containers per run (test_live.py).
+pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
+
+FINAL = {"completed", "failed", "crashed", "killed", "rejected", "timed_out"}
+
+
+def workers(site, docker_client, index: int) -> list[dict]:
+    """The round worker containers of node `index` (running or not)."""
+    server_key = hashlib.sha256(site.server.url.encode()).hexdigest()[:10]
+    labels = [f"vantage.server={server_key}", f"vantage.round_worker_node={site.world['nodes'][index]['id']}"]
+    return docker_client.api.containers(all=True, filters={"label": labels})
+
+
+def wait_for(condition, timeout: float, what: str, site) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout} s\n{site.agent_logs()}")
+        time.sleep(0.1)
+
+
+def subtask_runs(site, task_id: int) -> list[dict]:
+    children = site.researcher.api("GET", f"tasks/?parent={task_id}&page_size=100").json()["results"]
+    return [run for child in sorted(children, key=lambda c: c["id"]) for run in site.researcher.runs(child["id"])]
+
+
+def ask(site, organizations, **kwargs):
+    return site.task(site.rounds_image, "ask", site.organizations[:1],
+                     kwargs={"organizations": organizations, **kwargs})
+
+
+@pytest.fixture
+def rounds_site(site, rounds_image):
+    site.rounds_image = rounds_image
+    return site
+
+
+def test_a_jobs_rounds_share_one_worker_per_node_and_each_round_is_recorded_as_its_run(rounds_site, docker_client):
+    site = rounds_site
+    nodes = [site.node(0, rows=[(1,), (2,), (3,)]), site.node(1, rows=[(10,), (20,)], limits="round_worker_idle = 3")]
+    for node in nodes:
+        node.wait_connected()
+    chosen = site.organizations[:2]
+    task = ask(site, chosen, rounds=3)
+    run_id = task["runs"][0]["id"]
+    detail = site.wait_status(run_id, FINAL, timeout=120)
+    assert detail["status"] == "completed", f"{detail['log']}\n{site.agent_logs()}"
+    answer = site.researcher.result(run_id)
+    rounds = answer["rounds"]
+    assert [[a["rows"] for a in one] for one in rounds] == [[3, 2]] * 3
+    # One process per node served all three rounds; neither is the central run's container.
+    processes = [{one[i]["process"] for one in rounds} for i in range(2)]
+    assert all(len(p) == 1 for p in processes), rounds
+    assert len(processes[0] | processes[1] | {answer["central"]}) == 3
+    # Each round is the run it is: started, finished, its own result, as with containers.
+    runs = subtask_runs(site, task["id"])
+    assert len(runs) == 6 and all(r["status"] == "completed" and r["started_at"] and r["finished_at"]
+                                  for r in runs), runs
+    by_org = {org: [site.researcher.result(r["id"]) for r in runs if r["organization"] == org] for org in chosen}
+    assert by_org == {org: [one[i] for one in rounds] for i, org in enumerate(chosen)}
+    # No container per run for the rounds: only the central run had one at node 0.
+    server_key = hashlib.sha256(site.server.url.encode()).hexdigest()[:10]
+    for index, node in enumerate(nodes):
+        assert node.log().count("round worker vantage-") >= 1
+        assert node.log().count("ready in") == 1, node.log()
+    # The job ended: its central run's node removes its worker at once, the other after its idle limit.
+    wait_for(lambda: not workers(site, docker_client, 0), 10, "node 0's worker gone after the job", site)
+    assert "its job ended" in nodes[0].log()
+    wait_for(lambda: not workers(site, docker_client, 1), 15, "node 1's worker gone after 3 idle seconds", site)
+    assert "idle for 3 s" in nodes[1].log()
+    assert not docker_client.api.containers(all=True, filters={"label": [f"vantage.server={server_key}",
+                                                                         "vantage.job_id"]})
+
+
+def test_a_worker_is_isolated_like_a_run_container_and_a_kill_removes_it(rounds_site, docker_client):
+    site = rounds_site
+    node = site.node(0)
+    node.wait_connected()
+    task = ask(site, site.organizations[:1], nap=120)
+    wait_for(lambda: any(r["status"] == "running" for r in subtask_runs(site, task["id"])), 60,
+             "the round running", site)
+    (container,) = workers(site, docker_client, 0)
+    attrs = docker_client.api.inspect_container(container["Id"])
+    host = attrs["HostConfig"]
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
+    assert attrs["Config"]["User"] == "65534:65534" and host["PidsLimit"] and host["Memory"]
+    mounts = {m["Destination"]: m for m in attrs["Mounts"]}
+    assert set(mounts) == {"/mnt/rounds", "/mnt/data/default.csv"}, mounts
+    assert not any(m["RW"] for m in mounts.values()), mounts  # its socket folder too: the node listens there
+    assert set(host["Tmpfs"]) == {"/tmp", "/mnt/tmp"}
+    (sub_run,) = subtask_runs(site, task["id"])
+    time.sleep(1.5)  # "running" comes with the hand-over; let the round print its first line
+    asked = time.monotonic()
+    site.researcher.kill(task["id"])
+    detail = site.wait_status(sub_run["id"], {"killed"}, timeout=15)
+    took = time.monotonic() - asked
+    assert detail["error_kind"] == "killed"
+    assert "kill requested; round worker killed" in detail["log"]
+    assert "rounds: napping 120" in detail["log"]
+    assert took < 5, f"kill took {took:.1f} s"
+    wait_for(lambda: not workers(site, docker_client, 0), 5, "the killed job's worker gone", site)
+
+
+def test_a_round_past_its_deadline_times_out_and_its_worker_goes(rounds_site, docker_client):
+    site = rounds_site
+    nodes = [site.node(0), site.node(1, limits="deadline = 3")]
+    for node in nodes:
+        node.wait_connected()
+    task = ask(site, site.organizations[1:2], nap=60)
+    run_id = task["runs"][0]["id"]
+    detail = site.wait_status(run_id, FINAL, timeout=60)
+    assert detail["status"] == "crashed", detail  # the central method saw its subtask fail
+    (sub_run,) = subtask_runs(site, task["id"])
+    sub = site.researcher.run(sub_run["id"])
+    assert (sub["status"], sub["error_kind"]) == ("timed_out", "timeout")
+    assert "passed its deadline of 3 s; round worker killed" in sub["log"]
+    assert "rounds: napping 60" in sub["log"]
+    wait_for(lambda: not workers(site, docker_client, 1), 5, "the timed-out round's worker gone", site)
+
+
+def test_a_round_that_kills_its_process_crashes_with_its_exit_code_and_the_next_job_gets_a_new_worker(
+        rounds_site, docker_client):
+    site = rounds_site
+    node = site.node(0)
+    node.wait_connected()
+    task = ask(site, site.organizations[:1], method="die")
+    detail = site.wait_status(task["runs"][0]["id"], FINAL, timeout=60)
+    assert detail["status"] == "crashed"
+    (sub_run,) = subtask_runs(site, task["id"])
+    sub = site.researcher.run(sub_run["id"])
+    assert (sub["status"], sub["exit_code"], sub["error_kind"]) == ("crashed", 7, "algorithm")
+    assert "[node] the algorithm exited with code 7" in sub["log"]
+    assert "rounds: about to die" in sub["log"]  # printed before the process ended: kept, as a container's
+    again = ask(site, site.organizations[:1], rounds=2)
+    detail = site.wait_status(again["runs"][0]["id"], FINAL, timeout=60)
+    assert detail["status"] == "completed", f"{detail['log']}\n{site.agent_logs()}"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_an_agent_restart_mid_round_leaves_no_worker_and_the_round_completes_once(rounds_site, docker_client,
+                                                                                  signum):
+    site = rounds_site
+    # The central run at node 0, its rounds at node 1, whose agent restarts: a central
+    # container polls its own node's proxy, which an agent restart interrupts (as before).
+    central, node = site.node(0), site.node(1)
+    for agent in (central, node):
+        agent.wait_connected()
+    task = ask(site, site.organizations[1:2], rounds=2, nap=4)
+    wait_for(lambda: any(r["status"] == "running" for r in subtask_runs(site, task["id"])), 60,
+             "the first round running", site)
+    (first,) = subtask_runs(site, task["id"])
+    (old,) = workers(site, docker_client, 1)
+    node.signal(signum)
+    if signum == signal.SIGTERM:
+        # The stopping agent takes its worker along; the round stays the next agent's.
+        wait_for(lambda: not workers(site, docker_client, 1), 15, "the stopping agent's worker removed", site)
+    node.start()
+    detail = site.wait_status(task["runs"][0]["id"], FINAL, timeout=90)
+    assert detail["status"] == "completed", f"{detail['log']}\n{site.agent_logs()}"
+    assert old["Id"] not in {c["Id"] for c in workers(site, docker_client, 1)}
+    run = site.researcher.run(first["id"])
+    assert run["status"] == "completed" and run["log"].count("rounds: napping 4") == 1, run["log"]
+    assert f"run {first['id']}: resuming (phase started)" in node.log()
+    rounds = site.researcher.result(task["runs"][0]["id"])["rounds"]
+    assert rounds[0] == [site.researcher.result(first["id"])]
+    assert rounds[0][0]["process"] == rounds[1][0]["process"]  # the new agent's worker served both
