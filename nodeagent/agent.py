@@ -111,13 +111,13 @@ class NodeAgent:
                              image=self.config.forwarder_image, port=self.config.proxy_port, server_key=server_key,
                              node_id=node_id, name_prefix=AgentContext.prefix_of(server_key, node_id))
         pool.adopt()
-        rounds = RoundWorkers(executor=self.executor, config=self.config, folder=self.task_folder.path / "workers",
-                              server_key=server_key, node_id=node_id,
-                              name_prefix=AgentContext.prefix_of(server_key, node_id), stop=self.stop)
-        rounds.clear_leftovers()  # before any run resumes: no worker outlives its agent
-        rounds.start_reaper()
-        return AgentContext(config=self.config, client=self.client, executor=self.executor, node_id=node_id,
-                            stop=self.stop, forwarders=pool, rounds=rounds)
+        ctx = AgentContext(config=self.config, client=self.client, executor=self.executor, node_id=node_id,
+                           stop=self.stop, forwarders=pool)
+        ctx.rounds = RoundWorkers(executor=self.executor, config=self.config, server_key=server_key, node_id=node_id,
+                                  name_prefix=ctx.name_prefix, stop=self.stop, data_volumes=ctx.data_volumes)
+        ctx.rounds.clear_leftovers()  # before any run resumes: no worker outlives its agent
+        ctx.rounds.start_reaper()
+        return ctx
 
     def _connect(self) -> dict | None:
         """Authenticate and read our node record, waiting out an unreachable server."""

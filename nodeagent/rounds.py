@@ -25,8 +25,11 @@ What stays the same for every round (RunJob does these steps, this module only r
 The worker's isolation is a run container's (nodeagent/executor.py: network `none`, no
 published port, read-only root, no capabilities, its limits, an unprivileged user) and it
 sees only: the databases its job's subtasks asked for (read-only), its scratch tmpfs, and
-one folder of its own, `<task_folder>/workers/<name>/`, mounted read-only, in which the
-node listens on `round.sock`. The node is the listening side: the container can neither
+one folder of its own, mounted read-only, in which the node listens on `round.sock`.
+That folder lies in a private folder of the node's temporary directory
+(`tempfile.mkdtemp`, 0700), not in the task folder, and the databases come from the
+node's read-only data volumes (nodeagent/volumes.py), so that the worker, like a run
+container, sees no path of the host's that names its operator or its data. The node is the listening side: the container can neither
 write that folder nor make the node connect anywhere. No token, no proxy: partial methods
 read their data and talk to no one.
 
@@ -53,6 +56,7 @@ import select
 import shutil
 import socket
 import struct
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,7 +65,7 @@ from pathlib import Path
 import docker.errors
 from docker.models.containers import Container
 
-from nodeagent import contract
+from nodeagent import contract, volumes
 from nodeagent import crypto as sealing
 from nodeagent.executor import LABEL_SERVER, ContainerSpec, ExitInfo, StartupError, bind
 from nodeagent.workspace import Outcome, Phase
@@ -155,11 +159,14 @@ def _id(value) -> int | None:
 class RoundWorkers:
     """This node's round workers, at most one per (job, image, databases)."""
 
-    def __init__(self, *, executor, config, folder: Path, server_key: str, node_id: int, name_prefix: str,
-                 stop: threading.Event):
+    def __init__(self, *, executor, config, server_key: str, node_id: int, name_prefix: str,
+                 stop: threading.Event, data_volumes: volumes.DataVolumes | None = None, folder: Path | None = None):
         self.executor = executor
         self.config = config
-        self.folder = folder
+        self.data_volumes = data_volumes
+        # The workers' socket folders: private to the agent's user (0700), named by nothing
+        # but the agent's temporary directory, and gone when the agent stops.
+        self.folder = folder or Path(tempfile.mkdtemp(prefix="vantage-rounds-"))
         self.server_key = server_key
         self.node_id = node_id
         self.name_prefix = name_prefix
@@ -183,7 +190,9 @@ class RoundWorkers:
                                              f"{LABEL_ROUND_NODE}={self.node_id}"]}):
             log.info("round worker %s from an earlier agent: removed", container.name)
             self.executor.remove(container)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        # Their folders, not ours: the folder itself stays, private, and is not made again.
+        for leftover in self.folder.glob("*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def start_reaper(self) -> None:
         if self.enabled and self._reaper is None:
@@ -196,6 +205,7 @@ class RoundWorkers:
             workers, self._workers = list(self._workers.values()), {}
         for worker in workers:
             self._retire(worker, "the node agent stops")
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def job_ended(self, job_id: int) -> None:
         with self._lock:
@@ -370,12 +380,11 @@ class RoundWorkers:
     def _start(self, worker: RoundWorker, labels: list[str], job) -> None:
         try:
             self._start_container(worker, labels, job)
-        except (OSError, docker.errors.APIError) as exc:
+        except (OSError, docker.errors.APIError, volumes.VolumeError) as exc:
             raise StartupError(f"the round worker could not start: {exc}")
 
     def _start_container(self, worker: RoundWorker, labels: list[str], job) -> None:
-        worker.dir.mkdir(parents=True, mode=0o700, exist_ok=True)
-        self.folder.chmod(0o700)
+        worker.dir.mkdir(mode=0o700, exist_ok=True)
         # The worker's unprivileged user enters the folder (read-only in the container) and connects.
         worker.dir.chmod(0o755)
         path = worker.dir / SOCKET_NAME
@@ -420,8 +429,9 @@ class RoundWorkers:
         for label in labels:
             data_mount = contract.database_mount(config.databases[label])
             data_mounts[label] = data_mount
-            if data_mount is not None:
-                mounts.append(bind(data_mount.host_path, data_mount.container_path, read_only=True))
+            if data_mount is not None:  # as RunJob._spec: the node's read-only copy, not the host's file
+                name = self.data_volumes.ensure(label, Path(data_mount.host_path), data_mount.file_name, worker.key[1])
+                mounts.append(volumes.volume(name, data_mount.container_dir, read_only=True))
         environment = contract.container_environment(config, labels, data_mounts)
         environment[SOCKET_ENV] = contract.encode_value(f"{MOUNT}/{SOCKET_NAME}")
         return ContainerSpec(

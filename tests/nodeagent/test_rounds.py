@@ -30,7 +30,7 @@ class FakeApi:
 def pool(tmp_path, *, idle=60, labels=None):
     executor = SimpleNamespace(docker=SimpleNamespace(api=FakeApi(labels or {})))
     config = SimpleNamespace(limits=replace(Limits(), round_worker_idle=idle, max_concurrent_runs=2))
-    return rounds.RoundWorkers(executor=executor, config=config, folder=tmp_path / "workers", server_key="k",
+    return rounds.RoundWorkers(executor=executor, config=config, folder=tmp_path, server_key="k",
                                node_id=1, name_prefix="vantage-k-node1", stop=threading.Event())
 
 

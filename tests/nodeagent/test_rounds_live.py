@@ -100,8 +100,12 @@ def test_a_worker_is_isolated_like_a_run_container_and_a_kill_removes_it(rounds_
     assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
     assert attrs["Config"]["User"] == "65534:65534" and host["PidsLimit"] and host["Memory"]
     mounts = {m["Destination"]: m for m in attrs["Mounts"]}
-    assert set(mounts) == {"/mnt/rounds", "/mnt/data/default.csv"}, mounts
+    assert set(mounts) == {"/mnt/rounds", "/mnt/data/default"}, mounts
     assert not any(m["RW"] for m in mounts.values()), mounts  # its socket folder too: the node listens there
+    # No host path that names the node's folders: the data is the node's read-only volume,
+    # the socket folder a private temporary folder (as a run container, issue 14).
+    assert mounts["/mnt/data/default"]["Type"] == "volume", mounts
+    assert str(node.dir) not in mounts["/mnt/rounds"]["Source"], mounts
     assert set(host["Tmpfs"]) == {"/tmp", "/mnt/tmp"}
     (sub_run,) = subtask_runs(site, task["id"])
     time.sleep(1.5)  # "running" comes with the hand-over; let the round print its first line
