@@ -7,6 +7,7 @@ tests skip, except under CI=true, where a missing engine must fail the run loudl
 
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -203,3 +204,16 @@ def remove_server_volumes(client: docker.DockerClient, server_url: str) -> None:
         except docker.errors.APIError as exc:
             if exc.status_code not in (404, 409):  # gone, or still used by a container being removed
                 raise
+
+
+def alter_signed_payload(reg: Registry, repository: str, digest: str) -> None:
+    """Change the signature payload of `digest` in `repository` after it was signed, keeping
+    its image digest and reference: what a tampered signature artefact looks like."""
+    tag = f"sha256-{digest.split(':')[1]}.sig"
+    raw, media_type, _ = reg.manifest(repository, tag)
+    manifest = json.loads(raw)
+    payload = json.loads(reg.blob(repository, manifest["layers"][0]["digest"], 65536))
+    payload["optional"] = {"approved": "yes"}
+    altered = json.dumps(payload, separators=(",", ":")).encode()
+    manifest["layers"][0].update(digest=reg.put_blob(repository, altered), size=len(altered))
+    reg.put_manifest(repository, tag, json.dumps(manifest).encode(), media_type)

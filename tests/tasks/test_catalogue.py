@@ -4,8 +4,6 @@ checked against their registered keys (signatures made with the repository's sig
 client/vantage_client/signing.py); what nodes read about a digest; the digest each run
 executed."""
 
-import json
-
 import pytest
 
 from accounts.models import AuditEvent, SigningKey
@@ -137,14 +135,7 @@ def test_a_signature_copied_from_another_digest_is_another_digest(api_for, reg, 
 
 def test_a_payload_changed_after_signing_is_tampered(api_for, reg, second_root, entry):
     signing.sign_image(reg, entry.image, _key_for(second_root))
-    tag = f"sha256-{entry.digest[7:]}.sig"
-    raw, media_type, _ = reg.manifest(REPO, tag)
-    manifest = json.loads(raw)
-    payload = json.loads(reg.blob(REPO, manifest["layers"][0]["digest"], 65536))
-    payload["optional"] = {"approved": "yes"}  # same digest and reference, altered after signing
-    altered = json.dumps(payload, separators=(",", ":")).encode()
-    manifest["layers"][0].update(digest=reg.put_blob(REPO, altered), size=len(altered))
-    reg.put_manifest(REPO, tag, json.dumps(manifest).encode(), media_type)
+    images.alter_signed_payload(reg, REPO, entry.digest)  # same digest and reference, altered after signing
     message = _refusal(_approve(api_for, second_root, entry))
     assert message.startswith("Tampered: your signature of ") and "changed after you signed it" in message, message
 
