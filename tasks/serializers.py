@@ -164,7 +164,7 @@ class RunFinishSerializer(StrictFields, serializers.Serializer):
     status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None,
                                          min_value=-(2**31), max_value=2**31 - 1)  # the column's range
-    error_kind = serializers.ChoiceField(choices=Run.ErrorKind.values, required=False, allow_blank=True,
+    error_kind = serializers.ChoiceField(choices=Run.ErrorKind.choices, required=False, allow_blank=True,
                                          default="")
     log = LongTextField(required=False, allow_blank=True, trim_whitespace=False, default="")
     result = serializers.FileField(required=False, allow_empty_file=True, use_url=False,
