@@ -429,11 +429,15 @@ class RunJob:
         return container
 
     def _mark_started(self, started_at: float) -> None:
+        self._enter_started(started_at)
+        self.folder.save(self.state)
+        self._report_start()
+
+    def _enter_started(self, started_at: float) -> None:
+        """The run's state from its start on (phase, start, deadline); saving it is the caller's."""
         self.state.phase = Phase.STARTED
         self.state.started_at = started_at
         self.state.deadline_at = started_at + self.ctx.config.limits.deadline
-        self.folder.save(self.state)
-        self._report_start()
 
     def _report_start(self) -> None:
         try:
@@ -452,14 +456,8 @@ class RunJob:
         once per version of its file (raises VolumeError when that fails)."""
         config = self.ctx.config
         run_volume = volumes.run_volume_name(self.state.container_name)
-        mounts = [volumes.volume(run_volume, contract.RUN_DIR, read_only=False)]
-        data_mounts = {}
-        for label in labels:
-            data_mount = contract.database_mount(config.databases[label])
-            data_mounts[label] = data_mount
-            if data_mount is not None:
-                name = self.ctx.data_volumes.ensure(label, Path(data_mount.host_path), data_mount.file_name, image_id)
-                mounts.append(volumes.volume(name, data_mount.container_dir, read_only=True))
+        data, data_mounts = self.ctx.data_volumes.mounts(config.databases, labels, image_id)
+        mounts = [volumes.volume(run_volume, contract.RUN_DIR, read_only=False), *data]
         return ContainerSpec(
             name=self.state.container_name,
             image=image_id,

@@ -424,14 +424,8 @@ class RoundWorkers:
 
     def _spec(self, worker: RoundWorker, labels: list[str], job) -> ContainerSpec:
         config = self.config
-        mounts = [bind(str(worker.dir), MOUNT, read_only=True)]
-        data_mounts = {}
-        for label in labels:
-            data_mount = contract.database_mount(config.databases[label])
-            data_mounts[label] = data_mount
-            if data_mount is not None:  # as RunJob._spec: the node's read-only copy, not the host's file
-                name = self.data_volumes.ensure(label, Path(data_mount.host_path), data_mount.file_name, worker.key[1])
-                mounts.append(volumes.volume(name, data_mount.container_dir, read_only=True))
+        data, data_mounts = self.data_volumes.mounts(config.databases, labels, worker.key[1])
+        mounts = [bind(str(worker.dir), MOUNT, read_only=True), *data]
         environment = contract.container_environment(config, labels, data_mounts)
         environment[SOCKET_ENV] = contract.encode_value(f"{MOUNT}/{SOCKET_NAME}")
         return ContainerSpec(
@@ -449,10 +443,8 @@ class RoundWorkers:
             return None
         # One state write before the worker has the round: a restarted agent serves it again.
         job.state.run[STATE_KEY] = worker.name
-        if job.state.phase != Phase.STARTED:  # as RunJob._mark_started, the report after the hand-over
-            now = time.time()
-            job.state.phase, job.state.started_at = Phase.STARTED, now
-            job.state.deadline_at = now + self.config.limits.deadline
+        if job.state.phase != Phase.STARTED:  # the start is reported after the hand-over
+            job._enter_started(time.time())
         job.folder.save(job.state)
         try:
             payload = job.folder.input.read_bytes()

@@ -39,6 +39,8 @@ import docker.errors
 import requests
 from docker.types import Mount
 
+from nodeagent import contract
+
 log = logging.getLogger(__name__)
 
 LABEL_VOLUME = "vantage.volume"  # "run" or "data"
@@ -175,6 +177,18 @@ class DataVolumes:
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(name, threading.Lock())
+
+    def mounts(self, databases: dict, labels: list[str], image: str) -> tuple[list[Mount], dict]:
+        """The read-only volume mounts of the databases `labels` name (the node's copies, never
+        the host's files), and each label's DataMount for the container's environment (None
+        where the database is not a file). Raises VolumeError when a copy cannot be made."""
+        mounts, data_mounts = [], {}
+        for label in labels:
+            data_mount = data_mounts[label] = contract.database_mount(databases[label])
+            if data_mount is not None:
+                name = self.ensure(label, Path(data_mount.host_path), data_mount.file_name, image)
+                mounts.append(volume(name, data_mount.container_dir, read_only=True))
+        return mounts, data_mounts
 
     def ensure(self, label: str, host_path: Path, file_name: str, image: str) -> str:
         """The name of a volume holding `host_path` as `file_name`, filled now if needed.
