@@ -127,7 +127,8 @@ class Executor:
         try:
             self.docker.login(username=creds.username, password=creds.password, registry=creds.host, reauth=True)
         except docker.errors.APIError as exc:
-            raise ImageError(f"registry {creds.host} refused the credentials of {creds.username}: {_explain(exc)}")
+            raise ImageError(f"registry {creds.host} refused the credentials of {creds.username}: "
+                             f"{volumes.explain(exc)}")
 
     def local_image(self, ref: ImageRef) -> str | None:
         """The id of a local image with exactly this digest; a digest names content, so
@@ -139,7 +140,7 @@ class Executor:
         except docker.errors.ImageNotFound:
             return None
         except docker.errors.APIError as exc:
-            raise ImageError(f"the Docker engine could not look up {ref}: {_explain(exc)}")
+            raise ImageError(f"the Docker engine could not look up {ref}: {volumes.explain(exc)}")
 
     def forwarder_image_problem(self, name: str) -> str | None:
         """Why the forwarder image can be neither found locally nor pulled, or None."""
@@ -149,7 +150,7 @@ class Executor:
         except docker.errors.ImageNotFound:
             pass
         except docker.errors.APIError as exc:
-            return f"the Docker engine could not look up {name}: {_explain(exc)}"
+            return f"the Docker engine could not look up {name}: {volumes.explain(exc)}"
         try:
             ref = ImageRef.parse(name)
         except BadReference as exc:
@@ -158,7 +159,7 @@ class Executor:
             # Asks the registry for the manifest only: "pullable" without pulling.
             self.docker.api.inspect_distribution(ref.pull_reference, auth_config=self.auth_for(ref))
         except docker.errors.APIError as exc:
-            return f"{name} is not on this Docker engine and cannot be pulled: {_explain(exc)}"
+            return f"{name} is not on this Docker engine and cannot be pulled: {volumes.explain(exc)}"
         return None
 
     def ensure_named_image(self, name: str) -> None:
@@ -169,7 +170,7 @@ class Executor:
         except docker.errors.ImageNotFound:
             pass
         except docker.errors.APIError as exc:
-            raise ImageError(f"the Docker engine could not look up {name}: {_explain(exc)}")
+            raise ImageError(f"the Docker engine could not look up {name}: {volumes.explain(exc)}")
         try:
             ref = ImageRef.parse(name)
         except BadReference as exc:
@@ -189,7 +190,7 @@ class Executor:
                 if "error" in event:
                     raise ImageError(f"pulling {ref.pull_reference} failed: {event['error']}")
         except docker.errors.APIError as exc:
-            raise ImageError(f"pulling {ref.pull_reference} failed: {_explain(exc)}")
+            raise ImageError(f"pulling {ref.pull_reference} failed: {volumes.explain(exc)}")
         except requests.RequestException as exc:
             raise ImageError(f"pulling {ref.pull_reference} failed: the Docker engine did not answer ({exc})")
         try:
@@ -233,9 +234,9 @@ class Executor:
             # and nothing here reads more of it than its id and name before it runs.
             return self.docker.containers.prepare_model({"Id": created["Id"], "Name": f"/{spec.name}"})
         except docker.errors.ImageNotFound as exc:
-            raise StartupError(f"the image is gone from the Docker engine: {_explain(exc)}")
+            raise StartupError(f"the image is gone from the Docker engine: {volumes.explain(exc)}")
         except docker.errors.APIError as exc:
-            raise StartupError(f"the container could not be created: {_explain(exc)}")
+            raise StartupError(f"the container could not be created: {volumes.explain(exc)}")
 
     def masked_paths(self, image: str) -> list[str]:
         """The engine's default masked paths, and HOST_MASKED_PATHS."""
@@ -258,7 +259,7 @@ class Executor:
             return tuple(found) if isinstance(found, list) else ENGINE_MASKED_PATHS
         except docker.errors.APIError as exc:
             log.warning("the engine's default masked paths could not be read (%s); using Docker's known list",
-                        _explain(exc))
+                        volumes.explain(exc))
             return None
         finally:
             if probe is not None:
@@ -289,7 +290,7 @@ class Executor:
         try:
             container.start()
         except docker.errors.APIError as exc:
-            raise StartupError(f"the container could not start: {_explain(exc)}")
+            raise StartupError(f"the container could not start: {volumes.explain(exc)}")
 
     def start_forwarder(self, *, name: str, image: str, labels: dict[str, str], socket_dir: Path,
                         port: int) -> Container:
@@ -362,7 +363,7 @@ class Executor:
             container.kill()
         except docker.errors.APIError as exc:
             # Already stopped between our check and the kill: nothing left to do.
-            log.debug("kill %s: %s", container.name, _explain(exc))
+            log.debug("kill %s: %s", container.name, volumes.explain(exc))
 
     def remove(self, container: Container | str) -> None:
         """Stop and remove a container, or the one of this name if there is one, and its
@@ -373,14 +374,14 @@ class Executor:
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
-            log.warning("could not remove container %s: %s", name, _explain(exc))
+            log.warning("could not remove container %s: %s", name, volumes.explain(exc))
             return
         try:
             self.docker.api.remove_volume(volumes.run_volume_name(name))
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
-            log.warning("could not remove the volume of container %s: %s", name, _explain(exc))
+            log.warning("could not remove the volume of container %s: %s", name, volumes.explain(exc))
 
     def logs(self, container: Container, since: float | None) -> Iterator[bytes]:
         """stdout and stderr as they come, until the container stops."""
@@ -388,10 +389,3 @@ class Executor:
         if since:
             kwargs["since"] = since
         return container.logs(**kwargs)
-
-
-def _explain(exc: Exception) -> str:
-    explanation = getattr(exc, "explanation", None)
-    if explanation:
-        return explanation.decode() if isinstance(explanation, bytes) else str(explanation)
-    return str(exc)

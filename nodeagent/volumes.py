@@ -131,7 +131,7 @@ def put_files(api, container_id: str, directory: str, entries: list[Entry]) -> N
     try:
         api.put_archive(container_id, directory, tar_stream(entries))
     except (docker.errors.APIError, requests.RequestException) as exc:
-        raise VolumeError(f"the run's files could not be written into its container: {_explain(exc)}") from None
+        raise VolumeError(f"the run's files could not be written into its container: {explain(exc)}") from None
 
 
 def fetch_file(api, container_id: str, path: str, target: Path, limit: int) -> int:
@@ -155,7 +155,7 @@ def fetch_file(api, container_id: str, path: str, target: Path, limit: int) -> i
     except docker.errors.NotFound:
         raise VolumeError(f"{path} is not in the container") from None
     except (docker.errors.APIError, requests.RequestException, tarfile.TarError) as exc:
-        raise VolumeError(f"{path} could not be read from the container: {_explain(exc)}") from None
+        raise VolumeError(f"{path} could not be read from the container: {explain(exc)}") from None
 
 
 class DataVolumes:
@@ -218,7 +218,7 @@ class DataVolumes:
         except docker.errors.NotFound:
             return None
         except (docker.errors.APIError, requests.RequestException) as exc:
-            raise VolumeError(f"the Docker engine could not look up a data volume: {_explain(exc)}") from None
+            raise VolumeError(f"the Docker engine could not look up a data volume: {explain(exc)}") from None
 
     def _fill(self, name: str, label: str, host_path: Path, file_name: str, image: str, stat: os.stat_result) -> str:
         started = time.monotonic()
@@ -243,13 +243,13 @@ class DataVolumes:
             raise
         except (docker.errors.APIError, requests.RequestException, OSError) as exc:
             self._drop(name)
-            raise VolumeError(f"database {label}: could not be copied into its volume: {_explain(exc)}") from None
+            raise VolumeError(f"database {label}: could not be copied into its volume: {explain(exc)}") from None
         finally:
             if filler is not None:
                 try:
                     self.api.remove_container(filler, force=True)
                 except docker.errors.APIError as exc:
-                    log.warning("could not remove the container that filled a data volume: %s", _explain(exc))
+                    log.warning("could not remove the container that filled a data volume: %s", explain(exc))
         log.info("database %s: %d bytes copied into its volume in %.1f s (once per version of the file)",
                  label, stat.st_size, time.monotonic() - started)
         return created
@@ -260,7 +260,7 @@ class DataVolumes:
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
-            log.warning("could not remove an incomplete data volume: %s", _explain(exc))
+            log.warning("could not remove an incomplete data volume: %s", explain(exc))
 
     def _prune(self, label: str, *, keep: str) -> None:
         """Older versions of this database's volume; one still in use by a container stays
@@ -270,7 +270,7 @@ class DataVolumes:
         try:
             found = self.api.volumes(filters=filters).get("Volumes") or []
         except docker.errors.APIError as exc:
-            log.debug("listing data volumes: %s", _explain(exc))
+            log.debug("listing data volumes: %s", explain(exc))
             return
         for entry in found:
             if entry.get("Name") == keep:
@@ -280,10 +280,12 @@ class DataVolumes:
                 (self.records / entry["Name"]).unlink(missing_ok=True)
                 log.info("database %s: the volume of an older version of its file was removed", label)
             except docker.errors.APIError as exc:
-                log.debug("data volume %s stays for now: %s", entry["Name"], _explain(exc))
+                log.debug("data volume %s stays for now: %s", entry["Name"], explain(exc))
 
 
-def _explain(exc: Exception) -> str:
+def explain(exc: Exception) -> str:
+    """A Docker engine error in one line: the engine's explanation, else the message.
+    (The executor's errors use it too: this module is below it.)"""
     explanation = getattr(exc, "explanation", None)
     if explanation:
         return explanation.decode() if isinstance(explanation, bytes) else str(explanation)
