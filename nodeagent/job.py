@@ -484,15 +484,7 @@ class RunJob:
             exit_info = executor.wait(container, TICK)
             if exit_info is not None:
                 break
-            now = time.time()
-            if not self._start_reported:
-                self._report_start()
-            if self._kill_reason is None and self.state.deadline_at and now >= self.state.deadline_at:
-                self._kill(container, "deadline",
-                           f"the run passed its deadline of {self.ctx.config.limits.deadline} s; container killed")
-            if self._kill_reason is None and self._kill_requested.is_set():
-                self._kill(container, "kill", "kill requested; container killed")
-            self._flush_logs()
+            self._tick(container, "container")
         log.debug("run %s: container exited with %s", self.run_id, exit_info.exit_code)
         reader.join(timeout=5)
         problem = self._collect_output(container) if self._kill_reason is None else None
@@ -501,6 +493,23 @@ class RunJob:
             self._decide(Outcome("failed", exit_info.exit_code, "internal", f"[node] {problem}"), gated=True)
         else:
             self._decide(self._outcome(exit_info), gated=True)
+
+    def _tick(self, container: Container, what: str) -> str | None:
+        """One look at a running run, in `container` (its own, or the round worker serving it:
+        `what`): its start reported, a kill when it passed its deadline or one was asked for,
+        what it printed released. Which kill (deadline, kill), or None."""
+        if not self._start_reported:
+            self._report_start()
+        reason = None
+        if self._kill_reason is None and self.state.deadline_at and time.time() >= self.state.deadline_at:
+            self._kill(container, "deadline",
+                       f"the run passed its deadline of {self.ctx.config.limits.deadline} s; {what} killed")
+            reason = "deadline"
+        elif self._kill_reason is None and self._kill_requested.is_set():
+            self._kill(container, "kill", f"kill requested; {what} killed")
+            reason = "kill"
+        self._flush_logs()
+        return reason
 
     def _collect_output(self, container: Container) -> str | None:
         """The output file, out of the run's volume into its folder (at most max_output + 1

@@ -508,16 +508,9 @@ class RoundWorkers:
         """Between reads: what a container's supervision looks at (nodeagent/job.py)."""
         if self.stop.is_set():
             raise _Stopped("stop")
-        if not job._start_reported:
-            job._report_start()
-        job._flush_logs()  # where the node releases logs unseen, as during a container's run
-        if job._kill_reason is None and job.state.deadline_at and time.time() >= job.state.deadline_at:
-            job._kill(worker.container, "deadline",
-                      f"the run passed its deadline of {self.config.limits.deadline} s; round worker killed")
-            raise _Stopped("deadline")
-        if job._kill_reason is None and job._kill_requested.is_set():
-            job._kill(worker.container, "kill", "kill requested; round worker killed")
-            raise _Stopped("kill")
+        reason = job._tick(worker.container, "round worker")
+        if reason:
+            raise _Stopped(reason)
 
     def _hung_up(self, worker: RoundWorker) -> bool:
         try:
