@@ -57,16 +57,26 @@ def _require_may_manage(actor, user: User, changes: set[str]) -> None:
 
     Only superusers touch superusers. Setting the password or email (the way in, and the
     way to reset the password) of a user holding rights the actor lacks would hand the
-    actor those rights, as granting the user's roles would (see _resolve_roles).
+    actor those rights, as granting the user's roles would (see _resolve_roles); so would
+    their signing keys (signatures that count as the user's in catalogue approvals).
     """
     if actor is None or actor.is_superuser or actor.pk == user.pk:
         return
     if user.is_superuser:
         raise NotAllowed("Only a superuser can change or delete a superuser.")
-    if changes & {"password", "email", "signing_keys"}:
+    sensitive = changes & {"password", "email", "signing_keys"}
+    if sensitive:
         held = rule_scopes(actor)
         if any(held.get(key, 0) < scope for key, scope in rule_scopes(user).items()):
-            raise NotAllowed("You cannot set the password or email of a user who holds rights you do not hold.")
+            what = "signing keys" if sensitive == {"signing_keys"} else "password or email"
+            raise NotAllowed(f"You cannot set the {what} of a user who holds rights you do not hold.")
+
+
+def _require_may_edit(actor, user: User, changes: set[str]) -> None:
+    """The right to edit users of `user`'s organisation, and nothing that would let the
+    actor act as a stronger user (_require_may_manage)."""
+    _require_user_scope(actor, Action.EDIT, user.organization_id)
+    _require_may_manage(actor, user, changes)
 
 
 def _resolve_roles(actor, roles: list) -> list[Role]:
@@ -122,8 +132,7 @@ def user_create(
 @transaction.atomic
 def user_update(*, actor, user: User, **changes) -> User:
     """Change a user's profile, password, active, staff or superuser flag, or roles."""
-    _require_user_scope(actor, Action.EDIT, user.organization_id)
-    _require_may_manage(actor, user, set(changes))
+    _require_may_edit(actor, user, set(changes))
     allowed = {"email", "first_name", "last_name", "password", "is_active", "is_staff", "is_superuser", "roles"}
     unknown = set(changes) - allowed
     if unknown:
@@ -460,8 +469,7 @@ def second_factor_reset(*, actor, user: User, request=None) -> None:
     """Remove a user's authenticator and recovery codes (lost phone): an administrator's
     action. Their sessions end; they log in with the password and set up a new one."""
     if actor is not None and not actor.is_superuser:
-        _require_user_scope(actor, Action.EDIT, user.organization_id)
-        _require_may_manage(actor, user, {"password"})
+        _require_may_edit(actor, user, {"password"})
     had = SecondFactor.objects.filter(user=user).delete()[0]
     RecoveryCode.objects.filter(user=user).delete()
     audit_record(actor=actor, verb="user.second_factor_reset", target=user, details={"had_second_factor": bool(had)})
@@ -499,8 +507,7 @@ def signing_key_add(*, actor, user: User, name: str, public_key: str) -> Signing
     to edit that user and every right the user holds (as setting their password does):
     the key would let its holder's signatures pass as that user's."""
     if actor is not None and actor.pk != user.pk:
-        _require_user_scope(actor, Action.EDIT, user.organization_id)
-        _require_may_manage(actor, user, {"signing_keys"})
+        _require_may_edit(actor, user, {"signing_keys"})
     text = (public_key or "").strip()
     if len(text) > MAX_PUBLIC_KEY_CHARS:
         raise DomainError(f"A public key has at most {MAX_PUBLIC_KEY_CHARS} characters.", field="public_key")
@@ -530,8 +537,7 @@ def signing_key_remove(*, actor, key: SigningKey) -> None:
     """Remove a key: approvals made with it stay recorded; new ones need another key."""
     user = key.user
     if actor is not None and actor.pk != user.pk:
-        _require_user_scope(actor, Action.EDIT, user.organization_id)
-        _require_may_manage(actor, user, {"signing_keys"})
+        _require_may_edit(actor, user, {"signing_keys"})
     details = {"key": key.pk, "name": key.name, "fingerprint": key.fingerprint}
     key.delete()
     audit_record(actor=actor, verb="signing_key.removed", target=user, details=details)
