@@ -300,8 +300,10 @@ class Bench:
         thread.join(timeout=5)
         return len(seen)
 
-    def federated(self, researcher: Researcher, world: dict, analysis: Analysis, sites: int) -> tuple[float, dict, int]:
-        """Wall seconds from the create request to the completed central run; its result; task id."""
+    def federated(self, researcher: Researcher, world: dict, analysis: Analysis,
+                  sites: int) -> tuple[float, dict, int, dict]:
+        """Wall seconds from the create request to the completed central run; its result; task
+        id; the central run as the server shows it."""
         organizations = world["organizations"]
         kwargs = {**analysis.kwargs, "organizations": organizations[:sites]}
         started = time.monotonic()
@@ -319,7 +321,7 @@ class Bench:
         if detail["status"] != "completed":
             raise BenchError(f"{analysis.name}: task {task['id']} ended {detail['status']}: "
                              f"{(detail.get('log') or '').strip()[-400:]}")
-        return wall, researcher.result(run_id), task["id"]
+        return wall, researcher.result(run_id), task["id"], detail
 
     def subtask_runs(self, researcher: Researcher, task_id: int) -> tuple[int, list[dict]]:
         response = researcher.api("GET", f"tasks/?parent={task_id}&page_size=1000")
@@ -332,7 +334,7 @@ class Bench:
         return len(children), runs
 
     @staticmethod
-    def phases(runs: list[dict]) -> dict[str, float]:
+    def phases(runs: list[dict], central: dict) -> dict[str, float]:
         spans = {"claim": ("created_at", "claimed_at"), "start": ("claimed_at", "started_at"),
                  "run": ("started_at", "finished_at")}
         found = {}
@@ -353,6 +355,15 @@ class Bench:
         gaps = [(created[k + 1] - last_finished[k]).total_seconds() for k in last_finished if k + 1 in created]
         if gaps:
             found["between"] = statistics.median(gaps)
+        # Where the central run's time went: until its first subtask (its own start), the first
+        # round (the sites' workers or containers starting), the later rounds, and after the
+        # last round (its last step, output, upload).
+        if created and last_finished and central.get("created_at") and central.get("finished_at"):
+            first, last = min(created), max(last_finished)
+            found["lead"] = (created[first] - datetime.fromisoformat(central["created_at"])).total_seconds()
+            found["round1"] = (last_finished[first] - created[first]).total_seconds()
+            found["later"] = (last_finished[last] - last_finished[first]).total_seconds()
+            found["tail"] = (datetime.fromisoformat(central["finished_at"]) - last_finished[last]).total_seconds()
         return found
 
     # --- main ------------------------------------------------------------------------
@@ -382,7 +393,7 @@ class Bench:
                 seconds, local_result = self.local(analysis, paths, world["organizations"])
                 measured.compute.append(seconds)
                 watch = self.watch_starts()
-                wall, result, task_id = self.federated(researcher, world, analysis, len(paths))
+                wall, result, task_id, central = self.federated(researcher, world, analysis, len(paths))
                 starts = self.stop_watching(watch)
                 measured.wall.append(wall)
                 wrong = differences(result, local_result)
@@ -391,7 +402,7 @@ class Bench:
                                      + "; ".join(wrong[:3]))
                 measured.rounds, runs = self.subtask_runs(researcher, task_id)
                 measured.starts = starts
-                measured.phases = self.phases(runs)
+                measured.phases = self.phases(runs, central)
             log(f"  {analysis.name:<20} wall {statistics.median(measured.wall):6.2f} s  rounds {measured.rounds:2d}  "
                 f"floor {measured.floor:5.2f} s  ratio {measured.ratio:5.1f}  (answer equal to the local harness)")
         return results
@@ -406,6 +417,10 @@ def report(results: dict[str, Measured]) -> None:
         log(f"{name:<20} {statistics.median(m.wall):7.2f} {m.rounds:6d} {m.starts:6d} "
             f"{statistics.median(m.bare):7.2f} {statistics.median(m.compute):9.3f} {m.floor:7.2f} "
             f"{m.ratio:6.1f}   {phases}")
+    log("")
+    log(f"{'analysis':<20} the central run's time, s: to its first subtask / round 1 / later rounds / after the last")
+    for name, m in results.items():
+        log(f"{name:<20} " + " / ".join(f"{m.phases.get(k, float('nan')):.2f}" for k in ("lead", "round1", "later", "tail")))
 
 
 def _interrupted(signum, frame):
