@@ -250,6 +250,10 @@ class Bench:
                     self.client.api.remove_container(container["Id"], force=True)
                 except docker.errors.NotFound:
                     pass
+        if self.server is not None:
+            # The agents' copies of their databases (kept across agent restarts): this
+            # server is gone for good, and each sitting's files are new versions.
+            images.remove_server_volumes(self.client, self.server.url)
 
     # --- measurements --------------------------------------------------------------
 
