@@ -14,7 +14,9 @@ server, real node agents (`manage.py run_node`) and real containers: the live ha
 of tests/nodeagent/live.py, in a temporary folder, on loopback.
 
 Per analysis it prints:
-  wall     from the researcher's create request until the central run is completed
+  wall     from the researcher's create request until the central run is completed (the
+           server's own finish time: the researcher's client hears it over its websocket,
+           so the bench looks only every WATCH_POLL s and loads the server no more than it)
   rounds   subtasks the central method created
   starts   containers the nodes started for it (the central run's, and one per subtask
            run or, for images that opt in to round workers, one per job and node: Docker's
@@ -75,6 +77,11 @@ from tests.nodeagent.live import LiveServer, NodeProcess, Researcher  # noqa: E4
 
 FINAL = {"completed", "failed", "crashed", "killed", "rejected", "timed_out"}
 TASK_TIMEOUT = 600.0
+# Seconds between the bench's looks at the central run. It polled every 20 ms until
+# 7 Dec 2026 (bench/README.md, third study session): 50 requests a second through the
+# same server, on the same two cores as the analysis, which a researcher's client (told
+# by websocket) does not cost.
+WATCH_POLL = 0.25
 BARE_TIMEOUT = 120.0
 GBSG2_DIR = REPO / "demo" / "data" / "gbsg2"
 LUNG_DIR = REPO / "bench" / "data" / "lung"
@@ -243,6 +250,10 @@ class Bench:
                     self.client.api.remove_container(container["Id"], force=True)
                 except docker.errors.NotFound:
                     pass
+        if self.server is not None:
+            # The agents' copies of their databases (kept across agent restarts): this
+            # server is gone for good, and each sitting's files are new versions.
+            images.remove_server_volumes(self.client, self.server.url)
 
     # --- measurements --------------------------------------------------------------
 
@@ -300,26 +311,28 @@ class Bench:
         thread.join(timeout=5)
         return len(seen)
 
-    def federated(self, researcher: Researcher, world: dict, analysis: Analysis, sites: int) -> tuple[float, dict, int]:
-        """Wall seconds from the create request to the completed central run; its result; task id."""
+    def federated(self, researcher: Researcher, world: dict, analysis: Analysis,
+                  sites: int) -> tuple[float, dict, int, dict]:
+        """Wall seconds from the create request to the completed central run; its result; task
+        id; the central run as the server shows it."""
         organizations = world["organizations"]
         kwargs = {**analysis.kwargs, "organizations": organizations[:sites]}
-        started = time.monotonic()
+        started = time.time()  # the server's run times are the same machine's clock
         task = researcher.create_task(collaboration=world["collaboration"], image=self.images[analysis.image],
                                       method=analysis.image, organizations=organizations[:1], kwargs=kwargs,
                                       databases=[{"label": analysis.dataset}])
         run_id = task["runs"][0]["id"]
-        deadline = started + TASK_TIMEOUT
+        deadline = time.monotonic() + TASK_TIMEOUT
         while (detail := researcher.run(run_id))["status"] not in FINAL:
             if time.monotonic() > deadline:
                 raise BenchError(f"{analysis.name}: task {task['id']} still {detail['status']} after "
                                  f"{TASK_TIMEOUT:.0f} s; logs in {self.workdir}")
-            time.sleep(0.02)
-        wall = time.monotonic() - started
+            time.sleep(WATCH_POLL)
+        wall = datetime.fromisoformat(detail["finished_at"]).timestamp() - started
         if detail["status"] != "completed":
             raise BenchError(f"{analysis.name}: task {task['id']} ended {detail['status']}: "
                              f"{(detail.get('log') or '').strip()[-400:]}")
-        return wall, researcher.result(run_id), task["id"]
+        return wall, researcher.result(run_id), task["id"], detail
 
     def subtask_runs(self, researcher: Researcher, task_id: int) -> tuple[int, list[dict]]:
         response = researcher.api("GET", f"tasks/?parent={task_id}&page_size=1000")
@@ -332,7 +345,7 @@ class Bench:
         return len(children), runs
 
     @staticmethod
-    def phases(runs: list[dict]) -> dict[str, float]:
+    def phases(runs: list[dict], central: dict) -> dict[str, float]:
         spans = {"claim": ("created_at", "claimed_at"), "start": ("claimed_at", "started_at"),
                  "run": ("started_at", "finished_at")}
         found = {}
@@ -353,6 +366,15 @@ class Bench:
         gaps = [(created[k + 1] - last_finished[k]).total_seconds() for k in last_finished if k + 1 in created]
         if gaps:
             found["between"] = statistics.median(gaps)
+        # Where the central run's time went: until its first subtask (its own start), the first
+        # round (the sites' workers or containers starting), the later rounds, and after the
+        # last round (its last step, output, upload).
+        if created and last_finished and central.get("created_at") and central.get("finished_at"):
+            first, last = min(created), max(last_finished)
+            found["lead"] = (created[first] - datetime.fromisoformat(central["created_at"])).total_seconds()
+            found["round1"] = (last_finished[first] - created[first]).total_seconds()
+            found["later"] = (last_finished[last] - last_finished[first]).total_seconds()
+            found["tail"] = (datetime.fromisoformat(central["finished_at"]) - last_finished[last]).total_seconds()
         return found
 
     # --- main ------------------------------------------------------------------------
@@ -382,7 +404,7 @@ class Bench:
                 seconds, local_result = self.local(analysis, paths, world["organizations"])
                 measured.compute.append(seconds)
                 watch = self.watch_starts()
-                wall, result, task_id = self.federated(researcher, world, analysis, len(paths))
+                wall, result, task_id, central = self.federated(researcher, world, analysis, len(paths))
                 starts = self.stop_watching(watch)
                 measured.wall.append(wall)
                 wrong = differences(result, local_result)
@@ -391,7 +413,7 @@ class Bench:
                                      + "; ".join(wrong[:3]))
                 measured.rounds, runs = self.subtask_runs(researcher, task_id)
                 measured.starts = starts
-                measured.phases = self.phases(runs)
+                measured.phases = self.phases(runs, central)
             log(f"  {analysis.name:<20} wall {statistics.median(measured.wall):6.2f} s  rounds {measured.rounds:2d}  "
                 f"floor {measured.floor:5.2f} s  ratio {measured.ratio:5.1f}  (answer equal to the local harness)")
         return results
@@ -406,6 +428,10 @@ def report(results: dict[str, Measured]) -> None:
         log(f"{name:<20} {statistics.median(m.wall):7.2f} {m.rounds:6d} {m.starts:6d} "
             f"{statistics.median(m.bare):7.2f} {statistics.median(m.compute):9.3f} {m.floor:7.2f} "
             f"{m.ratio:6.1f}   {phases}")
+    log("")
+    log(f"{'analysis':<20} the central run's time, s: to its first subtask / round 1 / later rounds / after the last")
+    for name, m in results.items():
+        log(f"{name:<20} " + " / ".join(f"{m.phases.get(k, float('nan')):.2f}" for k in ("lead", "round1", "later", "tail")))
 
 
 def _interrupted(signum, frame):

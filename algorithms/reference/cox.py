@@ -158,7 +158,6 @@ def cox(client, policy: Policy, *, duration: str, event: str, covariates: list, 
         raise sv.SurvivalInputError("alpha must be a number between 0 and 1")
     if not isinstance(max_iterations, int) or not 1 <= max_iterations <= 500:
         raise sv.SurvivalInputError("max_iterations must be a whole number from 1 to 500")
-    client = sv.StatsAfterFirstRound(client)  # scipy.stats, for the p-values at the end
     columns = {"duration": duration, "event": event, "covariates": covariates, "categories": categories}
     organizations = client.organizations()
     seen: dict[str, list[dict]] = {}

@@ -66,7 +66,6 @@ def kaplan_meier(client, policy: Policy, *, duration: str, event: str, group: st
     """
     if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise sv.SurvivalInputError("alpha must be a number between 0 and 1")
-    client = sv.StatsAfterFirstRound(client)  # scipy.stats, for the p-values at the end
     columns = {"duration": duration, "event": event, "group": group}
     cuts, how = find_grid(client, columns, grid=grid, cut_points=cut_points, candidate_cuts=candidate_cuts,
                           cut_every=cut_every)

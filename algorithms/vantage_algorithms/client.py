@@ -17,11 +17,16 @@ from typing import Any
 
 from vantage_algorithms.errors import AlgorithmError, SubtaskFailed
 
-# Polling the subtask: every FIRST_POLL seconds for its first QUICK_FOR seconds (a round
-# served by its job's round worker takes 0.1-0.3 s, and each poll slept past the answer
-# added to every round), then doubling up to MAX_POLL, so a round that takes a container
-# start of its own costs a few requests more and never waits long past its answer.
-FIRST_POLL, QUICK_FOR, MAX_POLL = 0.025, 1.0, 0.25
+# Polling a subtask. Each poll is a request through the node proxy to the server, on the
+# CPUs the sites' round workers need (a first round of four workers importing pandas on two
+# cores is CPU-bound, and polling every 25 ms was ~45 requests of it), and each poll slept
+# past the answer adds to the round (issue 18). The first round starts the sites' workers
+# or containers (seconds): it is polled every FIRST_POLL for FIRST_FOR seconds, then less
+# often up to MAX_POLL. Later rounds (0.1-0.3 s once the workers are warm) take about as
+# long as the quickest of them so far: a round sleeps through DUE_FRACTION of that, then
+# polls every QUICK_POLL until QUICK_FOR past it, then backs off to MAX_POLL.
+QUICK_POLL, DUE_FRACTION, QUICK_FOR, MAX_POLL = 0.025, 0.7, 1.0, 0.25
+FIRST_POLL, FIRST_FOR = 0.1, 5.0
 FINAL = {"completed", "failed", "killed by user", "killed"}
 FAILED_RUN = {"failed", "crashed", "killed", "rejected", "timed_out"}
 # Exit codes of the toolkit's runner, so a central method can tell a refusal from a fault
@@ -54,6 +59,21 @@ class Client(ABC):
         return self.start(method, kwargs, organizations).wait()
 
 
+def next_poll(elapsed: float, *, first: bool, expected: float | None, delay: float) -> float:
+    """Seconds to sleep before the next poll of a subtask created `elapsed` seconds ago.
+    `first`: it is the client's first subtask; `expected`: the quickest of its later ones
+    so far (None: none yet); `delay`: the sleep before the last poll."""
+    if first:
+        return FIRST_POLL if elapsed < FIRST_FOR else min(max(delay, FIRST_POLL) * 2, MAX_POLL)
+    expected = expected or 0.0
+    due = DUE_FRACTION * expected
+    if elapsed < due:
+        return max(min(due - elapsed, MAX_POLL), QUICK_POLL)
+    if elapsed < expected + QUICK_FOR:
+        return QUICK_POLL
+    return min(max(delay, QUICK_POLL) * 2, MAX_POLL)
+
+
 def run_failure(run: dict) -> str:
     """Why a site's run gave no result, in words the researcher can act on."""
     status, code, kind = run.get("status"), run.get("exit_code"), run.get("error_kind") or ""
@@ -74,6 +94,8 @@ class ProxyClient(Client):
         self.data_selection = data_selection or {}
         self._organizations = organizations
         self.collaboration_id = _claims(token).get("collaboration_id")
+        self.answered = 0  # subtasks waited for
+        self.quickest: float | None = None  # seconds the quickest after the first took to answer
 
     def call(self, method: str, path: str, body: dict | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -116,31 +138,37 @@ class ProxyClient(Client):
             raise AlgorithmError("a subtask needs at least one organisation")
         request = {"method": method, "args": [], "kwargs": {**self.data_selection, **(kwargs or {})}}
         encoded = base64.b64encode(json.dumps(request).encode()).decode("ascii")
+        created = time.monotonic()
         task = self.call("POST", "/task", {
             "name": f"{method} subtask", "description": f"{method} at {len(organizations)} sites",
             "collaboration_id": self.collaboration_id,
             "organizations": [{"id": org, "input": encoded} for org in organizations],
             "databases": [{"label": label} for label in self.databases],
         })
-        return ProxyPending(self, int(task["id"]), organizations)
+        return ProxyPending(self, int(task["id"]), organizations, created=created)
 
 
 class ProxyPending(Pending):
-    def __init__(self, client: ProxyClient, task_id: int, organizations: list[int]):
+    def __init__(self, client: ProxyClient, task_id: int, organizations: list[int], *, created: float):
         self.client, self.task_id, self.organizations = client, task_id, organizations
+        self.created = created  # time.monotonic() when the subtask was asked for
 
     def wait(self) -> list[Any]:
-        delay, quick_until = FIRST_POLL, time.monotonic() + QUICK_FOR
-        while True:
+        client, delay = self.client, 0.0
+        first, expected = client.answered == 0, client.quickest
+        while True:  # no subtask answers as soon as it is created: sleep first
+            delay = next_poll(time.monotonic() - self.created, first=first, expected=expected, delay=delay)
+            time.sleep(delay)
             task = self.client.call("GET", f"/task/{self.task_id}")
             failed = [r for r in task.get("runs", []) if r.get("status") in FAILED_RUN]
             if failed:
                 self._raise_failure(failed[0])
             if task.get("status") in FINAL:
                 break
-            time.sleep(delay)
-            if time.monotonic() >= quick_until:
-                delay = min(delay * 2, MAX_POLL)
+        took = time.monotonic() - self.created
+        if not first:
+            client.quickest = took if client.quickest is None else min(client.quickest, took)
+        client.answered += 1
         if task["status"] != "completed":
             raise AlgorithmError(f"subtask {self.task_id} ended {task['status']}")
         results = {}

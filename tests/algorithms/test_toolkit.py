@@ -228,3 +228,40 @@ def test_an_unexpected_failure_exits_1_and_keeps_the_message_out_of_the_log(tmp_
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: the algorithm failed with UnicodeDecodeError")
     assert "broken" not in done.stderr
+
+
+def _polls(answer_at: float, *, first: bool, expected: float | None) -> tuple[int, float]:
+    """(polls, seconds past the answer) of a subtask that answers `answer_at` seconds after
+    its creation, polled on client.next_poll's schedule (each poll taken as instant)."""
+    from vantage_algorithms.client import next_poll
+
+    elapsed, delay, polls = 0.0, 0.0, 0
+    while True:
+        delay = next_poll(elapsed, first=first, expected=expected, delay=delay)
+        elapsed += delay
+        polls += 1
+        if elapsed >= answer_at:
+            return polls, elapsed - answer_at
+
+
+def test_a_warm_round_is_polled_around_when_it_is_due_and_seen_within_one_quick_poll():
+    from vantage_algorithms.client import QUICK_POLL
+
+    for took in (0.1, 0.15, 0.3):
+        polls, late = _polls(took, first=False, expected=took)
+        assert late <= QUICK_POLL + 1e-9
+        assert polls <= 2 + (0.3 * took) / QUICK_POLL + 1  # one sleep to 70 %, quick polls after
+    # A round slower than the quickest so far is still seen within one quick poll while it is
+    # within QUICK_FOR of that, and the client never sleeps more than MAX_POLL after that.
+    polls, late = _polls(0.8, first=False, expected=0.1)
+    assert late <= QUICK_POLL + 1e-9
+
+
+def test_a_first_round_is_polled_less_often_than_warm_rounds_and_seen_within_one_first_poll():
+    from vantage_algorithms.client import FIRST_POLL, MAX_POLL, QUICK_POLL
+
+    polls, late = _polls(2.0, first=True, expected=None)
+    assert late <= FIRST_POLL + 1e-9
+    assert polls <= 2.0 / FIRST_POLL + 1 < 2.0 / QUICK_POLL
+    _, late = _polls(30.0, first=True, expected=None)  # a round of containers, not workers
+    assert late <= MAX_POLL + 1e-9

@@ -14,6 +14,7 @@ import time
 import pytest
 import requests
 
+from nodeagent import volumes
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,25 @@ def test_partial_method_runs_on_two_sites_and_results_are_downloadable(site, tes
     assert results == {site.organizations[0]: {"rows": 3, "sum": 6.0},
                        site.organizations[1]: {"rows": 2, "sum": 30.0}}
     print(f"task created -> both results visible: {elapsed:.2f} s")
+
+
+@pytest.mark.database_independent
+def test_an_agent_copies_its_database_into_a_volume_before_a_run_needs_it(site, test_images, docker_client):
+    node = site.node(0, rows=[(4,), (5,)])
+    deadline = time.monotonic() + 60
+    while "copied into its volume" not in node.log():
+        assert time.monotonic() < deadline and node.process.poll() is None, node.log()[-3000:]
+        time.sleep(0.1)
+    node_id = site.world["nodes"][0]["id"]
+    filled = docker_client.volumes.list(filters={"label": [
+        f"{volumes.LABEL_VOLUME}=data", f"{volumes.LABEL_DATA_LABEL}=default", f"vantage.node_id={node_id}"]})
+    assert len(filled) == 1, [v.name for v in filled]
+    # The first run reads that copy: it makes none of its own.
+    task = site.task(test_images["probe"], "partial", kwargs={"column": "value"})
+    run = site.wait_status(task["runs"][0]["id"], {"completed", "failed", "crashed"})
+    assert run["status"] == "completed", site.agent_logs()
+    assert site.researcher.result(run["id"]) == {"rows": 2, "sum": 9.0}
+    assert node.log().count("copied into its volume") == 1, node.log()[-3000:]
 
 
 @pytest.mark.database_independent

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from nodeagent import proxy
 from nodeagent.proxy import RunProxy
 
 TOKEN = "container.token.jwt"
@@ -140,6 +141,24 @@ def test_results_are_base64_json_per_run_with_a_next_link_when_there_is_more(run
     assert (first["id"], first["task"]) == (40, {"id": 12})
     assert second["result"] is None
     assert answer["links"]["next"] == "/result?task_id=12&page=2"
+
+
+def test_a_page_of_many_results_keeps_the_runs_order_and_a_failed_fetch_fails_the_call(running, api, monkeypatch):
+    runs = [{"id": 50 + i, "status": "completed" if i != 3 else "running", "organization": i} for i in range(7)]
+    api.answers[("GET", "/api/runs/?task=13&page=1")] = (200, {"next": None, "results": runs})
+    for run in runs:
+        api.answers[("GET", f"/api/runs/{run['id']}/result/")] = (200, json.dumps({"site": run["organization"]}).encode())
+    status, answer = ask(running, "GET", "/result?task_id=13")
+    assert status == 200
+    assert [entry["id"] for entry in answer["data"]] == [run["id"] for run in runs]
+    assert [entry["result"] and json.loads(base64.b64decode(entry["result"]))["site"] for entry in answer["data"]] == [
+        0, 1, 2, None, 4, 5, 6]
+    fetched = sorted(path for _, path, _, _ in api.calls if path.endswith("/result/"))
+    assert fetched == sorted(f"/api/runs/{run['id']}/result/" for run in runs if run["status"] == "completed")
+    # One result larger than the proxy passes on (a smaller limit, for a small test): the call fails, as before.
+    monkeypatch.setattr(proxy, "MAX_ANSWER", 1000)
+    api.answers[("GET", "/api/runs/55/result/")] = (200, b"x" * 1001)
+    assert ask(running, "GET", "/result?task_id=13")[0] == 502
 
 
 def test_one_result_or_run_by_id_carries_its_base64_result_and_task(running, api):
