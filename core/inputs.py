@@ -6,9 +6,15 @@
   naming the field). DRF ignores unknown keys, so `{"is_superuser": true}` in a user
   PATCH answered 200 with nothing changed: a caller could not tell a refused field from
   a typo or from success. Every input serializer of the API mixes this in.
+- `SharedFields`: for the node agents' hot, context-free inputs (a run's start, log,
+  hold and finish), one set of bound fields per class instead of a copy per request.
 """
 
+import threading
+from collections.abc import Mapping
+
 from rest_framework import serializers
+from rest_framework.utils.serializer_helpers import BindingDict
 
 from core.ids import MAX_ID
 
@@ -40,3 +46,68 @@ class StrictFields:
 
 class InputSerializer(StrictFields, serializers.Serializer):
     """The base of the API's input serializers (bodies of creates, updates and actions)."""
+
+
+class _NoContext(Mapping):
+    """The context of the serializer that owns shared fields: a field reading it is a bug, said loudly."""
+
+    def _refuse(self, *args):
+        raise RuntimeError(
+            "A field of a SharedFields serializer read the serializer's context: its fields serve every "
+            "request at once, so they must not depend on one. Drop SharedFields from this serializer."
+        )
+
+    __getitem__ = __iter__ = __len__ = __contains__ = get = _refuse
+
+
+class SharedFields:
+    """For input serializers that the node agents send on every run: fields built once per class.
+
+    DRF gives every serializer instance its own deep copy of the class's declared fields
+    (`Serializer.fields`), and each copy calls every field's __init__ again. For a result
+    upload's five fields that copy was 15 % of the request's instructions (callgrind,
+    bench/README.md), more than the rest of its validation. A serializer that mixes this in
+    validates with one set of fields bound once, to an instance of its own class with no
+    data and no context, and shared by every instance and every thread.
+
+    That is safe only because of how DRF validates, which tests/test_shared_fields.py holds
+    to (it fails when a DRF upgrade changes it). What it relies on, besides public API:
+    - `Serializer.fields` binds each field of `get_fields()` through BindingDict
+      (rest_framework.utils.serializer_helpers), as _bind_once does here;
+    - validation reads a field and never writes it, except each field's `validators`, a list
+      built on first read: it is read here, once, before the fields are shared;
+    - a field reads only its own settings and, through `root`, the owning serializer's
+      `partial` and context. So partial validation is refused, and the owner's context
+      raises on any read (_NoContext): a field that needs the request cannot be shared.
+    Only for flat serializers of plain fields: a nested serializer is refused.
+    """
+
+    _shared: dict[type, BindingDict] = {}
+    _building = threading.Lock()
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("partial"):
+            raise TypeError(f"{type(self).__name__} shares its fields and cannot validate partially.")
+        super().__init__(*args, **kwargs)
+
+    @property
+    def fields(self):
+        cls = type(self)
+        shared = SharedFields._shared.get(cls)
+        if shared is None:
+            with SharedFields._building:
+                shared = SharedFields._shared.get(cls) or self._bind_once(cls)
+        return shared
+
+    @staticmethod
+    def _bind_once(cls) -> BindingDict:
+        # What DRF's Serializer.fields does, once, for an owner with no data and no context.
+        owner = cls(context=_NoContext())
+        fields = BindingDict(owner)
+        for name, field in owner.get_fields().items():
+            if isinstance(field, serializers.BaseSerializer):
+                raise TypeError(f"{cls.__name__}.{name}: a nested serializer cannot share its fields.")
+            fields[name] = field  # binds it to the owner
+            field.validators  # built now, read-only from here on
+        SharedFields._shared[cls] = fields
+        return fields

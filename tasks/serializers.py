@@ -18,7 +18,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from collaborations.selectors import collaboration_list, collaboration_visible, study_list
-from core.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, StrictFields
+from core.inputs import DESCRIPTION_MAX_CHARS, IdField, InputSerializer, SharedFields
 from core.serializers import LongTextField, ScopedIdField
 from core.shapes import BOOLEAN, BYTES, DATETIME, INTEGER, JSON, STRING, Out, Shape, choice, many
 from tasks.models import Algorithm, AlgorithmApproval, DatabaseType, Run, Task
@@ -104,7 +104,7 @@ class CatalogueStatusSerializer(serializers.Serializer):
                                     error_messages={"invalid": "Expected sha256:<64 hex digits>."})
 
 
-class RunStartSerializer(InputSerializer):
+class RunStartSerializer(SharedFields, InputSerializer):
     digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71, required=False, allow_blank=True,
                                     default="", error_messages={"invalid": "Expected sha256:<64 hex digits>."})
 
@@ -148,11 +148,11 @@ class TaskCreateSerializer(InputSerializer):
         return data
 
 
-class RunLogSerializer(StrictFields, serializers.Serializer):
+class RunLogSerializer(SharedFields, InputSerializer):
     text = LongTextField(trim_whitespace=False)
 
 
-class RunHoldSerializer(StrictFields, serializers.Serializer):
+class RunHoldSerializer(SharedFields, InputSerializer):
     """What a node's output gate tells the server about a result it holds: never the result."""
 
     output_type = serializers.CharField(max_length=40)
@@ -160,7 +160,7 @@ class RunHoldSerializer(StrictFields, serializers.Serializer):
     flags = serializers.ListField(child=serializers.CharField(max_length=300), max_length=20, allow_empty=True)
 
 
-class RunFinishSerializer(StrictFields, serializers.Serializer):
+class RunFinishSerializer(SharedFields, InputSerializer):
     status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None,
                                          min_value=-(2**31), max_value=2**31 - 1)  # the column's range
