@@ -765,7 +765,7 @@ class V6(Target):
         self.seed()
 
     def seed(self):
-        log(f"v6: seeding through the REST API as root (3 orgs, collaboration, 3 nodes, user)")
+        log("v6: seeding through the REST API as root (3 orgs, collaboration, 3 nodes, user)")
         c = Client(self.port)
         root = c.json("POST", "/api/token/user", json_body={"username": "root", "password": "root"})["access_token"]
         self.org_ids = [
@@ -1136,37 +1136,34 @@ def main(argv=None) -> int:
         # production host runs one pinned process per core; the driver keeps off it.
         ServerProcess.cpu = args.cpu
         os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - {args.cpu})
-    sittings: list[dict[str, dict[str, OpResult]]] = []
+    sittings: list[tuple[dict, dict[str, dict[str, OpResult]]]] = []  # (meta, results) of each
     code = 0
     for number in range(1, args.runs + 1):
         if args.runs > 1:
             log(f"sitting {number} of {args.runs}")
+        meta = {"requests": args.requests, "login_requests": args.login_requests, "rounds": args.rounds,
+                "nice": args.nice, "cpu": args.cpu, "load_before": os.getloadavg()[0], "ours_commit": git_describe(),
+                "ours_threads": os.environ.get("VANTAGE_HTTP_THREADS", "8"),
+                "concurrency": args.concurrency, "backlog": args.backlog, "page_size": args.page_size,
+                "result_bytes": args.result_bytes}
         all_results: dict[str, dict[str, OpResult]] = {}
-        code = sitting(args, all_results)
+        code = sitting(args, meta, all_results)
         if code not in (0, 1):
             return code
-        sittings.append(all_results)
+        sittings.append((meta, all_results))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(
-            {"meta": args.meta, "sittings": [
-                {n: {k: r.to_dict() for k, r in res.items()} for n, res in all_results.items()}
-                for all_results in sittings]},
-            indent=2) + "\n")
+        Path(args.json_out).write_text(json.dumps({"sittings": [
+            {"meta": meta, "results": {n: {k: r.to_dict() for k, r in res.items()} for n, res in results.items()}}
+            for meta, results in sittings]}, indent=2) + "\n")
     if args.runs > 1:
-        return 0 if summarise(sittings, args) else 1
+        return 0 if summarise([results for _meta, results in sittings], args) else 1
     return code
 
 
-def sitting(args, all_results: dict[str, dict[str, OpResult]]) -> int:
+def sitting(args, meta: dict, all_results: dict[str, dict[str, OpResult]]) -> int:
     """Start and seed the servers, run every operation, report; 0 when every goal is met, 1 when not, 2 on failure."""
     tmp = Path(tempfile.mkdtemp(prefix="vantage-bench-"))
     targets: list[Target] = []
-    meta = {"requests": args.requests, "login_requests": args.login_requests, "rounds": args.rounds,
-            "nice": args.nice, "cpu": args.cpu, "load_before": os.getloadavg()[0], "ours_commit": git_describe(),
-            "ours_threads": os.environ.get("VANTAGE_HTTP_THREADS", "8"),
-            "concurrency": args.concurrency, "backlog": args.backlog, "page_size": args.page_size,
-            "result_bytes": args.result_bytes}
-    args.meta = meta
     failed = True
     try:
         # Both servers are started and seeded first; then each operation runs on
@@ -1238,6 +1235,7 @@ def summarise(sittings: list[dict[str, dict[str, OpResult]]], args) -> bool:
         runs = "  ".join(f"{r:5.1f}x" for r in ratios)
         print(f"  {label:24s} {runs}   median {median:5.1f}x  lowest {min(ratios):5.1f}x  {goal}")
     return all_ok
+
 
 if __name__ == "__main__":
     sys.exit(main())
