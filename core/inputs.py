@@ -74,8 +74,8 @@ class SharedFields:
     to (it fails when a DRF upgrade changes it). What it relies on, besides public API:
     - `Serializer.fields` binds each field of `get_fields()` through BindingDict
       (rest_framework.utils.serializer_helpers), as _bind_once does here;
-    - validation reads a field and never writes it, except each field's `validators`, a list
-      built on first read: it is read here, once, before the fields are shared;
+    - validation reads a field (and a list field's `child`) and never writes it, except its
+      `validators`, a list built on first read: read here, once, before the fields are shared;
     - a field reads only its own settings and, through `root`, the owning serializer's
       `partial` and context. So partial validation is refused, and the owner's context
       raises on any read (_NoContext): a field that needs the request cannot be shared.
@@ -108,6 +108,15 @@ class SharedFields:
             if isinstance(field, serializers.BaseSerializer):
                 raise TypeError(f"{cls.__name__}.{name}: a nested serializer cannot share its fields.")
             fields[name] = field  # binds it to the owner
-            field.validators  # built now, read-only from here on
+            _build_validators(field)
         SharedFields._shared[cls] = fields
         return fields
+
+
+def _build_validators(field: serializers.Field) -> None:
+    """Build a field's lazily made `validators` now, and its child's (a ListField's items),
+    so that validation, from here on, only reads them."""
+    field.validators
+    child = getattr(field, "child", None)
+    if child is not None:
+        _build_validators(child)

@@ -39,10 +39,13 @@ def _unshared(cls):
     return type(f"Unshared{cls.__name__}", (cls,), {"fields": serializers.Serializer.fields})
 
 
-@pytest.mark.parametrize("cls", list(CASES))
-def test_validation_writes_nothing_to_a_shared_field(cls, monkeypatch):
-    good, bad = CASES[cls]
-    shared = {id(field): name for name, field in cls().fields.items()}
+def _writes_while_validating(cls, bodies, monkeypatch) -> list[tuple[str, str]]:
+    """(field, attribute) of every write to one of cls's shared fields while `bodies` are validated."""
+    shared = {}
+    for name, field in cls().fields.items():
+        while field is not None:  # a list field's child is shared with it
+            shared[id(field)] = name
+            field = getattr(field, "child", None)
     writes = []
 
     def recording(method):
@@ -56,9 +59,25 @@ def test_validation_writes_nothing_to_a_shared_field(cls, monkeypatch):
     # attribute through its instance dictionary).
     monkeypatch.setattr(serializers.Field, "__setattr__", recording(object.__setattr__), raising=False)
     monkeypatch.setattr(serializers.Field, "__delattr__", recording(object.__delattr__), raising=False)
-    for data in good + bad:
+    for data in bodies:
         cls(data=data).is_valid()
+    return writes
+
+
+@pytest.mark.parametrize("cls", list(CASES))
+def test_validation_writes_nothing_to_a_shared_field(cls, monkeypatch):
+    good, bad = CASES[cls]
+    writes = _writes_while_validating(cls, good + bad, monkeypatch)
     assert writes == [], f"{cls.__name__}: validation wrote {sorted(set(writes))}"
+
+
+def test_a_list_fields_child_is_ready_before_it_is_shared(monkeypatch):
+    # An IntegerField without bounds builds its validators on first use, not in __init__.
+    class Numbers(SharedFields, InputSerializer):
+        values = serializers.ListField(child=serializers.IntegerField())
+
+    writes = _writes_while_validating(Numbers, [{"values": [1, 2]}, {"values": ["x"]}], monkeypatch)
+    assert writes == []
 
 
 @pytest.mark.parametrize("cls", list(CASES))
