@@ -8,10 +8,13 @@ hidden in the sum.
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from vantage_algorithms import AlgorithmError, Policy, central, outputs, partial
 from vantage_algorithms.tables import level_names, pool_tables
+
+if TYPE_CHECKING:  # pandas only where a site's data is read: a central run never imports it
+    import pandas as pd
 
 
 def _check_names(data: pd.DataFrame | None, row, column) -> None:
@@ -27,6 +30,8 @@ def _check_names(data: pd.DataFrame | None, row, column) -> None:
 @partial
 def crosstab_site(data: pd.DataFrame, policy: Policy, *, row: str, column: str) -> dict:
     """This site's table of row × column levels, under its policy."""
+    import pandas as pd  # here, not at the top: a central run never reads data
+
     _check_names(data, row, column)
     complete = data[[row, column]].dropna()
     policy.require_rows(len(complete), "rows with both values present")

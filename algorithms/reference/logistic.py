@@ -11,11 +11,16 @@ is the reference), so every site builds the same design matrix.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from vantage_algorithms import AlgorithmError, DisclosureError, Policy, central, outputs, partial
+from vantage_algorithms.distributions import normal_quantile, normal_sf
 from vantage_algorithms.tables import level_names
+
+if TYPE_CHECKING:  # pandas only where a site's data is read: a central run never imports it
+    import pandas as pd
 
 TOLERANCE = 1e-8  # on the Newton step; the error left after it is of its square
 MAX_ITERATIONS = 25
@@ -47,6 +52,8 @@ def term_names(covariates: list[str], levels: dict[str, list[str]], intercept: b
 def design(data: pd.DataFrame, outcome: str, covariates: list[str], levels: dict[str, list[str]],
            intercept: bool) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) over the complete rows; bad columns are errors naming the column."""
+    import pandas as pd  # here, not at the top: a central run never reads data
+
     for name in [outcome, *covariates]:
         if name not in data.columns:
             raise AlgorithmError(f"no column {name!r} in this site's data")
@@ -140,15 +147,13 @@ def logistic(client, policy: Policy, *, outcome: str, covariates: list[str], lev
         if np.max(np.abs(step)) < tolerance * (1 + np.max(np.abs(beta))):
             converged = True
             break
-    from scipy import stats  # here, not at the top: the partials at every site need not load it
-
     covariance = np.linalg.inv(information)
     se = np.sqrt(np.diag(covariance))
     z = beta / se
-    quantile = stats.norm.ppf(0.5 + confidence / 2)
+    quantile = normal_quantile(0.5 + confidence / 2)
     return outputs.Model("logistic", n=n, residual_df=n - len(names), values={
         "terms": names, "coefficients": beta, "standard_errors": se, "z": z,
-        "p_values": 2 * stats.norm.sf(np.abs(z)), "confidence": confidence,
+        "p_values": np.array([2 * normal_sf(abs(value)) for value in z]), "confidence": confidence,
         "ci_lower": beta - quantile * se, "ci_upper": beta + quantile * se,
         "odds_ratios": np.exp(beta), "loglik": loglik, "iterations": iterations, "converged": converged,
         "covariance": covariance, "organizations": organizations,

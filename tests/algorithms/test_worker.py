@@ -208,7 +208,8 @@ def test_a_module_that_cannot_be_imported_ends_the_worker_before_it_is_ready(tmp
 def test_a_central_methods_container_imports_no_pandas():
     """pandas is the largest import of a run (about half a second of CPU, issue 18): only
     the sites' rounds read data, so a central run's container does without it."""
-    code = ("import sys, vantage_algorithms.container, reference.summary, reference.kaplan_meier, reference.cox\n"
+    code = ("import sys, vantage_algorithms.container, reference.summary, reference.kaplan_meier, reference.cox,"
+            " reference.crosstab, reference.logistic\n"
             "print(sorted(m for m in ('pandas', 'scipy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(REPO_ROOT / "algorithms")},
                           capture_output=True, text=True, timeout=60)
