@@ -41,6 +41,11 @@ LABEL_TASK = "vantage.task_id"
 # Forwarders carry these instead of LABEL_NODE/LABEL_RUN: reconciling runs ignores them.
 LABEL_FORWARDER_NODE = "vantage.forwarder_node_id"
 LABEL_FORWARDER_SLOT = "vantage.forwarder_slot"
+# The container made (never started) to read the engine's default masked paths. It lives
+# for milliseconds; one older than PROBE_LEFTOVER_SECONDS was left by an agent stopped
+# mid-probe, on this engine, and the next probe removes it.
+LABEL_PROBE = "vantage.probe"
+PROBE_LEFTOVER_SECONDS = 60
 RELAY_SCRIPT = Path(__file__).with_name("relay.py")
 RELAY_PATH = "/opt/vantage/relay.py"
 PROXY_MOUNT = "/mnt/proxy"
@@ -251,9 +256,11 @@ class Executor:
         started) without MaskedPaths shows the engine's list in its HostConfig. Once per
         agent; None (asked again next time, ENGINE_MASKED_PATHS meanwhile) when it fails."""
         api = self.docker.api
+        self._remove_leftover_probes()
         probe = None
         try:
             probe = api.create_container(image, command=["true"], network_disabled=True,
+                                         labels={LABEL_PROBE: "masked-paths"},
                                          host_config=api.create_host_config(network_mode="none"))["Id"]
             found = api.inspect_container(probe).get("HostConfig", {}).get("MaskedPaths")
             return tuple(found) if isinstance(found, list) else ENGINE_MASKED_PATHS
@@ -267,6 +274,22 @@ class Executor:
                     api.remove_container(probe, force=True)
                 except docker.errors.APIError:
                     log.warning("could not remove container %s (made to read the engine's masked paths)", probe)
+
+    def _remove_leftover_probes(self) -> None:
+        """Remove probes that agents stopped mid-probe left on this engine (never started, no mounts)."""
+        try:
+            probes = self.docker.api.containers(all=True, filters={"label": f"{LABEL_PROBE}=masked-paths"})
+        except docker.errors.APIError:
+            return  # the probe itself reports an engine that does not answer
+        for probe in probes:
+            if time.time() - probe.get("Created", 0) < PROBE_LEFTOVER_SECONDS:
+                continue  # another agent's probe, in use now
+            try:
+                self.docker.api.remove_container(probe["Id"], force=True)
+                log.info("removed container %s, left by an agent stopped while reading the engine's masked paths",
+                         probe["Id"][:12])
+            except docker.errors.APIError:
+                pass  # gone meanwhile, or the engine refused: the next probe tries again
 
     def put_files(self, container: Container, directory: str, entries: list[volumes.Entry]) -> None:
         """Write a run's files into its created container's volume before it starts."""

@@ -7,7 +7,8 @@ import docker.errors
 import pytest
 
 from nodeagent import config, volumes
-from nodeagent.executor import HOST_MASKED_PATHS, ContainerSpec, Executor, ImageError
+from nodeagent import executor as executor_module
+from nodeagent.executor import HOST_MASKED_PATHS, LABEL_PROBE, ContainerSpec, Executor, ImageError
 from nodeagent.images import ImageRef
 
 pytestmark = pytest.mark.slow
@@ -68,6 +69,30 @@ def test_every_container_is_isolated_and_limited(executor, test_images, tmp_path
         executor.remove(container)
     with pytest.raises(docker.errors.NotFound):  # the run's volume goes with its container
         executor.docker.api.inspect_volume(spec.run_volume)
+
+
+def _probes(executor) -> set[str]:
+    return {c["Id"] for c in executor.docker.api.containers(all=True, filters={"label": f"{LABEL_PROBE}=masked-paths"})}
+
+
+def test_the_masked_paths_probe_leaves_no_container_and_removes_one_an_earlier_agent_left(
+        executor, test_images, monkeypatch):
+    image_id = executor.ensure_image(ImageRef.parse(test_images["probe"]))
+    before = _probes(executor)
+    # As an agent stopped between creating its probe and removing it leaves one behind.
+    left = executor.docker.api.create_container(image_id, command=["true"], labels={LABEL_PROBE: "masked-paths"},
+                                                host_config=executor.docker.api.create_host_config(
+                                                    network_mode="none"))["Id"]
+    try:
+        executor.masked_paths(image_id)  # the first probe of this agent
+        assert left in _probes(executor)  # just made: it could be another agent's probe in use
+        monkeypatch.setattr(executor_module, "PROBE_LEFTOVER_SECONDS", 0)
+        second = Executor(limits=executor.limits, registries=executor.registries, client=executor.docker)
+        assert set(HOST_MASKED_PATHS) <= set(second.masked_paths(image_id))
+        assert left not in _probes(executor) and _probes(executor) <= before
+    finally:
+        if left in _probes(executor):
+            executor.docker.api.remove_container(left, force=True)
 
 
 def test_a_container_reads_nothing_of_the_hosts_kernel_boot_or_paths(executor, test_images, tmp_path):
