@@ -3,6 +3,7 @@
 
     python3 bench/upload_instructions.py            # prints instructions per finish request
     python3 bench/upload_instructions.py --small 20 --large 60   # quicker, a little less exact
+    python3 bench/upload_instructions.py --cpu 1500   # CPU time per upload instead (no valgrind; noisy)
 
 Wall-clock and CPU-time figures of one operation move by ±25 % from run to run on these
 shared machines, more than most single changes to the server's Python gain or cost.
@@ -37,7 +38,7 @@ WARM_UP = 20
 
 # Runs inside valgrind, in the project's .venv: seed, warm up, then `count` uploads.
 CHILD = r"""
-import base64, io, json, sys
+import base64, io, json, sys, time
 import django
 django.setup()
 from django.core.wsgi import get_wsgi_application
@@ -81,8 +82,12 @@ def finish(run_id):
     if not status[0].startswith("200"):
         sys.exit(f"finish answered {status[0]}")
 
-for run_id in runs[:warm_up + count]:
+for run_id in runs[:warm_up]:
     finish(run_id)
+started = time.process_time()
+for run_id in runs[warm_up:warm_up + count]:
+    finish(run_id)
+print(f"cpu-seconds {time.process_time() - started!r}")
 """
 
 
@@ -102,32 +107,50 @@ def environment(data_dir: Path) -> dict:
     return env
 
 
-def instructions(template: Path, count: int, seeded: int) -> int:
-    """Instructions of one child process that sends `count` uploads after the warm-up."""
+def child(template: Path, count: int, seeded: int, *, under: list[str]) -> subprocess.CompletedProcess:
+    """One child process, on a copy of the migrated database, sending `count` uploads after the warm-up."""
     with tempfile.TemporaryDirectory(prefix="vantage-upload-ir-") as tmp:
         data_dir = Path(tmp)
         shutil.copy(template / "db.sqlite3", data_dir / "db.sqlite3")
         proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-             str(PYTHON), "-c", CHILD, str(count), str(WARM_UP), str(seeded), str(RESULT_BYTES)],
+            [*under, str(PYTHON), "-c", CHILD, str(count), str(WARM_UP), str(seeded), str(RESULT_BYTES)],
             env=environment(data_dir), cwd=REPO, capture_output=True, text=True, timeout=3600,
         )
-        if proc.returncode != 0:
-            raise Failed(f"the child failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
-        found = re.search(r"Collected : (\d+)", proc.stderr)
-        if not found:
-            raise Failed("valgrind printed no instruction count")
-        return int(found.group(1))
+    if proc.returncode != 0:
+        raise Failed(f"the child failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    return proc
+
+
+def instructions(template: Path, count: int, seeded: int) -> int:
+    """Instructions of one child process that sends `count` uploads after the warm-up."""
+    proc = child(template, count, seeded, under=["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"])
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if not found:
+        raise Failed("valgrind printed no instruction count")
+    return int(found.group(1))
+
+
+def cpu_seconds(template: Path, count: int) -> float:
+    """CPU time of `count` uploads after the warm-up, in one child process without valgrind."""
+    found = re.search(r"^cpu-seconds (\S+)$", child(template, count, WARM_UP + count, under=[]).stdout, re.M)
+    if not found:
+        raise Failed("the child printed no CPU time")
+    return float(found.group(1))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=40, help="uploads in the first count (default 40)")
     parser.add_argument("--large", type=int, default=140, help="uploads in the second count (default 140)")
+    parser.add_argument("--cpu", type=int, metavar="N",
+                        help="instead of counting instructions, time N uploads' CPU without valgrind: Django's "
+                             "share of an upload, to set beside the server's CPU per upload in bench/api.py")
     args = parser.parse_args(argv)
     if not 0 <= args.small < args.large:
         parser.error("--large must be more than --small (and --small at least 0)")
-    if shutil.which("valgrind") is None:
+    if args.cpu is not None and args.cpu < 1:
+        parser.error("--cpu must be at least 1")
+    if args.cpu is None and shutil.which("valgrind") is None:
         print("upload_instructions: FAILED: valgrind is not installed (Debian: apt-get install valgrind)",
               file=sys.stderr)
         return 2
@@ -141,11 +164,18 @@ def main(argv=None) -> int:
                                      cwd=REPO, capture_output=True, text=True, timeout=600)
             if migrate.returncode != 0:
                 raise Failed(f"migrate failed: {migrate.stderr.strip().splitlines()[-1:]}")
-            seeded = WARM_UP + args.large
-            small, large = instructions(template, args.small, seeded), instructions(template, args.large, seeded)
+            if args.cpu is not None:
+                seconds = cpu_seconds(template, args.cpu)
+            else:
+                seeded = WARM_UP + args.large
+                small, large = instructions(template, args.small, seeded), instructions(template, args.large, seeded)
     except (Failed, subprocess.TimeoutExpired) as exc:
         print(f"upload_instructions: FAILED: {exc}", file=sys.stderr)
         return 2
+    if args.cpu is not None:
+        print(f"{seconds / args.cpu * 1e3:.3f} ms of CPU per result upload in-process "
+              f"({args.cpu} uploads after {WARM_UP} to warm up; {RESULT_BYTES}-byte results)")
+        return 0
     per_upload = (large - small) / (args.large - args.small)
     print(f"{per_upload / 1e6:.3f} M instructions per result upload "
           f"({args.small} and {args.large} uploads after {WARM_UP} to warm up; {RESULT_BYTES}-byte results)")
