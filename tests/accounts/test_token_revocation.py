@@ -3,7 +3,7 @@ a password change or reset, deactivation and role removal stop every token and s
 the user on the very next request."""
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.contrib.auth.tokens import default_token_generator
@@ -52,11 +52,14 @@ def _all_dead(access, refresh, portal):
 
 def test_a_remembered_token_stops_working_when_it_expires(owner):
     token = api_login_create(user=owner).access_token
-    token.set_exp(lifetime=timedelta(seconds=1))
+    # "exp" is whole seconds and counted from the token's own creation time, so a one-second
+    # lifetime could end before the first request on a busy machine: two seconds from now
+    # leave at least one.
+    token.set_exp(from_time=datetime.now(timezone.utc), lifetime=timedelta(seconds=2))
     client = _bearer(token)
     assert client.get("/api/organizations/").status_code == 200
     assert str(token).encode() in authentication._verified
-    time.sleep(1.1)
+    time.sleep(max(0.0, token["exp"] - time.time()) + 0.1)
     response = client.get("/api/organizations/")
     assert (response.status_code, response.data["detail"].code) == (401, "token_not_valid")
 
