@@ -29,6 +29,8 @@ import requests
 from tests.nodeagent import images
 from tests.nodeagent.images import BASE_IMAGE
 
+STOP_TIMEOUT = 30  # seconds an agent may take to stop after SIGTERM
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 # Most tests poll fast, so they do not depend on the websocket; test_websocket_* turn polling down.
@@ -236,7 +238,10 @@ class NodeProcess:
         )
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_"))}
         # Nothing listens on port 1: any database access by the agent would fail loudly.
+        # PYTHONFAULTHANDLER: an agent that does not stop in time is aborted (SIGABRT) and
+        # writes every thread's stack to its log, which the failing test then shows.
         self.env.update({"DJANGO_SETTINGS_MODULE": "vantage.settings", "PYTHONUNBUFFERED": "1",
+                         "PYTHONFAULTHANDLER": "1",
                          "DATABASE_URL": "postgres://nobody@127.0.0.1:1/no_database"})
         self.process: subprocess.Popen | None = None
 
@@ -255,7 +260,13 @@ class NodeProcess:
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait(timeout=10)
+            raise AssertionError(f"node agent still running {STOP_TIMEOUT} s after signal {signum}; "
+                                 f"its log, ending with its threads' stacks:\n{self.log()[-12000:]}") from None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -268,8 +279,12 @@ class NodeProcess:
 def tear_down(site, server_url: str, docker_client) -> None:
     """Stop a site's agents, print their logs, and remove their containers and forwarders:
     stopped agents leave them for the next agent, and in a test there is none."""
+    stuck = []
     for node in site.nodes:
-        node.stop()
+        try:
+            node.stop()
+        except AssertionError as exc:  # the others are still stopped and their containers removed
+            stuck.append(str(exc))
     print(site.agent_logs())
     server_key = hashlib.sha256(server_url.encode()).hexdigest()[:10]
     for node in site.world["nodes"]:
@@ -283,3 +298,4 @@ def tear_down(site, server_url: str, docker_client) -> None:
                     if exc.status_code not in (404, 409):
                         raise
     images.remove_server_volumes(docker_client, server_url)
+    assert not stuck, "\n\n".join(stuck)

@@ -6,6 +6,7 @@ runs it with no DATABASE_URL and no migrations.
 """
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,6 +18,32 @@ from nodeagent.agent import FatalError, NodeAgent
 from nodeagent.decision_log import DecisionLog, LogError
 
 EXIT_CONFIG = 2
+
+
+def stop_on_signals(stop: threading.Event, agent) -> None:
+    """SIGTERM and SIGINT stop the agent.
+
+    Python runs a signal handler on the main thread between any two bytecodes, also while
+    that thread holds one of the agent's locks (the jobs lock, an Event's condition), which
+    the handler could then never take. So the handler only writes the signal's number to
+    a pipe, and a thread of its own sets the stop flag and wakes the agent's loop.
+    """
+    read_fd, write_fd = os.pipe()
+
+    def relay():
+        while True:
+            signum = os.read(read_fd, 1)[0]
+            logging.getLogger("nodeagent").info("signal %s: stopping (running algorithms keep running)", signum)
+            stop.set()
+            agent.wake()
+
+    threading.Thread(target=relay, name="signals", daemon=True).start()
+
+    def handler(signum, frame):
+        os.write(write_fd, bytes([signum]))
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 class Command(BaseCommand):
@@ -59,14 +86,7 @@ class Command(BaseCommand):
 
         stop = threading.Event()
         agent = NodeAgent(node_config, stop)
-
-        def request_stop(signum, frame):
-            logging.getLogger("nodeagent").info("signal %s: stopping (running algorithms keep running)", signum)
-            stop.set()
-            agent.wake()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        stop_on_signals(stop, agent)
         try:
             agent.run()
         except FatalError as exc:
