@@ -83,8 +83,8 @@ def test_a_site_below_the_minimum_of_rows_refuses_and_the_researcher_sees_why(al
     refused = [r for r in algorithm_network.subtask_runs(detail["task"]) if r["organization"] == org_a]
     assert refused and refused[0]["exit_code"] == 3
     assert algorithm_line(refused[0]) == (
-        f"refused by this site's disclosure policy: this site has 6 rows, "
-        f"fewer than its policy's minimum of 10 (VANTAGE_MIN_ROWS)")
+        "refused by this site's disclosure policy: this site has 6 rows, "
+        "fewer than its policy's minimum of 10 (VANTAGE_MIN_ROWS)")
     assert algorithm_network.researcher.api("GET", f"runs/{refused[0]['id']}/result/").status_code != 200
 
 
