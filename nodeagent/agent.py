@@ -160,9 +160,9 @@ class NodeAgent:
     def _loop(self) -> None:
         """Claim when a slot is free (at each poll, at once when an event names a run, and
         when a job frees a slot that runs may wait for); watch for kill requests more often
-        than that while containers run."""
+        than that while containers run; send what the steward decided every kill_poll_interval."""
         failures = 0
-        next_poll = next_kill_watch = 0.0
+        next_poll = next_kill_watch = next_sweep = 0.0
         settings = self.config.server
         while not self.stop.is_set():
             self._wake.clear()
@@ -175,10 +175,14 @@ class NodeAgent:
                     self._report()
                 # While the websocket delivers events, polling is only the last resort.
                 live = self.events is not None and self.events.connected.is_set()
+                if now >= next_sweep:
+                    # Local work, websocket or not: a steward's decision must not wait for the
+                    # next kill listing, which a live websocket makes rare.
+                    next_sweep = now + settings.kill_poll_interval
+                    self._sweep_airlock()
                 if now >= next_kill_watch:
                     next_kill_watch = now + max(settings.kill_poll_interval, CONNECTED_POLL_SECONDS if live else 0)
                     self._watch_kills()
-                    self._sweep_airlock()
                 hinted = self._take_hints()
                 must_list = list_requested or now >= next_poll or (slot_freed and (self._backlog or not live))
                 if hinted and not must_list:
@@ -188,7 +192,7 @@ class NodeAgent:
                     left = self._claim(hinted)
                     self._backlog = self._claim_what_fits() or left
                 failures = 0
-                wait = max(0.0, min(next_poll, next_kill_watch) - time.monotonic())
+                wait = max(0.0, min(next_poll, next_kill_watch, next_sweep) - time.monotonic())
             except ServerUnavailable as exc:
                 failures += 1
                 wait = backoff(failures)

@@ -172,14 +172,16 @@ def test_hostile_outputs_wait_for_the_steward_and_rejected_ones_never_reach_the_
             browser.find_element("id", "reject").click()
             _wait(browser, lambda d: d.find_elements("id", "decided"), "no decision shown")
 
-        released = site.wait_status(runs["small_cell"], {"completed"}, timeout=60)
+        # The agent sweeps its airlock every kill_poll_interval (0.5 s here), also while its
+        # websocket is up (which made it wait for the minute's kill listing before).
+        released = site.wait_status(runs["small_cell"], {"completed"}, timeout=15)
         table = site.researcher.result(released["id"])
         assert None in table["counts"] and 2 not in table["counts"]
         assert "with suppression" in released["log"]
-        few = site.wait_status(runs["few_rows"], {"completed"}, timeout=60)
+        few = site.wait_status(runs["few_rows"], {"completed"}, timeout=15)
         assert site.researcher.result(few["id"])["n"] == 3
         for method, reason in (("dump", "a copy of our data file"), ("log_rows", "patient rows in the log")):
-            rejected = site.wait_status(runs[method], {"rejected"}, timeout=60)
+            rejected = site.wait_status(runs[method], {"rejected"}, timeout=15)
             assert rejected["error_kind"] == "withheld" and reason in rejected["log"]
             assert rejected["result_size"] is None
 
