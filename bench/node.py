@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -68,6 +66,7 @@ except ImportError:  # started with a Python other than the project's: use the p
 
 sys.path.insert(0, str(REPO))
 
+from bench._live import BenchError, log, remove_leftovers, run, stop_agents, wait_listening  # noqa: E402
 from tests.nodeagent import images  # noqa: E402
 from tests.nodeagent.live import LiveServer, NodeProcess, Researcher  # noqa: E402
 
@@ -79,14 +78,6 @@ TASK_TIMEOUT = 120.0
 BARE_TIMEOUT = 120.0
 # Agents hear of new runs over the websocket; polling is only the safety net here.
 AGENT_SERVER_SETTINGS = "poll_interval = 5\nkill_poll_interval = 5"
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message is its one line."""
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -144,48 +135,11 @@ class Bench:
         node.start()
         return node
 
-    def wait_listening(self, node: NodeProcess, timeout: float = 60) -> None:
-        node.wait_connected(timeout=timeout)
-        deadline = time.monotonic() + timeout
-        while "websocket connected" not in node.log():
-            if node.process.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"node agent {node.dir.name} has no websocket; its log: {node.log_path}")
-            time.sleep(0.05)
-
-    def stop_agents(self) -> None:
-        for node in self.nodes:
-            if node.process is None or node.process.poll() is not None:
-                continue
-            try:
-                node.stop()
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait()
-
-    def remove_containers(self) -> None:
-        """The bare runs' containers, and those the agents leave behind (by design, a
-        stopped agent leaves its containers for the next one)."""
-        if self.client is None:
-            return
-        filters = [{"label": self.label}]
-        if self.server is not None:
-            server_key = hashlib.sha256(self.server.url.encode()).hexdigest()[:10]
-            filters.append({"label": f"vantage.server={server_key}"})
-        for wanted in filters:
-            for container in self.client.api.containers(all=True, filters=wanted):
-                try:
-                    self.client.api.remove_container(container["Id"], force=True)
-                except docker.errors.NotFound:
-                    pass
-        if self.server is not None:
-            # The agents' copies of their data files (nodeagent/volumes.py), kept for their next start.
-            images.remove_server_volumes(self.client, self.server.url)
-
     def close(self) -> None:
-        self.stop_agents()
+        stop_agents(self.nodes)
         if self.server is not None:
             self.server.teardown()
-        self.remove_containers()
+        remove_leftovers(self.client, self.label, self.server)
 
     # --- (a) and (b) ---------------------------------------------------------------
 
@@ -231,7 +185,7 @@ class Bench:
         world = self.server.seed("world", n_orgs=3, prefix="bench-")
         agents = [self.start_agent(f"site{i}", entry) for i, entry in enumerate(world["nodes"])]
         for agent in agents:
-            self.wait_listening(agent)
+            wait_listening(agent, timeout=60)
         researcher = Researcher(self.server, world["user"]["username"], world["user"]["password"])
         bare_times, task_times = [], []
         with self.researcher_events(researcher) as events:
@@ -244,8 +198,8 @@ class Bench:
                     times.append(step())
                 log(f"  round {round_no + 1}/{self.args.rounds}: (a) {bare_times[-1]:.2f} s   "
                     f"(b) {task_times[-1]:.2f} s")
-        self.stop_agents()
-        self.remove_containers()
+        stop_agents(self.nodes)
+        remove_leftovers(self.client, self.label, self.server)
 
         a, b = statistics.median(bare_times), statistics.median(task_times)
         ratio = b / a
@@ -304,8 +258,8 @@ class Bench:
             time.sleep(0.5)
         elapsed = time.monotonic() - started
         peak = _proc_kib(status_path, "VmHWM")
-        self.stop_agents()
-        self.remove_containers()
+        stop_agents(self.nodes)
+        remove_leftovers(self.client, self.label, self.server)
 
         problems = _queue_problems(runs, task_ids, node_entry["id"], agent.log())
         for run in runs:
@@ -389,11 +343,6 @@ def _rss_series(samples: list[tuple[float, int, int]], count: int) -> str:
     return "  ".join(dict.fromkeys(shown))
 
 
-def _interrupted(signum, frame):
-    """SIGTERM ends the benchmark like Ctrl-C: through the clean-up."""
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, help="counted rounds of (a) and (b) (default 7; 3 with --quick)")
@@ -406,28 +355,17 @@ def main() -> int:
     if args.rounds < 1 or args.queue < 0:
         parser.error("--rounds must be at least 1 and --queue at least 0")
 
-    signal.signal(signal.SIGTERM, _interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="vantage-bench-node-"))
     bench = Bench(args, workdir)
-    status, keep = 0, args.keep_tmp
-    try:
+
+    def measure() -> int:
         bench.run()
-        status = 1 if bench.goals_missed else 0
         if bench.goals_missed:
             log("goals missed: " + "; ".join(bench.goals_missed))
-    except KeyboardInterrupt:
-        log("bench: interrupted")
-        status, keep = 130, True
-    except (BenchError, AssertionError, requests.RequestException, RuntimeError, docker.errors.DockerException) as exc:
-        message = " ".join(str(exc).split())[:600] or type(exc).__name__
-        log(f"bench: FAILED: {message} (logs kept in {workdir})")
-        status, keep = 2, True
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
-        bench.close()
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return status
+            return 1
+        return 0
+
+    return run(measure, bench.close, workdir, keep_tmp=args.keep_tmp)
 
 
 if __name__ == "__main__":

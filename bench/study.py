@@ -45,7 +45,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -63,7 +62,6 @@ VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 try:
     import docker
     import docker.errors
-    import requests
 except ImportError:  # started with a Python other than the project's: use the project's
     if VENV_PYTHON.exists() and Path(sys.executable) != VENV_PYTHON:
         os.execv(VENV_PYTHON, [str(VENV_PYTHON), *sys.argv])
@@ -72,6 +70,7 @@ except ImportError:  # started with a Python other than the project's: use the p
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "algorithms"))
 
+from bench._live import BenchError, log, remove_leftovers, run, stop_agents, wait_listening  # noqa: E402
 from tests.nodeagent import images  # noqa: E402
 from tests.nodeagent.live import LiveServer, NodeProcess, Researcher  # noqa: E402
 
@@ -93,14 +92,6 @@ ALGORITHM_ENV = {"VANTAGE_MIN_ROWS": "10", "VANTAGE_MIN_CELL": "5", "VANTAGE_MIN
 # Agents hear of new runs over the websocket, as deployed nodes do; polling is the safety net.
 AGENT_SERVER_SETTINGS = "poll_interval = 5\nkill_poll_interval = 5"
 AGREEMENT = 1e-9
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message is its one line."""
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 @dataclass(frozen=True)
@@ -217,43 +208,14 @@ class Bench:
         for node in self.nodes:
             node.start()
         for node in self.nodes:
-            self.wait_listening(node)
+            wait_listening(node, timeout=90)
         return world
 
-    def wait_listening(self, node: NodeProcess, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while "websocket connected" not in node.log():
-            if node.process.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"node agent {node.dir.name} has no websocket; its log: {node.log_path}")
-            time.sleep(0.05)
-
     def close(self) -> None:
-        for node in self.nodes:
-            if node.process is not None and node.process.poll() is None:
-                try:
-                    node.stop()
-                except subprocess.TimeoutExpired:
-                    node.process.kill()
-                    node.process.wait()
+        stop_agents(self.nodes)
         if self.server is not None:
             self.server.teardown()
-        if self.client is None:
-            return
-        filters = [{"label": self.label}]
-        if self.server is not None:
-            # Stopped agents leave their containers for the next agent; here there is none.
-            server_key = hashlib.sha256(self.server.url.encode()).hexdigest()[:10]
-            filters.append({"label": f"vantage.server={server_key}"})
-        for wanted in filters:
-            for container in self.client.api.containers(all=True, filters=wanted):
-                try:
-                    self.client.api.remove_container(container["Id"], force=True)
-                except docker.errors.NotFound:
-                    pass
-        if self.server is not None:
-            # The agents' copies of their databases (kept across agent restarts): this
-            # server is gone for good, and each sitting's files are new versions.
-            images.remove_server_volumes(self.client, self.server.url)
+        remove_leftovers(self.client, self.label, self.server)
 
     # --- measurements --------------------------------------------------------------
 
@@ -434,11 +396,6 @@ def report(results: dict[str, Measured]) -> None:
         log(f"{name:<20} " + " / ".join(f"{m.phases.get(k, float('nan')):.2f}" for k in ("lead", "round1", "later", "tail")))
 
 
-def _interrupted(signum, frame):
-    """SIGTERM ends the benchmark like Ctrl-C: through the clean-up."""
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("gbsg2", "lung"), help="one data set only")
@@ -450,29 +407,18 @@ def main() -> int:
     if not 1 <= args.repeat <= 20:
         parser.error("--repeat must be from 1 to 20")
 
-    signal.signal(signal.SIGTERM, _interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="vantage-bench-study-"))
     bench = Bench(args, workdir)
-    status, keep = 0, args.keep_tmp
-    try:
+
+    def measure() -> int:
         results = bench.run()
         report(results)
         if args.json:
             args.json.write_text(json.dumps({name: {**m.__dict__, "floor": m.floor, "ratio": m.ratio}
                                              for name, m in results.items()}, indent=2))
-    except KeyboardInterrupt:
-        log("bench: interrupted")
-        status, keep = 130, True
-    except (BenchError, AssertionError, RuntimeError, requests.RequestException, docker.errors.DockerException) as exc:
-        message = " ".join(str(exc).split())[:600] or type(exc).__name__
-        log(f"bench: FAILED: {message} (logs kept in {workdir})")
-        status, keep = 2, True
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
-        bench.close()
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return status
+        return 0
+
+    return run(measure, bench.close, workdir, keep_tmp=args.keep_tmp)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ from tests.nodeagent.images import BASE_IMAGE
 
 STOP_TIMEOUT = 30  # seconds an agent may take to stop after SIGTERM
 
+
+class AgentDidNotStop(AssertionError):
+    """The agent still ran STOP_TIMEOUT seconds after the signal; it was aborted."""
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 # Most tests poll fast, so they do not depend on the websocket; test_websocket_* turn polling down.
@@ -265,7 +269,7 @@ class NodeProcess:
         except subprocess.TimeoutExpired:
             self.process.send_signal(signal.SIGABRT)
             self.process.wait(timeout=10)
-            raise AssertionError(f"node agent still running {STOP_TIMEOUT} s after signal {signum}; "
+            raise AgentDidNotStop(f"node agent still running {STOP_TIMEOUT} s after signal {signum}; "
                                  f"its log, ending with its threads' stacks:\n{self.log()[-12000:]}") from None
 
     def stop(self) -> None:
@@ -283,7 +287,7 @@ def tear_down(site, server_url: str, docker_client) -> None:
     for node in site.nodes:
         try:
             node.stop()
-        except AssertionError as exc:  # the others are still stopped and their containers removed
+        except AgentDidNotStop as exc:  # the others are still stopped and their containers removed
             stuck.append(str(exc))
     print(site.agent_logs())
     server_key = hashlib.sha256(server_url.encode()).hexdigest()[:10]
