@@ -7,7 +7,6 @@ requests) and put the repository on sys.path.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import signal
 import time
@@ -18,6 +17,7 @@ import docker
 import docker.errors
 import requests
 
+from nodeagent.job import AgentContext
 from tests.nodeagent import images
 from tests.nodeagent.live import AgentDidNotStop, LiveServer, NodeProcess
 
@@ -57,7 +57,7 @@ def remove_leftovers(client: docker.DockerClient | None, label: str, server: Liv
         return
     filters = [{"label": label}]
     if server is not None:
-        server_key = hashlib.sha256(server.url.encode()).hexdigest()[:10]
+        server_key = AgentContext.key_of(server.url)
         filters.append({"label": f"vantage.server={server_key}"})
     for wanted in filters:
         for container in client.api.containers(all=True, filters=wanted):

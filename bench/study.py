@@ -40,7 +40,6 @@ the temporary folder with the logs is kept), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -71,6 +70,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "algorithms"))
 
 from bench._live import BenchError, log, remove_leftovers, run, stop_agents, wait_listening  # noqa: E402
+from nodeagent.job import AgentContext  # noqa: E402
 from tests.nodeagent import images  # noqa: E402
 from tests.nodeagent.live import LiveServer, NodeProcess, Researcher  # noqa: E402
 
@@ -248,7 +248,7 @@ class Bench:
     def watch_starts(self) -> tuple[threading.Thread, list, object]:
         """Count the containers the agents start from now on, from Docker's event stream
         (live: the engine keeps only its last few hundred events for later queries)."""
-        server_key = hashlib.sha256(self.server.url.encode()).hexdigest()[:10]
+        server_key = AgentContext.key_of(self.server.url)
         stream = self.client.events(decode=True, filters={
             "type": "container", "event": "start", "label": f"vantage.server={server_key}"})
         seen: list = []

@@ -16,13 +16,13 @@ test with the runs' logs. `algorithm_network.sites[label]` holds the split rows.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from nodeagent.job import AgentContext
 from tests.algorithms import pooled
 from tests.nodeagent import images
 from tests.nodeagent.live import LiveServer, NodeProcess, Researcher
@@ -147,7 +147,7 @@ class AlgorithmNetwork:
         for node in self.nodes:
             node.stop()
         # Stopped agents leave their containers for the next agent; in a test there is none.
-        server_key = hashlib.sha256(self.server.url.encode()).hexdigest()[:10]
+        server_key = AgentContext.key_of(self.server.url)
         for entry in self.world["nodes"]:
             for node_label in ("vantage.node_id", "vantage.forwarder_node_id"):
                 labels = [f"vantage.server={server_key}", f"{node_label}={entry['id']}"]

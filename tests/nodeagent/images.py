@@ -19,6 +19,8 @@ import docker
 import docker.errors
 import pytest
 
+from nodeagent.job import AgentContext
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGES_DIR = REPO_ROOT / "algorithms" / "testimages"
 BASE_IMAGE = os.environ.get("VANTAGE_BASE_IMAGE", "vantage/algorithm-base:bookworm-1")
@@ -196,7 +198,7 @@ def registries_file(reg: Registry, folder: Path) -> Path:
 def remove_server_volumes(client: docker.DockerClient, server_url: str) -> None:
     """The data volumes node agents of a server keep (nodeagent/volumes.py: a node's cache of
     its database files, kept across agent restarts): a test's server is gone for good."""
-    server_key = hashlib.sha256(server_url.encode()).hexdigest()[:10]
+    server_key = AgentContext.key_of(server_url)
     found = client.api.volumes(filters={"label": [f"vantage.server={server_key}"]}).get("Volumes") or []
     for volume in found:
         try:

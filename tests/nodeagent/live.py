@@ -12,7 +12,6 @@ no DATABASE_URL, its own node.toml.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ from pathlib import Path
 import docker.errors
 import requests
 
+from nodeagent.job import AgentContext
 from tests.nodeagent import images
 from tests.nodeagent.images import BASE_IMAGE
 
@@ -290,7 +290,7 @@ def tear_down(site, server_url: str, docker_client) -> None:
         except AgentDidNotStop as exc:  # the others are still stopped and their containers removed
             stuck.append(str(exc))
     print(site.agent_logs())
-    server_key = hashlib.sha256(server_url.encode()).hexdigest()[:10]
+    server_key = AgentContext.key_of(server_url)
     for node in site.world["nodes"]:
         for node_label in ("vantage.node_id", "vantage.forwarder_node_id", "vantage.round_worker_node"):
             labels = [f"vantage.server={server_key}", f"{node_label}={node['id']}"]

@@ -6,7 +6,6 @@ authenticated registry, run and report. Every assertion is about what the
 researcher sees through the API, or what the algorithm saw inside its container.
 """
 
-import hashlib
 import json
 import signal
 import time
@@ -15,6 +14,7 @@ import pytest
 import requests
 
 from nodeagent import volumes
+from nodeagent.job import AgentContext
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def test_central_method_creates_a_subtask_through_the_proxy_and_combines_its_res
     assert sorted(r["organization"] for r in sub_runs) == chosen
     assert all(r["status"] == "completed" and r["node"] == node_of[r["organization"]] for r in sub_runs), sub_runs
     # One forwarder per slot, reused by the runs; a stopping agent takes its idle ones along.
-    server_key = hashlib.sha256(site.server.url.encode()).hexdigest()[:10]
+    server_key = AgentContext.key_of(site.server.url)
     for index, node in enumerate(nodes):
         node_label = f"vantage.forwarder_node_id={site.world['nodes'][index]['id']}"
         labels = {"label": [f"vantage.server={server_key}", node_label]}
@@ -155,7 +155,7 @@ def test_kill_request_stops_the_container_within_seconds(site, test_images, dock
     assert detail["error_kind"] == "killed"
     assert "kill requested; container killed" in detail["log"]
     assert took < 5, f"kill took {took:.1f} s"
-    server_key = hashlib.sha256(site.server.url.encode()).hexdigest()[:10]
+    server_key = AgentContext.key_of(site.server.url)
     name = f"vantage-{server_key}-node{site.world['nodes'][0]['id']}-run{run_id}"
 
     def container_left():

@@ -5,11 +5,12 @@ label org.vantage.round-worker="1". Every assertion is about what the researcher
 through the API, what Docker shows of the containers, or what the algorithm reported.
 """
 
-import hashlib
 import signal
 import time
 
 import pytest
+
+from nodeagent.job import AgentContext
 
 # What they check is the node's: the run statuses they read back are the server's own,
 # tested on both databases with containers per run (test_live.py).
@@ -20,7 +21,7 @@ FINAL = {"completed", "failed", "crashed", "killed", "rejected", "timed_out"}
 
 def workers(site, docker_client, index: int) -> list[dict]:
     """The round worker containers of node `index` (running or not)."""
-    server_key = hashlib.sha256(site.server.url.encode()).hexdigest()[:10]
+    server_key = AgentContext.key_of(site.server.url)
     labels = [f"vantage.server={server_key}", f"vantage.round_worker_node={site.world['nodes'][index]['id']}"]
     return docker_client.api.containers(all=True, filters={"label": labels})
 
@@ -73,7 +74,7 @@ def test_a_jobs_rounds_share_one_worker_per_node_and_each_round_is_recorded_as_i
     by_org = {org: [site.researcher.result(r["id"]) for r in runs if r["organization"] == org] for org in chosen}
     assert by_org == {org: [one[i] for one in rounds] for i, org in enumerate(chosen)}
     # No container per run for the rounds: only the central run had one at node 0.
-    server_key = hashlib.sha256(site.server.url.encode()).hexdigest()[:10]
+    server_key = AgentContext.key_of(site.server.url)
     for index, node in enumerate(nodes):
         assert node.log().count("round worker vantage-") >= 1
         assert node.log().count("ready in") == 1, node.log()
