@@ -69,6 +69,15 @@ def remove_leftovers(client: docker.DockerClient | None, label: str, server: Liv
         images.remove_server_volumes(client, server.url)
 
 
+def shut_down(nodes: list[NodeProcess], server: LiveServer | None, client: docker.DockerClient | None,
+              label: str) -> None:
+    """The bench's network, whatever state it reached: agents, then the server, then what they left."""
+    stop_agents(nodes)
+    if server is not None:
+        server.teardown()
+    remove_leftovers(client, label, server)
+
+
 def _interrupted(signum, frame):
     """SIGTERM ends the benchmark like Ctrl-C: through the clean-up."""
     raise KeyboardInterrupt

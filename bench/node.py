@@ -66,7 +66,7 @@ except ImportError:  # started with a Python other than the project's: use the p
 
 sys.path.insert(0, str(REPO))
 
-from bench._live import BenchError, log, remove_leftovers, run, stop_agents, wait_listening  # noqa: E402
+from bench._live import BenchError, log, remove_leftovers, run, shut_down, stop_agents, wait_listening  # noqa: E402
 from tests.nodeagent import images  # noqa: E402
 from tests.nodeagent.live import LiveServer, NodeProcess, Researcher  # noqa: E402
 
@@ -136,10 +136,7 @@ class Bench:
         return node
 
     def close(self) -> None:
-        stop_agents(self.nodes)
-        if self.server is not None:
-            self.server.teardown()
-        remove_leftovers(self.client, self.label, self.server)
+        shut_down(self.nodes, self.server, self.client, self.label)
 
     # --- (a) and (b) ---------------------------------------------------------------
 

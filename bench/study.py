@@ -69,7 +69,7 @@ except ImportError:  # started with a Python other than the project's: use the p
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "algorithms"))
 
-from bench._live import BenchError, log, remove_leftovers, run, stop_agents, wait_listening  # noqa: E402
+from bench._live import BenchError, log, run, shut_down, wait_listening  # noqa: E402
 from nodeagent.job import AgentContext  # noqa: E402
 from tests.nodeagent import images  # noqa: E402
 from tests.nodeagent.live import LiveServer, NodeProcess, Researcher  # noqa: E402
@@ -212,10 +212,7 @@ class Bench:
         return world
 
     def close(self) -> None:
-        stop_agents(self.nodes)
-        if self.server is not None:
-            self.server.teardown()
-        remove_leftovers(self.client, self.label, self.server)
+        shut_down(self.nodes, self.server, self.client, self.label)
 
     # --- measurements --------------------------------------------------------------
 

@@ -30,11 +30,6 @@ from tests.nodeagent import images
 from tests.nodeagent.images import BASE_IMAGE
 
 STOP_TIMEOUT = 30  # seconds an agent may take to stop after SIGTERM
-
-
-class AgentDidNotStop(AssertionError):
-    """The agent still ran STOP_TIMEOUT seconds after the signal; it was aborted."""
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 # Most tests poll fast, so they do not depend on the websocket; test_websocket_* turn polling down.
@@ -206,6 +201,10 @@ class Researcher:
     def kill(self, task_id: int) -> None:
         response = self.api("POST", f"tasks/{task_id}/kill/")
         assert response.status_code in (200, 202, 204), response.text
+
+
+class AgentDidNotStop(AssertionError):
+    """The agent still ran STOP_TIMEOUT seconds after the signal; it was aborted."""
 
 
 class NodeProcess:
