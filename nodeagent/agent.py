@@ -130,7 +130,8 @@ class NodeAgent:
         ctx = AgentContext(config=self.config, client=self.client, executor=self.executor, node_id=node_id,
                            stop=self.stop, forwarders=pool)
         ctx.rounds = RoundWorkers(executor=self.executor, config=self.config, server_key=server_key, node_id=node_id,
-                                  name_prefix=ctx.name_prefix, stop=self.stop, data_volumes=ctx.data_volumes)
+                                  name_prefix=ctx.name_prefix, stop=self.stop, data_volumes=ctx.data_volumes,
+                                  busy=self._running)
         ctx.rounds.clear_leftovers()  # before any run resumes: no worker outlives its agent
         ctx.rounds.start_reaper()
         return ctx
@@ -238,6 +239,10 @@ class NodeAgent:
                 job = watched.get(run["id"])
                 if job is not None and run.get("kill_requested"):
                     job.request_kill()
+
+    def _running(self) -> bool:
+        """A run is in progress here (round workers start no standby then)."""
+        return self._free_slots() < self.config.limits.max_concurrent_runs
 
     def _free_slots(self) -> int:
         with self._jobs_lock:

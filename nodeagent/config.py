@@ -116,6 +116,9 @@ class Limits:
     # Seconds a job's round worker (nodeagent/rounds.py) may wait for its next round; 0: no
     # round workers, every run gets a container of its own.
     round_worker_idle: int = 60
+    # Seconds a standby worker (one per node, for the image and databases of the last job
+    # that used a round worker here) waits for the next job; 0: no standby.
+    round_worker_standby: int = 600
 
 
 OUTPUT_TYPES = ("count_table", "aggregate", "model", "intermediate")
@@ -567,6 +570,10 @@ def _limits(reader: _Reader) -> Limits:
     idle = reader.get("round_worker_idle", (int,), "a whole number of seconds", default=defaults.round_worker_idle)
     if idle < 0:
         raise reader.error("round_worker_idle", f"must be 0 (no round workers) or more, got {idle}")
+    standby = reader.get("round_worker_standby", (int,), "a whole number of seconds",
+                         default=defaults.round_worker_standby)
+    if standby < 0:
+        raise reader.error("round_worker_standby", f"must be 0 (no standby worker) or more, got {standby}")
     user = reader.get("user", (str,), 'a "uid:gid"', default=defaults.user)
     if not USER_RE.match(user):
         raise reader.error("user", f'expected a numeric "uid:gid" like "65534:65534", got {_show(user)}')
@@ -576,6 +583,7 @@ def _limits(reader: _Reader) -> Limits:
     return Limits(
         cpus=float(cpus), memory=memory, pids=pids, deadline=deadline, max_concurrent_runs=concurrent,
         tmpfs=tmpfs, scratch=scratch, max_output=max_output, user=user, round_worker_idle=idle,
+        round_worker_standby=standby,
     )
 
 

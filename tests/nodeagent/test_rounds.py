@@ -7,6 +7,7 @@ container per run, and the bits of the socket set-up."""
 import json
 import socket
 import threading
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,11 +28,12 @@ class FakeApi:
         return {"Config": {"Labels": self.labels.get(image_id)}}
 
 
-def pool(tmp_path, *, idle=60, labels=None):
+def pool(tmp_path, *, idle=60, labels=None, standby=600, busy=lambda: False):
     executor = SimpleNamespace(docker=SimpleNamespace(api=FakeApi(labels or {})))
-    config = SimpleNamespace(limits=replace(Limits(), round_worker_idle=idle, max_concurrent_runs=2))
+    config = SimpleNamespace(limits=replace(Limits(), round_worker_idle=idle, max_concurrent_runs=2,
+                                            round_worker_standby=standby))
     return rounds.RoundWorkers(executor=executor, config=config, folder=tmp_path, server_key="k",
-                               node_id=1, name_prefix="vantage-k-node1", stop=threading.Event())
+                               node_id=1, name_prefix="vantage-k-node1", stop=threading.Event(), busy=busy)
 
 
 def job(*, parent=5, job_id=5, encrypted=False, phase=Phase.PREPARED):
@@ -115,3 +117,83 @@ def test_the_socket_binds_even_under_a_task_folder_deeper_than_a_socket_address(
     listener.listen(1)
     assert path.exists() and Path(path).is_socket()
     listener.close()
+
+
+class Started:
+    """RoundWorkers._start without Docker: records which workers would have started."""
+
+    def __init__(self, workers):
+        self.names = []
+        workers._start = lambda worker: self.names.append(worker.name)
+        workers._retire = lambda worker, why: setattr(worker, "gone", True)
+
+
+def settle():
+    """The standby's start runs in a thread of its own."""
+    for thread in [t for t in threading.enumerate() if t.name == "round-standby"]:
+        thread.join(5)
+
+
+def test_a_standby_starts_for_the_last_jobs_image_only_once_the_node_is_quiet(tmp_path):
+    running = []
+    workers = pool(tmp_path, busy=lambda: bool(running))
+    started = Started(workers)
+    worker = workers._worker_for((5, "sha256:a", ("default",)), 5, job())
+    assert started.names == [worker.name]
+    now = worker.last_used
+    workers._replenish(now + 0.5)  # the job's round ended half a second ago
+    worker.lock.acquire()  # a round in progress
+    workers._replenish(now + 5)
+    worker.lock.release()
+    running.append(1)  # a run in progress (a container of its own, an upload)
+    workers._replenish(now + 5)
+    assert workers._standby is None and len(started.names) == 1
+    running.clear()
+    workers._replenish(now + 5)
+    settle()
+    standby = workers._standby
+    assert standby.key == (None, "sha256:a", ("default",)) and standby.job_id is None
+    assert started.names[1] == standby.name and "standby" in standby.name
+    workers._replenish(now + 10)
+    assert len(started.names) == 2  # one standby at most
+
+
+@pytest.mark.parametrize("image, labels, taken", [("sha256:a", ("default",), True),
+                                                 ("sha256:b", ("default",), False),
+                                                 ("sha256:a", ("default", "other"), False)])
+def test_only_a_job_asking_for_the_standbys_image_and_databases_takes_it(tmp_path, image, labels, taken):
+    workers = pool(tmp_path)
+    started = Started(workers)
+    workers._wanted = ("sha256:a", ("default",))
+    workers._replenish(time.monotonic() + 5)
+    settle()
+    standby = workers._standby
+    worker = workers._worker_for((7, image, labels), 7, job(job_id=7))
+    assert (worker is standby) is taken
+    if taken:
+        assert worker.job_id == 7 and workers._workers == {(7, image, labels): worker} and workers._standby is None
+        assert len(started.names) == 1
+    else:
+        assert worker.job_id == 7 and workers._standby is standby and len(started.names) == 2
+
+
+def test_an_unused_standby_goes_and_none_follows_until_a_job_uses_a_worker_again(tmp_path):
+    workers = pool(tmp_path, standby=2)
+    started = Started(workers)
+    workers._wanted = ("sha256:a", ("default",))
+    workers._replenish(time.monotonic())
+    settle()
+    standby = workers._standby
+    standby.last_used -= 3
+    workers.stop.wait = lambda seconds, passes=iter([False, True]): next(passes)  # one pass of the reaper
+    workers._reap()
+    assert standby.gone and workers._standby is None and workers._wanted is None
+    assert len(started.names) == 1
+
+
+def test_no_standby_when_turned_off_or_without_round_workers(tmp_path):
+    for workers in (pool(tmp_path, standby=0), pool(tmp_path, idle=0)):
+        started = Started(workers)
+        workers._wanted = ("sha256:a", ("default",))
+        workers._replenish(time.monotonic() + 5)
+        assert workers._standby is None and not started.names

@@ -19,11 +19,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.database_independent]
 FINAL = {"completed", "failed", "crashed", "killed", "rejected", "timed_out"}
 
 
-def workers(site, docker_client, index: int) -> list[dict]:
-    """The round worker containers of node `index` (running or not)."""
+def workers(site, docker_client, index: int, *, standby: bool = False) -> list[dict]:
+    """The round worker containers of node `index` (running or not): its jobs' workers, or its standby."""
     server_key = AgentContext.key_of(site.server.url)
     labels = [f"vantage.server={server_key}", f"vantage.round_worker_node={site.world['nodes'][index]['id']}"]
-    return docker_client.api.containers(all=True, filters={"label": labels})
+    return [c for c in docker_client.api.containers(all=True, filters={"label": labels})
+            if (c["Labels"].get("vantage.job_id") == "standby") is standby]
+
+
+def job_workers_ready(log: str) -> int:
+    """How many workers started for a job (not as a standby) the agent's log shows ready."""
+    return sum(1 for line in log.splitlines() if "(job " in line and ") ready in " in line)
 
 
 def wait_for(condition, timeout: float, what: str, site) -> None:
@@ -77,15 +83,71 @@ def test_a_jobs_rounds_share_one_worker_per_node_and_each_round_is_recorded_as_i
     server_key = AgentContext.key_of(site.server.url)
     for index, node in enumerate(nodes):
         assert node.log().count("round worker vantage-") >= 1
-        assert node.log().count("ready in") == 1, node.log()
+        assert job_workers_ready(node.log()) == 1, node.log()
     # The job ended: its central run's node removes its worker at once, the other after its idle limit.
     # The agent logs a removal once the container is gone, so the line may come a moment later.
     wait_for(lambda: not workers(site, docker_client, 0), 10, "node 0's worker gone after the job", site)
     wait_for(lambda: "its job ended" in nodes[0].log(), 5, "node 0 logging the worker removed as its job ended", site)
     wait_for(lambda: not workers(site, docker_client, 1), 15, "node 1's worker gone after 3 idle seconds", site)
     wait_for(lambda: "idle for 3 s" in nodes[1].log(), 5, "node 1 logging the worker removed as idle", site)
-    assert not docker_client.api.containers(all=True, filters={"label": [f"vantage.server={server_key}",
-                                                                         "vantage.job_id"]})
+    left = docker_client.api.containers(all=True, filters={"label": [f"vantage.server={server_key}", "vantage.job_id"]})
+    assert all(c["Labels"]["vantage.job_id"] == "standby" for c in left), left  # no job's worker
+
+
+def test_a_standby_worker_serves_the_next_job_of_its_image_and_only_that_job(rounds_site, docker_client):
+    site = rounds_site
+    # The rounds at node 1, which is not told when a job ends: its job's worker stays until
+    # its idle limit, as on most sites, and the standby starts beside it.
+    nodes = [site.node(0), site.node(1, limits="round_worker_idle = 30")]
+    for node in nodes:
+        node.wait_connected()
+    node = nodes[1]
+    first = ask(site, site.organizations[1:2], rounds=2)
+    assert site.wait_status(first["runs"][0]["id"], FINAL, timeout=120)["status"] == "completed", site.agent_logs()
+    # Once the node is quiet, one standby starts, for the image and database the job used,
+    # isolated as a job's worker.
+    wait_for(lambda: "(standby) ready in" in node.log(), 60, "a standby worker ready", site)
+    (standby,) = workers(site, docker_client, 1, standby=True)
+    attrs = docker_client.api.inspect_container(standby["Id"])
+    host = attrs["HostConfig"]
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
+    assert attrs["Config"]["User"] == "65534:65534" and host["PidsLimit"] and host["Memory"]
+    assert {m["Destination"] for m in attrs["Mounts"]} == {"/mnt/rounds", "/mnt/data/default"}
+    (old,) = workers(site, docker_client, 1)
+    assert not workers(site, docker_client, 0, standby=True)  # node 0 ran only the central run: no worker to keep
+
+    second = ask(site, site.organizations[1:2], rounds=2)
+    assert site.wait_status(second["runs"][0]["id"], FINAL, timeout=120)["status"] == "completed", site.agent_logs()
+    assert f"a standby, now serves job {second['id']}" in node.log()
+    assert job_workers_ready(node.log()) == 1  # no worker started for the second job: it took the standby
+    one = site.researcher.result(first["runs"][0]["id"])["rounds"]
+    two = site.researcher.result(second["runs"][0]["id"])["rounds"]
+    assert len({r[0]["rows"] for r in one + two}) == 1
+    # The standby served both of the second job's rounds; the first job's worker served none of them.
+    assert two[0][0]["process"] == two[1][0]["process"] != one[0][0]["process"]
+    # A container's labels cannot change: the second job's worker is still labelled a standby.
+    every = lambda: {c["Id"] for c in workers(site, docker_client, 1) + workers(site, docker_client, 1, standby=True)}  # noqa: E731
+    assert every() == {old["Id"], standby["Id"]}
+
+    # Another standby follows the second job; the agent's stop removes every worker.
+    wait_for(lambda: len(every()) == 3, 60, "the next standby", site)
+    node.stop()
+    assert not workers(site, docker_client, 1) and not workers(site, docker_client, 1, standby=True)
+
+
+def test_a_standby_goes_when_no_job_takes_it_and_none_starts_when_turned_off(rounds_site, docker_client):
+    site = rounds_site
+    nodes = [site.node(0, limits="round_worker_idle = 2\nround_worker_standby = 2"),
+             site.node(1, limits="round_worker_standby = 0")]
+    for node in nodes:
+        node.wait_connected()
+    task = ask(site, site.organizations[:2], rounds=1)
+    assert site.wait_status(task["runs"][0]["id"], FINAL, timeout=120)["status"] == "completed", site.agent_logs()
+    wait_for(lambda: "(standby) ready in" in nodes[0].log(), 60, "node 0's standby ready", site)
+    wait_for(lambda: "no job took it in 2 s" in nodes[0].log(), 15, "node 0's standby removed unused", site)
+    assert not workers(site, docker_client, 0, standby=True)
+    time.sleep(3)  # node 1 has been quiet for longer than a standby waits to start
+    assert not workers(site, docker_client, 1, standby=True) and "standby" not in nodes[1].log()
 
 
 def test_a_worker_is_isolated_like_a_run_container_and_a_kill_removes_it(rounds_site, docker_client):
