@@ -5,6 +5,7 @@
     .venv/bin/python bench/study.py --only gbsg2    # the demo study only (or --only lung)
     .venv/bin/python bench/study.py --method cox    # one analysis (on both data sets)
     .venv/bin/python bench/study.py --repeat 3      # median of three runs per analysis
+    .venv/bin/python bench/study.py --no-standby    # the agents keep no standby round worker
 
 Runs the demo study's three analyses (demo/study.py: summary statistics, Kaplan–Meier
 by hormonal therapy with the log-rank test, the Cox model stratified by hospital) on
@@ -26,7 +27,9 @@ Per analysis it prints:
            (vantage_algorithms.harness.run_local, in this process, imports already done)
   ratio    wall / floor
 and the median seconds per subtask run from creation to claim, claim to container start
-and start to finish, which say where a round's time goes.
+and start to finish, which say where a round's time goes. Each run of an analysis begins
+on a quiet machine (SETTLE_*: what the agents do after a job, such as starting a standby
+round worker, must not fall into the next run's bare starts or computation).
 
 The federated answer is compared with the local harness's answer on the same files:
 any difference above 1e-9 (relative) fails the benchmark.
@@ -92,6 +95,32 @@ ALGORITHM_ENV = {"VANTAGE_MIN_ROWS": "10", "VANTAGE_MIN_CELL": "5", "VANTAGE_MIN
 # Agents hear of new runs over the websocket, as deployed nodes do; polling is the safety net.
 AGENT_SERVER_SETTINGS = "poll_interval = 5\nkill_poll_interval = 5"
 AGREEMENT = 1e-9
+# Before each run: SETTLE_AFTER s for the agents' work after a job (a standby worker starts
+# once a node has been quiet for a second), then until the CPUs are below SETTLE_BUSY for
+# half a second, at most SETTLE_TIMEOUT s.
+SETTLE_AFTER = 2.5
+SETTLE_BUSY = 0.25
+SETTLE_TIMEOUT = 20.0
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def settle() -> float:
+    """Wait until the machine is quiet; the seconds it took."""
+    started = time.monotonic()
+    time.sleep(SETTLE_AFTER)
+    while time.monotonic() - started < SETTLE_TIMEOUT:
+        busy, total = cpu_times()
+        time.sleep(0.5)
+        busy2, total2 = cpu_times()
+        if total2 > total and (busy2 - busy) / (total2 - total) < SETTLE_BUSY:
+            break
+    return time.monotonic() - started
 
 
 @dataclass(frozen=True)
@@ -202,9 +231,10 @@ class Bench:
                     shutil.copyfile(paths[index], target)
                     target.chmod(0o644)  # the algorithm runs as nobody
                     databases[label] = target
+            limits = LIMITS + ("\nround_worker_standby = 0" if self.args.no_standby else "")
             self.nodes.append(NodeProcess(self.workdir, f"node-{index}", server_url=self.server.url,
                                           api_key=entry["api_key"], registry=registry, databases=databases,
-                                          limits=LIMITS, algorithm_env=policy, server=AGENT_SERVER_SETTINGS))
+                                          limits=limits, algorithm_env=policy, server=AGENT_SERVER_SETTINGS))
         for node in self.nodes:
             node.start()
         for node in self.nodes:
@@ -359,6 +389,7 @@ class Bench:
             measured = results[analysis.name] = Measured()
             self.local(analysis, paths, world["organizations"])  # warm: imports and file cache, so the floor is the computation
             for _ in range(self.args.repeat):
+                settle()
                 measured.bare.append(self.bare(self.images[analysis.image], len(paths)))
                 seconds, local_result = self.local(analysis, paths, world["organizations"])
                 measured.compute.append(seconds)
@@ -373,8 +404,10 @@ class Bench:
                 measured.rounds, runs = self.subtask_runs(researcher, task_id)
                 measured.starts = starts
                 measured.phases = self.phases(runs, central)
+            walls = " ".join(f"{w:.2f}" for w in measured.wall)
             log(f"  {analysis.name:<20} wall {statistics.median(measured.wall):6.2f} s  rounds {measured.rounds:2d}  "
-                f"floor {measured.floor:5.2f} s  ratio {measured.ratio:5.1f}  (answer equal to the local harness)")
+                f"floor {measured.floor:5.2f} s  ratio {measured.ratio:5.1f}  (answer equal to the local harness; "
+                f"walls in order: {walls} s)")
         return results
 
 
@@ -398,6 +431,8 @@ def main() -> int:
     parser.add_argument("--only", choices=("gbsg2", "lung"), help="one data set only")
     parser.add_argument("--method", choices=("summary", "kaplan_meier", "cox"), help="one analysis only")
     parser.add_argument("--repeat", type=int, default=1, help="runs per analysis; the median is shown (default 1)")
+    parser.add_argument("--no-standby", action="store_true",
+                        help="agents without a standby round worker (round_worker_standby = 0), to compare")
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (logs) even on success")
     args = parser.parse_args()
