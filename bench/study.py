@@ -21,7 +21,8 @@ Per analysis it prints:
   rounds   subtasks the central method created
   starts   containers the nodes started for it (the central run's, and one per subtask
            run or, for images that opt in to round workers, one per job and node: Docker's
-           own start events for the agents' containers, counted while the analysis ran)
+           own start events for the agents' containers, counted while the analysis ran; a
+           standby worker a node started after the previous job is not among them)
   floor    one bare `docker run --rm --network none` of the same image per site, all at
            once, plus the method's pure computation with the local harness
            (vantage_algorithms.harness.run_local, in this process, imports already done)
