@@ -289,18 +289,10 @@ class RoundWorkers:
         threading.Thread(target=self._start_standby, args=(worker,), name="round-standby", daemon=True).start()
 
     def _start_standby(self, worker: RoundWorker) -> None:
-        try:
-            self._start(worker)
-        except StartupError as exc:
+        failure = self._start_or_retire(worker)
+        if failure is not None:
             log.warning("round worker standby %s did not start (%s); none again until a job uses a worker here",
-                        worker.name, exc)
-            with self._lock:
-                if self._wanted == worker.key[1:]:
-                    self._wanted = None
-            self._retire(worker, "it did not start")
-        finally:
-            worker.last_used = time.monotonic()
-            worker.lock.release()
+                        worker.name, failure)
 
     def _take_standby(self, key: tuple, job_id: int) -> RoundWorker | None:
         """The standby, now the worker of this job, if it has this round's image and databases.
@@ -449,20 +441,30 @@ class RoundWorkers:
                                  dir=self.folder / f"worker{self._count}-job{job_id}")
             self._workers[key] = worker
             worker.lock.acquire()  # until it is ready: other rounds of the job wait for it
+        failure = self._start_or_retire(worker, failed=key)
+        if failure is not None:
+            log.warning("run %s: no round worker (%s); the job's runs here get containers of their own",
+                        job.run_id, failure)
+            return None
+        return worker
+
+    def _start_or_retire(self, worker: RoundWorker, *, failed: tuple | None = None) -> StartupError | None:
+        """Start a worker whose lock the caller holds, and release it; one that cannot start
+        is retired, its (job, image, databases) `failed` noted, and no standby of it follows."""
         try:
             self._start(worker)
-        except StartupError as exc:
-            log.warning("run %s: no round worker (%s); the job's runs here get containers of their own",
-                        job.run_id, exc)
-            with self._lock:
-                self._failed.add(key)
-                if self._wanted == key[1:]:
-                    self._wanted = None  # no standby of what does not start
-            self._retire(worker, "it did not start")
             return None
+        except StartupError as exc:
+            with self._lock:
+                if failed is not None:
+                    self._failed.add(failed)
+                if self._wanted == worker.key[1:]:
+                    self._wanted = None
+            self._retire(worker, "it did not start")
+            return exc
         finally:
+            worker.last_used = time.monotonic()
             worker.lock.release()
-        return worker
 
     def _evict_locked(self) -> bool:
         idle = sorted((w for w in self._workers.values() if not w.lock.locked()), key=lambda w: w.last_used)
