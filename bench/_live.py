@@ -17,7 +17,6 @@ import docker
 import docker.errors
 import requests
 
-from nodeagent.job import AgentContext
 from tests.nodeagent import images
 from tests.nodeagent.live import AgentDidNotStop, LiveServer, NodeProcess
 
@@ -55,18 +54,13 @@ def remove_leftovers(client: docker.DockerClient | None, label: str, server: Liv
     copies of their databases (kept across agent restarts): this server is gone for good."""
     if client is None:
         return
-    filters = [{"label": label}]
+    for container in client.api.containers(all=True, filters={"label": label}):
+        try:
+            client.api.remove_container(container["Id"], force=True)
+        except docker.errors.NotFound:
+            pass
     if server is not None:
-        server_key = AgentContext.key_of(server.url)
-        filters.append({"label": f"vantage.server={server_key}"})
-    for wanted in filters:
-        for container in client.api.containers(all=True, filters=wanted):
-            try:
-                client.api.remove_container(container["Id"], force=True)
-            except docker.errors.NotFound:
-                pass
-    if server is not None:
-        images.remove_server_volumes(client, server.url)
+        images.remove_server_leftovers(client, server.url)
 
 
 def shut_down(nodes: list[NodeProcess], server: LiveServer | None, client: docker.DockerClient | None,

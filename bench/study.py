@@ -111,8 +111,8 @@ def cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def settle() -> float:
-    """Wait until the machine is quiet; the seconds it took."""
+def settle() -> None:
+    """Wait until the machine is quiet (at most SETTLE_TIMEOUT seconds)."""
     started = time.monotonic()
     time.sleep(SETTLE_AFTER)
     while time.monotonic() - started < SETTLE_TIMEOUT:
@@ -120,8 +120,7 @@ def settle() -> float:
         time.sleep(0.5)
         busy2, total2 = cpu_times()
         if total2 > total and (busy2 - busy) / (total2 - total) < SETTLE_BUSY:
-            break
-    return time.monotonic() - started
+            return
 
 
 @dataclass(frozen=True)

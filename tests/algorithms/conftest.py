@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.job import AgentContext
 from tests.algorithms import pooled
 from tests.nodeagent import images
 from tests.nodeagent.live import LiveServer, NodeProcess, Researcher
@@ -146,13 +145,8 @@ class AlgorithmNetwork:
     def close(self) -> None:
         for node in self.nodes:
             node.stop()
-        # Stopped agents leave their containers for the next agent; in a test there is none.
-        server_key = AgentContext.key_of(self.server.url)
-        for entry in self.world["nodes"]:
-            for node_label in ("vantage.node_id", "vantage.forwarder_node_id"):
-                labels = [f"vantage.server={server_key}", f"{node_label}={entry['id']}"]
-                for container in self.docker_client.api.containers(all=True, filters={"label": labels}):
-                    self.docker_client.api.remove_container(container["Id"], force=True)
+        # Stopped agents leave their containers and data volumes for the next agent; in a test there is none.
+        images.remove_server_leftovers(self.docker_client, self.server.url)
 
 
 @pytest.fixture(scope="session")

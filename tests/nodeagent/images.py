@@ -195,6 +195,20 @@ def registries_file(reg: Registry, folder: Path) -> Path:
     return path
 
 
+def remove_server_containers(client: docker.DockerClient, server_url: str) -> None:
+    """Every container the node agents of a server made (runs, forwarders, round workers and
+    standbys all carry its `vantage.server` label): a stopped agent leaves them for the next
+    agent, and a test's server has none."""
+    server_key = AgentContext.key_of(server_url)
+    for container in client.api.containers(all=True, filters={"label": [f"vantage.server={server_key}"]}):
+        try:
+            client.api.remove_container(container["Id"], force=True)
+        except docker.errors.APIError as exc:
+            # A stopping agent may be removing it too: gone, or its removal under way.
+            if exc.status_code not in (404, 409):
+                raise
+
+
 def remove_server_volumes(client: docker.DockerClient, server_url: str) -> None:
     """The data volumes node agents of a server keep (nodeagent/volumes.py: a node's cache of
     its database files, kept across agent restarts): a test's server is gone for good."""
@@ -206,6 +220,13 @@ def remove_server_volumes(client: docker.DockerClient, server_url: str) -> None:
         except docker.errors.APIError as exc:
             if exc.status_code not in (404, 409):  # gone, or still used by a container being removed
                 raise
+
+
+def remove_server_leftovers(client: docker.DockerClient, server_url: str) -> None:
+    """What a test's or a benchmark's server leaves once its agents stopped: their containers,
+    then their data volumes (which a container being removed may still hold)."""
+    remove_server_containers(client, server_url)
+    remove_server_volumes(client, server_url)
 
 
 def alter_signed_payload(reg: Registry, repository: str, digest: str) -> None:

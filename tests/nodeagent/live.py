@@ -22,10 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
-import docker.errors
 import requests
 
-from nodeagent.job import AgentContext
 from tests.nodeagent import images
 from tests.nodeagent.images import BASE_IMAGE
 
@@ -289,16 +287,5 @@ def tear_down(site, server_url: str, docker_client) -> None:
         except AgentDidNotStop as exc:  # the others are still stopped and their containers removed
             stuck.append(str(exc))
     print(site.agent_logs())
-    server_key = AgentContext.key_of(server_url)
-    for node in site.world["nodes"]:
-        for node_label in ("vantage.node_id", "vantage.forwarder_node_id", "vantage.round_worker_node"):
-            labels = [f"vantage.server={server_key}", f"{node_label}={node['id']}"]
-            for container in docker_client.api.containers(all=True, filters={"label": labels}):
-                try:
-                    docker_client.api.remove_container(container["Id"], force=True)
-                except docker.errors.APIError as exc:
-                    # The stopping agent may be removing it too: gone, or its removal under way.
-                    if exc.status_code not in (404, 409):
-                        raise
-    images.remove_server_volumes(docker_client, server_url)
+    images.remove_server_leftovers(docker_client, server_url)
     assert not stuck, "\n\n".join(stuck)
