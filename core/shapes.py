@@ -46,7 +46,7 @@ STRING = Kind(serializers.CharField)
 BOOLEAN = Kind(serializers.BooleanField)
 JSON = Kind(serializers.JSONField)
 DATETIME = Kind(serializers.DateTimeField, iso_datetime)  # as DRF's DateTimeField renders it
-BYTES = Kind(_BytesField, lambda value: base64.b64encode(bytes(value)).decode("ascii"))
+BYTES = Kind(_BytesField, lambda value: None if value is None else base64.b64encode(bytes(value)).decode("ascii"))
 
 
 def choice(choices, *, blank: bool = False) -> Kind:
@@ -165,5 +165,6 @@ class _AnyOfExtension(PolymorphicProxySerializerExtension):
         return {"anyOf": super().map_serializer(auto_schema, direction)["oneOf"]}
 
 
-def any_of(name: str, *shapes: Shape) -> AnyOf:
-    return AnyOf(component_name=name, serializers=[shape.schema() for shape in shapes], resource_type_field_name=None)
+def any_of(name: str, *shapes: Shape, many: bool = False) -> AnyOf:
+    return AnyOf(component_name=name, serializers=[shape.schema() for shape in shapes], resource_type_field_name=None,
+                 many=many)

@@ -13,6 +13,7 @@ import re
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -273,14 +274,18 @@ class ServerClient:
                    json={"output_type": output_type, "size": size, "flags": flags})
 
     def finish(self, run_id: int, *, status: str, exit_code: int | None, error_kind: str, log: str,
-               result: Path | None) -> None:
+               result: Path | None, digest: str = "", started_at: float | None = None) -> None:
         """Report a run's end. A result up to INLINE_RESULT_BYTES goes inline as base64 in a
         JSON body (half the server's work of a multipart upload for a small aggregate);
         a larger one, or one whose JSON body the server refuses as too large, is streamed
-        from disk as a multipart upload."""
+        from disk as a multipart upload. `digest` and `started_at` (seconds since the epoch):
+        what ran and since when, which the server records if the start was never reported."""
         what = f"finishing run {run_id}"
+        started = {} if not digest else {"digest": digest}
+        if digest and started_at is not None:
+            started["started_at"] = datetime.fromtimestamp(started_at, timezone.utc).isoformat()
         if result is None or result.stat().st_size <= INLINE_RESULT_BYTES:
-            body = {"status": status, "error_kind": error_kind, "log": log, "exit_code": exit_code}
+            body = {"status": status, "error_kind": error_kind, "log": log, "exit_code": exit_code, **started}
             if result is not None:
                 body["result"] = base64.b64encode(result.read_bytes()).decode("ascii")
             try:
@@ -292,7 +297,7 @@ class ServerClient:
                     raise
                 # The server's VANTAGE_MAX_REQUEST_BYTES is below this body: its result
                 # limit, which the multipart upload is held to, may still allow it.
-        fields = {"status": status, "error_kind": error_kind, "log": log}
+        fields = {"status": status, "error_kind": error_kind, "log": log, **started}
         if exit_code is not None:
             fields["exit_code"] = str(exit_code)
         self._call(

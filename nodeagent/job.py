@@ -642,10 +642,17 @@ class RunJob:
             seen = self.ctx.server_back.count
             try:
                 if outcome.held is not None:
+                    if not self._start_reported:  # a quick round's: a held run shows what ran
+                        self._report_start()
                     report_held(self, outcome)
                     break
+                # What ran and since when, for the server to record if the start was never
+                # reported (a quick round's is not: nodeagent/rounds.py).
+                started = self.state.started_at
+                ran = (self.state.run.get("executed_digest") or "") if started is not None else ""
                 self.ctx.client.finish(self.run_id, status=outcome.status, exit_code=outcome.exit_code,
-                                       error_kind=outcome.error_kind, log=outcome.log, result=result)
+                                       error_kind=outcome.error_kind, log=outcome.log, result=result,
+                                       digest=ran, started_at=started)
                 if attempt:
                     log.info("run %s: outcome uploaded after %d failed attempt(s)", self.run_id, attempt)
                 else:

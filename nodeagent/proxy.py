@@ -15,7 +15,8 @@ job and collaboration. It translates paths, bodies and answers between the two:
     GET  /organization/<id>                →  GET  /api/organizations/<id>/
     POST /task                             →  POST /api/tasks/
     GET  /task/<id>[/status]               →  GET  /api/tasks/<id>/
-    GET  /result?task_id=&page=            →  GET  /api/runs/?task=&page= (+ each run's result)
+    GET  /result?task_id=&page=            →  GET  /api/runs/?task=&page=&with_result=true
+                                              (+ each larger result on its own)
     GET  /result/<id>, /run/<id>           →  GET  /api/runs/<id>/ (+ its result)
     GET  /blobstream/status                →  answered here: no blob store
 """
@@ -56,10 +57,15 @@ MAX_ANSWER = 32 * 1024 * 1024
 MAX_CONNECTIONS = 4
 CLIENT_TIMEOUT = 30
 BODY_METHODS = ("POST", "PUT", "PATCH")
-# A page of a subtask's results is fetched this many at a time: a central method waits for
-# the whole page between rounds, and one by one that was a server request per site in a row
-# (issue 18). The page's results are held together either way (MAX_ANSWER each).
+# A small result comes inline with its run in the server's list; a larger one (kept in a
+# file) is fetched on its own, this many at a time: a central method waits for the whole
+# page between rounds, and one by one that was a server request per site in a row (issue
+# 18). The page's results are held together either way (MAX_ANSWER each).
 RESULT_FETCHES = 4
+# A completed run's result never changes, and a central method polling a subtask's results
+# asks for the finished ones again at every poll: up to this many bytes of opened results
+# are kept per run's proxy rather than fetched and opened again.
+RESULT_CACHE_BYTES = 8 * 1024 * 1024
 # vantage6 4.x TaskStatus words for our derived task statuses.
 V6_TASK_STATUS = {"pending": "pending", "active": "active", "completed": "completed", "failed": "failed",
                   "killed": "killed by user"}
@@ -97,6 +103,14 @@ class Upstream:
         # (method, organisations) of each subtask created through this proxy: the node's own
         # account of what a central run asked of the sites (RunProxy.summary).
         self.subtasks: list[tuple[str, int]] = []
+        self.results: dict[int, str] = {}  # run id → its opened result, base64 (RESULT_CACHE_BYTES)
+        self.results_bytes = 0
+
+    def remember_result(self, run_id: int, encoded: str) -> None:
+        with self.lock:
+            if run_id not in self.results and self.results_bytes + len(encoded) <= RESULT_CACHE_BYTES:
+                self.results[run_id] = encoded
+                self.results_bytes += len(encoded)
 
     def call(self, method: str, path: str, **kwargs) -> Answer:
         """The server's answer, read up to MAX_ANSWER bytes (a larger one is refused, not held)."""
@@ -239,31 +253,55 @@ def _seal(upstream: Upstream, entry: dict) -> str:
 
 
 def _results(upstream: Upstream, kind: str, task_id: str, page: int) -> dict:
-    found = upstream.json("GET", f"/api/runs/?task={task_id}&page={page}")
+    found = upstream.json("GET", f"/api/runs/?task={task_id}&page={page}&with_result=true")
     runs = found.get("results", [])
-    completed = sum(1 for run in runs if run.get("status") == "completed")
-    if completed > 1:
-        with ThreadPoolExecutor(max_workers=min(RESULT_FETCHES, completed), thread_name_prefix="proxy-result") as pool:
+    fetched = sum(1 for run in runs if _to_fetch(upstream, run))
+    if fetched > 1:
+        with ThreadPoolExecutor(max_workers=min(RESULT_FETCHES, fetched), thread_name_prefix="proxy-result") as pool:
             data = list(pool.map(lambda run: _run_entry(upstream, run, int(task_id)), runs))
     else:
         data = [_run_entry(upstream, run, int(task_id)) for run in runs]
     return {"data": data, "links": _links(f"/{kind}", page, bool(found.get("next")), f"task_id={task_id}&")}
 
 
+def _to_fetch(upstream: Upstream, run: dict) -> bool:
+    """A completed run whose result is neither in its list entry nor already opened here."""
+    return run.get("status") == "completed" and run.get("result") is None and run.get("id") not in upstream.results
+
+
 def _run_entry(upstream: Upstream, run: dict, task_id: int | None) -> dict:
     """A run as vantage6 shows a run or result: its result base64-encoded, once completed."""
     entry = {**run, "task": {"id": task_id}, "result": None}
-    if run.get("status") == "completed":
+    if run.get("status") != "completed":
+        return entry
+    if run["id"] in upstream.results:
+        entry["result"] = upstream.results[run["id"]]
+        return entry
+    content = _inline_result(run)
+    if content is None:
         response = upstream.call("GET", f"/api/runs/{run['id']}/result/")
-        if response.status_code == 200:
-            content = response.content
-            if upstream.sealing is not None:
-                try:
-                    content = upstream.sealing.open_result(content)
-                except SealingError as exc:
-                    raise ProxyError(502, str(exc))
-            entry["result"] = base64.b64encode(content).decode("ascii")
+        if response.status_code != 200:
+            return entry
+        content = response.content
+    if upstream.sealing is not None:
+        try:
+            content = upstream.sealing.open_result(content)
+        except SealingError as exc:
+            raise ProxyError(502, str(exc))
+    entry["result"] = base64.b64encode(content).decode("ascii")
+    upstream.remember_result(run["id"], entry["result"])
     return entry
+
+
+def _inline_result(run: dict) -> bytes | None:
+    """The result the server put in the run's list entry (?with_result=true), or None."""
+    inline = run.get("result")
+    if inline is None:
+        return None
+    try:
+        return base64.b64decode(inline, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise ProxyError(502, f"the server's answer holds no readable result for run {run['id']}")
 
 
 def _task_id(task) -> int | None:

@@ -548,7 +548,7 @@ class RoundWorkers:
             return None
         # One state write before the worker has the round: a restarted agent serves it again.
         job.state.run[STATE_KEY] = worker.name
-        if job.state.phase != Phase.STARTED:  # the start is reported after the hand-over
+        if job.state.phase != Phase.STARTED:  # reported at the first look, or with the finish
             job._enter_started(time.time())
         job.folder.save(job.state)
         try:
@@ -559,8 +559,9 @@ class RoundWorkers:
             self._retire(worker, "it hung up")
             return None
         worker.rounds += 1
-        if not job._start_reported:
-            job._report_start()  # while the worker computes
+        # The start is reported only if the round is still running at the first look (TICK):
+        # a quick round's finish carries its start and digest instead (one request less per
+        # site and round).
         interrupt = lambda: self._check(worker, job)  # noqa: E731
         try:
             header = json.loads(self._answer(worker, job, interrupt))

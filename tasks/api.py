@@ -37,6 +37,7 @@ from tasks.serializers import (
     NODE_RUN,
     RUN,
     RUN_DETAIL,
+    RUN_WITH_RESULT,
     TASK,
     AlgorithmReviewSerializer,
     AlgorithmSerializer,
@@ -46,6 +47,7 @@ from tasks.serializers import (
     RunFinishInlineSerializer,
     RunFinishSerializer,
     RunHoldSerializer,
+    RunListQuerySerializer,
     RunLogSerializer,
     RunStartSerializer,
     SubtaskCreateSerializer,
@@ -189,10 +191,15 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
             return runs.defer(None).defer("input", "log")  # a small result is in the row
         return runs
 
-    @extend_schema(responses=RUN.schema(many=True))
+    @extend_schema(parameters=[RunListQuerySerializer],
+                   responses=any_of("RunInList", RUN_WITH_RESULT, RUN, many=True))
     def list(self, request):
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).values(*RUN.columns))
-        return self.get_paginated_response([RUN.row(row) for row in page])
+        query = RunListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        # With results: a central method's subtask answers in one request, not one per site.
+        shape = RUN_WITH_RESULT if query.validated_data["with_result"] else RUN
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).values(*shape.columns))
+        return self.get_paginated_response([shape.row(row) for row in page])
 
     # One run answers in the caller's shape: a user reads its log, the node that runs it reads
     # what it needs to run it (input, image, method); a container gets the list shape.

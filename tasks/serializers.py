@@ -104,6 +104,12 @@ class CatalogueStatusSerializer(serializers.Serializer):
                                     error_messages={"invalid": "Expected sha256:<64 hex digits>."})
 
 
+class RunListQuerySerializer(serializers.Serializer):
+    with_result = serializers.BooleanField(required=False, default=False, help_text=(
+        "Each run with its result inline (base64) where the server keeps it in the run's row "
+        "(at most VANTAGE_RESULT_IN_DATABASE_BYTES): one request for a subtask's results."))
+
+
 class RunStartSerializer(SharedFields, InputSerializer):
     digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71, required=False, allow_blank=True,
                                     default="", error_messages={"invalid": "Expected sha256:<64 hex digits>."})
@@ -162,6 +168,13 @@ class RunHoldSerializer(SharedFields, InputSerializer):
 
 class RunFinishSerializer(SharedFields, InputSerializer):
     status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
+    # A quick run's start is not reported on its own (a round on a worker, done before the
+    # node would have told the server): its finish says when it started and what ran.
+    digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71, required=False, allow_blank=True,
+                                    default="", error_messages={"invalid": "Expected sha256:<64 hex digits>."},
+                                    help_text="The image digest the run executed; recorded when its start was not.")
+    started_at = serializers.DateTimeField(required=False, allow_null=True, default=None, help_text=(
+        "When the run started at the node; recorded, within its claim and now, when its start was not."))
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None,
                                          min_value=-(2**31), max_value=2**31 - 1)  # the column's range
     error_kind = serializers.ChoiceField(choices=Run.ErrorKind.choices, required=False, allow_blank=True,
@@ -217,6 +230,12 @@ RUN = Shape("Run", [
     Out("hold_info", JSON, nullable=True),
     Out("executed_digest", STRING, "digest", description="The image digest the node verified and ran."),
 ], model=Run, description="A run as lists show it: no input, no log.")
+
+RUN_WITH_RESULT = RUN.extend("RunWithResult", [
+    Out("result", BYTES, "result_data", nullable=True, description=(
+        "The result, base64, where the server keeps it in the run's row; null for a run without "
+        "one or with a larger result, which /api/runs/{id}/result/ serves.")),
+], description="A run as lists show it, with its result inline when that is small (?with_result=true).")
 
 RUN_DETAIL = RUN.extend("RunDetail", [
     Out("log", STRING),

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
@@ -441,9 +441,13 @@ class _HashingFile(File):
 
 def run_finish(
     *, run_id: int, node: Node, status: str, exit_code: int | None = None,
-    error_kind: str = "", result=None, log: str = "",
+    error_kind: str = "", result=None, log: str = "", digest: str = "", started_at: datetime | None = None,
 ) -> Run:
     """Record a run's final state with its result: bytes, or a file streamed into storage.
+
+    A run that ran without its start reported (`digest`: what it executed) is recorded as
+    started too, at `started_at` kept between its claim and now, with the audit's
+    run.started: its record reads as if the node had sent the start on its own.
 
     A result of at most VANTAGE_RESULT_IN_DATABASE_BYTES is kept in the run's row, in
     the same transaction as its state. A larger one is written to storage before the
@@ -454,11 +458,13 @@ def run_finish(
         raise DomainError(f"{status!r} is not a final state ({', '.join(Run.FINAL_STATUSES)}).", field="status")
     if error_kind not in _ERROR_KINDS:
         raise DomainError(f"Unknown error kind {error_kind!r}.", field="error_kind")
+    if digest and not DIGEST_RE.match(digest):
+        raise DomainError("The digest must read sha256:<64 hex digits>.", field="digest")
     stored = _store_result(run_id, result) if result is not None else None
     try:
         return _run_finish_commit(
             run_id=run_id, node=node, status=status, exit_code=exit_code, error_kind=error_kind,
-            stored=stored, log=log,
+            stored=stored, log=log, digest=digest, started_at=started_at,
         )
     except BaseException:
         if stored and stored.name:
@@ -506,7 +512,7 @@ def _store_result(run_id: int, result) -> StoredResult:
 
 
 @transaction.atomic
-def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, log) -> Run:
+def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, log, digest, started_at) -> Run:
     run = node_run_for_update(run_id=run_id, node=node)
     if run.is_final:
         raise Conflict(f"The run is already {run.status}.")
@@ -514,6 +520,11 @@ def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, l
         raise Conflict("A pending run must be claimed before it can finish.")
     if run.status != S.PENDING and run.node_id != node.pk:
         raise Conflict("Only the node that claimed the run may finish it.")
+    if run.status == S.CLAIMED and digest:
+        now = timezone.now()
+        run.started_at = min(max(started_at or now, run.claimed_at), now)
+        run.digest = digest
+        audit_record(actor=node, verb="run.started", target=run, details={"digest": digest})
     run.status = status
     run.exit_code = exit_code
     run.error_kind = error_kind
@@ -539,7 +550,7 @@ def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, l
 
 _finish_update = PreparedUpdate(
     Run, set=("status", "exit_code", "error_kind", "finished_at", "node", "result", "result_data", "result_size",
-              "result_sha256", "log", "log_truncated"),
+              "result_sha256", "log", "log_truncated", "started_at", "digest"),
     where=("id",),
 )
 _FINISH_FIELDS = [Run._meta.get_field(name) for name in _finish_update.fields]

@@ -27,7 +27,6 @@ from vantage_algorithms.errors import AlgorithmError, SubtaskFailed
 # polls every QUICK_POLL until QUICK_FOR past it, then backs off to MAX_POLL.
 QUICK_POLL, DUE_FRACTION, QUICK_FOR, MAX_POLL = 0.025, 0.7, 1.0, 0.25
 FIRST_POLL, FIRST_FOR = 0.1, 5.0
-FINAL = {"completed", "failed", "killed by user", "killed"}
 FAILED_RUN = {"failed", "crashed", "killed", "rejected", "timed_out"}
 # Exit codes of the toolkit's runner, so a central method can tell a refusal from a fault
 # (it cannot read other runs' logs: the server keeps those from containers).
@@ -159,20 +158,22 @@ class ProxyPending(Pending):
         while True:  # no subtask answers as soon as it is created: sleep first
             delay = next_poll(time.monotonic() - self.created, first=first, expected=expected, delay=delay)
             time.sleep(delay)
-            task = self.client.call("GET", f"/task/{self.task_id}")
-            failed = [r for r in task.get("runs", []) if r.get("status") in FAILED_RUN]
+            # The runs with their results: the poll that sees the last one finish is also
+            # the one that collects the answers (one request through the proxy, not two).
+            runs = self.client._pages(f"/result?task_id={self.task_id}")
+            if not runs:
+                raise AlgorithmError(f"subtask {self.task_id} has no runs")
+            failed = [run for run in runs if run.get("status") in FAILED_RUN]
             if failed:
-                self._raise_failure(failed[0])
-            if task.get("status") in FINAL:
+                raise SubtaskFailed(_organization_id(failed[0]), run_failure(failed[0]))
+            if all(run.get("status") == "completed" for run in runs):
                 break
         took = time.monotonic() - self.created
         if not first:
             client.quickest = took if client.quickest is None else min(client.quickest, took)
         client.answered += 1
-        if task["status"] != "completed":
-            raise AlgorithmError(f"subtask {self.task_id} ended {task['status']}")
         results = {}
-        for run in self.client._pages(f"/result?task_id={self.task_id}"):
+        for run in runs:
             org = _organization_id(run)
             if run.get("result") is None:
                 raise SubtaskFailed(org, f"run {run.get('id')} completed without a result")
@@ -181,13 +182,6 @@ class ProxyPending(Pending):
         if missing:
             raise SubtaskFailed(missing[0], f"no result in subtask {self.task_id}")
         return [results[org] for org in self.organizations]
-
-    def _raise_failure(self, summary: dict) -> None:
-        org = _organization_id(summary)
-        for run in self.client._pages(f"/run?task_id={self.task_id}"):
-            if run.get("id") == summary.get("id"):
-                raise SubtaskFailed(org, run_failure(run))
-        raise SubtaskFailed(org, run_failure(summary))
 
 
 def _organization_id(run: dict) -> int:

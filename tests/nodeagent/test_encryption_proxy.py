@@ -55,7 +55,7 @@ def test_a_subtask_for_an_organisation_without_a_key_is_refused_before_the_serve
 
 
 def test_subtask_results_reach_the_algorithm_opened(sealed_proxy, api):  # noqa: F811
-    api.answers[("GET", "/api/runs/?task=12&page=1")] = (200, {"next": None, "results": [
+    api.answers[("GET", "/api/runs/?task=12&page=1&with_result=true")] = (200, {"next": None, "results": [
         {"id": 40, "status": "completed", "organization": 2}]})
     api.answers[("GET", "/api/runs/40/result/")] = (200, crypto.encrypt(b'{"rows": 3}', OURS.public_key()))
     status, answer = ask(sealed_proxy, "GET", "/result?task_id=12")
@@ -63,8 +63,18 @@ def test_subtask_results_reach_the_algorithm_opened(sealed_proxy, api):  # noqa:
     assert json.loads(base64.b64decode(answer["data"][0]["result"])) == {"rows": 3}
 
 
+def test_a_sealed_result_inline_in_the_run_list_reaches_the_algorithm_opened(sealed_proxy, api):  # noqa: F811
+    sealed = crypto.encrypt(b'{"rows": 4}', OURS.public_key())
+    api.answers[("GET", "/api/runs/?task=12&page=1&with_result=true")] = (200, {"next": None, "results": [
+        {"id": 40, "status": "completed", "organization": 2, "result": base64.b64encode(sealed).decode()}]})
+    status, answer = ask(sealed_proxy, "GET", "/result?task_id=12")
+    assert status == 200
+    assert json.loads(base64.b64decode(answer["data"][0]["result"])) == {"rows": 4}
+    assert not [call for call in api.calls if call[1].endswith("/result/")]
+
+
 def test_a_result_that_does_not_open_is_an_error_for_the_algorithm(sealed_proxy, api):  # noqa: F811
-    api.answers[("GET", "/api/runs/?task=12&page=1")] = (200, {"next": None, "results": [
+    api.answers[("GET", "/api/runs/?task=12&page=1&with_result=true")] = (200, {"next": None, "results": [
         {"id": 40, "status": "completed", "organization": 2}]})
     api.answers[("GET", "/api/runs/40/result/")] = (200, crypto.encrypt(b'{"rows": 3}', THEIRS.public_key()))
     status, answer = ask(sealed_proxy, "GET", "/result?task_id=12")

@@ -131,7 +131,7 @@ def test_task_status_uses_vantage6_words(running, api, ours, theirs):
 
 
 def test_results_are_base64_json_per_run_with_a_next_link_when_there_is_more(running, api):
-    api.answers[("GET", "/api/runs/?task=12&page=1")] = (200, {"next": "http://x/api/runs/?task=12&page=2", "results": [
+    api.answers[("GET", "/api/runs/?task=12&page=1&with_result=true")] = (200, {"next": "http://x/api/runs/?task=12&page=2", "results": [
         {"id": 40, "status": "completed", "organization": 1}, {"id": 41, "status": "running", "organization": 2}]})
     api.answers[("GET", "/api/runs/40/result/")] = (200, b'{"rows": 3}')
     status, answer = ask(running, "GET", "/result?task_id=12")
@@ -145,7 +145,7 @@ def test_results_are_base64_json_per_run_with_a_next_link_when_there_is_more(run
 
 def test_a_page_of_many_results_keeps_the_runs_order_and_a_failed_fetch_fails_the_call(running, api, monkeypatch):
     runs = [{"id": 50 + i, "status": "completed" if i != 3 else "running", "organization": i} for i in range(7)]
-    api.answers[("GET", "/api/runs/?task=13&page=1")] = (200, {"next": None, "results": runs})
+    api.answers[("GET", "/api/runs/?task=13&page=1&with_result=true")] = (200, {"next": None, "results": runs})
     for run in runs:
         api.answers[("GET", f"/api/runs/{run['id']}/result/")] = (200, json.dumps({"site": run["organization"]}).encode())
     status, answer = ask(running, "GET", "/result?task_id=13")
@@ -157,8 +157,33 @@ def test_a_page_of_many_results_keeps_the_runs_order_and_a_failed_fetch_fails_th
     assert fetched == sorted(f"/api/runs/{run['id']}/result/" for run in runs if run["status"] == "completed")
     # One result larger than the proxy passes on (a smaller limit, for a small test): the call fails, as before.
     monkeypatch.setattr(proxy, "MAX_ANSWER", 1000)
-    api.answers[("GET", "/api/runs/55/result/")] = (200, b"x" * 1001)
+    runs[3]["status"] = "completed"
+    api.answers[("GET", "/api/runs/53/result/")] = (200, b"x" * 1001)
+    api.calls.clear()
     assert ask(running, "GET", "/result?task_id=13")[0] == 502
+    # The results it had opened were not fetched again: a completed run's result never changes.
+    assert [path for _, path, _, _ in api.calls if path.endswith("/result/")] == ["/api/runs/53/result/"]
+
+
+def test_results_inline_in_the_run_list_are_passed_on_without_a_fetch_each(running, api):
+    api.answers[("GET", "/api/runs/?task=14&page=1&with_result=true")] = (200, {"next": None, "results": [
+        {"id": 60, "status": "completed", "organization": 1, "result": base64.b64encode(b'{"n": 1}').decode()},
+        # Kept in a file by the server (larger than it keeps in the row): fetched on its own.
+        {"id": 61, "status": "completed", "organization": 2, "result": None},
+        {"id": 62, "status": "running", "organization": 3, "result": None}]})
+    api.answers[("GET", "/api/runs/61/result/")] = (200, b'{"n": 2}')
+    status, answer = ask(running, "GET", "/result?task_id=14")
+    assert status == 200
+    assert [entry["result"] and json.loads(base64.b64decode(entry["result"])) for entry in answer["data"]] == [
+        {"n": 1}, {"n": 2}, None]
+    assert [path for _, path, _, _ in api.calls if path.endswith("/result/")] == ["/api/runs/61/result/"]
+
+
+def test_an_unreadable_inline_result_is_an_error_for_the_algorithm(running, api):
+    api.answers[("GET", "/api/runs/?task=15&page=1&with_result=true")] = (200, {"next": None, "results": [
+        {"id": 70, "status": "completed", "organization": 1, "result": "not base64!"}]})
+    status, answer = ask(running, "GET", "/result?task_id=15")
+    assert (status, answer["msg"]) == (502, "the server's answer holds no readable result for run 70")
 
 
 def test_one_result_or_run_by_id_carries_its_base64_result_and_task(running, api):

@@ -3,11 +3,13 @@
 import base64
 import hashlib
 import math
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from accounts.models import AuditEvent
 from tasks.models import Run, Task
@@ -119,6 +121,62 @@ def test_run_list_query_count_does_not_grow_with_runs(api_for, owner, node_a, co
     # node, page
     with django_assert_num_queries(2):
         assert len(node_client.get("/api/runs/").data["results"]) == 5
+
+
+def _finished_with(run, node, data: bytes, status=Run.Status.COMPLETED):
+    _running(run, node)
+    return run_finish(run_id=run.pk, node=node, status=status, exit_code=0, result=data)
+
+
+def test_run_list_with_results_carries_each_small_result_inline(api_for, owner, settings, task, run_a, run_b,
+                                                                 node_a, node_b):
+    settings.VANTAGE_RESULT_IN_DATABASE_BYTES = 1024
+    _finished_with(run_a, node_a, b'{"n": 1}')
+    _running(run_b, node_b)
+    response = api_for(owner).get("/api/runs/", {"task": task.pk, "with_result": "true"})
+    assert response.status_code == 200
+    runs = {r["id"]: r for r in response.data["results"]}
+    assert base64.b64decode(runs[run_a.pk]["result"]) == b'{"n": 1}'
+    assert runs[run_a.pk]["status"] == "completed" and runs[run_a.pk]["result_size"] == 8
+    assert runs[run_b.pk]["result"] is None and runs[run_b.pk]["status"] == "running"
+    # Without asking, a list carries no result at all.
+    assert "result" not in api_for(owner).get("/api/runs/", {"task": task.pk}).data["results"][0]
+
+
+def test_run_list_with_results_leaves_a_result_kept_as_a_file_to_its_download(api_for, owner, task, run_a,
+                                                                              node_a):
+    _finished_with(run_a, node_a, b'{"n": 2}')  # kept as a file: results_as_files
+    listed = api_for(owner).get("/api/runs/", {"task": task.pk, "with_result": "true"}).data["results"]
+    mine = next(r for r in listed if r["id"] == run_a.pk)
+    assert mine["result"] is None and mine["result_size"] == 8
+    assert _body(api_for(owner).get(f"/api/runs/{run_a.pk}/result/")) == b'{"n": 2}'
+
+
+def test_run_list_with_results_shows_only_what_the_caller_may_see(api_for, settings, task, run_a, run_b, node_a,
+                                                                  node_b, outsider):
+    settings.VANTAGE_RESULT_IN_DATABASE_BYTES = 1024
+    _finished_with(run_a, node_a, b"a")
+    _finished_with(run_b, node_b, b"b")
+    assert api_for(outsider).get("/api/runs/", {"with_result": "true"}).data["results"] == []
+    listed = api_for(node_b).get("/api/runs/", {"with_result": "true"}).data["results"]
+    assert [(r["id"], r["result"]) for r in listed] == [(run_b.pk, base64.b64encode(b"b").decode())]
+
+
+def test_run_list_names_a_bad_with_result(api_for, owner):
+    response = api_for(owner).get("/api/runs/", {"with_result": "maybe"})
+    assert response.status_code == 400
+    assert "with_result" in response.data
+
+
+def test_run_list_with_results_takes_no_more_queries(api_for, owner, settings, node_a, collab, org_a, org_b,
+                                                     django_assert_num_queries):
+    settings.VANTAGE_RESULT_IN_DATABASE_BYTES = 1024
+    for _ in range(5):
+        task = factories.make_task(owner, collab, [org_a, org_b])
+        _finished_with(task.runs.get(organization=org_a), node_a, b"{}")
+    with django_assert_num_queries(2):  # node, page
+        listed = api_for(node_a).get("/api/runs/", {"with_result": "true"}).data["results"]
+    assert [base64.b64decode(r["result"]) for r in listed] == [b"{}"] * 5
 
 
 @pytest.fixture
@@ -424,6 +482,73 @@ def test_node_finishes_a_run_with_its_result_inline(api_for, node_a, run_a):
     with run_a.result.open("rb") as stored:
         assert stored.read() == data
     assert AuditEvent.objects.filter(verb="run.completed", target_id=str(run_a.pk)).exists()
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_finish_records_the_start_it_was_not_sent_with_what_ran_and_when(api_for, node_a, run_a, inline):
+    _claimed(run_a, node_a)
+    Run.objects.filter(pk=run_a.pk).update(claimed_at=timezone.now() - timedelta(seconds=10))
+    run_a.refresh_from_db()
+    started = run_a.claimed_at + timedelta(seconds=2)
+    fields = {"status": "completed", "exit_code": 0, "result": base64.b64encode(b"{}").decode(),
+              "digest": DIGEST, "started_at": started.isoformat()}
+    if inline:
+        response = _finish_inline(api_for(node_a), run_a, **fields)
+    else:
+        response = _finish(api_for(node_a), run_a, **{**fields, "result": _result(b"{}")})
+    assert response.status_code == 200
+    assert (response.data["executed_digest"], response.data["status"]) == (DIGEST, "completed")
+    run_a.refresh_from_db()
+    assert (run_a.started_at, run_a.digest) == (started, DIGEST)
+    verbs = list(AuditEvent.objects.filter(target_id=str(run_a.pk)).order_by("id").values_list("verb", "details"))
+    assert verbs[-2:] == [("run.started", {"digest": DIGEST}), ("run.completed", verbs[-1][1])]
+
+
+def test_a_finish_keeps_the_start_it_records_between_the_claim_and_now(api_for, owner, collab, org_a, node_a, run_a):
+    node = api_for(node_a)
+    _claimed(run_a, node_a)
+    before = timezone.now()
+    _finish_inline(node, run_a, status="completed", exit_code=0, digest=DIGEST, started_at="2001-01-01T00:00:00Z")
+    run_a.refresh_from_db()
+    assert run_a.started_at == run_a.claimed_at  # not before its claim
+    other = factories.make_task(owner, collab, [org_a]).runs.get()
+    _claimed(other, node_a)
+    _finish_inline(node, other, status="completed", exit_code=0, digest=DIGEST, started_at="2999-01-01T00:00:00Z")
+    other.refresh_from_db()
+    assert before <= other.started_at <= other.finished_at  # not after now
+
+
+def test_a_finish_leaves_a_reported_start_as_it_was(api_for, node_a, run_a):
+    run_claim(run_id=run_a.pk, node=node_a)
+    run_start(run_id=run_a.pk, node=node_a, digest="sha256:" + "cd" * 32)
+    run_a.refresh_from_db()
+    started = run_a.started_at
+    _finish_inline(api_for(node_a), run_a, status="completed", exit_code=0, digest=DIGEST,
+                   started_at=(started + timedelta(seconds=5)).isoformat())
+    run_a.refresh_from_db()
+    assert (run_a.started_at, run_a.digest) == (started, "sha256:" + "cd" * 32)
+    assert AuditEvent.objects.filter(verb="run.started", target_id=str(run_a.pk)).count() == 1
+
+
+def test_a_finish_without_a_digest_records_no_start(api_for, node_a, run_a):
+    _claimed(run_a, node_a)
+    _finish_inline(api_for(node_a), run_a, status="rejected", error_kind="policy")
+    run_a.refresh_from_db()
+    assert (run_a.status, run_a.started_at, run_a.digest) == (Run.Status.REJECTED, None, "")
+    assert not AuditEvent.objects.filter(verb="run.started", target_id=str(run_a.pk)).exists()
+
+
+@pytest.mark.parametrize("body, field", [({"digest": "md5:x"}, "digest"), ({"started_at": "yesterday"}, "started_at")])
+def test_a_finish_names_a_bad_digest_or_start(api_for, node_a, run_a, body, field):
+    _claimed(run_a, node_a)
+    response = _finish_inline(api_for(node_a), run_a, status="completed", exit_code=0, **body)
+    assert response.status_code == 400
+    assert field in response.data
+    run_a.refresh_from_db()
+    assert run_a.status == Run.Status.CLAIMED
 
 
 def test_inline_finish_without_a_result_stores_no_file(api_for, node_a, run_a):
