@@ -194,10 +194,10 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GuardedViewSe
     @extend_schema(parameters=[RunListQuerySerializer],
                    responses=any_of("RunInList", RUN_WITH_RESULT, RUN, many=True))
     def list(self, request):
-        query = RunListQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
+        options = RunListQuerySerializer(data=request.query_params)
+        options.is_valid(raise_exception=True)
         # With results: a central method's subtask answers in one request, not one per site.
-        shape = RUN_WITH_RESULT if query.validated_data["with_result"] else RUN
+        shape = RUN_WITH_RESULT if options.validated_data["with_result"] else RUN
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).values(*shape.columns))
         return self.get_paginated_response([shape.row(row) for row in page])
 

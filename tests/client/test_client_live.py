@@ -179,6 +179,28 @@ def test_task_round_trip_followed_live(researcher, client_seed, fake_nodes):
     assert all(run["result"]["method"] == "sum" for run in runs)
 
 
+def test_small_results_come_with_the_run_list_and_a_large_one_is_downloaded(researcher, client_seed, fake_nodes,
+                                                                            monkeypatch):
+    nodes = fake_nodes("plain")
+    small, large = client_seed["org_1"], client_seed["org_2"]
+    task = researcher.tasks.create(collaboration=client_seed["plain"], image=IMAGE, method="sum", args=[2],
+                                   kwargs={"extra": 0}, organizations=[small, large])
+    # Above the server's VANTAGE_RESULT_IN_DATABASE_BYTES (64 KiB): kept as a file, not in the row.
+    padding = "x" * 100_000
+
+    def compute(org, raw_input):
+        answer = json.loads(_plain_sum(org, raw_input))
+        return json.dumps({**answer, "padding": padding} if org == large else answer).encode()
+
+    _finish_all(nodes, task, compute).join()
+    downloaded, download = [], researcher.download_result
+    monkeypatch.setattr(researcher, "download_result", lambda run_id: downloaded.append(run_id) or download(run_id))
+    runs = {run["organization"]: run for run in researcher.runs(task["id"])}
+    assert runs[small]["result"] == {"org": small, "method": "sum", "sum": 2}
+    assert runs[large]["result"] == {"org": large, "method": "sum", "sum": 2, "padding": padding}
+    assert downloaded == [runs[large]["id"]]
+
+
 def test_polling_wait_reports_progress_and_the_end(researcher, client_seed, fake_nodes):
     nodes = fake_nodes("plain")
     task = researcher.tasks.create(collaboration=client_seed["plain"], image=IMAGE, method="sum", args=[5],

@@ -316,15 +316,30 @@ download_result <- function(conn, run_id) {
   data
 }
 
-# The decoded results of the task's completed runs, named by organisation.
+# A result that came inline with the run list, checked against the SHA-256 the server recorded.
+inline_result <- function(run) {
+  # [[ ]], not $: `run$result` would match `result_size` when the list has no `result`.
+  data <- tryCatch(openssl::base64_decode(run[["result"]]),
+                   error = function(e) vantage_abort(sprintf("the result of run %d arrived damaged (not base64)", run$id)))
+  expected <- run[["result_sha256"]]
+  if (!is.null(expected) && nzchar(expected) &&
+      !identical(tolower(expected), paste(as.character(openssl::sha256(data)), collapse = ""))) {
+    vantage_abort(sprintf("the result of run %d arrived damaged (SHA-256 mismatch)", run$id))
+  }
+  data
+}
+
+# The decoded results of the task's completed runs, named by organisation. Small results
+# come inline with the run list (one request for the task); a larger one is downloaded.
 results <- function(task = NULL, conn = vantage_connection()) {
   id <- task_id_of(task)
   detail <- api_get(conn, sprintf("tasks/%d/", id))
   refuse_encrypted(conn, detail$collaboration)
-  runs <- api_list(conn, "runs/", list(task = id))
+  runs <- api_list(conn, "runs/", list(task = id, with_result = "true"))
   done <- Filter(function(r) identical(r$status, "completed") && !is.null(r$result_size), runs)
   out <- lapply(done, function(run) {
-    text <- rawToChar(download_result(conn, run$id))
+    data <- if (is.null(run[["result"]])) download_result(conn, run$id) else inline_result(run)
+    text <- rawToChar(data)
     tryCatch(jsonlite::fromJSON(text, simplifyVector = FALSE),
              error = function(e) vantage_abort(sprintf("the result of run %d is not JSON: %s", run$id, conditionMessage(e))))
   })

@@ -41,12 +41,15 @@ glm_result <- function() {
        covariance = lapply(1:3, function(i) unname(vcov(fit)[i, ])), organizations = list(7, 8))
 }
 
-analysis_api <- function(results, damaged = FALSE) {
+# inline: the run list carries each result (as the server does for one kept in the run's
+# row, ?with_result=true) and the download answers 500, so only the inline copy can serve.
+analysis_api <- function(results, damaged = FALSE, inline = FALSE) {
   app <- webfakes::new_app()
   app$use(webfakes::mw_json())
   app$locals$results <- lapply(results, function(r) jsonlite::toJSON(r, auto_unbox = TRUE, digits = NA, null = "null"))
   app$locals$failing <- vapply(results, identical, TRUE, "fail")
   app$locals$damaged <- damaged
+  app$locals$inline <- inline
   app$locals$next_task <- 0
   jwt <- jwt
   token <- jwt(list(user_id = 1, exp = as.numeric(Sys.time()) + 3600))
@@ -95,9 +98,15 @@ analysis_api <- function(results, damaged = FALSE) {
                                       error_kind = "algorithm", exit_code = 1)))))
     }
     failed <- req$app$locals$failing[[task]]
-    json(res, page(list(list(id = task * 10, task = task, organization = 7, status = if (failed) "failed" else "completed",
-                             exit_code = if (failed) 1 else 0, error_kind = if (failed) "algorithm" else "",
-                             result_size = 10))))
+    run <- list(id = task * 10, task = task, organization = 7, status = if (failed) "failed" else "completed",
+                exit_code = if (failed) 1 else 0, error_kind = if (failed) "algorithm" else "", result_size = 10)
+    if (req$app$locals$inline && identical(req$query[["with_result"]], "true") && !failed) {
+      body <- charToRaw(as.character(req$app$locals$results[[task]]))
+      run$result <- openssl::base64_encode(body)
+      run$result_sha256 <- paste(as.character(openssl::sha256(if (req$app$locals$damaged) c(body, as.raw(0)) else body)),
+                                 collapse = "")
+    }
+    json(res, page(list(run)))
   })
   app$get(route("/api/runs/:id/"), function(req, res) {
     id <- as.integer(req$params$id)
@@ -105,6 +114,7 @@ analysis_api <- function(results, damaged = FALSE) {
                                                     else "subtask failed", log_truncated = FALSE))
   })
   app$get(route("/api/runs/:id/result/"), function(req, res) {
+    if (req$app$locals$inline) return(json(res, list(detail = "the inline copy should have served"), 500L))
     body <- charToRaw(as.character(req$app$locals$results[[as.integer(req$params$id) / 10]]))
     digest <- paste(as.character(openssl::sha256(if (req$app$locals$damaged) c(body, as.raw(0)) else body)), collapse = "")
     res$set_header("X-Content-SHA256", digest)$set_type("application/json")$send(body)
@@ -179,6 +189,20 @@ test_that("a failed analysis names each failing organisation, and errors() lists
 test_that("a result that arrives damaged is refused", {
   web <- webfakes::local_app_process(analysis_api(list(cox_result()), damaged = TRUE), start = TRUE)
   vantage_login(web$url(), "alice", "secret")
+  use_collaboration(3)
+  expect_error(vantage_coxph(Surv(time, status) ~ age, quiet = TRUE), "arrived damaged \\(SHA-256 mismatch\\)",
+               class = "vantage_error")
+})
+
+test_that("a result inline in the run list is used as it is, and refused when damaged", {
+  web <- webfakes::local_app_process(analysis_api(list(cox_result()), inline = TRUE), start = TRUE)
+  vantage_login(web$url(), "alice", "secret")
+  use_collaboration(3)
+  fit <- vantage_coxph(Surv(time, status) ~ age + sex + strata(site), ties = "breslow", quiet = TRUE)
+  reference <- coxph(Surv(time, status) ~ age + sex, data = lung, ties = "breslow")
+  expect_equal(coef(fit), coef(reference))
+  damaged <- webfakes::local_app_process(analysis_api(list(cox_result()), damaged = TRUE, inline = TRUE), start = TRUE)
+  vantage_login(damaged$url(), "alice", "secret")
   use_collaboration(3)
   expect_error(vantage_coxph(Surv(time, status) ~ age, quiet = TRUE), "arrived damaged \\(SHA-256 mismatch\\)",
                class = "vantage_error")
