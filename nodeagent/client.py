@@ -268,10 +268,13 @@ class ServerClient:
         self._call("POST", f"/api/runs/{run_id}/log/", f"sending the log of run {run_id}", ok=(200, 201, 204),
                    json={"text": text})
 
-    def hold(self, run_id: int, *, output_type: str, size: int, flags: list[str]) -> None:
-        """Tell the server the output gate holds this run's result: metadata only."""
+    def hold(self, run_id: int, *, output_type: str, size: int, flags: list[str], digest: str = "",
+             started_at: float | None = None) -> None:
+        """Tell the server the output gate holds this run's result: metadata only (and, as
+        for finish, what ran and since when)."""
         self._call("POST", f"/api/runs/{run_id}/hold/", f"marking run {run_id} as awaiting release",
-                   json={"output_type": output_type, "size": size, "flags": flags})
+                   json={"output_type": output_type, "size": size, "flags": flags,
+                         **_started_fields(digest, started_at)})
 
     def finish(self, run_id: int, *, status: str, exit_code: int | None, error_kind: str, log: str,
                result: Path | None, digest: str = "", started_at: float | None = None) -> None:
@@ -281,9 +284,7 @@ class ServerClient:
         from disk as a multipart upload. `digest` and `started_at` (seconds since the epoch):
         what ran and since when, which the server records if the start was never reported."""
         what = f"finishing run {run_id}"
-        started = {} if not digest else {"digest": digest}
-        if digest and started_at is not None:
-            started["started_at"] = datetime.fromtimestamp(started_at, timezone.utc).isoformat()
+        started = _started_fields(digest, started_at)
         if result is None or result.stat().st_size <= INLINE_RESULT_BYTES:
             body = {"status": status, "error_kind": error_kind, "log": log, "exit_code": exit_code, **started}
             if result is not None:
@@ -306,3 +307,13 @@ class ServerClient:
             timeout=(CONNECT_TIMEOUT, UPLOAD_READ_TIMEOUT),
         )
 
+
+def _started_fields(digest: str, started_at: float | None) -> dict:
+    """What ran and since when (seconds since the epoch), for the server to record if the
+    run's start was never reported; nothing for a run that did not run."""
+    if not digest:
+        return {}
+    fields = {"digest": digest}
+    if started_at is not None:
+        fields["started_at"] = datetime.fromtimestamp(started_at, timezone.utc).isoformat()
+    return fields

@@ -642,17 +642,11 @@ class RunJob:
             seen = self.ctx.server_back.count
             try:
                 if outcome.held is not None:
-                    if not self._start_reported:  # a quick round's: a held run shows what ran
-                        self._report_start()
                     report_held(self, outcome)
                     break
-                # What ran and since when, for the server to record if the start was never
-                # reported (a quick round's is not: nodeagent/rounds.py).
-                started = self.state.started_at
-                ran = (self.state.run.get("executed_digest") or "") if started is not None else ""
                 self.ctx.client.finish(self.run_id, status=outcome.status, exit_code=outcome.exit_code,
                                        error_kind=outcome.error_kind, log=outcome.log, result=result,
-                                       digest=ran, started_at=started)
+                                       **self.ran())
                 if attempt:
                     log.info("run %s: outcome uploaded after %d failed attempt(s)", self.run_id, attempt)
                 else:
@@ -684,6 +678,14 @@ class RunJob:
         # agent can still find it.
         self.ctx.executor.remove(self.state.container_name)
         self.folder.remove()
+
+    def ran(self) -> dict:
+        """What ran and since when, for the server to record if the start was never reported
+        (a quick round's is not: nodeagent/rounds.py); nothing for a run that never started."""
+        started = self.state.started_at
+        if started is None:
+            return {"digest": "", "started_at": None}
+        return {"digest": self.state.run.get("executed_digest") or "", "started_at": started}
 
     def _task(self) -> dict:
         task = self.state.run.get("task")

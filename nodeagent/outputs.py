@@ -83,7 +83,7 @@ def output_gate(job, outcome: Outcome, container_log: str) -> Outcome:
 
 def report_held(job, outcome: Outcome) -> None:
     """Tell the server the run awaits release; raises as ServerClient does."""
-    job.ctx.client.hold(job.run_id, **outcome.held)
+    job.ctx.client.hold(job.run_id, **outcome.held, **job.ran())
     log.info("run %s: held for the steward (%s)", job.run_id, "; ".join(outcome.held["flags"]) or "no flags")
 
 

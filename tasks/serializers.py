@@ -110,9 +110,14 @@ class RunListQuerySerializer(serializers.Serializer):
         "(at most VANTAGE_RESULT_IN_DATABASE_BYTES): one request for a subtask's results."))
 
 
+def optional_digest(help_text: str = "") -> serializers.RegexField:
+    return serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71, required=False, allow_blank=True,
+                                  default="", error_messages={"invalid": "Expected sha256:<64 hex digits>."},
+                                  help_text=help_text or None)
+
+
 class RunStartSerializer(SharedFields, InputSerializer):
-    digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71, required=False, allow_blank=True,
-                                    default="", error_messages={"invalid": "Expected sha256:<64 hex digits>."})
+    digest = optional_digest()
 
 
 class TaskOrganizationInputSerializer(InputSerializer):
@@ -158,7 +163,16 @@ class RunLogSerializer(SharedFields, InputSerializer):
     text = LongTextField(trim_whitespace=False)
 
 
-class RunHoldSerializer(SharedFields, InputSerializer):
+class UnreportedStartFields(serializers.Serializer):
+    """A quick run's start is not reported on its own (a round on a worker, done before the
+    node would have told the server): its finish or hold says when it started and what ran."""
+
+    digest = optional_digest("The image digest the run executed; recorded when its start was not.")
+    started_at = serializers.DateTimeField(required=False, allow_null=True, default=None, help_text=(
+        "When the run started at the node; recorded, within its claim and now, when its start was not."))
+
+
+class RunHoldSerializer(UnreportedStartFields, SharedFields, InputSerializer):
     """What a node's output gate tells the server about a result it holds: never the result."""
 
     output_type = serializers.CharField(max_length=40)
@@ -166,15 +180,8 @@ class RunHoldSerializer(SharedFields, InputSerializer):
     flags = serializers.ListField(child=serializers.CharField(max_length=300), max_length=20, allow_empty=True)
 
 
-class RunFinishSerializer(SharedFields, InputSerializer):
+class RunFinishSerializer(UnreportedStartFields, SharedFields, InputSerializer):
     status = serializers.ChoiceField(choices=Run.FINAL_STATUSES)
-    # A quick run's start is not reported on its own (a round on a worker, done before the
-    # node would have told the server): its finish says when it started and what ran.
-    digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71, required=False, allow_blank=True,
-                                    default="", error_messages={"invalid": "Expected sha256:<64 hex digits>."},
-                                    help_text="The image digest the run executed; recorded when its start was not.")
-    started_at = serializers.DateTimeField(required=False, allow_null=True, default=None, help_text=(
-        "When the run started at the node; recorded, within its claim and now, when its start was not."))
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None,
                                          min_value=-(2**31), max_value=2**31 - 1)  # the column's range
     error_kind = serializers.ChoiceField(choices=Run.ErrorKind.choices, required=False, allow_blank=True,

@@ -364,8 +364,7 @@ _claim_swap = PreparedUpdate(Run, set=("status", "node", "claimed_at", "deadline
 def run_start(*, run_id: int, node: Node, digest: str = "") -> Run:
     """Mark a claimed run as running (its container has started); `digest` is the image
     digest the node verified and runs, recorded even when the task named a tag."""
-    if digest and not DIGEST_RE.match(digest):
-        raise DomainError("The digest must read sha256:<64 hex digits>.", field="digest")
+    _check_digest(digest)
     won = _start_swap(where={"id": int(run_id), "status": S.CLAIMED, "node": node},  # no save(), no signals
                       status=S.RUNNING, started_at=timezone.now(), digest=digest)
     if won != 1:
@@ -402,21 +401,25 @@ HOLD_FLAGS_MAX = 20
 
 
 @transaction.atomic
-def run_hold(*, run_id: int, node: Node, output_type: str, size: int, flags: list[str]) -> Run:
+def run_hold(*, run_id: int, node: Node, output_type: str, size: int, flags: list[str], digest: str = "",
+             started_at: datetime | None = None) -> Run:
     """The node's output gate held a claimed or running run's result for its steward.
 
     Only metadata arrives (what kind of output, how large, which checks flagged it);
     the result and its log stay at the node until it finishes the run after a decision.
+    A start never reported is recorded as a finish records it (`digest`, `started_at`).
     """
+    _check_digest(digest)
     run = node_run_for_update(run_id=run_id, node=node)
     if run.node_id != node.pk:
         raise Conflict("Only the node that claimed the run may hold its result.")
     if run.status not in (S.CLAIMED, S.RUNNING):
         raise Conflict(f"The run is {run.status}: only a claimed or running run can be held.")
+    _record_unreported_start(run, node, digest=digest, started_at=started_at)
     run.status = S.AWAITING_RELEASE
     run.hold_info = {"output_type": output_type, "size": size, "flags": list(flags)[:HOLD_FLAGS_MAX],
                      "held_at": timezone.now().isoformat()}
-    run.save(update_fields=["status", "hold_info"])
+    run.save(update_fields=["status", "hold_info", "started_at", "digest"])
     audit_record(actor=node, verb="run.held", target=run, details=run.hold_info)
     task_events.run_updated(run, run.task)
     return run
@@ -445,9 +448,7 @@ def run_finish(
 ) -> Run:
     """Record a run's final state with its result: bytes, or a file streamed into storage.
 
-    A run that ran without its start reported (`digest`: what it executed) is recorded as
-    started too, at `started_at` kept between its claim and now, with the audit's
-    run.started: its record reads as if the node had sent the start on its own.
+    A start never reported is recorded first (`digest`, `started_at`: _record_unreported_start).
 
     A result of at most VANTAGE_RESULT_IN_DATABASE_BYTES is kept in the run's row, in
     the same transaction as its state. A larger one is written to storage before the
@@ -458,8 +459,7 @@ def run_finish(
         raise DomainError(f"{status!r} is not a final state ({', '.join(Run.FINAL_STATUSES)}).", field="status")
     if error_kind not in _ERROR_KINDS:
         raise DomainError(f"Unknown error kind {error_kind!r}.", field="error_kind")
-    if digest and not DIGEST_RE.match(digest):
-        raise DomainError("The digest must read sha256:<64 hex digits>.", field="digest")
+    _check_digest(digest)
     stored = _store_result(run_id, result) if result is not None else None
     try:
         return _run_finish_commit(
@@ -473,6 +473,23 @@ def run_finish(
 
 
 _ERROR_KINDS = frozenset(Run.ErrorKind.values)  # .values builds a new list at every use
+
+
+def _check_digest(digest: str) -> None:
+    if digest and not DIGEST_RE.match(digest):
+        raise DomainError("The digest must read sha256:<64 hex digits>.", field="digest")
+
+
+def _record_unreported_start(run: Run, node: Node, *, digest: str, started_at: datetime | None) -> None:
+    """A run that ran (`digest`: what it executed) without its start reported, as a quick
+    round's: recorded as started, at `started_at` kept between its claim and now, with the
+    audit's run.started, as run_start would have. A reported start is left as it was."""
+    if run.status != S.CLAIMED or not digest:
+        return
+    now = timezone.now()
+    run.started_at = min(max(started_at or now, run.claimed_at), now)
+    run.digest = digest
+    audit_record(actor=node, verb="run.started", target=run, details={"digest": digest})
 
 
 @dataclass(frozen=True)
@@ -520,11 +537,7 @@ def _run_finish_commit(*, run_id, node, status, exit_code, error_kind, stored, l
         raise Conflict("A pending run must be claimed before it can finish.")
     if run.status != S.PENDING and run.node_id != node.pk:
         raise Conflict("Only the node that claimed the run may finish it.")
-    if run.status == S.CLAIMED and digest:
-        now = timezone.now()
-        run.started_at = min(max(started_at or now, run.claimed_at), now)
-        run.digest = digest
-        audit_record(actor=node, verb="run.started", target=run, details={"digest": digest})
+    _record_unreported_start(run, node, digest=digest, started_at=started_at)
     run.status = status
     run.exit_code = exit_code
     run.error_kind = error_kind

@@ -56,6 +56,24 @@ def test_a_held_run_rejected_by_the_steward_keeps_no_result(api_for, node_a, run
     assert "too small" in run_a.log
 
 
+def test_a_hold_records_the_start_it_was_not_sent_and_the_release_keeps_it(api_for, node_a, run_a):
+    digest = "sha256:" + "ef" * 32
+    run_claim(run_id=run_a.pk, node=node_a)  # a quick round: its start never reported on its own
+    response = api_for(node_a).post(f"/api/runs/{run_a.pk}/hold/", {**HOLD, "digest": digest}, format="json")
+    assert response.status_code == 200, response.content
+    run_a.refresh_from_db()
+    assert (run_a.status, run_a.digest) == (Run.Status.AWAITING_RELEASE, digest)
+    assert run_a.claimed_at <= run_a.started_at
+    started = run_a.started_at
+    body = {"status": "completed", "exit_code": 0, "digest": "sha256:" + "00" * 32}
+    assert api_for(node_a).post(f"/api/runs/{run_a.pk}/finish/", body, format="json").status_code == 200
+    run_a.refresh_from_db()
+    assert (run_a.status, run_a.started_at, run_a.digest) == (Run.Status.COMPLETED, started, digest)
+    verbs = list(AuditEvent.objects.filter(target_id=str(run_a.pk), verb__startswith="run.").order_by("id")
+                 .values_list("verb", flat=True))
+    assert verbs == ["run.claimed", "run.started", "run.held", "run.completed"]
+
+
 def test_hold_of_a_pending_run_conflicts(api_for, node_a, run_a):
     assert api_for(node_a).post(f"/api/runs/{run_a.pk}/hold/", HOLD, format="json").status_code == 409
 
@@ -71,6 +89,8 @@ def test_hold_of_a_final_run_conflicts(api_for, node_a, run_a):
     ({"output_type": "opaque", "size": -1, "flags": []}, "size"),
     ({"output_type": "opaque", "size": 1, "flags": "not a list"}, "flags"),
     ({"output_type": "opaque", "size": 1, "flags": ["x"] * 21}, "flags"),
+    ({"output_type": "opaque", "size": 1, "flags": [], "digest": "sha256:short"}, "digest"),
+    ({"output_type": "opaque", "size": 1, "flags": [], "started_at": "soon"}, "started_at"),
 ])
 def test_hold_names_the_bad_field(api_for, node_a, run_a, body, field):
     _running(run_a, node_a)

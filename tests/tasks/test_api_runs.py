@@ -503,7 +503,8 @@ def test_a_finish_records_the_start_it_was_not_sent_with_what_ran_and_when(api_f
     assert (response.data["executed_digest"], response.data["status"]) == (DIGEST, "completed")
     run_a.refresh_from_db()
     assert (run_a.started_at, run_a.digest) == (started, DIGEST)
-    verbs = list(AuditEvent.objects.filter(target_id=str(run_a.pk)).order_by("id").values_list("verb", "details"))
+    verbs = list(AuditEvent.objects.filter(target_id=str(run_a.pk), verb__startswith="run.").order_by("id")
+                 .values_list("verb", "details"))
     assert verbs[-2:] == [("run.started", {"digest": DIGEST}), ("run.completed", verbs[-1][1])]
 
 
