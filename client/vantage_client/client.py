@@ -270,8 +270,7 @@ class Client:
             data = base64.b64decode(inline, validate=True)
         except (binascii.Error, ValueError):
             raise VantageError(f"the result of run {run['id']} arrived damaged (not base64)") from None
-        if run.get("result_sha256") and run["result_sha256"] != hashlib.sha256(data).hexdigest():
-            raise VantageError(f"the result of run {run['id']} arrived damaged (SHA-256 mismatch)")
+        _check_arrived(run["id"], run.get("result_sha256"), hashlib.sha256(data).hexdigest())
         return data
 
     def held(self, task) -> list[dict]:
@@ -302,10 +301,14 @@ class Client:
             for chunk in response.iter_content(1024 * 1024):
                 digest.update(chunk)
                 chunks.append(chunk)
-        expected = response.headers.get("X-Content-SHA256")
-        if expected and expected != digest.hexdigest():
-            raise VantageError(f"the result of run {run_id} arrived damaged (SHA-256 mismatch)")
+        _check_arrived(run_id, response.headers.get("X-Content-SHA256"), digest.hexdigest())
         return b"".join(chunks)
+
+
+def _check_arrived(run_id: int, expected: str | None, actual: str) -> None:
+    """A result's SHA-256 against the one the server recorded (when it sent one)."""
+    if expected and expected != actual:
+        raise VantageError(f"the result of run {run_id} arrived damaged (SHA-256 mismatch)")
 
 
 class _Resource:

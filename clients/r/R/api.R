@@ -306,14 +306,17 @@ task_kill <- function(task = NULL, conn = vantage_connection()) {
 
 # ------------------------------------------------------------------ results
 
-download_result <- function(conn, run_id) {
-  resp <- send(conn, "GET", sprintf("runs/%d/result/", run_id), raw = TRUE)
-  data <- resp$body
-  expected <- httr2::resp_header(resp, "X-Content-SHA256")
+# A result's SHA-256 against the one the server recorded (when it sent one).
+check_arrived <- function(run_id, data, expected) {
   if (!is.null(expected) && !identical(tolower(expected), paste(as.character(openssl::sha256(data)), collapse = ""))) {
     vantage_abort(sprintf("the result of run %d arrived damaged (SHA-256 mismatch)", run_id))
   }
   data
+}
+
+download_result <- function(conn, run_id) {
+  resp <- send(conn, "GET", sprintf("runs/%d/result/", run_id), raw = TRUE)
+  check_arrived(run_id, resp$body, httr2::resp_header(resp, "X-Content-SHA256"))
 }
 
 # A result that came inline with the run list, checked against the SHA-256 the server recorded.
@@ -321,12 +324,7 @@ inline_result <- function(run) {
   # [[ ]], not $: `run$result` would match `result_size` when the list has no `result`.
   data <- tryCatch(openssl::base64_decode(run[["result"]]),
                    error = function(e) vantage_abort(sprintf("the result of run %d arrived damaged (not base64)", run$id)))
-  expected <- run[["result_sha256"]]
-  if (!is.null(expected) && nzchar(expected) &&
-      !identical(tolower(expected), paste(as.character(openssl::sha256(data)), collapse = ""))) {
-    vantage_abort(sprintf("the result of run %d arrived damaged (SHA-256 mismatch)", run$id))
-  }
-  data
+  check_arrived(run$id, data, run[["result_sha256"]])
 }
 
 # The decoded results of the task's completed runs, named by organisation. Small results
