@@ -98,10 +98,15 @@ class AlgorithmApprovalSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+def digest_field(**kwargs) -> serializers.RegexField:
+    """An image digest as the server keeps it (tasks.services.DIGEST_RE)."""
+    return serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71,
+                                  error_messages={"invalid": "Expected sha256:<64 hex digits>."}, **kwargs)
+
+
 class CatalogueStatusSerializer(serializers.Serializer):
     image = serializers.CharField(max_length=500)
-    digest = serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71,
-                                    error_messages={"invalid": "Expected sha256:<64 hex digits>."})
+    digest = digest_field()
 
 
 class RunListQuerySerializer(serializers.Serializer):
@@ -111,9 +116,7 @@ class RunListQuerySerializer(serializers.Serializer):
 
 
 def optional_digest(help_text: str = "") -> serializers.RegexField:
-    return serializers.RegexField(r"^sha256:[0-9a-f]{64}$", max_length=71, required=False, allow_blank=True,
-                                  default="", error_messages={"invalid": "Expected sha256:<64 hex digits>."},
-                                  help_text=help_text or None)
+    return digest_field(required=False, allow_blank=True, default="", help_text=help_text or None)
 
 
 class RunStartSerializer(SharedFields, InputSerializer):
