@@ -39,6 +39,10 @@ from nodeagent.proxy import SOCKET_NAME
 
 log = logging.getLogger(__name__)
 
+# How long an agent's stop waits for a forwarder the warm-up is starting, so as to remove
+# it rather than leave it running (a start takes well under a second).
+CLOSE_WAIT = 10
+
 
 @dataclass
 class Slot:
@@ -64,6 +68,7 @@ class ForwarderPool:
         self.name_prefix = name_prefix
         self._slots: dict[int, Slot] = {}
         self._cond = threading.Condition()
+        self._closed = False  # the agent stops: the warm-up starts no more
 
     def _slot(self, index: int) -> Slot:
         slot = self._slots.get(index)
@@ -91,6 +96,8 @@ class ForwarderPool:
         """Start forwarders for the first `count` slots that have none, so runs find one ready."""
         for index in range(count):
             with self._cond:
+                if self._closed:
+                    return
                 slot = self._slot(index)
                 if slot.run_id is not None or slot.container is not None or slot.starting:
                     continue
@@ -159,8 +166,11 @@ class ForwarderPool:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Remove the idle forwarders; those of runs still running stay for the next agent."""
+        """Remove the idle forwarders, including one the warm-up is starting (waited for, at
+        most CLOSE_WAIT s); those of runs still running stay for the next agent."""
         with self._cond:
+            self._closed = True
+            self._cond.wait_for(lambda: not any(s.starting for s in self._slots.values()), timeout=CLOSE_WAIT)
             idle = [s for s in self._slots.values() if s.run_id is None and s.container is not None]
         for slot in idle:
             self.executor.remove(slot.container)

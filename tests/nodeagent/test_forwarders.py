@@ -4,6 +4,7 @@ the run that holds the slot."""
 
 import socketserver
 import threading
+import time
 import uuid
 
 import pytest
@@ -132,3 +133,19 @@ def test_a_restarted_agent_keeps_running_forwarders_and_gives_each_run_its_slot_
     reserved = after.reserve(lent.index, run_id=1)
     assert reserved.container.id == lent.container.id
     assert after.acquire(run_id=3).index != lent.index  # never lent twice
+
+
+def test_a_stop_during_the_warm_up_leaves_no_forwarder_running(make_pool, executor):
+    # An agent stopped half a second after it connected left the forwarder its warm-up was
+    # starting: close() saw a slot without a container yet and skipped it.
+    pool = make_pool()
+    warming = threading.Thread(target=pool.warm, args=(3,))
+    warming.start()
+    while not any(slot.starting for slot in pool._slots.values()):
+        assert warming.is_alive(), "the warm-up ended before it started a forwarder"
+        time.sleep(0.001)
+    pool.close()
+    warming.join(timeout=30)
+    assert not warming.is_alive()
+    assert executor.forwarders(pool.labels["vantage.server"], 1) == []
+
