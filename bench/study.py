@@ -6,6 +6,7 @@
     .venv/bin/python bench/study.py --method cox    # one analysis (on both data sets)
     .venv/bin/python bench/study.py --repeat 3      # median of three runs per analysis
     .venv/bin/python bench/study.py --no-standby    # the agents keep no standby round worker
+    .venv/bin/python bench/study.py --standby-images   # each node.toml names the analyses' images ([[standby]])
 
 Runs the demo study's three analyses (demo/study.py: summary statistics, Kaplan–Meier
 by hormonal therapy with the log-rank test, the Cox model stratified by hospital) on
@@ -102,6 +103,7 @@ AGREEMENT = 1e-9
 SETTLE_AFTER = 2.5
 SETTLE_BUSY = 0.25
 SETTLE_TIMEOUT = 20.0
+STANDBY_TIMEOUT = 300.0  # --standby-images: up to six per node, started one after another
 
 
 def cpu_times() -> tuple[int, int]:
@@ -214,7 +216,7 @@ class Bench:
             raise BenchError(f"algorithms/build.py: {exc}")
         self.images = {name: entry.reference for name, entry in built.items()}
 
-    def start_network(self, files: dict[str, list[Path]]) -> dict:
+    def start_network(self, files: dict[str, list[Path]], chosen: list[Analysis]) -> dict:
         registry = images.registry()
         self.server = LiveServer(self.workdir)
         self.server.env["VANTAGE_ACCESS_TOKEN_MINUTES"] = "240"
@@ -232,14 +234,33 @@ class Bench:
                     target.chmod(0o644)  # the algorithm runs as nobody
                     databases[label] = target
             limits = LIMITS + ("\nround_worker_standby = 0" if self.args.no_standby else "")
-            self.nodes.append(NodeProcess(self.workdir, f"node-{index}", server_url=self.server.url,
-                                          api_key=entry["api_key"], registry=registry, databases=databases,
-                                          limits=limits, algorithm_env=policy, server=AGENT_SERVER_SETTINGS))
+            # What a site that runs these methods would name in its node.toml: a standby
+            # for each image, for the data set its jobs read (nodeagent/rounds.py).
+            standbys = [f'{{image = "{self.images[a.image]}", databases = ["{a.dataset}"]}}'
+                        for a in chosen if a.dataset in databases] if self.args.standby_images else []
+            node = NodeProcess(self.workdir, f"node-{index}", server_url=self.server.url, api_key=entry["api_key"],
+                               registry=registry, databases=databases, limits=limits, algorithm_env=policy,
+                               server=AGENT_SERVER_SETTINGS, top=f"standby = [{', '.join(standbys)}]")
+            node.standbys = len(standbys)
+            self.nodes.append(node)
         for node in self.nodes:
             node.start()
         for node in self.nodes:
             wait_listening(node, timeout=90)
+        self.wait_for_standbys()
         return world
+
+    def wait_for_standbys(self) -> None:
+        """Until every node has started the standbys its node.toml names (one at a time each)."""
+        deadline = time.monotonic() + STANDBY_TIMEOUT
+        for node in self.nodes:
+            while node.log().count("(standby) ready in") < node.standbys:
+                if "no standby worker for image" in node.log():
+                    raise BenchError(f"{node.dir.name} keeps no standby for an image it names; see {node.log_path}")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the nodes' standby workers not ready in {STANDBY_TIMEOUT:.0f} s; "
+                                     f"logs in {self.workdir}")
+                time.sleep(0.2)
 
     def close(self) -> None:
         shut_down(self.nodes, self.server, self.client, self.label)
@@ -376,7 +397,7 @@ class Bench:
         log(f"building the algorithm images ({', '.join(sorted({a.image for a in chosen}))})")
         self.build_images({a.image for a in chosen})
         log(f"starting a server and 4 node agents in {self.workdir}")
-        world = self.start_network({label: paths for label, paths in files.items()})
+        world = self.start_network({label: paths for label, paths in files.items()}, chosen)
         researcher = Researcher(self.server, world["user"]["username"], world["user"]["password"])
         results: dict[str, Measured] = {}
         log(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
@@ -433,11 +454,16 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per analysis; the median is shown (default 1)")
     parser.add_argument("--no-standby", action="store_true",
                         help="agents without a standby round worker (round_worker_standby = 0), to compare")
+    parser.add_argument("--standby-images", action="store_true",
+                        help="every node.toml names the chosen analyses' images as [[standby]]: a standby "
+                             "round worker for each from the agent's start, so that first runs start no worker")
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (logs) even on success")
     args = parser.parse_args()
     if not 1 <= args.repeat <= 20:
         parser.error("--repeat must be from 1 to 20")
+    if args.no_standby and args.standby_images:
+        parser.error("--no-standby and --standby-images exclude each other")
 
     workdir = Path(tempfile.mkdtemp(prefix="vantage-bench-study-"))
     bench = Bench(args, workdir)

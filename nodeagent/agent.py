@@ -14,15 +14,16 @@ import time
 
 import docker.errors
 
-from nodeagent import VERSION
+from nodeagent import VERSION, rounds, signatures
 from nodeagent.airlock import RELEASED, REJECTED, Airlock
 from nodeagent.client import ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import NodeConfig
 from nodeagent.events import EventListener
-from nodeagent.executor import LABEL_RUN, Executor
+from nodeagent.executor import LABEL_RUN, Executor, ImageError
 from nodeagent.forwarders import ForwarderPool
 from nodeagent.gate import Thresholds
 from nodeagent.job import AgentContext, RunJob, backoff
+from nodeagent.policy import image_refusal
 from nodeagent.rounds import RoundWorkers, job_ended_by
 from nodeagent.volumes import VolumeError
 from nodeagent.workspace import Phase, TaskFolder
@@ -106,10 +107,11 @@ class NodeAgent:
             self.task_folder.close()
 
     def _warm_up(self) -> None:
-        """Forwarders for the free slots, then the database files in their volumes: both would
-        otherwise be made by the first runs that need them. A database copied in the first
-        round of a job cost that round 0.4-0.6 s at each site (issue 18); the copy is made
-        once per version of the file, and a run still makes it if this one failed."""
+        """Forwarders for the free slots, then the database files in their volumes, then the
+        [[standby]] images admitted and pulled: all would otherwise be made by the first runs
+        that need them. A database copied in the first round of a job cost that round
+        0.4-0.6 s at each site (issue 18); the copy is made once per version of the file, and
+        a run still makes it if this one failed."""
         self.ctx.forwarders.warm(self.config.limits.max_concurrent_runs)
         for label in self.config.databases:
             if self.stop.is_set():
@@ -120,6 +122,37 @@ class NodeAgent:
                 self.ctx.data_volumes.mounts(self.config.databases, [label], self.config.forwarder_image)
             except VolumeError as exc:
                 log.warning("database %s could not be copied into its volume ahead of the first run: %s", label, exc)
+        for standby in self.config.standbys:
+            if self.stop.is_set():
+                return
+            why = self._keep_standby(standby)
+            if why:
+                log.warning("no standby worker for image %s: %s", standby.image, why)
+
+    def _keep_standby(self, standby) -> str | None:
+        """Admit a [[standby]] image as a job's image would be admitted (the parts of the
+        policy that do not depend on who sends the task, the signature, the catalogue),
+        pull it, and have the round workers keep a standby ready for it. Every job that
+        takes it is still admitted on its own first. The reason it gets none, or None."""
+        why = image_refusal(self.config.policy, standby.image)
+        if why:
+            return f"refused by this node's policy: {why}"
+        try:
+            admitted = signatures.admit(self.config.policy, self.config.registries, standby.image,
+                                        self.client.catalogue_status)
+            image_id = self.executor.ensure_image(admitted.image)
+        except signatures.Rejected as exc:
+            return f"refused by this node's policy: {exc}"
+        except (signatures.Unavailable, ImageError) as exc:
+            return str(exc)
+        except (ServerUnavailable, ServerRefused) as exc:
+            return f"the catalogue could not be asked: {exc}"
+        if not self.ctx.rounds.keep_standby(image_id, standby.databases):
+            return (f"it does not declare the round-worker label ({rounds.IMAGE_LABEL}={rounds.PROTOCOL}), "
+                    "so its runs get a container each")
+        log.info("standby worker kept ready for image %s (%s), databases %s", admitted.image, image_id[:19],
+                 ", ".join(standby.databases))
+        return None
 
     def _context(self, node_id: int) -> AgentContext:
         server_key = AgentContext.key_of(self.config.server.url)

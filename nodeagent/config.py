@@ -145,6 +145,18 @@ class OutputPolicy:
     hold_timeout: int = 7 * 86400
 
 
+MAX_STANDBY_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class StandbyImage:
+    """[[standby]]: an image this node keeps a round worker ready for from the agent's start
+    (nodeagent/rounds.py, "Standby workers"), for jobs that ask for these databases."""
+
+    image: ImageRef
+    databases: tuple[str, ...]  # sorted, as a job's round asks for its worker
+
+
 @dataclass(frozen=True)
 class StewardSettings:
     """[steward]: the loopback review page (nodeagent/steward.py)."""
@@ -179,6 +191,7 @@ class NodeConfig:
     private_key: Any = field(default=None, repr=False)
     output: OutputPolicy = field(default_factory=OutputPolicy)
     steward: StewardSettings = field(default_factory=StewardSettings)
+    standbys: tuple[StandbyImage, ...] = ()
 
     @property
     def state_dir(self) -> Path:
@@ -298,6 +311,7 @@ def parse(raw: dict, *, source: str, base_dir: Path, environ: dict | None = None
     private_key = _private_key(root.table_of("encryption"), base_dir, environ)
     output = _output(root.table_of("output"))
     steward = _steward(root.table_of("steward"), base_dir)
+    standbys = _standbys(root, databases, limits)
     proxy_port = root.get("proxy_port", (int,), "a port number", default=7601)
     if not 1 <= proxy_port <= 65535:
         raise root.error("proxy_port", f"expected a port number 1-65535, got {proxy_port}")
@@ -312,6 +326,7 @@ def parse(raw: dict, *, source: str, base_dir: Path, environ: dict | None = None
         source=source, server=server, task_folder=task_folder, databases=databases, registries=registries,
         policy=policy, limits=limits, algorithm_env=algorithm_env, proxy_port=proxy_port,
         forwarder_image=forwarder_image, private_key=private_key, output=output, steward=steward,
+        standbys=standbys,
     )
 
 
@@ -585,6 +600,44 @@ def _limits(reader: _Reader) -> Limits:
         tmpfs=tmpfs, scratch=scratch, max_output=max_output, user=user, round_worker_idle=idle,
         round_worker_standby=standby,
     )
+
+
+def _standbys(root: _Reader, databases: dict[str, Database], limits: Limits) -> tuple[StandbyImage, ...]:
+    entries = root.get("standby", (list,), "a list of [[standby]] tables", default=[])
+    if entries and limits.round_worker_idle == 0:
+        raise root.error("standby", "standby workers are round workers, and limits.round_worker_idle = 0 turns "
+                                    "those off")
+    if len(entries) > MAX_STANDBY_IMAGES:
+        raise root.error("standby", f"at most {MAX_STANDBY_IMAGES} entries (each is an idle container), "
+                                    f"got {len(entries)}")
+    standbys = []
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise root.error("standby", f"expected [[standby]] tables, found {_show(entry)}")
+        reader = _Reader(root.source, entry, f"standby[{number}].")
+        text = reader.get("image", (str,), "an image name", required=True)
+        try:
+            image = ImageRef.parse(text)
+        except BadReference as exc:
+            raise reader.error("image", str(exc))
+        labels = reader.get("databases", (list,), "a list of database labels")
+        if labels is None:
+            if len(databases) != 1:
+                raise reader.error("databases", "is required when the node has more than one database "
+                                                "(the labels its jobs ask for)")
+            labels = list(databases)
+        if not labels:
+            raise reader.error("databases", "must name at least one database")
+        for label in labels:
+            if not isinstance(label, str) or label not in databases:
+                have = ", ".join(databases) or "none"
+                raise reader.error("databases", f"{_show(label)} is not a database of this node (it has: {have})")
+        reader.finish()
+        standby = StandbyImage(image=image, databases=tuple(sorted(set(labels))))
+        if standby in standbys:
+            raise reader.error("image", "the same image and databases are named twice")
+        standbys.append(standby)
+    return tuple(standbys)
 
 
 def _algorithm_env(reader: _Reader) -> dict[str, str]:

@@ -34,13 +34,21 @@ def image_allowed(patterns: tuple[str, ...], image: ImageRef) -> bool:
     return False
 
 
-def refusal(policy: Policy, *, image: ImageRef, init_organization: int | None,
-            created_by: int | None, created_by_username: str | None) -> str | None:
-    """Why this node refuses the run, or None when its policy allows it."""
+def image_refusal(policy: Policy, image: ImageRef) -> str | None:
+    """Why this node refuses the image whoever sends it, or None."""
     if policy.require_digest and not image.digest:
         return f"image {image} is not pinned to a digest and this node requires one (policy.require_digest)"
     if policy.allowed_images is not None and not image_allowed(policy.allowed_images, image):
         return f"image {image} is not in this node's allowed images (policy.allowed_images)"
+    return None
+
+
+def refusal(policy: Policy, *, image: ImageRef, init_organization: int | None,
+            created_by: int | None, created_by_username: str | None) -> str | None:
+    """Why this node refuses the run, or None when its policy allows it."""
+    why = image_refusal(policy, image)
+    if why:
+        return why
     if policy.allowed_organizations is not None and init_organization not in policy.allowed_organizations:
         return f"organisation {init_organization} may not send tasks to this node (policy.allowed_organizations)"
     if policy.allowed_users is not None:

@@ -53,9 +53,13 @@ round for that long), it starts one worker, with the image and databases of the 
 that used a worker here, which serves no job. The next job whose round asks for that same
 image id and those databases (after its own admission: signature, digest, catalogue) takes
 it as its worker, and from then on it is that job's worker alone, living as any other.
-Until then it has been sent nothing: no round, no input. One standby per node at most; it
-goes after `limits.round_worker_standby` seconds unused (0: never started), and with the
-agent. A standby adds one idle container to the max_concurrent_runs workers.
+Until then it has been sent nothing: no round, no input. One such standby per node at
+most; it goes after `limits.round_worker_standby` seconds unused (0: never started), and
+with the agent. A node's operator may also name images in node.toml (`[[standby]]`): the
+agent admits each at its start as it would a job's image (policy, signature, digest,
+catalogue) and keeps a standby ready for it while it runs, so that even the first job of
+that image here starts no container. Standbys start one at a time, only while the node is
+quiet; each adds one idle container to the max_concurrent_runs workers.
 """
 
 from __future__ import annotations
@@ -188,8 +192,9 @@ class RoundWorkers:
         self.enabled = self.idle_limit > 0
         self.standby_seconds = config.limits.round_worker_standby if self.enabled else 0
         self.busy = busy  # () -> bool: a run is in progress at this node (then no standby starts)
-        self._standby: RoundWorker | None = None
+        self._standbys: dict[tuple, RoundWorker] = {}  # (image id, labels) → a standby, ready or starting
         self._wanted: tuple | None = None  # (image id, labels) of the last job given a worker here
+        self._kept: list[tuple] = []  # (image id, labels) of node.toml's [[standby]], admitted at the start
         self._workers: dict[tuple, RoundWorker] = {}
         self._opted_in: dict[str, bool] = {}  # image id → declares the label (image ids name content)
         self._failed: set[tuple] = set()  # (job, image, databases) whose worker did not start: containers
@@ -220,9 +225,8 @@ class RoundWorkers:
         """The agent stops: every worker goes (its rounds are served again by the next agent)."""
         with self._lock:
             workers, self._workers = list(self._workers.values()), {}
-            if self._standby is not None:
-                workers.append(self._standby)
-                self._standby = None
+            workers += self._standbys.values()
+            self._standbys = {}
         for worker in workers:
             self._retire(worker, "the node agent stops")
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -243,12 +247,13 @@ class RoundWorkers:
                     del self._admissions[key]
                 if len(self._failed) > 1000:  # jobs long over: a later round may try a worker again
                     self._failed.clear()
-                # Taken from the pool under the lock, so that no job can take it meanwhile.
-                standby = self._standby
-                expired = (standby is not None and not standby.lock.locked()
-                           and standby.idle_for(now) >= self.standby_seconds)
-                if expired:
-                    self._standby = None
+                # Taken from the pool under the lock, so that no job can take it meanwhile. A
+                # [[standby]] of node.toml is kept ready for as long as the agent runs.
+                expired = [standby for key, standby in self._standbys.items()
+                           if key not in self._kept and not standby.lock.locked()
+                           and standby.idle_for(now) >= self.standby_seconds]
+                for standby in expired:
+                    del self._standbys[standby.key[1:]]
                     if self._wanted == standby.key[1:]:
                         self._wanted = None  # unused: no other until a job uses a worker here again
             for worker in workers:
@@ -256,51 +261,81 @@ class RoundWorkers:
                     self._retire_when_idle(worker, f"idle for {self.idle_limit} s")
                 elif now - worker.started >= self.config.limits.deadline:
                     self._retire_when_idle(worker, f"it has lived limits.deadline ({self.config.limits.deadline} s)")
-            if expired:
+            for standby in expired:
                 self._retire(standby, f"no job took it in {self.standby_seconds} s")
             self._replenish(now)
 
-    # ---------------------------------------------------------------- the standby
+    # ---------------------------------------------------------------- the standbys
+
+    def keep_standby(self, image_id: str, labels: tuple[str, ...]) -> bool:
+        """Keep a standby ready for this image and these databases while the agent runs
+        (node.toml's [[standby]], admitted by the agent first). False: the image does not
+        declare the round-worker protocol (or round workers are off), so it gets none."""
+        if not self.enabled or not self.opted_in(image_id):
+            return False
+        with self._lock:
+            if (image_id, labels) not in self._kept:
+                self._kept.append((image_id, labels))
+        return True
+
+    def _wanted_keys(self) -> list[tuple]:
+        """What the standbys should be: node.toml's, then the last job's. Called with self._lock held."""
+        last = [self._wanted] if self.standby_seconds > 0 and self._wanted not in (None, *self._kept) else []
+        return [*self._kept, *last]
 
     def _replenish(self, now: float) -> None:
-        """Start a standby for the last job's image and databases, once the node is quiet."""
-        if self.standby_seconds <= 0 or self.stop.is_set():
+        """Start a missing standby, once the node is quiet: one at a time, so that an agent
+        keeping several does not start them all at once on the CPUs its runs need."""
+        if self.stop.is_set():
             return
         with self._lock:
-            wanted = self._wanted
-            if wanted is None or (self._standby is not None and self._standby.key[1:] == wanted):
+            wanted = self._wanted_keys()
+            if all(key in self._standbys for key in wanted):
                 return
             if any(w.lock.locked() or w.idle_for(now) < STANDBY_QUIET for w in self._workers.values()):
                 return
         if self.busy():
             return
         with self._lock:
-            old = self._standby
-            if self._wanted != wanted or (old is not None and old.lock.locked()):
-                return
-            self._standby = None
-            self._count += 1
-            worker = RoundWorker(key=(None, *wanted), job_id=None, name=f"{self.name_prefix}-standby{self._count}",
-                                 dir=self.folder / f"worker{self._count}-standby")
-            self._standby = worker
-            worker.lock.acquire()  # until it is ready: a job taking it meanwhile waits for it
-        if old is not None:  # for an image no job asked for since: the last job's replaces it
-            self._retire(old, "a standby for the last job's image replaces it")
-        threading.Thread(target=self._start_standby, args=(worker,), name="round-standby", daemon=True).start()
+            wanted = self._wanted_keys()
+            if any(standby.lock.locked() for standby in self._standbys.values()):
+                return  # one still starting
+            # The last job's image replaces that of a job before it that no job asked for since.
+            old = [standby for key, standby in self._standbys.items() if key not in wanted]
+            for standby in old:
+                del self._standbys[standby.key[1:]]
+            missing = [key for key in wanted if key not in self._standbys]
+            if not missing:
+                worker = None
+            else:
+                self._count += 1
+                worker = RoundWorker(key=(None, *missing[0]), job_id=None,
+                                     name=f"{self.name_prefix}-standby{self._count}",
+                                     dir=self.folder / f"worker{self._count}-standby")
+                self._standbys[missing[0]] = worker
+                worker.lock.acquire()  # until it is ready: a job taking it meanwhile waits for it
+        for standby in old:
+            self._retire(standby, "a standby for the last job's image replaces it")
+        if worker is not None:
+            threading.Thread(target=self._start_standby, args=(worker,), name="round-standby", daemon=True).start()
 
     def _start_standby(self, worker: RoundWorker) -> None:
         failure = self._start_or_retire(worker)
         if failure is not None:
-            log.warning("round worker standby %s did not start (%s); none again until a job uses a worker here",
-                        worker.name, failure)
+            with self._lock:
+                kept = worker.key[1:] in self._kept
+                if kept:  # not tried every second: the agent's next start tries again
+                    self._kept.remove(worker.key[1:])
+            log.warning("round worker standby %s did not start (%s); none again until %s", worker.name, failure,
+                        "the agent restarts" if kept else "a job uses a worker here")
 
     def _take_standby(self, key: tuple, job_id: int) -> RoundWorker | None:
         """The standby, now the worker of this job, if it has this round's image and databases.
         Called with self._lock held; a standby still starting keeps its lock until it is ready."""
-        standby = self._standby
-        if standby is None or standby.gone or standby.key[1:] != key[1:]:
+        standby = self._standbys.get(key[1:])
+        if standby is None or standby.gone:
             return None
-        self._standby = None
+        del self._standbys[key[1:]]
         standby.key, standby.job_id = key, job_id
         # Its life as the job's worker (idle limit, limits.deadline) counts from now.
         standby.started = standby.last_used = time.monotonic()
@@ -319,8 +354,8 @@ class RoundWorkers:
         with self._lock:
             if self._workers.get(worker.key) is worker:
                 del self._workers[worker.key]
-            if self._standby is worker:
-                self._standby = None
+            if self._standbys.get(worker.key[1:]) is worker:
+                del self._standbys[worker.key[1:]]
             if not any(w.job_id == worker.job_id for w in self._workers.values()):
                 for key in [k for k in self._admissions if k[0] == worker.job_id]:
                     del self._admissions[key]

@@ -78,6 +78,51 @@ def test_a_complete_config_loads_into_typed_values(tmp_path):
     assert loaded.forwarder_image == "vantage/algorithm-base:bookworm-1"  # the default
 
 
+STANDBY = '[[standby]]\nimage = "127.0.0.1:5000/vantage/alg-cox:1"\n'
+
+
+def test_standby_images_load_with_their_databases_sorted(tmp_path):
+    text = GOOD + STANDBY + 'databases = ["registry", "default"]\n' + STANDBY.replace("cox:1", "km@sha256:" + "b" * 64)
+    text += 'databases = ["default"]\n'
+    loaded = config.load(write(tmp_path, text), environ={})
+    assert [(str(s.image), s.databases) for s in loaded.standbys] == [
+        ("127.0.0.1:5000/vantage/alg-cox:1", ("default", "registry")),
+        ("127.0.0.1:5000/vantage/alg-km@sha256:" + "b" * 64, ("default",)),
+    ]
+    assert config.load(write(tmp_path, GOOD), environ={}).standbys == ()  # none unless named
+
+
+def test_a_standby_on_a_node_with_one_database_is_for_that_database(tmp_path):
+    one = GOOD.replace('[databases.registry]\ntype = "sql"\nuri = "sqlite:///registry.sqlite3"\n', "")
+    (standby,) = config.load(write(tmp_path, one + STANDBY), environ={}).standbys
+    assert standby.databases == ("default",)
+
+
+@pytest.mark.parametrize("entry, expected", [
+    (STANDBY, "standby[1].databases: is required when the node has more than one database"),
+    (STANDBY + 'databases = ["trial"]\n',
+     'standby[1].databases: "trial" is not a database of this node (it has: default, registry)'),
+    (STANDBY + "databases = []\n", "standby[1].databases: must name at least one database"),
+    (STANDBY.replace("alg-cox:1", "alg cox") + 'databases = ["default"]\n',
+     "standby[1].image: '127.0.0.1:5000/vantage/alg cox' is not an image reference"),
+    ('[[standby]]\ndatabases = ["default"]\n', "standby[1].image: is required"),
+    (STANDBY + 'databases = ["default"]\nmemory = "1g"\n', "standby[1].memory: unknown key"),
+    ((STANDBY + 'databases = ["default"]\n') * 2, "standby[2].image: the same image and databases are named twice"),
+    ((STANDBY + 'databases = ["default"]\n') + "".join(
+        STANDBY.replace("cox:1", f"cox:{n}") + 'databases = ["default"]\n' for n in range(2, 10)),
+     "standby: at most 8 entries (each is an idle container), got 9"),
+    ('standby = "127.0.0.1:5000/vantage/alg-cox:1"\n', "standby: expected a list of [[standby]] tables"),
+])
+def test_a_bad_standby_entry_names_the_key_and_the_problem(tmp_path, entry, expected):
+    assert expected in error_of(tmp_path, GOOD + entry if entry.startswith("[[") else entry + GOOD)
+
+
+def test_standby_workers_need_round_workers(tmp_path):
+    text = GOOD.replace("max_concurrent_runs = 3", "max_concurrent_runs = 3\nround_worker_idle = 0")
+    message = error_of(tmp_path, text + STANDBY + 'databases = ["default"]\n')
+    assert "standby: standby workers are round workers, and limits.round_worker_idle = 0 turns those off" in message
+
+
 def test_summary_reported_to_the_server_holds_no_secrets_or_paths(tmp_path):
     summary = config.load(write(tmp_path, GOOD), environ={}).summary()
     text = repr(summary)

@@ -128,6 +128,11 @@ class Started:
         workers._retire = lambda worker, why: setattr(worker, "gone", True)
 
 
+def reap_once(workers):
+    workers.stop.wait = lambda seconds, passes=iter([False, True]): next(passes)  # one pass of the reaper
+    workers._reap()
+
+
 def settle():
     """The standby's start runs in a thread of its own."""
     for thread in [t for t in threading.enumerate() if t.name == "round-standby"]:
@@ -147,11 +152,11 @@ def test_a_standby_starts_for_the_last_jobs_image_only_once_the_node_is_quiet(tm
     worker.lock.release()
     running.append(1)  # a run in progress (a container of its own, an upload)
     workers._replenish(now + 5)
-    assert workers._standby is None and len(started.names) == 1
+    assert not workers._standbys and len(started.names) == 1
     running.clear()
     workers._replenish(now + 5)
     settle()
-    standby = workers._standby
+    (standby,) = workers._standbys.values()
     assert standby.key == (None, "sha256:a", ("default",)) and standby.job_id is None
     assert started.names[1] == standby.name and "standby" in standby.name
     workers._replenish(now + 10)
@@ -167,14 +172,14 @@ def test_only_a_job_asking_for_the_standbys_image_and_databases_takes_it(tmp_pat
     workers._wanted = ("sha256:a", ("default",))
     workers._replenish(time.monotonic() + 5)
     settle()
-    standby = workers._standby
+    (standby,) = workers._standbys.values()
     worker = workers._worker_for((7, image, labels), 7, job(job_id=7))
     assert (worker is standby) is taken
     if taken:
-        assert worker.job_id == 7 and workers._workers == {(7, image, labels): worker} and workers._standby is None
+        assert worker.job_id == 7 and workers._workers == {(7, image, labels): worker} and not workers._standbys
         assert len(started.names) == 1
     else:
-        assert worker.job_id == 7 and workers._standby is standby and len(started.names) == 2
+        assert worker.job_id == 7 and list(workers._standbys.values()) == [standby] and len(started.names) == 2
 
 
 def test_an_unused_standby_goes_and_none_follows_until_a_job_uses_a_worker_again(tmp_path):
@@ -183,11 +188,10 @@ def test_an_unused_standby_goes_and_none_follows_until_a_job_uses_a_worker_again
     workers._wanted = ("sha256:a", ("default",))
     workers._replenish(time.monotonic())
     settle()
-    standby = workers._standby
+    (standby,) = workers._standbys.values()
     standby.last_used -= 3
-    workers.stop.wait = lambda seconds, passes=iter([False, True]): next(passes)  # one pass of the reaper
-    workers._reap()
-    assert standby.gone and workers._standby is None and workers._wanted is None
+    reap_once(workers)
+    assert standby.gone and not workers._standbys and workers._wanted is None
     assert len(started.names) == 1
 
 
@@ -196,4 +200,64 @@ def test_no_standby_when_turned_off_or_without_round_workers(tmp_path):
         started = Started(workers)
         workers._wanted = ("sha256:a", ("default",))
         workers._replenish(time.monotonic() + 5)
-        assert workers._standby is None and not started.names
+        assert not workers._standbys and not started.names
+
+
+def test_kept_standbys_start_one_at_a_time_beside_the_last_jobs_and_never_expire(tmp_path):
+    workers = pool(tmp_path, labels=OPTED_IN, standby=2)
+    started = Started(workers)
+    kept = [("sha256:toolkit", ("default",)), ("sha256:toolkit", ("default", "other"))]
+    assert all(workers.keep_standby(*key) for key in kept)
+    workers._wanted = ("sha256:a", ("default",))  # the last job's image
+    for _ in range(3):
+        workers._replenish(time.monotonic())
+        settle()
+    assert list(workers._standbys) == [*kept, workers._wanted] and len(started.names) == 3
+    for standby in workers._standbys.values():
+        standby.last_used -= 3  # longer unused than round_worker_standby
+    reap_once(workers)
+    assert list(workers._standbys) == kept  # the last job's went; node.toml's stay while the agent runs
+    assert len(started.names) == 3
+
+
+def test_a_job_taking_a_kept_standby_is_followed_by_another_once_the_node_is_quiet(tmp_path):
+    workers = pool(tmp_path, labels=OPTED_IN, standby=0)  # none for the last job's image
+    started = Started(workers)
+    assert workers.keep_standby("sha256:toolkit", ("default",))
+    workers._replenish(time.monotonic())
+    settle()
+    (standby,) = workers._standbys.values()
+    worker = workers._worker_for((7, "sha256:toolkit", ("default",)), 7, job(job_id=7))
+    assert worker is standby and worker.job_id == 7 and not workers._standbys
+    workers._replenish(worker.last_used + 0.5)  # the round ended half a second ago: not yet
+    assert not workers._standbys
+    workers._replenish(worker.last_used + 5)
+    settle()
+    (follower,) = workers._standbys.values()
+    assert follower is not standby and follower.job_id is None and len(started.names) == 2
+
+
+def test_a_kept_standby_that_cannot_start_is_not_tried_again_every_second(tmp_path):
+    workers = pool(tmp_path, labels=OPTED_IN)
+    started = Started(workers)
+
+    def fails(worker):
+        started.names.append(worker.name)
+        raise rounds.StartupError("no room")
+
+    workers._start = fails
+    del workers._retire  # the real one: it takes the worker out of the pool
+    assert workers.keep_standby("sha256:toolkit", ("default",))
+    for _ in range(3):
+        workers._replenish(time.monotonic())
+        settle()
+    assert len(started.names) == 1 and not workers._standbys and not workers._kept
+
+
+@pytest.mark.parametrize("image", ["sha256:v6", "sha256:nolabels"])
+def test_an_image_without_the_round_worker_label_is_kept_no_standby(tmp_path, image):
+    workers = pool(tmp_path, labels=OPTED_IN)
+    started = Started(workers)
+    assert not workers.keep_standby(image, ("default",))
+    workers._replenish(time.monotonic())
+    assert not workers._standbys and not started.names

@@ -140,6 +140,45 @@ def test_a_standby_worker_serves_the_next_job_of_its_image_and_only_that_job(rou
     assert not workers(site, docker_client, 1) and not workers(site, docker_client, 1, standby=True)
 
 
+def test_a_standby_named_in_node_toml_is_ready_before_any_job_serves_the_first_and_is_kept(
+        rounds_site, docker_client, test_images):
+    site = rounds_site
+    missing = f"{site.registry.host}/vantage-test/no-such-image:1"
+    # Node 0 names three: one it keeps, one without the round-worker label, one its registry
+    # does not have. Node 1's policy allows none of them.
+    named = ", ".join(f'{{image = "{image}"}}' for image in (site.rounds_image, test_images["probe"], missing))
+    nodes = [site.node(0, top=f"standby = [{named}]", limits="round_worker_standby = 0"),
+             site.node(1, top=f'standby = [{{image = "{site.rounds_image}"}}]',
+                       policy=f'allowed_images = ["{site.registry.host}/elsewhere/*"]')]
+    for node in nodes:
+        node.wait_connected()
+    node = nodes[0]
+    wait_for(lambda: "(standby) ready in" in node.log(), 60, "node 0's standby ready before any job", site)
+    log = node.log()
+    assert f"standby worker kept ready for image {site.rounds_image.split('@')[0]}" in log, log
+    assert "does not declare the round-worker label" in log and "no-such-image" in log, log
+    (standby,) = workers(site, docker_client, 0, standby=True)
+    attrs = docker_client.api.inspect_container(standby["Id"])
+    host = attrs["HostConfig"]
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
+    assert {m["Destination"] for m in attrs["Mounts"]} == {"/mnt/rounds", "/mnt/data/default"}
+    wait_for(lambda: "no standby worker for image" in nodes[1].log(), 30, "node 1 refusing its standby", site)
+    assert "refused by this node's policy" in nodes[1].log() and not workers(site, docker_client, 1, standby=True)
+
+    # The first job of that image here takes it: no worker starts for the job.
+    task = ask(site, site.organizations[:1], rounds=2)
+    assert site.wait_status(task["runs"][0]["id"], FINAL, timeout=120)["status"] == "completed", site.agent_logs()
+    assert f"a standby, now serves job {task['id']}" in node.log() and job_workers_ready(node.log()) == 0
+    rounds = site.researcher.result(task["runs"][0]["id"])["rounds"]
+    assert rounds[0][0]["process"] == rounds[1][0]["process"] and rounds[0][0]["rows"] == 2
+    # Kept while the agent runs (round_worker_standby = 0 is about the last job's image):
+    # another follows once the job's worker is gone, and the agent's stop removes it.
+    wait_for(lambda: node.log().count("(standby) ready in") == 2, 60, "the next standby", site)
+    wait_for(lambda: len(workers(site, docker_client, 0, standby=True)) == 1, 15, "one standby left", site)
+    node.stop()
+    assert not workers(site, docker_client, 0, standby=True)
+
+
 def test_a_standby_goes_when_no_job_takes_it_and_none_starts_when_turned_off(rounds_site, docker_client):
     site = rounds_site
     nodes = [site.node(0, limits="round_worker_idle = 2\nround_worker_standby = 2"),
