@@ -5,8 +5,8 @@
     .venv/bin/python bench/study.py --only gbsg2    # the demo study only (or --only lung)
     .venv/bin/python bench/study.py --method cox    # one analysis (on both data sets)
     .venv/bin/python bench/study.py --repeat 3      # median of three runs per analysis
-    .venv/bin/python bench/study.py --no-standby    # the agents keep no standby round worker
-    .venv/bin/python bench/study.py --standby-images   # each node.toml names the analyses' images ([[standby]])
+    .venv/bin/python bench/study.py --standby last  # no [[standby]] in node.toml: the last job's image only
+    .venv/bin/python bench/study.py --standby none  # the agents keep no standby round worker (--no-standby)
 
 Runs the demo study's three analyses (demo/study.py: summary statistics, Kaplan–Meier
 by hormonal therapy with the log-rank test, the Cox model stratified by hospital) on
@@ -103,6 +103,8 @@ AGREEMENT = 1e-9
 SETTLE_AFTER = 2.5
 SETTLE_BUSY = 0.25
 SETTLE_TIMEOUT = 20.0
+STANDBY_SHOWN = {"named": "the analyses' images, named in node.toml", "last": "the last job's image",
+                 "none": "none"}
 STANDBY_TIMEOUT = 300.0  # --standby-images: up to six per node, started one after another
 
 
@@ -233,11 +235,11 @@ class Bench:
                     shutil.copyfile(paths[index], target)
                     target.chmod(0o644)  # the algorithm runs as nobody
                     databases[label] = target
-            limits = LIMITS + ("\nround_worker_standby = 0" if self.args.no_standby else "")
-            # What a site that runs these methods would name in its node.toml: a standby
-            # for each image, for the data set its jobs read (nodeagent/rounds.py).
+            limits = LIMITS + ("\nround_worker_standby = 0" if self.args.standby == "none" else "")
+            # What a site that runs these methods names in its node.toml, as the demo
+            # network's nodes do: a standby for each image, for the data set its jobs read.
             standbys = [f'{{image = "{self.images[a.image]}", databases = ["{a.dataset}"]}}'
-                        for a in chosen if a.dataset in databases] if self.args.standby_images else []
+                        for a in chosen if a.dataset in databases] if self.args.standby == "named" else []
             node = NodeProcess(self.workdir, f"node-{index}", server_url=self.server.url, api_key=entry["api_key"],
                                registry=registry, databases=databases, limits=limits, algorithm_env=policy,
                                server=AGENT_SERVER_SETTINGS, top=f"standby = [{', '.join(standbys)}]")
@@ -401,7 +403,8 @@ class Bench:
         researcher = Researcher(self.server, world["user"]["username"], world["user"]["password"])
         results: dict[str, Measured] = {}
         log(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-            f"{self.args.repeat} run(s) per analysis, bare starts and computation alternating with them")
+            f"{self.args.repeat} run(s) per analysis, bare starts and computation alternating with them; "
+            f"standby workers: {STANDBY_SHOWN[self.args.standby]}")
         # Warm-up, not counted: every image once (first start of an image on a node, page cache).
         for image in sorted({a.image for a in chosen}):
             self.bare(self.images[image], 1)
@@ -452,18 +455,17 @@ def main() -> int:
     parser.add_argument("--only", choices=("gbsg2", "lung"), help="one data set only")
     parser.add_argument("--method", choices=("summary", "kaplan_meier", "cox"), help="one analysis only")
     parser.add_argument("--repeat", type=int, default=1, help="runs per analysis; the median is shown (default 1)")
-    parser.add_argument("--no-standby", action="store_true",
-                        help="agents without a standby round worker (round_worker_standby = 0), to compare")
-    parser.add_argument("--standby-images", action="store_true",
-                        help="every node.toml names the chosen analyses' images as [[standby]]: a standby "
-                             "round worker for each from the agent's start, so that first runs start no worker")
+    parser.add_argument("--standby", choices=("named", "last", "none"), default="named",
+                        help="named (default): every node.toml names the analyses' images as [[standby]], as "
+                             "the demo network's do, so a first run starts no round worker; last: only a "
+                             "standby for the last job's image; none: round_worker_standby = 0")
+    parser.add_argument("--no-standby", dest="standby", action="store_const", const="none",
+                        help="the same as --standby none")
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (logs) even on success")
     args = parser.parse_args()
     if not 1 <= args.repeat <= 20:
         parser.error("--repeat must be from 1 to 20")
-    if args.no_standby and args.standby_images:
-        parser.error("--no-standby and --standby-images exclude each other")
 
     workdir = Path(tempfile.mkdtemp(prefix="vantage-bench-study-"))
     bench = Bench(args, workdir)

@@ -88,7 +88,7 @@ def up(args: argparse.Namespace) -> None:
     for node in nodes:
         what = network.ensure_node(
             node, state_dir=args.state_dir, server_url=args.server, registry_port=args.registry_port,
-            password_file=password_file, trusted_key=trusted_key,
+            password_file=password_file, trusted_key=trusted_key, standby_images=tuple(images.values()),
         )
         say(f"node {node.name}: {what}")
     with Progress("nodes: waiting until all three are online"):

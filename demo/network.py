@@ -53,7 +53,7 @@ def toml_string(value: str) -> str:
 
 
 def node_config(node: DemoNode, *, server_url: str, registry_port: int, password_file: Path,
-                trusted_key: Path) -> str:
+                trusted_key: Path, standby_images: tuple[str, ...] = ()) -> str:
     registry = f"127.0.0.1:{registry_port}"
     return "\n".join([
         "# Written by ./vantage.sh up for the demo node of "
@@ -68,6 +68,10 @@ def node_config(node: DemoNode, *, server_url: str, registry_port: int, password
         'type = "csv"',
         f"path = {toml_string(str(node.data_file))}",
         "",
+        # The study's images: a round worker is kept ready for each from the agent's start
+        # (admitted first, as a task's image is), so that even their first job here starts
+        # no container for its rounds (docs/node.md, "Standby worker").
+        *(line for image in standby_images for line in ("[[standby]]", f"image = {toml_string(image)}", "")),
         f"[registries.{toml_string(registry)}]",
         'username = "vantage"',
         f"password_file = {toml_string(str(password_file))}",
@@ -157,7 +161,7 @@ def last_line(path: Path) -> str:
 
 
 def ensure_node(node: DemoNode, *, state_dir: Path, server_url: str, registry_port: int,
-                password_file: Path, trusted_key: Path) -> str:
+                password_file: Path, trusted_key: Path, standby_images: tuple[str, ...] = ()) -> str:
     """Bring one node to its wanted state; returns what was done, for the progress line."""
     (node.folder / "runs").mkdir(parents=True, exist_ok=True)
     node.data_file.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +174,7 @@ def ensure_node(node: DemoNode, *, state_dir: Path, server_url: str, registry_po
         # The algorithm runs as nobody (uid 65534): the site's file must be readable by it.
         node.data_file.chmod(0o644)
     config = node_config(node, server_url=server_url, registry_port=registry_port, password_file=password_file,
-                         trusted_key=trusted_key)
+                         trusted_key=trusted_key, standby_images=standby_images)
     config_changed = not node.config_file.exists() or node.config_file.read_text() != config
     if config_changed:
         node.config_file.write_text(config)

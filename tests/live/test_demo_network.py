@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -75,6 +76,14 @@ def test_demo_runs_the_study_and_reuses_the_network(demo_world):
     assert f"{url}/portal/" in out and f"{url}/admin/" in out
     researcher = next(u for u in demo_world["seed"]["users"] if u["username"] == "researcher")
     assert researcher["password"] in out
+    # Each node admitted the study's three images at its start and keeps a round worker ready for each.
+    for node in demo_world["seed"]["nodes"]:
+        log = demo_world["state_dir"] / "demo-nodes" / node["name"] / "node.log"
+        deadline = time.monotonic() + 30
+        while log.read_text().count("standby worker kept ready for image") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert log.read_text().count("standby worker kept ready for image") == 3, log.read_text()[-3000:]
+        assert "no standby worker" not in log.read_text()
 
     # A second run reuses the nodes, the images and the completed tasks: it reads their
     # answers back from the server and prints the same tables.
@@ -105,6 +114,10 @@ def test_demo_names_a_server_that_does_not_answer(demo_world, tmp_path):
     assert len(lines) == 1 and "does not answer" in lines[0] and "Traceback" not in done.stderr
 
 
+STANDBY_IMAGES = tuple(f"127.0.0.1:5000/vantage/alg-{name}@sha256:{digit * 64}" for name, digit in
+                       (("summary", "a"), ("kaplan_meier", "b"), ("cox", "c")))
+
+
 def test_node_configs_are_valid_for_the_node_agent(tmp_path):
     from nodeagent import config
 
@@ -119,8 +132,10 @@ def test_node_configs_are_valid_for_the_node_agent(tmp_path):
     public = signing.write_key_pair(tmp_path / "demo-signing.key", key, None)
     node.config_file.write_text(network.node_config(
         node, server_url="http://127.0.0.1:8000", registry_port=5000, password_file=tmp_path / "pw",
-        trusted_key=public))
+        trusted_key=public, standby_images=STANDBY_IMAGES))
     loaded = config.load(node.config_file)
+    assert [(str(s.image), s.databases) for s in loaded.standbys] == [
+        (image, (network.DATABASE_LABEL,)) for image in STANDBY_IMAGES]
     assert (loaded.policy.require_signature, loaded.policy.require_catalogue) == (True, True)
     assert [k.fingerprint for k in loaded.policy.trusted_keys] == [signing.fingerprint(key.public_key())]
     assert set(loaded.databases) == {network.DATABASE_LABEL}
