@@ -14,6 +14,7 @@ from nodeagent.client import ServerClient, ServerRefused, ServerUnavailable
 from nodeagent.config import Database, NodeConfig
 from nodeagent.crypto import envelope
 from nodeagent.executor import Executor, ImageError
+from nodeagent.policy import image_refusal
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -37,6 +38,7 @@ def run_checks(config: NodeConfig, *, client: ServerClient | None = None,
     if not config.databases:
         findings.append(Finding(WARN, "databases", "no databases configured: algorithms get no data"))
     findings += _check_policy(config)
+    findings += _check_standbys(config)
     findings += check_disclosure_settings(config.algorithm_env)
     findings += check_output(config)
     findings.append(_check_encryption(config, None if node is None else node.get("organization_public_key")))
@@ -190,6 +192,21 @@ def _check_policy(config: NodeConfig) -> list[Finding]:
     if not policy.require_digest:
         findings.append(Finding(WARN, "policy", "require_digest is off: tasks may name images by tag"))
     findings += _check_signatures(policy)
+    return findings
+
+
+def _check_standbys(config: NodeConfig) -> list[Finding]:
+    """What node.toml's [[standby]] entries will get: the policy's own refusals show now, the
+    signature and catalogue are checked when the agent starts (nodeagent/agent.py)."""
+    findings = []
+    for standby in config.standbys:
+        why = image_refusal(config.policy, standby.image)
+        if why:
+            findings.append(Finding(WARN, "standby", f"image {standby.image} will get no standby worker: {why}"))
+        else:
+            findings.append(Finding(OK, "standby", f"image {standby.image} for database(s) "
+                                                   f"{', '.join(standby.databases)}: a standby worker from the "
+                                                   "agent's start, once its signature and catalogue entry pass"))
     return findings
 
 

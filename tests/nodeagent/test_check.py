@@ -26,7 +26,8 @@ def make_node(tmp_path, server, registry, world, **config) -> NodeProcess:
 def test_check_passes_when_key_engine_registry_and_databases_are_right(tmp_path, api_server, registry,
                                                                         docker_client):
     world = api_server.world()
-    node = make_node(tmp_path, api_server, registry, world, policy="require_digest = true\nallowed_images = []")
+    node = make_node(tmp_path, api_server, registry, world, policy="require_digest = true\nallowed_images = []",
+                     top=f'standby = [{{image = "{registry.host}/vantage/alg-cox:1", databases = ["default"]}}]')
     registry_db = tmp_path / "registry.sqlite3"
     with sqlite3.connect(registry_db) as connection:
         connection.execute("CREATE TABLE patients (id integer)")
@@ -43,6 +44,9 @@ def test_check_passes_when_key_engine_registry_and_databases_are_right(tmp_path,
     assert f"SQLite file {registry_db} opens (1 tables)" in done.stdout
     assert "forwarder_image vantage/algorithm-base:bookworm-1 is present or pullable" in done.stdout
     assert "FAIL" not in done.stdout
+    # A standby named in node.toml that its own policy refuses is a warning, not a failure.
+    assert any(line.split()[:2] == ["warn", "standby"] and f"{registry.host}/vantage/alg-cox:1 will get no standby "
+               "worker" in line and "is not pinned to a digest" in line for line in done.stdout.splitlines()), done.stdout
 
 
 def test_check_names_each_problem_and_exits_1(tmp_path, api_server, registry, docker_client):
