@@ -96,6 +96,7 @@ MOUNT = "/mnt/rounds"
 LABEL_ROUND_NODE = "vantage.round_worker_node"
 LABEL_JOB = "vantage.job_id"
 STATE_KEY = "round_worker"  # in RunState.run: the run was handed to a round worker
+CLOSE_WAIT = 10  # seconds an agent's stop waits for a standby being started (its start sees the stop)
 STANDBY_QUIET = 1.0  # seconds without a round or run here before a standby starts: it must not slow one
 READY_SECONDS = 120  # create, start, import: a bare container start can take 10 s on a loaded host
 TICK = 0.25  # seconds between looks at kill requests and deadlines while a round runs
@@ -200,6 +201,8 @@ class RoundWorkers:
         self._failed: set[tuple] = set()  # (job, image, databases) whose worker did not start: containers
         self._admissions: dict[tuple, object] = {}  # (job, task image) → signatures.Admitted
         self._lock = threading.Lock()
+        self._starting: list[threading.Thread] = []  # standbys' start threads, waited for by close()
+        self._closed = False
         self._count = 0
         self._reaper: threading.Thread | None = None
 
@@ -222,13 +225,20 @@ class RoundWorkers:
             self._reaper.start()
 
     def close(self) -> None:
-        """The agent stops: every worker goes (its rounds are served again by the next agent)."""
+        """The agent stops: every worker goes (its rounds are served again by the next agent).
+        A standby still starting is waited for (at most CLOSE_WAIT s): its container must not
+        be created after the agent has gone."""
         with self._lock:
+            self._closed = True
             workers, self._workers = list(self._workers.values()), {}
             workers += self._standbys.values()
             self._standbys = {}
+            starting, self._starting = self._starting, []
         for worker in workers:
             self._retire(worker, "the node agent stops")
+        deadline = time.monotonic() + CLOSE_WAIT
+        for thread in starting:
+            thread.join(max(0.0, deadline - time.monotonic()))
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def job_ended(self, job_id: int) -> None:
@@ -298,26 +308,26 @@ class RoundWorkers:
             return
         with self._lock:
             wanted = self._wanted_keys()
-            if any(standby.lock.locked() for standby in self._standbys.values()):
-                return  # one still starting
+            if self._closed or any(standby.lock.locked() for standby in self._standbys.values()):
+                return  # the agent stops, or one is still starting
             # The last job's image replaces that of a job before it that no job asked for since.
             old = [standby for key, standby in self._standbys.items() if key not in wanted]
             for standby in old:
                 del self._standbys[standby.key[1:]]
             missing = [key for key in wanted if key not in self._standbys]
-            if not missing:
-                worker = None
-            else:
+            if missing:
                 self._count += 1
                 worker = RoundWorker(key=(None, *missing[0]), job_id=None,
                                      name=f"{self.name_prefix}-standby{self._count}",
                                      dir=self.folder / f"worker{self._count}-standby")
                 self._standbys[missing[0]] = worker
                 worker.lock.acquire()  # until it is ready: a job taking it meanwhile waits for it
+                thread = threading.Thread(target=self._start_standby, args=(worker,), name="round-standby",
+                                          daemon=True)
+                self._starting = [t for t in self._starting if t.is_alive()] + [thread]
+                thread.start()  # under the lock: close() never finds it listed and not yet started
         for standby in old:
             self._retire(standby, "a standby for the last job's image replaces it")
-        if worker is not None:
-            threading.Thread(target=self._start_standby, args=(worker,), name="round-standby", daemon=True).start()
 
     def _start_standby(self, worker: RoundWorker) -> None:
         failure = self._start_or_retire(worker)

@@ -261,3 +261,24 @@ def test_an_image_without_the_round_worker_label_is_kept_no_standby(tmp_path, im
     assert not workers.keep_standby(image, ("default",))
     workers._replenish(time.monotonic())
     assert not workers._standbys and not started.names
+
+
+def test_the_agents_stop_waits_for_a_standby_being_started_and_starts_no_other(tmp_path):
+    workers = pool(tmp_path, labels=OPTED_IN)
+    begun, release, finished = threading.Event(), threading.Event(), []
+
+    def slow_start(worker):  # a container being created when the agent is told to stop
+        begun.set()
+        release.wait(5)
+        finished.append(worker)
+
+    workers._start = slow_start
+    assert workers.keep_standby("sha256:toolkit", ("default",))
+    workers._replenish(time.monotonic())
+    assert begun.wait(5)
+    threading.Timer(0.3, release.set).start()
+    workers.close()
+    (worker,) = finished  # close() returned only once the start had ended...
+    assert worker.gone and not workers._standbys  # ...and the worker it started is retired
+    workers._replenish(time.monotonic())
+    assert len(finished) == 1 and not workers._standbys
