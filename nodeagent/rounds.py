@@ -52,7 +52,9 @@ cut): once the node has been quiet for STANDBY_QUIET seconds (no run in progress
 round for that long), it starts one worker, with the image and databases of the last job
 that used a worker here, which serves no job. The next job whose round asks for that same
 image id and those databases (after its own admission: signature, digest, catalogue) takes
-it as its worker, and from then on it is that job's worker alone, living as any other.
+it as its worker, and from then on it is that job's worker alone, living as any other;
+unless a database file it mounts has changed since it started: then it goes, and the job
+starts a worker that reads the new version.
 Until then it has been sent nothing: no round, no input. One such standby per node at
 most; it goes after `limits.round_worker_standby` seconds unused (0: never started), and
 with the agent. A node's operator may also name images in node.toml (`[[standby]]`): the
@@ -133,6 +135,7 @@ class RoundWorker:
     last_used: float = field(default_factory=time.monotonic)
     rounds: int = 0
     gone: bool = False
+    volumes: tuple[str, ...] | None = None  # the data volumes it mounts (set as it is created)
 
     def idle_for(self, now: float) -> float:
         return now - self.last_used
@@ -346,6 +349,13 @@ class RoundWorkers:
         if standby is None or standby.gone:
             return None
         del self._standbys[key[1:]]
+        if standby.volumes is not None and standby.volumes != self.data_volumes.current(self.config.databases,
+                                                                                        key[2]):
+            # A database file changed since it started: the job reads the new version, in a new
+            # worker; the next standby mounts it too.
+            threading.Thread(target=self._retire, args=(standby, "a database it mounts changed since it started"),
+                             daemon=True).start()
+            return None
         standby.key, standby.job_id = key, job_id
         # Its life as the job's worker (idle limit, limits.deadline) counts from now.
         standby.started = standby.last_used = time.monotonic()
@@ -573,6 +583,7 @@ class RoundWorkers:
         labels = list(worker.key[2])  # sorted: a standby has no job's own order to keep
         config = self.config
         data, data_mounts = self.data_volumes.mounts(config.databases, labels, worker.key[1])
+        worker.volumes = tuple(mount["Source"] for mount in data)
         mounts = [bind(str(worker.dir), MOUNT, read_only=True), *data]
         environment = contract.container_environment(config, labels, data_mounts)
         environment[SOCKET_ENV] = contract.encode_value(f"{MOUNT}/{SOCKET_NAME}")

@@ -190,6 +190,25 @@ class DataVolumes:
                 mounts.append(volume(name, data_mount.container_dir, read_only=True))
         return mounts, data_mounts
 
+    def current(self, databases: dict, labels) -> tuple[str, ...] | None:
+        """The volumes a container mounting these databases now would get (their files'
+        current versions; no Docker call), as `mounts` names them; None when a file cannot
+        be read."""
+        names = []
+        for label in labels:
+            data_mount = contract.database_mount(databases[label])
+            if data_mount is not None:
+                try:
+                    stat = Path(data_mount.host_path).stat()
+                except OSError:
+                    return None
+                names.append(self._name(label, stat, data_mount.file_name))
+        return tuple(names)
+
+    def _name(self, label: str, stat: os.stat_result, file_name: str) -> str:
+        return opaque_name("data", *self.labels.values(), label, str(stat.st_dev), str(stat.st_ino),
+                           str(stat.st_size), str(stat.st_mtime_ns), file_name)
+
     def ensure(self, label: str, host_path: Path, file_name: str, image: str) -> str:
         """The name of a volume holding `host_path` as `file_name`, filled now if needed.
         `image` (any local image: the run's) backs the never-started container that fills it."""
@@ -197,8 +216,7 @@ class DataVolumes:
             stat = host_path.stat()
         except OSError as exc:
             raise VolumeError(f"database {label}: cannot read {host_path}: {exc.strerror}") from None
-        name = opaque_name("data", *self.labels.values(), label, str(stat.st_dev), str(stat.st_ino),
-                           str(stat.st_size), str(stat.st_mtime_ns), file_name)
+        name = self._name(label, stat, file_name)
         with self._lock(name):
             created = self._created(name)
             record = self.records / name

@@ -282,3 +282,25 @@ def test_the_agents_stop_waits_for_a_standby_being_started_and_starts_no_other(t
     assert worker.gone and not workers._standbys  # ...and the worker it started is retired
     workers._replenish(time.monotonic())
     assert len(finished) == 1 and not workers._standbys
+
+
+@pytest.mark.parametrize("now, taken", [(("vol-1",), True), (("vol-2",), False), (None, False)])
+def test_a_standby_is_taken_only_while_the_data_it_mounts_is_the_databases_current_version(tmp_path, now, taken):
+    """("vol-2",): the file changed since the standby started; None: it cannot be read now."""
+    workers = pool(tmp_path, labels=OPTED_IN)
+    started = Started(workers)
+    del workers._retire  # the real one: it takes the worker out of the pool
+    workers.config.databases = {"default": object()}
+    workers.data_volumes = SimpleNamespace(current=lambda databases, labels: now)
+    assert workers.keep_standby("sha256:toolkit", ("default",))
+    workers._replenish(time.monotonic())
+    settle()
+    (standby,) = workers._standbys.values()
+    standby.volumes = ("vol-1",)  # what it mounted when it started
+    worker = workers._worker_for((7, "sha256:toolkit", ("default",)), 7, job(job_id=7))
+    assert (worker is standby) is taken and worker.job_id == 7
+    if not taken:  # retired in a thread of its own; the job got a worker started for it
+        deadline = time.monotonic() + 5
+        while not standby.gone and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert standby.gone and len(started.names) == 2

@@ -175,6 +175,14 @@ def test_a_standby_named_in_node_toml_is_ready_before_any_job_serves_the_first_a
     # another follows once the job's worker is gone, and the agent's stop removes it.
     wait_for(lambda: node.log().count("(standby) ready in") == 2, 60, "the next standby", site)
     wait_for(lambda: len(workers(site, docker_client, 0, standby=True)) == 1, 15, "one standby left", site)
+
+    # The site's data changes: the next job reads the new file, in a worker started for it,
+    # not in the standby that mounts the old one.
+    node.data.write_text("value\n1\n2\n3\n")
+    task = ask(site, site.organizations[:1], rounds=1)
+    assert site.wait_status(task["runs"][0]["id"], FINAL, timeout=120)["status"] == "completed", site.agent_logs()
+    assert site.researcher.result(task["runs"][0]["id"])["rounds"][0][0]["rows"] == 3
+    assert "a database it mounts changed since it started" in node.log() and job_workers_ready(node.log()) == 1
     node.stop()
     assert not workers(site, docker_client, 0, standby=True)
 
