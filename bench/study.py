@@ -105,7 +105,7 @@ SETTLE_BUSY = 0.25
 SETTLE_TIMEOUT = 20.0
 STANDBY_SHOWN = {"named": "the analyses' images, named in node.toml", "last": "the last job's image",
                  "none": "none"}
-STANDBY_TIMEOUT = 300.0  # --standby-images: up to six per node, started one after another
+STANDBY_TIMEOUT = 300.0  # --standby named: up to six per node, started one after another
 
 
 def cpu_times() -> tuple[int, int]:
@@ -225,6 +225,7 @@ class Bench:
         self.server.setup()
         world = self.server.seed("world", n_orgs=4, prefix="study-")
         policy = "\n".join(f'{key} = "{value}"' for key, value in ALGORITHM_ENV.items())
+        named = []  # per node, how many standbys its node.toml names
         for index, entry in enumerate(world["nodes"]):
             folder = self.workdir / f"data-{index}"
             folder.mkdir()
@@ -240,23 +241,24 @@ class Bench:
             # network's nodes do: a standby for each image, for the data set its jobs read.
             standbys = [f'{{image = "{self.images[a.image]}", databases = ["{a.dataset}"]}}'
                         for a in chosen if a.dataset in databases] if self.args.standby == "named" else []
-            node = NodeProcess(self.workdir, f"node-{index}", server_url=self.server.url, api_key=entry["api_key"],
-                               registry=registry, databases=databases, limits=limits, algorithm_env=policy,
-                               server=AGENT_SERVER_SETTINGS, top=f"standby = [{', '.join(standbys)}]")
-            node.standbys = len(standbys)
-            self.nodes.append(node)
+            self.nodes.append(NodeProcess(self.workdir, f"node-{index}", server_url=self.server.url,
+                                          api_key=entry["api_key"], registry=registry, databases=databases,
+                                          limits=limits, algorithm_env=policy, server=AGENT_SERVER_SETTINGS,
+                                          top=f"standby = [{', '.join(standbys)}]"))
+            named.append(len(standbys))
         for node in self.nodes:
             node.start()
         for node in self.nodes:
             wait_listening(node, timeout=90)
-        self.wait_for_standbys()
+        self.wait_for_standbys(named)
         return world
 
-    def wait_for_standbys(self) -> None:
-        """Until every node has started the standbys its node.toml names (one at a time each)."""
+    def wait_for_standbys(self, named: list[int]) -> None:
+        """Until every node has started the standbys its node.toml names (`named`: how many,
+        node by node; each node starts them one at a time)."""
         deadline = time.monotonic() + STANDBY_TIMEOUT
-        for node in self.nodes:
-            while node.log().count("(standby) ready in") < node.standbys:
+        for node, count in zip(self.nodes, named):
+            while node.log().count("(standby) ready in") < count:
                 if "no standby worker for image" in node.log():
                     raise BenchError(f"{node.dir.name} keeps no standby for an image it names; see {node.log_path}")
                 if time.monotonic() > deadline:

@@ -70,7 +70,7 @@ def node_config(node: DemoNode, *, server_url: str, registry_port: int, password
         "",
         # The study's images: a round worker is kept ready for each from the agent's start
         # (admitted first, as a task's image is), so that even their first job here starts
-        # no container for its rounds (docs/node.md, "Standby worker").
+        # no container for its rounds (docs/node.md, "Standby workers named in node.toml").
         *(line for image in standby_images for line in ("[[standby]]", f"image = {toml_string(image)}", "")),
         f"[registries.{toml_string(registry)}]",
         'username = "vantage"',
